@@ -1,0 +1,24 @@
+# The two commands a fresh machine needs: `make run` (the service, with a demo account) and
+# `make test` (the suite; set BRIDGE_TEST_DATABASE_URL to run it on PostgreSQL).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+
+.PHONY: run test lint
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $@
+
+run: $(BIN)/.installed
+	$(BIN)/bridge demo
+	BIND=$${BIND:-127.0.0.1:$${PORT:-8000}} $(BIN)/gunicorn --config gunicorn.conf.py "bridge:create_app()"
+
+test: $(BIN)/.installed
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy

@@ -1,0 +1,30 @@
+"""Identity Bridge: SAML 2.0 SSO and SCIM 2.0 provisioning into the account store."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask
+
+from bridge.settings import Settings
+
+
+def create_app(config: Mapping[str, Any] | Settings | None = None) -> Flask:
+    """The WSGI app. `config` may be Settings, or overrides of the settings read from the env."""
+    from bridge import logs, web
+    from bridge.store import Store
+
+    if not isinstance(config, Settings):
+        config = Settings.from_env(**dict(config or {}))
+    settings = config.ensure_secret_key()
+    app = Flask(__name__, instance_path=str(settings.instance_path))
+    app.config.update(
+        SECRET_KEY=settings.secret_key,
+        MAX_CONTENT_LENGTH=settings.max_request_bytes,
+        JSON_SORT_KEYS=False,
+        BRIDGE_SETTINGS=settings,
+    )
+    logs.configure(settings.log_level)
+    web.init_app(app, Store(settings.database_url))
+    return app

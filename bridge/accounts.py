@@ -1,0 +1,208 @@
+"""Accounts, their environments and their SCIM tokens: created, listed, revoked, audited."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from bridge import audit
+from bridge.errors import Conflict, InvalidInput, NotFound, Unauthorized
+from bridge.models import Account, Environment, ScimToken, utcnow
+from bridge.store import Store
+
+SLUG = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?")
+TOKEN_PREFIX = "ibs_"  # noqa: S105 - a marker that helps secret scanners, not a secret
+LAST_USED_EVERY = timedelta(minutes=1)  # coarse, so reads do not turn into writes
+
+
+def get_account(db: Session, slug: str) -> Account:
+    """The account with this slug, or NotFound."""
+    account = db.scalar(select(Account).where(Account.slug == slug))
+    if account is None:
+        raise NotFound(f"no account {slug!r}")
+    return account
+
+
+def create_account(store: Store, slug: str, *, name: str | None = None, actor: str) -> Account:
+    """A new, empty account."""
+    if not SLUG.fullmatch(slug):
+        raise InvalidInput(
+            f"account slug {slug!r} must be lower-case letters, digits and inner hyphens (max 64)"
+        )
+
+    def work(db: Session) -> Account:
+        if db.scalar(select(Account.id).where(Account.slug == slug)) is not None:
+            raise Conflict(f"account {slug!r} already exists")
+        account = Account(slug=slug, name=name or slug)
+        db.add(account)
+        db.flush()
+        audit.record(
+            db,
+            account.id,
+            actor=actor,
+            action="account.create",
+            target_type="account",
+            target_id=slug,
+            after={"slug": slug, "name": account.name},
+        )
+        return account
+
+    return store.write(work)
+
+
+def add_environment(
+    store: Store, slug: str, name: str, *, default: bool = False, actor: str
+) -> Environment:
+    """A new environment of the account; `default` ones are what the account's defaults give."""
+    if not SLUG.fullmatch(name):
+        raise InvalidInput(f"environment name {name!r} must be lower-case letters, digits, hyphens")
+
+    def work(db: Session) -> Environment:
+        account = get_account(db, slug)
+        exists = db.scalar(
+            select(Environment.id).where(
+                Environment.account_id == account.id, Environment.name == name
+            )
+        )
+        if exists is not None:
+            raise Conflict(f"environment {name!r} already exists in account {slug!r}")
+        env = Environment(account_id=account.id, name=name, is_default=default)
+        db.add(env)
+        audit.record(
+            db,
+            account.id,
+            actor=actor,
+            action="environment.create",
+            target_type="environment",
+            target_id=name,
+            after={"name": name, "default": default},
+        )
+        return env
+
+    return store.write(work)
+
+
+def list_environments(db: Session, slug: str) -> list[Environment]:
+    account = get_account(db, slug)
+    return list(
+        db.scalars(
+            select(Environment)
+            .where(Environment.account_id == account.id)
+            .order_by(Environment.name)
+        )
+    )
+
+
+def hash_token(raw: str) -> str:
+    """Tokens are 256-bit random values, so one SHA-256 suffices (no slow hash needed)."""
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    id: int
+    raw: str
+    prefix: str
+
+
+def issue_token(store: Store, slug: str, *, label: str = "", actor: str) -> IssuedToken:
+    """A new SCIM bearer token. The raw value is returned once; only its hash is stored."""
+    raw = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    prefix = raw[: len(TOKEN_PREFIX) + 6]
+
+    def work(db: Session) -> IssuedToken:
+        account = get_account(db, slug)
+        token = ScimToken(
+            account_id=account.id, label=label, prefix=prefix, token_hash=hash_token(raw)
+        )
+        db.add(token)
+        db.flush()
+        audit.record(
+            db,
+            account.id,
+            actor=actor,
+            action="token.issue",
+            target_type="token",
+            target_id=str(token.id),
+            after={"label": label, "prefix": prefix},
+        )
+        return IssuedToken(token.id, raw, prefix)
+
+    return store.write(work)
+
+
+def list_tokens(db: Session, slug: str) -> list[ScimToken]:
+    account = get_account(db, slug)
+    return list(
+        db.scalars(
+            select(ScimToken).where(ScimToken.account_id == account.id).order_by(ScimToken.id)
+        )
+    )
+
+
+def revoke_token(store: Store, slug: str, token_id: int, *, actor: str) -> ScimToken:
+    """Revoke a token at once; a revoked token authenticates nothing."""
+
+    def work(db: Session) -> ScimToken:
+        account = get_account(db, slug)
+        token = db.scalar(
+            select(ScimToken).where(ScimToken.account_id == account.id, ScimToken.id == token_id)
+        )
+        if token is None:
+            raise NotFound(f"no token {token_id} in account {slug!r}")
+        if token.revoked is not None:
+            raise Conflict(f"token {token_id} was already revoked")
+        token.revoked = utcnow()
+        audit.record(
+            db,
+            account.id,
+            actor=actor,
+            action="token.revoke",
+            target_type="token",
+            target_id=str(token_id),
+            before={"revoked": None},
+            after={"revoked": token.revoked.isoformat()},
+        )
+        return token
+
+    return store.write(work)
+
+
+def authenticate(store: Store, raw: str) -> tuple[Account, ScimToken]:
+    """The account a bearer token belongs to, or Unauthorized. Records when it was last used."""
+    digest = hash_token(raw)
+    with store.read() as db:
+        row = db.execute(
+            select(ScimToken, Account)
+            .join(Account, Account.id == ScimToken.account_id)
+            .where(ScimToken.token_hash == digest)
+        ).first()
+    # The lookup is by hash, so timing reveals nothing of the token; compare again regardless.
+    if row is None or not hmac.compare_digest(row.ScimToken.token_hash, digest):
+        raise Unauthorized("unknown bearer token")
+    token, account = row.ScimToken, row.Account
+    if token.revoked is not None:
+        raise Unauthorized("this bearer token was revoked")
+    now = utcnow()
+    if token.last_used is None or now - token.last_used > LAST_USED_EVERY:
+        _touch(store, token.id, now)
+    return account, token
+
+
+def _touch(store: Store, token_id: int, now: datetime) -> None:
+    store.write(
+        lambda db: db.execute(
+            update(ScimToken).where(ScimToken.id == token_id).values(last_used=now)
+        )
+    )
+
+
+def list_accounts(db: Session) -> list[Account]:
+    return list(db.scalars(select(Account).order_by(Account.slug)))

@@ -1,0 +1,158 @@
+"""The audit log: append-only, each event chained to its account's previous one by a hash.
+
+An event's hash covers its canonical content and the previous event's hash; the account row keeps
+the chain's head (sequence number and hash). Editing an event breaks its hash, deleting one breaks
+the sequence or the next event's link, deleting the newest breaks the head. Appending locks the
+account row (SELECT ... FOR UPDATE on PostgreSQL; SQLite's write lock does the same), so
+concurrent writers of one account queue briefly at the end of their transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ScalarResult, select, update
+from sqlalchemy.orm import Session
+
+from bridge.models import Account, AuditEvent, utcnow
+
+
+def _canonical(event: AuditEvent) -> bytes:
+    body = {
+        "account": event.account_id,
+        "seq": event.seq,
+        "at": event.at.isoformat(timespec="microseconds"),
+        "actor": event.actor,
+        "action": event.action,
+        "target": [event.target_type, event.target_id],
+        "before": event.before,
+        "after": event.after,
+        "prev": event.prev_hash,
+    }
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def event_hash(event: AuditEvent) -> str:
+    """SHA-256 over the event's canonical JSON, which includes the previous event's hash."""
+    return hashlib.sha256(_canonical(event)).hexdigest()
+
+
+def record(
+    db: Session,
+    account_id: int,
+    *,
+    actor: str,
+    action: str,
+    target_type: str,
+    target_id: str,
+    before: dict[str, Any] | None = None,
+    after: dict[str, Any] | None = None,
+) -> AuditEvent:
+    """Append an event to the account's chain, inside the caller's transaction."""
+    db.flush()  # the caller's changes first, so the head lock is held as briefly as possible
+    head = db.execute(
+        select(Account.audit_seq, Account.audit_head)
+        .where(Account.id == account_id)
+        .with_for_update()
+    ).one()
+    event = AuditEvent(
+        account_id=account_id,
+        seq=head.audit_seq + 1,
+        at=utcnow(),
+        actor=actor,
+        action=action,
+        target_type=target_type,
+        target_id=target_id,
+        before=before,
+        after=after,
+        prev_hash=head.audit_head,
+    )
+    event.hash = event_hash(event)
+    db.add(event)
+    db.execute(
+        update(Account)
+        .where(Account.id == account_id)
+        .values(audit_seq=event.seq, audit_head=event.hash)
+    )
+    return event
+
+
+@dataclass(frozen=True)
+class Break:
+    """The first place an account's chain does not hold, in words a person can act on."""
+
+    seq: int
+    reason: str
+
+
+def verify(db: Session, account_id: int) -> tuple[int, Break | None]:
+    """Walk the account's chain in order; return how many events held and the first break."""
+    account = db.get_one(Account, account_id)
+    with _events(db, account_id) as events:
+        return _walk(account, events)
+
+
+def _walk(account: Account, events: Iterable[AuditEvent]) -> tuple[int, Break | None]:
+    expected_seq, prev = 1, ""
+    for event in events:
+        if event.seq != expected_seq:
+            return expected_seq - 1, Break(expected_seq, f"event {expected_seq} is missing")
+        if event.prev_hash != prev:
+            return expected_seq - 1, Break(event.seq, "its link to the previous event is broken")
+        if event_hash(event) != event.hash:
+            return expected_seq - 1, Break(
+                event.seq, "its content was changed after it was written"
+            )
+        prev = event.hash
+        expected_seq += 1
+    count = expected_seq - 1
+    if count != account.audit_seq or prev != account.audit_head:
+        return count, Break(
+            count + 1, f"events after {count} are missing (head is {account.audit_seq})"
+        )
+    return count, None
+
+
+def _events(db: Session, account_id: int) -> ScalarResult[AuditEvent]:
+    """The account's events in order, streamed (closing the result releases the cursor)."""
+    stmt = (
+        select(AuditEvent)
+        .where(AuditEvent.account_id == account_id)
+        .order_by(AuditEvent.seq)
+        .execution_options(yield_per=500)
+    )
+    return db.scalars(stmt)
+
+
+def tail(db: Session, account_id: int, limit: int = 20) -> list[AuditEvent]:
+    """The account's newest events, oldest first."""
+    stmt = (
+        select(AuditEvent)
+        .where(AuditEvent.account_id == account_id)
+        .order_by(AuditEvent.seq.desc())
+        .limit(limit)
+    )
+    return list(reversed(db.scalars(stmt).all()))
+
+
+def describe(event: AuditEvent) -> dict[str, Any]:
+    """An event as plain JSON-able data."""
+    return {
+        "seq": event.seq,
+        "at": _iso(event.at),
+        "actor": event.actor,
+        "action": event.action,
+        "target": f"{event.target_type}:{event.target_id}",
+        "before": event.before,
+        "after": event.after,
+        "hash": event.hash,
+    }
+
+
+def _iso(at: datetime) -> str:
+    return at.isoformat(timespec="seconds")

@@ -1,0 +1,282 @@
+"""The `bridge` command: schema, accounts, environments, tokens, audit (DESIGN §3)."""
+
+from __future__ import annotations
+
+import functools
+import getpass
+import json
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+from sqlalchemy.exc import OperationalError, ProgrammingError
+
+from bridge import accounts, audit, schema
+from bridge.errors import BridgeError
+from bridge.settings import Settings
+from bridge.store import Store
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Context:
+    """Settings and store, made on first use so `--help` needs no database."""
+
+    def __init__(self) -> None:
+        self.settings = Settings.from_env()
+        self._store: Store | None = None
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            self._store = Store(self.settings.database_url)
+        return self._store
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.dispose()
+
+    @property
+    def actor(self) -> str:
+        try:
+            return f"cli:{getpass.getuser()}"
+        except Exception:  # no login name in some containers
+            return "cli"
+
+
+pass_ctx = click.make_pass_decorator(Context)
+
+
+def fails_cleanly(fn: F) -> F:
+    """Turn domain and schema errors into one line on stderr and exit status 1."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except BridgeError as exc:
+            raise click.ClickException(exc.detail) from exc
+        except (OperationalError, ProgrammingError) as exc:
+            detail = str(exc.orig).strip().splitlines()[0]
+            raise click.ClickException(
+                f"the database is not ready ({detail}); run `bridge db upgrade` first"
+            ) from exc
+
+    return wrapper  # type: ignore[return-value]
+
+
+def emit(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+@click.group()
+@click.pass_context
+def main(click_ctx: click.Context) -> None:
+    """Identity Bridge: SAML SSO and SCIM provisioning into the account store."""
+    click_ctx.obj = Context()
+    click_ctx.call_on_close(click_ctx.obj.close)
+
+
+@main.group()
+def db() -> None:
+    """The account store's schema."""
+
+
+@db.command("upgrade")
+@pass_ctx
+@fails_cleanly
+def db_upgrade(ctx: Context) -> None:
+    """Create or migrate the schema to the newest revision."""
+    schema.upgrade(ctx.store.engine)
+    click.echo(f"database at {schema.current(ctx.store.engine)}")
+
+
+@main.group("accounts")
+def accounts_group() -> None:
+    """Accounts (tenants)."""
+
+
+@accounts_group.command("create")
+@click.argument("slug")
+@click.option("--name", help="Display name (defaults to the slug).")
+@pass_ctx
+@fails_cleanly
+def accounts_create(ctx: Context, slug: str, name: str | None) -> None:
+    """Create account SLUG."""
+    account = accounts.create_account(ctx.store, slug, name=name, actor=ctx.actor)
+    click.echo(f"created account {account.slug}")
+
+
+@accounts_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_ctx
+@fails_cleanly
+def accounts_list(ctx: Context, as_json: bool) -> None:
+    """List accounts."""
+    with ctx.store.read() as session:
+        rows = [{"slug": a.slug, "name": a.name} for a in accounts.list_accounts(session)]
+    if as_json:
+        emit(rows)
+        return
+    for row in rows:
+        click.echo(f"{row['slug']}\t{row['name']}")
+
+
+@main.group("environments")
+def environments_group() -> None:
+    """Product environments of an account."""
+
+
+@environments_group.command("add")
+@click.argument("slug")
+@click.argument("name")
+@click.option("--default", is_flag=True, help="New users get this environment by default.")
+@pass_ctx
+@fails_cleanly
+def environments_add(ctx: Context, slug: str, name: str, default: bool) -> None:
+    """Add environment NAME to account SLUG."""
+    accounts.add_environment(ctx.store, slug, name, default=default, actor=ctx.actor)
+    click.echo(f"added environment {name} to {slug}")
+
+
+@environments_group.command("list")
+@click.argument("slug")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_ctx
+@fails_cleanly
+def environments_list(ctx: Context, slug: str, as_json: bool) -> None:
+    """List the environments of account SLUG."""
+    with ctx.store.read() as session:
+        envs = accounts.list_environments(session, slug)
+    if as_json:
+        emit([{"name": e.name, "default": e.is_default} for e in envs])
+        return
+    for env in envs:
+        click.echo(env.name + ("\t(default)" if env.is_default else ""))
+
+
+@main.group("tokens")
+def tokens_group() -> None:
+    """SCIM bearer tokens."""
+
+
+@tokens_group.command("issue")
+@click.argument("slug")
+@click.option("--label", default="", help="What the token is for, e.g. 'okta'.")
+@pass_ctx
+@fails_cleanly
+def tokens_issue(ctx: Context, slug: str, label: str) -> None:
+    """Issue a SCIM token for SLUG; it is shown once, alone on the last line."""
+    token = accounts.issue_token(ctx.store, slug, label=label, actor=ctx.actor)
+    click.echo(f"token {token.id} for {slug} (shown once; only its hash is stored):")
+    click.echo(token.raw)
+
+
+@tokens_group.command("list")
+@click.argument("slug")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_ctx
+@fails_cleanly
+def tokens_list(ctx: Context, slug: str, as_json: bool) -> None:
+    """List the tokens of SLUG (never their values)."""
+    with ctx.store.read() as session:
+        rows = [
+            {
+                "id": t.id,
+                "label": t.label,
+                "prefix": t.prefix,
+                "created": t.created.isoformat(timespec="seconds"),
+                "last_used": t.last_used and t.last_used.isoformat(timespec="seconds"),
+                "revoked": t.revoked and t.revoked.isoformat(timespec="seconds"),
+            }
+            for t in accounts.list_tokens(session, slug)
+        ]
+    if as_json:
+        emit(rows)
+        return
+    for row in rows:
+        state = f"revoked {row['revoked']}" if row["revoked"] else "active"
+        used = row["last_used"] or "never used"
+        click.echo(f"{row['id']}\t{row['prefix']}…\t{row['label'] or '-'}\t{state}\t{used}")
+
+
+@tokens_group.command("revoke")
+@click.argument("slug")
+@click.argument("token_id", type=int)
+@pass_ctx
+@fails_cleanly
+def tokens_revoke(ctx: Context, slug: str, token_id: int) -> None:
+    """Revoke token TOKEN_ID of SLUG, effective immediately."""
+    accounts.revoke_token(ctx.store, slug, token_id, actor=ctx.actor)
+    click.echo(f"revoked token {token_id} of {slug}")
+
+
+@main.group("audit")
+def audit_group() -> None:
+    """The tamper-evident audit log."""
+
+
+@audit_group.command("tail")
+@click.argument("slug")
+@click.option("-n", "limit", default=20, show_default=True, help="How many events.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_ctx
+@fails_cleanly
+def audit_tail(ctx: Context, slug: str, limit: int, as_json: bool) -> None:
+    """Show the newest audit events of SLUG, oldest first."""
+    with ctx.store.read() as session:
+        account = accounts.get_account(session, slug)
+        rows = [audit.describe(e) for e in audit.tail(session, account.id, limit)]
+    if as_json:
+        emit(rows)
+        return
+    for row in rows:
+        click.echo(
+            f"{row['seq']:>6} {row['at']} {row['actor']:<20} {row['action']:<18} {row['target']}"
+        )
+
+
+@audit_group.command("verify")
+@click.argument("slug")
+@pass_ctx
+@fails_cleanly
+def audit_verify(ctx: Context, slug: str) -> None:
+    """Check SLUG's audit chain; exit 1 naming the first broken event."""
+    with ctx.store.read() as session:
+        account = accounts.get_account(session, slug)
+        count, broken = audit.verify(session, account.id)
+    if broken is not None:
+        click.echo(
+            f"audit chain of {slug} is BROKEN at event {broken.seq}: {broken.reason} "
+            f"({count} events before it verified)",
+            err=True,
+        )
+        sys.exit(1)
+    click.echo(f"audit chain of {slug} verified: {count} events intact")
+
+
+@main.command("demo")
+@click.option("--slug", default="demo", show_default=True)
+@pass_ctx
+@fails_cleanly
+def demo(ctx: Context, slug: str) -> None:
+    """Set up a demo account (idempotent) and print where to point an IdP, with a fresh token."""
+    schema.upgrade(ctx.store.engine)
+    with ctx.store.read() as session:
+        exists = slug in {a.slug for a in accounts.list_accounts(session)}
+        envs = {e.name for e in accounts.list_environments(session, slug)} if exists else set()
+    if not exists:
+        accounts.create_account(ctx.store, slug, name="Demo account", actor=ctx.actor)
+    for name in ("production", "staging"):
+        if name not in envs:
+            accounts.add_environment(
+                ctx.store, slug, name, default=name == "production", actor=ctx.actor
+            )
+    token = accounts.issue_token(ctx.store, slug, label="demo", actor=ctx.actor)
+    base = ctx.settings.base_url
+    click.echo(f"account:            {slug} (environments: production, staging)")
+    click.echo(f"SCIM base URL:      {base}/scim/v2")
+    click.echo(f"SAML metadata URL:  {base}/saml/{slug}/metadata")
+    click.echo("SCIM bearer token (shown once):")
+    click.echo(token.raw)

@@ -1,0 +1,39 @@
+"""Domain errors: plain exceptions with no HTTP in them.
+
+The web layer maps each class to a status in one table (bridge.web.STATUS); the SCIM and SAML
+adapters add their own renderings. `detail` is safe to show to the client.
+"""
+
+from __future__ import annotations
+
+
+class BridgeError(Exception):
+    """Base of every error a caller is expected to handle."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class NotFound(BridgeError):
+    """The named account, user, group, token or IdP does not exist (in this account)."""
+
+
+class Conflict(BridgeError):
+    """The change collides with what is stored: a taken name, a stale version."""
+
+
+class InvalidInput(BridgeError):
+    """The request is well-formed but a value is not acceptable."""
+
+
+class PreconditionFailed(BridgeError):
+    """The caller's expected version does not match the stored one."""
+
+
+class Unauthorized(BridgeError):
+    """Missing, unknown or revoked credentials."""
+
+
+class Unavailable(BridgeError):
+    """The store cannot serve the request now (unreachable, busy, behind on migrations)."""

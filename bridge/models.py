@@ -1,0 +1,433 @@
+"""The account store: every table, typed, the same on SQLite and PostgreSQL.
+
+Every row belongs to exactly one account. Case-insensitive uniqueness (userName, group displayName)
+uses a normalised shadow column so both databases compare the same way (SQLite's lower() only
+folds ASCII). Membership, role, environment-access and grant rows carry provenance: `scim`, `saml`,
+`policy:<rule>` or `manual`.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    Uuid,
+    text,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+def fold(value: str) -> str:
+    """The case-insensitive key of a name: the same on every database."""
+    return unicodedata.normalize("NFC", value).casefold()
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC in Python, naive UTC in the database (SQLite keeps no zone)."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {datetime: UTCDateTime(), uuid.UUID: Uuid(), dict[str, Any]: JSON()}
+
+
+def _account_fk() -> Mapped[int]:
+    return mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+
+
+class Versioned:
+    """created, lastModified and a version that goes up by one with every real change.
+
+    The version doubles as an optimistic lock: every UPDATE of the row says WHERE version = the
+    one read, so a concurrent writer's commit makes ours fail (StaleDataError) and the whole
+    transaction is retried (bridge.store.Store.write). `touch` once per changing transaction.
+    """
+
+    created: Mapped[datetime] = mapped_column(default=utcnow)
+    last_modified: Mapped[datetime] = mapped_column(default=utcnow)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+
+    @declared_attr.directive
+    def __mapper_args__(cls) -> dict[str, Any]:
+        return {
+            "version_id_col": cls.__table__.c.version,  # type: ignore[attr-defined]
+            "version_id_generator": False,
+        }
+
+    def touch(self) -> None:
+        """Record a real change: the next version, modified now."""
+        self.version += 1
+        self.last_modified = utcnow()
+
+
+class Account(Base):
+    """The tenant. `audit_seq`/`audit_head` are the head of its audit chain (locked to append)."""
+
+    __tablename__ = "accounts"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    slug: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    default_role: Mapped[str] = mapped_column(String(40), default="media_library_user")
+    created: Mapped[datetime] = mapped_column(default=utcnow)
+    audit_seq: Mapped[int] = mapped_column(Integer, default=0)
+    audit_head: Mapped[str] = mapped_column(String(64), default="")
+
+
+class Environment(Base):
+    """A product environment of an account; `is_default` ones are what the defaults give."""
+
+    __tablename__ = "environments"
+    __table_args__ = (UniqueConstraint("account_id", "name"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = _account_fk()
+    name: Mapped[str] = mapped_column(String(64))
+    is_default: Mapped[bool] = mapped_column(Boolean, default=False)
+    created: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class User(Versioned, Base):
+    """A person of an account, with the SCIM core and enterprise attributes we keep."""
+
+    __tablename__ = "users"
+    __table_args__ = (
+        UniqueConstraint("account_id", "user_name_key"),
+        Index("ix_users_account_external_id", "account_id", "external_id"),
+    )
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    account_id: Mapped[int] = _account_fk()
+    user_name: Mapped[str] = mapped_column(String(256))
+    user_name_key: Mapped[str] = mapped_column(String(256))
+    external_id: Mapped[str | None] = mapped_column(String(256))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    # name.*
+    formatted_name: Mapped[str | None] = mapped_column(String(512))
+    family_name: Mapped[str | None] = mapped_column(String(256))
+    given_name: Mapped[str | None] = mapped_column(String(256))
+    middle_name: Mapped[str | None] = mapped_column(String(256))
+    honorific_prefix: Mapped[str | None] = mapped_column(String(64))
+    honorific_suffix: Mapped[str | None] = mapped_column(String(64))
+    display_name: Mapped[str | None] = mapped_column(String(256))
+    nick_name: Mapped[str | None] = mapped_column(String(256))
+    profile_url: Mapped[str | None] = mapped_column(String(1024))
+    title: Mapped[str | None] = mapped_column(String(256))
+    user_type: Mapped[str | None] = mapped_column(String(64))
+    preferred_language: Mapped[str | None] = mapped_column(String(64))
+    locale: Mapped[str | None] = mapped_column(String(64))
+    timezone: Mapped[str | None] = mapped_column(String(64))
+    # urn:ietf:params:scim:schemas:extension:enterprise:2.0:User
+    employee_number: Mapped[str | None] = mapped_column(String(64))
+    cost_center: Mapped[str | None] = mapped_column(String(256))
+    organization: Mapped[str | None] = mapped_column(String(256))
+    division: Mapped[str | None] = mapped_column(String(256))
+    department: Mapped[str | None] = mapped_column(String(256))
+    manager_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), index=True
+    )
+
+    emails: Mapped[list[UserEmail]] = relationship(
+        cascade="all, delete-orphan", order_by="UserEmail.position", lazy="selectin"
+    )
+    phone_numbers: Mapped[list[UserPhoneNumber]] = relationship(
+        cascade="all, delete-orphan", order_by="UserPhoneNumber.position", lazy="selectin"
+    )
+    addresses: Mapped[list[UserAddress]] = relationship(
+        cascade="all, delete-orphan", order_by="UserAddress.position", lazy="selectin"
+    )
+    manager: Mapped[User | None] = relationship(remote_side=[id])
+
+
+class _MultiValue:
+    """A multi-valued attribute entry: value, type, primary (at most one primary per user)."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    position: Mapped[int] = mapped_column(Integer, default=0)
+    type: Mapped[str | None] = mapped_column(String(64))
+    primary: Mapped[bool] = mapped_column(Boolean, default=False)
+    display: Mapped[str | None] = mapped_column(String(256))
+
+
+class UserEmail(_MultiValue, Base):
+    __tablename__ = "user_emails"
+    value: Mapped[str] = mapped_column(String(320))
+    value_key: Mapped[str] = mapped_column(String(320), index=True)
+
+
+class UserPhoneNumber(_MultiValue, Base):
+    __tablename__ = "user_phone_numbers"
+    value: Mapped[str] = mapped_column(String(64))
+
+
+class UserAddress(_MultiValue, Base):
+    __tablename__ = "user_addresses"
+    formatted: Mapped[str | None] = mapped_column(String(1024))
+    street_address: Mapped[str | None] = mapped_column(String(512))
+    locality: Mapped[str | None] = mapped_column(String(256))
+    region: Mapped[str | None] = mapped_column(String(256))
+    postal_code: Mapped[str | None] = mapped_column(String(64))
+    country: Mapped[str | None] = mapped_column(String(64))
+
+
+class Group(Versioned, Base):
+    """A user group: pushed by SCIM, managed by a policy, or made by hand."""
+
+    __tablename__ = "groups"
+    __table_args__ = (
+        UniqueConstraint("account_id", "display_name_key"),
+        Index("ix_groups_account_external_id", "account_id", "external_id"),
+    )
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    account_id: Mapped[int] = _account_fk()
+    display_name: Mapped[str] = mapped_column(String(256))
+    display_name_key: Mapped[str] = mapped_column(String(256))
+    external_id: Mapped[str | None] = mapped_column(String(256))
+    managed_by: Mapped[str] = mapped_column(String(64), default="scim")
+
+
+class Membership(Base):
+    """A user in a group, once per provenance (SCIM and a policy may both put them there)."""
+
+    __tablename__ = "memberships"
+    __table_args__ = (UniqueConstraint("group_id", "user_id", "provenance"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    group_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("groups.id", ondelete="CASCADE"))
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    provenance: Mapped[str] = mapped_column(String(160))
+    created: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class RoleAssignment(Base):
+    """The one primary role of a user."""
+
+    __tablename__ = "role_assignments"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), unique=True
+    )
+    role: Mapped[str] = mapped_column(String(40))
+    provenance: Mapped[str] = mapped_column(String(160))
+    created: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class EnvironmentAccess(Base):
+    """A user may use an environment; `environment_id` NULL means all of the account's."""
+
+    __tablename__ = "environment_access"
+    __table_args__ = (
+        Index(
+            "uq_environment_access_listed",
+            "user_id",
+            "environment_id",
+            "provenance",
+            unique=True,
+            sqlite_where=text("environment_id IS NOT NULL"),
+            postgresql_where=text("environment_id IS NOT NULL"),
+        ),
+        Index(
+            "uq_environment_access_all",
+            "user_id",
+            "provenance",
+            unique=True,
+            sqlite_where=text("environment_id IS NULL"),
+            postgresql_where=text("environment_id IS NULL"),
+        ),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    environment_id: Mapped[int | None] = mapped_column(
+        ForeignKey("environments.id", ondelete="CASCADE")
+    )
+    provenance: Mapped[str] = mapped_column(String(160))
+    created: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Grant(Base):
+    """A permission on content: (user or group) x environment x folder/collection path x level."""
+
+    __tablename__ = "grants"
+    __table_args__ = (
+        CheckConstraint("(user_id IS NULL) <> (group_id IS NULL)", name="one_subject"),
+        CheckConstraint("kind IN ('folder', 'collection')", name="kind"),
+        CheckConstraint("level IN ('viewer', 'contributor', 'editor', 'manager')", name="level"),
+        Index(
+            "uq_grants_user",
+            "user_id",
+            "environment_id",
+            "kind",
+            "path",
+            "provenance",
+            unique=True,
+            sqlite_where=text("user_id IS NOT NULL"),
+            postgresql_where=text("user_id IS NOT NULL"),
+        ),
+        Index(
+            "uq_grants_group",
+            "group_id",
+            "environment_id",
+            "kind",
+            "path",
+            "provenance",
+            unique=True,
+            sqlite_where=text("group_id IS NOT NULL"),
+            postgresql_where=text("group_id IS NOT NULL"),
+        ),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = _account_fk()
+    user_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    group_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("groups.id", ondelete="CASCADE"))
+    environment_id: Mapped[int] = mapped_column(ForeignKey("environments.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))
+    path: Mapped[str] = mapped_column(String(1024))
+    level: Mapped[str] = mapped_column(String(16))
+    provenance: Mapped[str] = mapped_column(String(160))
+    created: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ScimToken(Base):
+    """A SCIM bearer token: only its SHA-256 is kept; `prefix` lets people tell tokens apart."""
+
+    __tablename__ = "scim_tokens"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = _account_fk()
+    label: Mapped[str] = mapped_column(String(200), default="")
+    prefix: Mapped[str] = mapped_column(String(16))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used: Mapped[datetime | None] = mapped_column()
+    revoked: Mapped[datetime | None] = mapped_column()
+
+
+class IdentityProvider(Versioned, Base):
+    """A SAML IdP of an account, from its metadata."""
+
+    __tablename__ = "identity_providers"
+    __table_args__ = (
+        UniqueConstraint("account_id", "name"),
+        UniqueConstraint("account_id", "entity_id"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = _account_fk()
+    name: Mapped[str] = mapped_column(String(64))
+    entity_id: Mapped[str] = mapped_column(String(1024))
+    metadata_url: Mapped[str | None] = mapped_column(String(2048))
+    metadata_xml: Mapped[str] = mapped_column(Text)
+    sso_url: Mapped[str] = mapped_column(String(2048))
+    slo_url: Mapped[str | None] = mapped_column(String(2048))
+    certificates: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    allow_idp_initiated: Mapped[bool] = mapped_column(Boolean, default=False)
+    allow_jit: Mapped[bool] = mapped_column(Boolean, default=True)
+    match_by: Mapped[str] = mapped_column(String(256), default="name_id")
+
+
+class SamlIdentity(Base):
+    """Links (IdP, NameID) to a user: how a returning SAML user is recognised."""
+
+    __tablename__ = "saml_identities"
+    __table_args__ = (UniqueConstraint("idp_id", "name_id"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    idp_id: Mapped[int] = mapped_column(ForeignKey("identity_providers.id", ondelete="CASCADE"))
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    name_id: Mapped[str] = mapped_column(String(1024))
+    created: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class LoginSession(Base):
+    """A signed-in browser session; only the hash of the cookie's secret is kept."""
+
+    __tablename__ = "login_sessions"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    account_id: Mapped[int] = _account_fk()
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    idp_id: Mapped[int | None] = mapped_column(
+        ForeignKey("identity_providers.id", ondelete="SET NULL")
+    )
+    name_id: Mapped[str | None] = mapped_column(String(1024))
+    session_index: Mapped[str | None] = mapped_column(String(256))
+    created: Mapped[datetime] = mapped_column(default=utcnow)
+    expires: Mapped[datetime] = mapped_column()
+    ended: Mapped[datetime | None] = mapped_column()
+
+
+class SeenAssertion(Base):
+    """The replay cache: an assertion ID is accepted once until it expires, across processes."""
+
+    __tablename__ = "seen_assertions"
+    __table_args__ = (UniqueConstraint("idp_id", "assertion_id"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    idp_id: Mapped[int] = mapped_column(ForeignKey("identity_providers.id", ondelete="CASCADE"))
+    assertion_id: Mapped[str] = mapped_column(String(256))
+    expires: Mapped[datetime] = mapped_column(index=True)
+
+
+class AuditEvent(Base):
+    """One change to the store, chained to the account's previous event by `prev_hash`."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (UniqueConstraint("account_id", "seq"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = _account_fk()
+    seq: Mapped[int] = mapped_column(Integer)
+    at: Mapped[datetime] = mapped_column()
+    actor: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(64))
+    target_type: Mapped[str] = mapped_column(String(32))
+    target_id: Mapped[str] = mapped_column(String(64))
+    before: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    after: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))

@@ -1,0 +1,61 @@
+"""Typed settings, read from the environment when the app or the CLI starts (never at import)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+DEFAULT_INSTANCE = "instance"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a deployment configures (DESIGN §3)."""
+
+    database_url: str
+    base_url: str
+    policy_dir: Path
+    instance_path: Path
+    secret_key: str | None = None
+    max_request_bytes: int = 1_048_576
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Read BRIDGE_* variables; anything in `overrides` wins."""
+        env = os.environ if env is None else env
+        instance = Path(env.get("BRIDGE_INSTANCE_PATH", DEFAULT_INSTANCE)).absolute()
+        settings = cls(
+            database_url=env.get("BRIDGE_DATABASE_URL") or f"sqlite:///{instance / 'bridge.db'}",
+            base_url=(env.get("BRIDGE_BASE_URL") or "http://127.0.0.1:8000").rstrip("/"),
+            policy_dir=Path(env.get("BRIDGE_POLICY_DIR") or instance / "policies"),
+            instance_path=instance,
+            secret_key=env.get("BRIDGE_SECRET_KEY") or None,
+            max_request_bytes=int(env.get("BRIDGE_MAX_REQUEST_BYTES") or 1_048_576),
+            log_level=env.get("BRIDGE_LOG_LEVEL") or "INFO",
+        )
+        return replace(settings, **overrides)
+
+    def ensure_secret_key(self) -> Settings:
+        """Settings with a secret key: the configured one, or one kept in the instance folder."""
+        if self.secret_key:
+            return self
+        path = self.instance_path / "secret_key"
+        if not path.exists():
+            # Several workers may start at once: write aside, then link into place atomically.
+            self.instance_path.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".secret_key.{os.getpid()}.{secrets.token_hex(4)}")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_hex(32))
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                pass
+            finally:
+                tmp.unlink()
+        return replace(self, secret_key=path.read_text().strip())

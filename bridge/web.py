@@ -1,0 +1,106 @@
+"""What every request shares: the store, a request id, errors as JSON, health checks."""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+from typing import Any
+
+from flask import Blueprint, Flask, current_app, g, jsonify, request
+from flask.typing import ResponseReturnValue
+from sqlalchemy import text
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from bridge import errors, schema
+from bridge.store import Store
+
+log = logging.getLogger(__name__)
+bp = Blueprint("bridge", __name__)
+
+# One table from domain errors to HTTP statuses; protocol adapters render their own bodies.
+STATUS: dict[type[errors.BridgeError], int] = {
+    errors.InvalidInput: 400,
+    errors.Unauthorized: 401,
+    errors.NotFound: 404,
+    errors.Conflict: 409,
+    errors.PreconditionFailed: 412,
+    errors.Unavailable: 503,
+}
+REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+def status_of(error: errors.BridgeError) -> int:
+    for kind in type(error).__mro__:
+        if kind in STATUS:
+            return STATUS[kind]
+    return 400
+
+
+def get_store() -> Store:
+    """The store of the running app."""
+    store: Store = current_app.extensions["bridge.store"]
+    return store
+
+
+def init_app(app: Flask, store: Store) -> None:
+    app.extensions["bridge.store"] = store
+    app.before_request(_assign_request_id)
+    app.after_request(_echo_request_id)
+    app.register_error_handler(errors.BridgeError, _domain_error)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(Exception, _unexpected_error)
+    app.register_blueprint(bp)
+
+
+def _assign_request_id() -> None:
+    given = request.headers.get("X-Request-ID", "")
+    g.request_id = given if REQUEST_ID.fullmatch(given) else secrets.token_hex(8)
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    if request.content_length is not None and request.content_length > limit:
+        raise RequestEntityTooLarge(f"the request body is over the limit of {limit} bytes")
+
+
+def _echo_request_id(response: Any) -> Any:
+    if "request_id" in g:
+        response.headers["X-Request-ID"] = g.request_id
+    return response
+
+
+def _domain_error(error: errors.BridgeError) -> ResponseReturnValue:
+    return jsonify(error=type(error).__name__, detail=error.detail), status_of(error)
+
+
+def _http_error(error: HTTPException) -> ResponseReturnValue:
+    return jsonify(error=error.name, detail=error.description), error.code or 500
+
+
+def _unexpected_error(error: Exception) -> ResponseReturnValue:
+    log.exception("unhandled error")
+    return jsonify(error="Internal Server Error", request_id=g.get("request_id")), 500
+
+
+@bp.get("/healthz")
+def healthz() -> ResponseReturnValue:
+    """The process is up."""
+    return jsonify(status="ok")
+
+
+@bp.get("/readyz")
+def readyz() -> ResponseReturnValue:
+    """The database answers and its schema is at the newest migration."""
+    store = get_store()
+    try:
+        with store.read() as db:
+            db.execute(text("SELECT 1"))
+        at = schema.current(store.engine)
+    except Exception as exc:  # any failure to reach the database means "not ready"
+        log.warning("readiness check failed: %s", type(exc).__name__)
+        return jsonify(status="unavailable", reason="database unreachable"), 503
+    want = schema.head()
+    if at != want:
+        reason = (
+            f"database schema at {at or 'nothing'}, code expects {want}: run `bridge db upgrade`"
+        )
+        return jsonify(status="unavailable", reason=reason), 503
+    return jsonify(status="ok", schema=at)

@@ -1,0 +1,102 @@
+"""Concurrent writers settle in the database: no duplicates, no lost updates (both databases)."""
+
+import threading
+from collections import Counter
+
+from sqlalchemy import func, select
+
+from bridge import audit, provisioning
+from bridge.errors import Conflict
+from bridge.models import User
+from tests.factories import profile
+
+THREADS = 8
+
+
+def _race(fn):
+    """Run fn(i) in THREADS threads released at once; return their results or exceptions."""
+    barrier = threading.Barrier(THREADS)
+    results: list[object] = [None] * THREADS
+
+    def run(i):
+        barrier.wait()
+        try:
+            results[i] = fn(i)
+        except Exception as exc:  # collected and asserted on by the caller
+            results[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(THREADS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return results
+
+
+def _count(store, account, name):
+    with store.read() as db:
+        return db.scalar(
+            select(func.count())
+            .select_from(User)
+            .where(User.account_id == account.id, User.user_name_key == name)
+        )
+
+
+def test_same_user_from_eight_threads_is_one_user(store, account):
+    """Eight concurrent provisionings of one userName (in mixed case) yield one user."""
+    results = _race(
+        lambda i: provisioning.provision(
+            store,
+            account.id,
+            profile("Race@Example.com".swapcase() if i % 2 else "race@example.com"),
+            actor=f"t{i}",
+        )
+    )
+    assert all(isinstance(r, provisioning.Outcome) for r in results), results
+    assert len({r.user_id for r in results}) == 1
+    assert sum(r.created for r in results) == 1
+    assert _count(store, account, "race@example.com") == 1
+    with store.read() as db:
+        assert audit.verify(db, account.id)[1] is None
+
+
+def test_eight_creates_give_one_winner_and_seven_conflicts(store, account):
+    """Create-only calls racing for one userName: exactly one succeeds, the rest conflict."""
+    results = _race(
+        lambda i: provisioning.provision(
+            store, account.id, profile("only@example.com"), actor=f"t{i}", must_create=True
+        )
+    )
+    kinds = Counter(type(r).__name__ for r in results)
+    assert kinds == {"Outcome": 1, "Conflict": 7}, results
+    assert all(isinstance(r, provisioning.Outcome | Conflict) for r in results)
+    assert _count(store, account, "only@example.com") == 1
+
+
+def test_concurrent_updates_of_one_user_lose_nothing(store, account):
+    """Eight threads each set a different attribute of one user; all eight land."""
+    fields = [
+        "title",
+        "department",
+        "division",
+        "organization",
+        "cost_center",
+        "employee_number",
+        "nick_name",
+        "locale",
+    ]
+    base = provisioning.provision(store, account.id, profile("busy@example.com"), actor="t")
+    results = _race(
+        lambda i: provisioning.provision(
+            store,
+            account.id,
+            profile("busy@example.com", fields={fields[i]: f"v{i}"}),
+            actor=f"t{i}",
+        )
+    )
+    assert all(isinstance(r, provisioning.Outcome) for r in results), results
+    with store.read() as db:
+        user = db.get(User, base.user_id)
+        assert {f: getattr(user, f) for f in fields} == {f: f"v{i}" for i, f in enumerate(fields)}
+        assert user.version == 1 + THREADS
+        assert audit.verify(db, account.id)[1] is None

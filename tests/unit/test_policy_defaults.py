@@ -1,0 +1,26 @@
+"""The engine's seam: a policy of defaults gives the same explained Decision every time."""
+
+from policies import Defaults, Policy, Profile, Source, evaluate, role_rank
+
+
+def test_defaults_decide_role_and_environments():
+    """With no rules, the defaults give the role and environments, explained."""
+    policy = Policy("acme", Defaults(role="reports", environments=("production",)))
+    decision = evaluate(policy, Profile(source=Source.SCIM, user_name="ann"))
+    assert decision.role == "reports"
+    assert decision.environments == ("production",)
+    assert decision.role_rule == "defaults"
+    assert decision.explanation[0].detail == "role reports; environments production"
+
+
+def test_same_inputs_same_decision():
+    """Evaluation is deterministic."""
+    policy = Policy("acme", Defaults(environments="all"))
+    profile = Profile(source=Source.SAML, user_name="bob", groups=("a", "b"))
+    assert evaluate(policy, profile) == evaluate(policy, profile)
+
+
+def test_role_rank_orders_design_roles():
+    """master_admin outranks admin; an unknown role ranks below all known ones."""
+    assert role_rank("master_admin") < role_rank("admin") < role_rank("media_library_user")
+    assert role_rank("nonsense") > role_rank("media_library_user")

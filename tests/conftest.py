@@ -94,10 +94,11 @@ def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Set
 
 
 @pytest.fixture(scope="session")
-def app(settings: Settings) -> Flask:
+def app(settings: Settings) -> Iterator[Flask]:
     app = create_app(settings)
     app.testing = True
-    return app
+    yield app
+    app.extensions["bridge.store"].dispose()
 
 
 @pytest.fixture

@@ -11,9 +11,12 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test]'
 	touch $@
 
+PORT ?= 8000
+export BRIDGE_BASE_URL ?= http://127.0.0.1:$(PORT)
+
 run: $(BIN)/.installed
 	$(BIN)/bridge demo
-	BIND=$${BIND:-127.0.0.1:$${PORT:-8000}} $(BIN)/gunicorn --config gunicorn.conf.py "bridge:create_app()"
+	BIND=$${BIND:-127.0.0.1:$(PORT)} $(BIN)/gunicorn --config gunicorn.conf.py "bridge:create_app()"
 
 test: $(BIN)/.installed
 	$(BIN)/pytest $(PYTEST_ARGS)

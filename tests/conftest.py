@@ -8,6 +8,7 @@ comes from giving every test its own account: no tenant sees another's rows.
 from __future__ import annotations
 
 import itertools
+import json as json_module
 import os
 import secrets
 from collections.abc import Callable, Iterator
@@ -129,3 +130,40 @@ class Cli:
 @pytest.fixture
 def cli(database_url: str, tmp_path: Path) -> Cli:
     return Cli({"BRIDGE_DATABASE_URL": database_url, "BRIDGE_INSTANCE_PATH": str(tmp_path)})
+
+
+class ScimClient:
+    """An IdP's view of the SCIM API: paths under /scim/v2, the account's bearer token sent."""
+
+    def __init__(self, client: FlaskClient, token: str, account: Account) -> None:
+        self.client, self.token, self.account = client, token, account
+
+    def request(self, method, path, *, json=None, headers=None, **kw):
+        headers = {"Authorization": f"Bearer {self.token}", **(headers or {})}
+        if json is not None:
+            kw["data"] = json_module.dumps(json)
+            headers.setdefault("Content-Type", "application/scim+json")
+        url = path if path.startswith("/") else f"/scim/v2/{path}"
+        return self.client.open(url, method=method, headers=headers, **kw)
+
+    def get(self, path, **kw):
+        return self.request("GET", path, **kw)
+
+    def post(self, path, json=None, **kw):
+        return self.request("POST", path, json=json, **kw)
+
+    def put(self, path, json=None, **kw):
+        return self.request("PUT", path, json=json, **kw)
+
+    def patch(self, path, json=None, **kw):
+        return self.request("PATCH", path, json=json, **kw)
+
+    def delete(self, path, **kw):
+        return self.request("DELETE", path, **kw)
+
+
+@pytest.fixture
+def scim(client: FlaskClient, store: Store, account: Account) -> ScimClient:
+    """A SCIM client holding a fresh token of a fresh account (`scim.account`)."""
+    token = accounts.issue_token(store, account.slug, label="test", actor="test")
+    return ScimClient(client, token.raw, account)

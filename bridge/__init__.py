@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask
 
 from bridge.settings import Settings
+
+ADAPTERS = ("scim",)
 
 
 def create_app(config: Mapping[str, Any] | Settings | None = None) -> Flask:
@@ -27,4 +30,6 @@ def create_app(config: Mapping[str, Any] | Settings | None = None) -> Flask:
     )
     logs.configure(settings.log_level)
     web.init_app(app, Store(settings.database_url))
+    for adapter in ADAPTERS:  # the composition root: the only place bridge/ names its adapters
+        importlib.import_module(adapter).init_app(app)
     return app

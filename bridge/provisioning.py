@@ -10,7 +10,7 @@ rows whose provenance is `policy:*`; `scim`, `saml` and `manual` rows are never 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,17 +18,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 import policies
-from bridge import audit
-from bridge.errors import Conflict, InvalidInput, NotFound
+from bridge import access, audit, profiles, sessions
+from bridge.access import access_of
+from bridge.errors import Conflict, InvalidInput, NotFound, PreconditionFailed
 from bridge.models import (
     Account,
-    Environment,
-    EnvironmentAccess,
-    Grant,
-    Group,
     IdentityProvider,
-    Membership,
-    RoleAssignment,
     SamlIdentity,
     User,
     UserAddress,
@@ -84,7 +79,6 @@ ENTRY_KEYS = {
         "country",
     ),
 }
-POLICY = "policy:"
 
 
 @dataclass(frozen=True)
@@ -94,7 +88,11 @@ class Outcome:
     user_id: uuid.UUID
     created: bool
     changed: bool
+    version: int
     decision: policies.Decision
+
+
+ProfileBuilder = Callable[[Session, User], policies.Profile]
 
 
 def provision(
@@ -120,36 +118,55 @@ def provision(
             if user_id is not None or not create:
                 raise NotFound(f"no user {profile.user_name!r} in account {account.slug!r}")
             user = User(id=uuid.uuid4(), account_id=account.id, active=True)
-            before = None
         elif must_create:
             raise Conflict(f"userName {profile.user_name!r} is already taken")
-        else:
-            before = snapshot(db, user)
-        _set_identity(db, account, user, profile)
-        if before is None:
-            db.add(user)
-        _set_fields(db, user, profile.fields)
-        _link_identity(db, account, user, profile.idp)
-        decision = policies.evaluate(policy_for(db, account), profile)
-        _apply(db, account, user, decision)
-        after = snapshot(db, user)
-        changed = before != after
-        if changed:
-            if before is not None:
-                user.touch()  # children may be all that changed: the row's version says so too
-            audit.record(
-                db,
-                account.id,
-                actor=actor,
-                action="user.create" if before is None else "user.update",
-                target_type="user",
-                target_id=str(user.id),
-                before=before,
-                after=after,
-            )
-        return Outcome(user.id, before is None, changed, decision)
+        return _write(db, account, user, profile, actor=actor)
 
     return store.write(work)
+
+
+def update_user(
+    store: Store,
+    account_id: int,
+    user_id: uuid.UUID,
+    build: ProfileBuilder,
+    *,
+    actor: str,
+    if_version: int | None = None,
+) -> Outcome:
+    """Update a stored user to the profile `build` makes from its current state.
+
+    `build` runs inside the transaction, on the state as it is now, and again if a concurrent
+    writer forces a retry: a read-modify-write (SCIM PATCH) never loses another writer's change.
+    """
+
+    def work(db: Session) -> Outcome:
+        account = _account(db, account_id)
+        user = db.scalar(select(User).where(User.account_id == account.id, User.id == user_id))
+        if user is None:
+            raise NotFound(f"no user {user_id} in account {account.slug!r}")
+        if if_version is not None and user.version != if_version:
+            raise PreconditionFailed(f"user {user_id} is at version {user.version}")
+        return _write(db, account, user, build(db, user), actor=actor)
+
+    return store.write(work)
+
+
+def reevaluate(db: Session, account: Account, user_ids: Iterable[uuid.UUID], *, actor: str) -> int:
+    """Apply the policy again to stored users whose inputs changed; return how many changed.
+
+    Runs inside the caller's transaction (a group membership change re-evaluates its members).
+    """
+    changed = 0
+    for user_id in user_ids:
+        user = db.get(User, user_id)
+        if user is None or user.account_id != account.id:
+            continue
+        before = snapshot(db, user)
+        decision = policies.evaluate(policy_for(db, account), profiles.stored(db, user))
+        access.apply(db, account, user, decision)
+        changed += _record(db, account, user, before, actor=actor, action="user.reevaluate")
+    return changed
 
 
 def delete_user(store: Store, account_id: int, user_id: uuid.UUID, *, actor: str) -> None:
@@ -173,6 +190,66 @@ def delete_user(store: Store, account_id: int, user_id: uuid.UUID, *, actor: str
         )
 
     store.write(work)
+
+
+def _write(
+    db: Session, account: Account, user: User, profile: policies.Profile, *, actor: str
+) -> Outcome:
+    """Write `profile` onto `user` (new or stored), apply the policy, audit the difference."""
+    is_new = user not in db
+    before = None if is_new else snapshot(db, user)
+    was_active = bool(user.active)
+    _set_identity(db, account, user, profile)
+    if is_new:
+        db.add(user)
+    _set_fields(db, user, profile.fields)
+    _link_identity(db, account, user, profile.idp)
+    decision = policies.evaluate(policy_for(db, account), profiles.stored(db, user, profile))
+    access.apply(db, account, user, decision)
+    if was_active and not user.active and not is_new:
+        sessions.end_for_user(db, user.id)  # suspension takes effect at once
+    if is_new:
+        after = snapshot(db, user)
+        audit.record(
+            db,
+            account.id,
+            actor=actor,
+            action="user.create",
+            target_type="user",
+            target_id=str(user.id),
+            after=after,
+        )
+        changed = True
+    else:
+        changed = bool(_record(db, account, user, before, actor=actor, action="user.update"))
+    return Outcome(user.id, is_new, changed, user.version, decision)
+
+
+def _record(
+    db: Session,
+    account: Account,
+    user: User,
+    before: dict[str, Any] | None,
+    *,
+    actor: str,
+    action: str,
+) -> int:
+    """If the user really changed: next version, and an audit event with before and after."""
+    after = snapshot(db, user)
+    if after == before:
+        return 0
+    user.touch()  # children may be all that changed: the row's version says so too
+    audit.record(
+        db,
+        account.id,
+        actor=actor,
+        action=action,
+        target_type="user",
+        target_id=str(user.id),
+        before=before,
+        after=after,
+    )
+    return 1
 
 
 def _account(db: Session, account_id: int) -> Account:
@@ -306,160 +383,6 @@ def _link_identity(
         raise Conflict("this IdP identity is linked to another user")
 
 
-def _apply(db: Session, account: Account, user: User, decision: policies.Decision) -> None:
-    """Make the user's policy-provenance rows exactly what `decision` says."""
-    db.flush()
-    _apply_role(db, user, decision)
-    environments: dict[str, int] = {
-        name: env_id
-        for name, env_id in db.execute(
-            select(Environment.name, Environment.id).where(Environment.account_id == account.id)
-        )
-    }
-    _apply_environments(db, user, decision, environments)
-    _apply_groups(db, account, user, decision)
-    _apply_grants(db, account, user, decision, environments)
-
-
-def _apply_role(db: Session, user: User, decision: policies.Decision) -> None:
-    assignment = db.scalar(select(RoleAssignment).where(RoleAssignment.user_id == user.id))
-    provenance = POLICY + decision.role_rule
-    if assignment is None:
-        db.add(RoleAssignment(user_id=user.id, role=decision.role, provenance=provenance))
-    elif assignment.provenance.startswith(POLICY) and (  # a manual role outranks any policy
-        (assignment.role, assignment.provenance) != (decision.role, provenance)
-    ):
-        assignment.role, assignment.provenance = decision.role, provenance
-
-
-def _apply_environments(
-    db: Session, user: User, decision: policies.Decision, environments: Mapping[str, int]
-) -> None:
-    provenance = POLICY + decision.environments_rule
-    if decision.environments == policies.ALL_ENVIRONMENTS:
-        wanted: set[tuple[int | None, str]] = {(None, provenance)}
-    else:
-        wanted = {
-            (environments[name], provenance)
-            for name in decision.environments
-            if name in environments  # an environment the account lacks grants nothing
-        }
-    rows = db.scalars(
-        select(EnvironmentAccess).where(
-            EnvironmentAccess.user_id == user.id, EnvironmentAccess.provenance.startswith(POLICY)
-        )
-    ).all()
-    have = {(row.environment_id, row.provenance): row for row in rows}
-    for key, row in have.items():
-        if key not in wanted:
-            db.delete(row)
-    for env_id, prov in wanted - have.keys():
-        db.add(EnvironmentAccess(user_id=user.id, environment_id=env_id, provenance=prov))
-
-
-def _apply_groups(db: Session, account: Account, user: User, decision: policies.Decision) -> None:
-    wanted: set[tuple[uuid.UUID, str]] = set()
-    for spec in decision.groups:
-        wanted.add((_policy_group(db, account, spec.name).id, POLICY + spec.rule))
-    rows = db.scalars(
-        select(Membership).where(
-            Membership.user_id == user.id, Membership.provenance.startswith(POLICY)
-        )
-    ).all()
-    have = {(row.group_id, row.provenance): row for row in rows}
-    for key, row in have.items():
-        if key not in wanted:
-            db.delete(row)
-    for group_id, prov in wanted - have.keys():
-        db.add(Membership(group_id=group_id, user_id=user.id, provenance=prov))
-
-
-def _policy_group(db: Session, account: Account, name: str) -> Group:
-    group = db.scalar(
-        select(Group).where(Group.account_id == account.id, Group.display_name_key == fold(name))
-    )
-    if group is None:  # a concurrent creator makes our insert fail; the retry then finds theirs
-        group = Group(
-            account_id=account.id,
-            display_name=name,
-            display_name_key=fold(name),
-            managed_by="policy",
-        )
-        db.add(group)
-        db.flush()
-    return group
-
-
-def _apply_grants(
-    db: Session,
-    account: Account,
-    user: User,
-    decision: policies.Decision,
-    environments: Mapping[str, int],
-) -> None:
-    wanted: set[tuple[int, str, str, str, str]] = set()
-    for spec in decision.grants:
-        if spec.environment not in environments:
-            continue
-        key: tuple[int, str, str, str, str] = (
-            environments[spec.environment],
-            spec.kind,
-            spec.path,
-            spec.level,
-            POLICY + spec.rule,
-        )
-        if spec.subject == "user":
-            wanted.add(key)
-        elif spec.group is not None:
-            _ensure_group_grant(db, account, _policy_group(db, account, spec.group), key)
-    rows = db.scalars(
-        select(Grant).where(Grant.user_id == user.id, Grant.provenance.startswith(POLICY))
-    ).all()
-    have = {(r.environment_id, r.kind, r.path, r.level, r.provenance): r for r in rows}
-    for key, row in have.items():
-        if key not in wanted:
-            db.delete(row)
-    for env_id, kind, path, level, prov in wanted - have.keys():
-        db.add(
-            Grant(
-                account_id=account.id,
-                user_id=user.id,
-                environment_id=env_id,
-                kind=kind,
-                path=path,
-                level=level,
-                provenance=prov,
-            )
-        )
-
-
-def _ensure_group_grant(
-    db: Session, account: Account, group: Group, key: tuple[int, str, str, str, str]
-) -> None:
-    env_id, kind, path, level, prov = key
-    exists = db.scalar(
-        select(Grant.id).where(
-            Grant.group_id == group.id,
-            Grant.environment_id == env_id,
-            Grant.kind == kind,
-            Grant.path == path,
-            Grant.provenance == prov,
-        )
-    )
-    if exists is None:
-        db.add(
-            Grant(
-                account_id=account.id,
-                group_id=group.id,
-                environment_id=env_id,
-                kind=kind,
-                path=path,
-                level=level,
-                provenance=prov,
-            )
-        )
-
-
 def snapshot(db: Session, user: User) -> dict[str, Any]:
     """The user's stored state and access as JSON-able data, for audit and change detection."""
     db.flush()
@@ -471,46 +394,3 @@ def snapshot(db: Session, user: User) -> dict[str, Any]:
         state[key] = [{k: getattr(row, k) for k in ENTRY_KEYS[key]} for row in getattr(user, key)]
     state["access"] = access_of(db, user)
     return state
-
-
-def access_of(db: Session, user: User) -> dict[str, Any]:
-    """Role, environments, groups and grants of a user, each with its provenance."""
-    role = db.execute(
-        select(RoleAssignment.role, RoleAssignment.provenance).where(
-            RoleAssignment.user_id == user.id
-        )
-    ).first()
-    envs = db.execute(
-        select(Environment.name, EnvironmentAccess.provenance)
-        .select_from(EnvironmentAccess)
-        .outerjoin(Environment, Environment.id == EnvironmentAccess.environment_id)
-        .where(EnvironmentAccess.user_id == user.id)
-    ).all()
-    groups = db.execute(
-        select(Group.display_name, Membership.provenance)
-        .join(Membership, Membership.group_id == Group.id)
-        .where(Membership.user_id == user.id)
-    ).all()
-    grants = db.execute(
-        select(Environment.name, Grant.kind, Grant.path, Grant.level, Grant.provenance)
-        .join(Environment, Environment.id == Grant.environment_id)
-        .where(Grant.user_id == user.id)
-    ).all()
-    return {
-        "role": None if role is None else {"role": role.role, "provenance": role.provenance},
-        "environments": sorted(
-            [{"environment": name or "all", "provenance": prov} for name, prov in envs],
-            key=lambda e: (e["environment"], e["provenance"]),
-        ),
-        "groups": sorted(
-            [{"group": name, "provenance": prov} for name, prov in groups],
-            key=lambda g: (g["group"], g["provenance"]),
-        ),
-        "grants": sorted(
-            [
-                {"environment": e, "kind": k, "path": p, "level": lv, "provenance": pr}
-                for e, k, p, lv, pr in grants
-            ],
-            key=lambda g: tuple(g.values()),
-        ),
-    }

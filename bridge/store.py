@@ -49,6 +49,7 @@ def make_engine(url: str) -> Engine:
         cur.execute("PRAGMA journal_mode = WAL")
         cur.execute("PRAGMA synchronous = NORMAL")
         cur.execute("PRAGMA busy_timeout = 30000")
+        cur.execute("PRAGMA case_sensitive_like = ON")  # LIKE as on PostgreSQL
         cur.close()
 
     @event.listens_for(engine, "begin")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import secrets
+from collections.abc import Callable
 from typing import Any
 
 from flask import Blueprint, Flask, current_app, g, jsonify, request
@@ -28,6 +29,25 @@ STATUS: dict[type[errors.BridgeError], int] = {
     errors.Unavailable: 503,
 }
 REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+# Protocol adapters render errors under their own URL prefix (SCIM JSON, the SAML error page);
+# app-level handlers see what blueprint handlers cannot: unknown URLs, 405s, oversized bodies.
+Renderer = Callable[[int, str, Exception], ResponseReturnValue]
+RENDERERS = "bridge.renderers"
+
+
+def register_renderer(app: Flask, prefix: str, renderer: Renderer) -> None:
+    """Render app-level errors for paths under `prefix` with `renderer`."""
+    app.extensions.setdefault(RENDERERS, {})[prefix] = renderer
+
+
+def _render(status: int, detail: str, exc: Exception) -> ResponseReturnValue:
+    for prefix, renderer in current_app.extensions.get(RENDERERS, {}).items():
+        if request.path.startswith(prefix):
+            return renderer(status, detail, exc)  # type: ignore[no-any-return]
+    if status == 500:
+        return jsonify(error="Internal Server Error", request_id=g.get("request_id")), 500
+    name = exc.name if isinstance(exc, HTTPException) else type(exc).__name__
+    return jsonify(error=name, detail=detail), status
 
 
 def status_of(error: errors.BridgeError) -> int:
@@ -68,16 +88,16 @@ def _echo_request_id(response: Any) -> Any:
 
 
 def _domain_error(error: errors.BridgeError) -> ResponseReturnValue:
-    return jsonify(error=type(error).__name__, detail=error.detail), status_of(error)
+    return _render(status_of(error), error.detail, error)
 
 
 def _http_error(error: HTTPException) -> ResponseReturnValue:
-    return jsonify(error=error.name, detail=error.description), error.code or 500
+    return _render(error.code or 500, error.description or error.name, error)
 
 
 def _unexpected_error(error: Exception) -> ResponseReturnValue:
     log.exception("unhandled error")
-    return jsonify(error="Internal Server Error", request_id=g.get("request_id")), 500
+    return _render(500, "internal error", error)
 
 
 @bp.get("/healthz")

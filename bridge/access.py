@@ -1,0 +1,227 @@
+"""Applying a policy Decision to a user, and reading back what access a user has.
+
+Only rows whose provenance is `policy:*` are replaced; `scim`, `saml` and `manual` rows are never
+touched. A manual role outranks any policy role. Environments or groups a Decision names that the
+account lacks grant nothing.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+import policies
+from bridge.models import (
+    Account,
+    Environment,
+    EnvironmentAccess,
+    Grant,
+    Group,
+    Membership,
+    RoleAssignment,
+    User,
+    fold,
+)
+
+POLICY = "policy:"
+
+
+def apply(db: Session, account: Account, user: User, decision: policies.Decision) -> None:
+    """Make the user's policy-provenance rows exactly what `decision` says."""
+    db.flush()
+    _apply_role(db, user, decision)
+    environments: dict[str, int] = {
+        name: env_id
+        for name, env_id in db.execute(
+            select(Environment.name, Environment.id).where(Environment.account_id == account.id)
+        )
+    }
+    _apply_environments(db, user, decision, environments)
+    _apply_groups(db, account, user, decision)
+    _apply_grants(db, account, user, decision, environments)
+
+
+def _apply_role(db: Session, user: User, decision: policies.Decision) -> None:
+    assignment = db.scalar(select(RoleAssignment).where(RoleAssignment.user_id == user.id))
+    provenance = POLICY + decision.role_rule
+    if assignment is None:
+        db.add(RoleAssignment(user_id=user.id, role=decision.role, provenance=provenance))
+    elif assignment.provenance.startswith(POLICY) and (  # a manual role outranks any policy
+        (assignment.role, assignment.provenance) != (decision.role, provenance)
+    ):
+        assignment.role, assignment.provenance = decision.role, provenance
+
+
+def _apply_environments(
+    db: Session, user: User, decision: policies.Decision, environments: Mapping[str, int]
+) -> None:
+    provenance = POLICY + decision.environments_rule
+    if decision.environments == policies.ALL_ENVIRONMENTS:
+        wanted: set[tuple[int | None, str]] = {(None, provenance)}
+    else:
+        wanted = {
+            (environments[name], provenance)
+            for name in decision.environments
+            if name in environments  # an environment the account lacks grants nothing
+        }
+    rows = db.scalars(
+        select(EnvironmentAccess).where(
+            EnvironmentAccess.user_id == user.id, EnvironmentAccess.provenance.startswith(POLICY)
+        )
+    ).all()
+    have = {(row.environment_id, row.provenance): row for row in rows}
+    for key, row in have.items():
+        if key not in wanted:
+            db.delete(row)
+    for env_id, prov in wanted - have.keys():
+        db.add(EnvironmentAccess(user_id=user.id, environment_id=env_id, provenance=prov))
+
+
+def _apply_groups(db: Session, account: Account, user: User, decision: policies.Decision) -> None:
+    wanted: set[tuple[uuid.UUID, str]] = set()
+    for spec in decision.groups:
+        wanted.add((_policy_group(db, account, spec.name).id, POLICY + spec.rule))
+    rows = db.scalars(
+        select(Membership).where(
+            Membership.user_id == user.id, Membership.provenance.startswith(POLICY)
+        )
+    ).all()
+    have = {(row.group_id, row.provenance): row for row in rows}
+    for key, row in have.items():
+        if key not in wanted:
+            db.delete(row)
+    for group_id, prov in wanted - have.keys():
+        db.add(Membership(group_id=group_id, user_id=user.id, provenance=prov))
+
+
+def _policy_group(db: Session, account: Account, name: str) -> Group:
+    group = db.scalar(
+        select(Group).where(Group.account_id == account.id, Group.display_name_key == fold(name))
+    )
+    if group is None:  # a concurrent creator makes our insert fail; the retry then finds theirs
+        group = Group(
+            account_id=account.id,
+            display_name=name,
+            display_name_key=fold(name),
+            managed_by="policy",
+        )
+        db.add(group)
+        db.flush()
+    return group
+
+
+def _apply_grants(
+    db: Session,
+    account: Account,
+    user: User,
+    decision: policies.Decision,
+    environments: Mapping[str, int],
+) -> None:
+    wanted: set[tuple[int, str, str, str, str]] = set()
+    for spec in decision.grants:
+        if spec.environment not in environments:
+            continue
+        key: tuple[int, str, str, str, str] = (
+            environments[spec.environment],
+            spec.kind,
+            spec.path,
+            spec.level,
+            POLICY + spec.rule,
+        )
+        if spec.subject == "user":
+            wanted.add(key)
+        elif spec.group is not None:
+            _ensure_group_grant(db, account, _policy_group(db, account, spec.group), key)
+    rows = db.scalars(
+        select(Grant).where(Grant.user_id == user.id, Grant.provenance.startswith(POLICY))
+    ).all()
+    have = {(r.environment_id, r.kind, r.path, r.level, r.provenance): r for r in rows}
+    for key, row in have.items():
+        if key not in wanted:
+            db.delete(row)
+    for env_id, kind, path, level, prov in wanted - have.keys():
+        db.add(
+            Grant(
+                account_id=account.id,
+                user_id=user.id,
+                environment_id=env_id,
+                kind=kind,
+                path=path,
+                level=level,
+                provenance=prov,
+            )
+        )
+
+
+def _ensure_group_grant(
+    db: Session, account: Account, group: Group, key: tuple[int, str, str, str, str]
+) -> None:
+    env_id, kind, path, level, prov = key
+    exists = db.scalar(
+        select(Grant.id).where(
+            Grant.group_id == group.id,
+            Grant.environment_id == env_id,
+            Grant.kind == kind,
+            Grant.path == path,
+            Grant.provenance == prov,
+        )
+    )
+    if exists is None:
+        db.add(
+            Grant(
+                account_id=account.id,
+                group_id=group.id,
+                environment_id=env_id,
+                kind=kind,
+                path=path,
+                level=level,
+                provenance=prov,
+            )
+        )
+
+
+def access_of(db: Session, user: User) -> dict[str, Any]:
+    """Role, environments, groups and grants of a user, each with its provenance."""
+    role = db.execute(
+        select(RoleAssignment.role, RoleAssignment.provenance).where(
+            RoleAssignment.user_id == user.id
+        )
+    ).first()
+    envs = db.execute(
+        select(Environment.name, EnvironmentAccess.provenance)
+        .select_from(EnvironmentAccess)
+        .outerjoin(Environment, Environment.id == EnvironmentAccess.environment_id)
+        .where(EnvironmentAccess.user_id == user.id)
+    ).all()
+    groups = db.execute(
+        select(Group.display_name, Membership.provenance)
+        .join(Membership, Membership.group_id == Group.id)
+        .where(Membership.user_id == user.id)
+    ).all()
+    grants = db.execute(
+        select(Environment.name, Grant.kind, Grant.path, Grant.level, Grant.provenance)
+        .join(Environment, Environment.id == Grant.environment_id)
+        .where(Grant.user_id == user.id)
+    ).all()
+    return {
+        "role": None if role is None else {"role": role.role, "provenance": role.provenance},
+        "environments": sorted(
+            [{"environment": name or "all", "provenance": prov} for name, prov in envs],
+            key=lambda e: (e["environment"], e["provenance"]),
+        ),
+        "groups": sorted(
+            [{"group": name, "provenance": prov} for name, prov in groups],
+            key=lambda g: (g["group"], g["provenance"]),
+        ),
+        "grants": sorted(
+            [
+                {"environment": e, "kind": k, "path": p, "level": lv, "provenance": pr}
+                for e, k, p, lv, pr in grants
+            ],
+            key=lambda g: tuple(g.values()),
+        ),
+    }

@@ -1,0 +1,260 @@
+"""The one write path for groups: create, rename, membership changes, delete; audited.
+
+Membership changes are deltas: adding or removing one member of a 50,000-member group touches
+only that member's row (and the group's version, which serialises concurrent changes: a
+concurrent writer's commit makes ours retry, so parallel member adds all land). Only `scim` rows
+are written here; policy-managed memberships are the policy's. Members whose SCIM groups changed
+are re-evaluated against the account's policy in the same transaction.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from bridge import audit, provisioning
+from bridge.errors import Conflict, InvalidInput, NotFound, PreconditionFailed
+from bridge.models import Account, Group, Membership, User, fold
+from bridge.store import Store
+
+SCIM = "scim"
+KEEP: Any = object()  # "leave this attribute as it is" in a GroupChange
+
+
+@dataclass(frozen=True)
+class GroupChange:
+    """What to do to a group: attributes to set (KEEP leaves them) and membership deltas."""
+
+    display_name: Any = KEEP
+    external_id: Any = KEEP
+    add: frozenset[uuid.UUID] = frozenset()
+    remove: frozenset[uuid.UUID] = frozenset()
+    replace: frozenset[uuid.UUID] | None = None
+    remove_all: bool = False
+
+
+@dataclass(frozen=True)
+class GroupOutcome:
+    group_id: uuid.UUID
+    created: bool
+    changed: bool
+    version: int
+
+
+ChangeBuilder = Callable[[Session, Group], GroupChange]
+
+
+def create_group(
+    store: Store,
+    account_id: int,
+    display_name: str,
+    *,
+    external_id: str | None = None,
+    members: Iterable[uuid.UUID] = (),
+    actor: str,
+) -> GroupOutcome:
+    """A new SCIM group with its initial members; a taken displayName (any case) is a Conflict."""
+    wanted = frozenset(members)
+
+    def work(db: Session) -> GroupOutcome:
+        account = _account(db, account_id)
+        group = Group(id=uuid.uuid4(), account_id=account.id, managed_by=SCIM)
+        _rename(db, account, group, display_name)
+        group.external_id = external_id
+        db.add(group)
+        db.flush()
+        added, _ = _apply_members(db, account, group, GroupChange(replace=wanted))
+        audit.record(
+            db,
+            account.id,
+            actor=actor,
+            action="group.create",
+            target_type="group",
+            target_id=str(group.id),
+            after={**_attrs(group), "members_added": sorted(map(str, added))},
+        )
+        provisioning.reevaluate(db, account, added, actor=actor)
+        return GroupOutcome(group.id, True, True, group.version)
+
+    return store.write(work)
+
+
+def update_group(
+    store: Store,
+    account_id: int,
+    group_id: uuid.UUID,
+    build: ChangeBuilder,
+    *,
+    actor: str,
+    if_version: int | None = None,
+) -> GroupOutcome:
+    """Apply the change `build` makes from the group's current state, atomically."""
+
+    def work(db: Session) -> GroupOutcome:
+        account = _account(db, account_id)
+        group = _group(db, account, group_id)
+        if if_version is not None and group.version != if_version:
+            raise PreconditionFailed(f"group {group_id} is at version {group.version}")
+        change = build(db, group)
+        before = _attrs(group)
+        if change.display_name is not KEEP:
+            _rename(db, account, group, change.display_name)
+        if change.external_id is not KEEP and group.external_id != change.external_id:
+            group.external_id = change.external_id
+        added, removed = _apply_members(db, account, group, change)
+        after = _attrs(group)
+        if before == after and not added and not removed:
+            return GroupOutcome(group.id, False, False, group.version)
+        group.touch()
+        audit.record(
+            db,
+            account.id,
+            actor=actor,
+            action="group.update",
+            target_type="group",
+            target_id=str(group.id),
+            before=before,
+            after={
+                **after,
+                "members_added": sorted(map(str, added)),
+                "members_removed": sorted(map(str, removed)),
+            },
+        )
+        provisioning.reevaluate(db, account, added | removed, actor=actor)
+        return GroupOutcome(group.id, False, True, group.version)
+
+    return store.write(work)
+
+
+def delete_group(
+    store: Store, account_id: int, group_id: uuid.UUID, *, actor: str, if_version: int | None = None
+) -> None:
+    """Remove a group, its memberships and its grants; re-evaluate its former members."""
+
+    def work(db: Session) -> None:
+        account = _account(db, account_id)
+        group = _group(db, account, group_id)
+        if if_version is not None and group.version != if_version:
+            raise PreconditionFailed(f"group {group_id} is at version {group.version}")
+        members = set(
+            db.scalars(
+                select(Membership.user_id).where(
+                    Membership.group_id == group.id, Membership.provenance == SCIM
+                )
+            )
+        )
+        before = _attrs(group)
+        db.delete(group)
+        db.flush()
+        audit.record(
+            db,
+            account.id,
+            actor=actor,
+            action="group.delete",
+            target_type="group",
+            target_id=str(group_id),
+            before=before,
+        )
+        provisioning.reevaluate(db, account, members, actor=actor)
+
+    store.write(work)
+
+
+def _account(db: Session, account_id: int) -> Account:
+    account = db.get(Account, account_id)
+    if account is None:
+        raise NotFound(f"no account {account_id}")
+    return account
+
+
+def _group(db: Session, account: Account, group_id: uuid.UUID) -> Group:
+    group = db.scalar(select(Group).where(Group.account_id == account.id, Group.id == group_id))
+    if group is None:
+        raise NotFound(f"no group {group_id}")
+    return group
+
+
+def _attrs(group: Group) -> dict[str, Any]:
+    return {"display_name": group.display_name, "external_id": group.external_id}
+
+
+def _rename(db: Session, account: Account, group: Group, name: Any) -> None:
+    if not isinstance(name, str) or not name.strip():
+        raise InvalidInput("displayName must be a non-empty string")
+    name = name.strip()
+    key = fold(name)
+    if key != group.display_name_key:
+        taken = db.scalar(
+            select(Group.id).where(
+                Group.account_id == account.id, Group.display_name_key == key, Group.id != group.id
+            )
+        )
+        if taken is not None:
+            raise Conflict(f"a group named {name!r} already exists")
+    if group.display_name != name:
+        group.display_name, group.display_name_key = name, key
+
+
+def _apply_members(
+    db: Session, account: Account, group: Group, change: GroupChange
+) -> tuple[set[uuid.UUID], set[uuid.UUID]]:
+    """Add and remove SCIM memberships; return the user ids actually added and removed."""
+    if change.replace is not None or change.remove_all:
+        current = _scim_members(db, group)
+        target = set(change.replace or ())
+        to_add, to_remove = target - current, current - target
+    else:
+        touched = change.add | change.remove
+        current = _scim_members(db, group, among=touched) if touched else set()
+        to_add = set(change.add - change.remove) - current
+        to_remove = set(change.remove) & current
+    if to_add:
+        _check_users(db, account, to_add)
+        db.add_all(Membership(group_id=group.id, user_id=u, provenance=SCIM) for u in to_add)
+    for chunk in _chunks(to_remove):
+        db.execute(
+            delete(Membership).where(
+                Membership.group_id == group.id,
+                Membership.provenance == SCIM,
+                Membership.user_id.in_(chunk),
+            )
+        )
+    db.flush()
+    return to_add, to_remove
+
+
+def _chunks(ids: Iterable[uuid.UUID], size: int = 1000) -> Iterator[list[uuid.UUID]]:
+    """Keep IN lists to a size every database takes."""
+    items = list(ids)
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _scim_members(
+    db: Session, group: Group, among: Iterable[uuid.UUID] | None = None
+) -> set[uuid.UUID]:
+    stmt = select(Membership.user_id).where(
+        Membership.group_id == group.id, Membership.provenance == SCIM
+    )
+    if among is None:
+        return set(db.scalars(stmt))
+    found: set[uuid.UUID] = set()
+    for chunk in _chunks(among):
+        found.update(db.scalars(stmt.where(Membership.user_id.in_(chunk))))
+    return found
+
+
+def _check_users(db: Session, account: Account, user_ids: set[uuid.UUID]) -> None:
+    found: set[uuid.UUID] = set()
+    for chunk in _chunks(user_ids):
+        found.update(
+            db.scalars(select(User.id).where(User.account_id == account.id, User.id.in_(chunk)))
+        )
+    missing = user_ids - found
+    if missing:
+        raise InvalidInput(f"no user {sorted(map(str, missing))[0]} in this account")

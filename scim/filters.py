@@ -1,0 +1,302 @@
+"""SCIM filters and paths (RFC 7644 §3.4.2.2, §3.5.2): parsed with scim2-filter-parser into one
+small typed AST, which `scim.sql` compiles to SQL and `matches` evaluates on a resource's JSON.
+
+scim2-filter-parser 0.7.0 needs three corrections, made here rather than worked around elsewhere:
+its lexer takes one-digit numbers only and does not unescape strings (we lex JSON numbers and
+strings), and its parser gives `and` and `or` the same precedence, so `a or b and c` parses as
+`(a or b) and c` (we re-associate un-parenthesised chains, `and` binding tighter, §3.4.2.2).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from scim2_filter_parser import ast as lib
+from scim2_filter_parser.lexer import SCIMLexer
+from scim2_filter_parser.parser import SCIMParser
+
+from scim.errors import InvalidFilter, InvalidPath
+
+OPERATORS = {"eq", "ne", "co", "sw", "ew", "gt", "ge", "lt", "le", "pr"}
+MAX_FILTER = 4096
+
+
+class _Lexer(SCIMLexer):  # type: ignore[misc]
+    tokens = SCIMLexer.tokens
+
+    @_(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")  # type: ignore[name-defined]  # noqa: F821
+    def NUMBER(self, t: Any) -> Any:
+        t.value = json.loads(t.value)
+        return t
+
+    @_(r'"(?:[^"\\]|\\.)*"')  # type: ignore[name-defined]  # noqa: F821
+    def COMP_VALUE(self, t: Any) -> Any:
+        t.value = json.loads(t.value)
+        return t
+
+    # Typed values, so that "true" (a string) and true (a boolean) stay apart in the AST.
+    @_(r"true(?![\w$-])")  # type: ignore[name-defined]  # noqa: F821
+    def TRUE(self, t: Any) -> Any:
+        t.value = True
+        return t
+
+    @_(r"false(?![\w$-])")  # type: ignore[name-defined]  # noqa: F821
+    def FALSE(self, t: Any) -> Any:
+        t.value = False
+        return t
+
+    @_(r"null(?![\w$-])")  # type: ignore[name-defined]  # noqa: F821
+    def NULL(self, t: Any) -> Any:
+        t.value = None
+        return t
+
+
+@dataclass(frozen=True)
+class Path:
+    """attrPath: an optional schema URN, an attribute, an optional sub-attribute."""
+
+    attr: str
+    sub: str | None = None
+    urn: str | None = None
+
+    def __str__(self) -> str:
+        head = f"{self.urn}:{self.attr}" if self.urn else self.attr
+        return f"{head}.{self.sub}" if self.sub else head
+
+
+@dataclass(frozen=True)
+class Compare:
+    path: Path
+    op: str
+    value: Any = None
+
+
+@dataclass(frozen=True)
+class And:
+    left: Expr
+    right: Expr
+
+
+@dataclass(frozen=True)
+class Or:
+    left: Expr
+    right: Expr
+
+
+@dataclass(frozen=True)
+class Not:
+    expr: Expr
+
+
+@dataclass(frozen=True)
+class ValuePath:
+    """attr[filter]: some value of the multi-valued `path` satisfies `filter`."""
+
+    path: Path
+    filter: Expr
+
+
+Expr = Compare | And | Or | Not | ValuePath
+
+
+def parse(text: str) -> Expr:
+    """A filter expression, or InvalidFilter naming what is wrong."""
+    return _convert(_tree(text))
+
+
+def _tree(text: str) -> Any:
+    if len(text) > MAX_FILTER:
+        raise InvalidFilter(f"the filter is longer than {MAX_FILTER} characters")
+    try:
+        tree = SCIMParser().parse(_Lexer().tokenize(text))
+    except Exception as exc:  # the library raises bare exceptions of several kinds
+        raise InvalidFilter(f"cannot parse filter {text!r}: {_why(exc)}") from exc
+    if tree is None:
+        raise InvalidFilter("the filter is empty")
+    return tree
+
+
+def _why(exc: Exception) -> str:
+    token = re.search(r"Token\(type='(\w+)', value=(.*?), lineno=\d+, index=(\d+)", str(exc))
+    if token:
+        return f"unexpected {token.group(2)} at position {int(token.group(3)) + 1}"
+    if str(exc).endswith("None"):
+        return "it ends too early"
+    return str(exc)
+
+
+@dataclass(frozen=True)
+class PatchPath:
+    """A PATCH target: `attr`, `attr.sub`, `attr[filter]` or `attr[filter].sub` (§3.5.2)."""
+
+    path: Path
+    filter: Expr | None = None
+
+
+def parse_path(text: str, urns: tuple[str, ...]) -> PatchPath:
+    """A PATCH path, or InvalidPath. `urns` are the resource's schema URNs (a path may be one)."""
+    stripped = text.strip()
+    for urn in urns:
+        if stripped.lower() == urn.lower():
+            return PatchPath(Path(attr="", urn=urn))
+    try:
+        tree = _tree(f"{stripped} pr")  # the library parses paths as the left side of `pr`
+    except InvalidFilter as exc:
+        raise InvalidPath(f"invalid path {text!r}") from exc
+    node = tree.expr
+    if tree.namespace is not None or tree.negated or not isinstance(node, lib.AttrExpr):
+        raise InvalidPath(f"invalid path {text!r}")
+    holder = node.attr_path.attr_name
+    if isinstance(holder, lib.Filter):  # attr[filter] or attr[filter].sub
+        outer = _path(holder.namespace)
+        return PatchPath(Path(outer.attr, outer.sub, outer.urn), _convert(holder.expr))
+    return PatchPath(_path(node.attr_path))
+
+
+def _convert(node: Any) -> Expr:
+    if isinstance(node, lib.Filter):
+        if node.namespace is not None:  # valuePath: attr[filter]
+            inner = _convert(node.expr)
+            path = _path(node.namespace)
+            return ValuePath(Path(path.attr, None, path.urn), inner)
+        if isinstance(node.expr, lib.LogExpr):
+            return _reassociate(node)
+        inner = _convert(node.expr)
+        return Not(inner) if node.negated else inner
+    if isinstance(node, lib.AttrExpr):
+        return _compare(node)
+    raise InvalidFilter(f"unexpected filter element {type(node).__name__}")
+
+
+def _reassociate(node: lib.Filter) -> Expr:
+    """Rebuild a flat `x op y op z` chain so that `and` binds tighter than `or`."""
+    operands: list[Expr] = []
+    ops: list[str] = []
+    current: Any = node
+    while (
+        isinstance(current, lib.Filter)
+        and current.namespace is None
+        and not current.negated
+        and isinstance(current.expr, lib.LogExpr)
+    ):
+        operands.append(_convert(current.expr.expr2))
+        ops.append(current.expr.op.lower())
+        current = current.expr.expr1
+    operands.append(_convert(current))
+    operands.reverse()
+    ops.reverse()
+    disjuncts: list[Expr] = [operands[0]]
+    for op, operand in zip(ops, operands[1:], strict=True):
+        if op == "and":
+            disjuncts[-1] = And(disjuncts[-1], operand)
+        else:
+            disjuncts.append(operand)
+    result = disjuncts[0]
+    for operand in disjuncts[1:]:
+        result = Or(result, operand)
+    return result
+
+
+def _compare(node: lib.AttrExpr) -> Expr:
+    op = node.value.lower()
+    if op not in OPERATORS:
+        raise InvalidFilter(f"the operator {node.value!r} is not supported")
+    value = None if node.comp_value is None else node.comp_value.value
+    attr_path = node.attr_path
+    if isinstance(attr_path.attr_name, lib.Filter):  # emails[type eq "work"].value eq "x"
+        holder = attr_path.attr_name
+        outer = _path(holder.namespace)
+        sub = holder.namespace.sub_attr
+        inner = _convert(holder.expr)
+        if sub is None:
+            raise InvalidFilter("a value path must name a sub-attribute to compare")
+        compare = Compare(Path(sub.value), op, value)
+        return ValuePath(Path(outer.attr, None, outer.urn), And(inner, compare))
+    return Compare(_path(attr_path), op, value)
+
+
+def _path(node: lib.AttrPath) -> Path:
+    sub = node.sub_attr.value if node.sub_attr is not None else None
+    return Path(str(node.attr_name), sub, node.uri)
+
+
+Getter = Callable[[Any, Path], list[Any]]
+
+
+def matches(expr: Expr, resource: Any, get: Getter, case_exact: Callable[[Path], bool]) -> bool:
+    """Evaluate `expr` on one resource (or one multi-valued entry) in Python.
+
+    `get` resolves a path to the list of values present; `case_exact` says how strings compare.
+    This is the reference the SQL compiler must agree with, and what PATCH value filters use.
+    """
+    if isinstance(expr, And):
+        return matches(expr.left, resource, get, case_exact) and matches(
+            expr.right, resource, get, case_exact
+        )
+    if isinstance(expr, Or):
+        return matches(expr.left, resource, get, case_exact) or matches(
+            expr.right, resource, get, case_exact
+        )
+    if isinstance(expr, Not):
+        return not matches(expr.expr, resource, get, case_exact)
+    if isinstance(expr, ValuePath):
+        return any(
+            matches(expr.filter, entry, _entry_getter(get), case_exact)
+            for entry in get(resource, expr.path)
+            if isinstance(entry, dict)
+        )
+    values = get(resource, expr.path)
+    exact = case_exact(expr.path)
+    return any(compare(v, expr.op, expr.value, exact) for v in values)
+
+
+def _entry_getter(get: Getter) -> Getter:
+    def inner(entry: Any, path: Path) -> list[Any]:
+        return get(entry, path)
+
+    return inner
+
+
+def compare(actual: Any, op: str, expected: Any, case_exact: bool) -> bool:
+    """One comparison with SCIM semantics; absent values match only `pr`... and nothing else."""
+    if actual is None or actual == "":
+        return False
+    if op == "pr":
+        return True
+    if expected is None:
+        return False
+    if isinstance(actual, bool) or isinstance(expected, bool):
+        if not (isinstance(actual, bool) and isinstance(expected, bool)) or op not in ("eq", "ne"):
+            return False
+        return (actual == expected) if op == "eq" else (actual != expected)
+    if isinstance(actual, datetime):
+        other = expected if isinstance(expected, datetime) else None
+        if other is None:
+            return False
+        return _ordered(actual, op, other)
+    a, e = str(actual), str(expected)
+    if not case_exact:
+        a, e = a.lower(), e.lower()
+    if op == "co":
+        return e in a
+    if op == "sw":
+        return a.startswith(e)
+    if op == "ew":
+        return a.endswith(e)
+    return _ordered(a, op, e)
+
+
+def _ordered(a: Any, op: str, e: Any) -> bool:
+    return {
+        "eq": a == e,
+        "ne": a != e,
+        "gt": a > e,
+        "ge": a >= e,
+        "lt": a < e,
+        "le": a <= e,
+    }.get(op, False)

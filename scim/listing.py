@@ -1,0 +1,183 @@
+"""List and search requests (RFC 7644 §3.4.2, §3.4.3): parameters, a stable page, projection."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from scim import schema
+from scim.errors import InvalidValue
+from scim.filters import Expr, parse
+from scim.sql import AttributeMap, Compiler, sort_key
+
+MAX_PAGE = 1000
+DEFAULT_PAGE = 100
+
+
+@dataclass(frozen=True)
+class Projection:
+    """`attributes` / `excludedAttributes` (§3.4.2.5), as lower-case (urn, attr, sub) triples."""
+
+    include: frozenset[tuple[str, str, str]] = frozenset()
+    exclude: frozenset[tuple[str, str, str]] = frozenset()
+
+    @classmethod
+    def parse(cls, resource: schema.Resource, attributes: Any, excluded: Any) -> Projection:
+        return cls(_refs(resource, attributes), _refs(resource, excluded))
+
+    def wants(self, urn: str, attr: str) -> bool:
+        """Whether a top-level attribute (e.g. a group's members) is to be returned at all."""
+        key = (urn.lower(), attr.lower())
+        if self.include:
+            return any(ref[:2] == key for ref in self.include)
+        return not any(ref[:2] == key and not ref[2] for ref in self.exclude)
+
+    def apply(self, doc: dict[str, Any], resource: schema.Resource) -> dict[str, Any]:
+        if not self.include and not self.exclude:
+            return doc
+        out: dict[str, Any] = {}
+        for key, value in doc.items():
+            if resource.extension and key == resource.extension:
+                ext = {k: v for k, v in value.items() if self._keep(key, k)}
+                ext = {k: self._subs(key, k, v) for k, v in ext.items()}
+                if ext:
+                    out[key] = ext
+            elif key in ("id", "schemas") or self._keep(resource.schema, key):
+                out[key] = self._subs(resource.schema, key, value)
+        return out
+
+    def member(self, entry: dict[str, Any]) -> dict[str, Any]:
+        """One entry of a group's members, with only the sub-attributes asked for."""
+        return dict(self._subs(schema.CORE_GROUP, "members", entry))
+
+    def _keep(self, urn: str, attr: str) -> bool:
+        key = (urn.lower(), attr.lower())
+        if self.include:
+            return any(ref[:2] == key or ref == (urn.lower(), "", "") for ref in self.include)
+        return not any(ref[:2] == key and not ref[2] for ref in self.exclude)
+
+    def _subs(self, urn: str, attr: str, value: Any) -> Any:
+        key = (urn.lower(), attr.lower())
+        wanted = {ref[2] for ref in self.include if ref[:2] == key and ref[2]}
+        dropped = {ref[2] for ref in self.exclude if ref[:2] == key and ref[2]}
+        if any(ref[:2] == key and not ref[2] for ref in self.include):
+            wanted = set()
+
+        def keep(item: Any) -> Any:
+            if not isinstance(item, dict):
+                return item
+            return {
+                k: v
+                for k, v in item.items()
+                if (not wanted or k.lower() in wanted) and k.lower() not in dropped
+            }
+
+        if not wanted and not dropped:
+            return value
+        return [keep(v) for v in value] if isinstance(value, list) else keep(value)
+
+
+def _refs(resource: schema.Resource, raw: Any) -> frozenset[tuple[str, str, str]]:
+    if raw is None or raw == "":
+        return frozenset()
+    items = raw if isinstance(raw, list) else str(raw).split(",")
+    refs = set()
+    for item in items:
+        text = str(item).strip()
+        if not text:
+            continue
+        urn = resource.schema
+        lowered = text.lower()
+        for candidate in resource.schemas:
+            if lowered == candidate.lower():
+                urn, text = candidate, ""
+                break
+            if lowered.startswith(candidate.lower() + ":"):
+                urn, text = candidate, text[len(candidate) + 1 :]
+                break
+        attr, _, sub = text.partition(".")
+        if (
+            urn == resource.schema
+            and attr
+            and resource.attr(attr) is None
+            and resource.extension
+            and resource.attr(attr, resource.extension) is not None
+        ):
+            urn = resource.extension
+        refs.add((urn.lower(), attr.lower(), sub.lower()))
+    return frozenset(refs)
+
+
+@dataclass(frozen=True)
+class Query:
+    """A list or search request, validated."""
+
+    filter: Expr | None = None
+    start: int = 1
+    count: int = DEFAULT_PAGE
+    sort_by: str | None = None
+    descending: bool = False
+    attributes: Any = None
+    excluded: Any = None
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> Query:
+        """From query-string parameters or a SearchRequest body (names are case-insensitive)."""
+        p = {str(k).lower(): v for k, v in params.items()}
+        text = p.get("filter")
+        order = str(p.get("sortorder") or "ascending").lower()
+        if order not in ("ascending", "descending"):
+            raise InvalidValue("sortOrder must be ascending or descending")
+        return cls(
+            filter=parse(str(text)) if text not in (None, "") else None,
+            start=max(1, _int(p.get("startindex"), 1, "startIndex")),
+            count=min(MAX_PAGE, max(0, _int(p.get("count"), DEFAULT_PAGE, "count"))),
+            sort_by=str(p["sortby"]) if p.get("sortby") else None,
+            descending=order == "descending",
+            attributes=p.get("attributes"),
+            excluded=p.get("excludedattributes"),
+        )
+
+
+def _int(value: Any, default: int, name: str) -> int:
+    if value in (None, ""):
+        return default
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise InvalidValue(f"{name} must be an integer") from None
+
+
+def page(
+    db: Session, amap: AttributeMap, model: Any, account_id: int, query: Query
+) -> tuple[int, list[Any]]:
+    """totalResults and one page of rows, in a stable order, filtered by the database."""
+    dialect = db.get_bind().dialect.name
+    ids = select(model.id).where(model.account_id == account_id)
+    if query.filter is not None:
+        ids = ids.where(Compiler(amap, dialect).where(query.filter))
+    total = db.scalar(select(func.count()).select_from(ids.subquery())) or 0
+    if query.count == 0 or query.start > total:
+        return total, []
+    order: list[Any] = []
+    if query.sort_by:
+        key = sort_key(amap, query.sort_by, dialect)
+        order += [key.is_(None), key.desc() if query.descending else key.asc()]
+    order += list(amap.tiebreak)
+    chosen = list(db.scalars(ids.order_by(*order).offset(query.start - 1).limit(query.count)))
+    rows = {row.id: row for row in db.scalars(select(model).where(model.id.in_(chosen)))}
+    return total, [rows[i] for i in chosen if i in rows]
+
+
+def list_response(total: int, start: int, resources: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "schemas": [schema.LIST_RESPONSE],
+        "totalResults": total,
+        "startIndex": start,
+        "itemsPerPage": len(resources),
+        "Resources": resources,
+    }

@@ -1,0 +1,348 @@
+"""SCIM resources <-> the store: canonical JSON in, Profiles out; stored rows back to JSON.
+
+Attribute names are case-insensitive (RFC 7643 §2.1): incoming keys are first put in canonical
+form, unknown attributes dropped. Values are taken as the IdPs really send them: Entra's
+"True"/"False" strings, a bare-string manager, flattened `urn:...:User:department` keys.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+import policies
+from bridge.models import Group, Membership, User
+from scim import schema
+from scim.errors import InvalidValue
+
+NAME_FIELDS = {
+    "formatted": "formatted_name",
+    "familyName": "family_name",
+    "givenName": "given_name",
+    "middleName": "middle_name",
+    "honorificPrefix": "honorific_prefix",
+    "honorificSuffix": "honorific_suffix",
+}
+CORE_FIELDS = {
+    "displayName": "display_name",
+    "nickName": "nick_name",
+    "profileUrl": "profile_url",
+    "title": "title",
+    "userType": "user_type",
+    "preferredLanguage": "preferred_language",
+    "locale": "locale",
+    "timezone": "timezone",
+}
+ENTERPRISE_FIELDS = {
+    "employeeNumber": "employee_number",
+    "costCenter": "cost_center",
+    "organization": "organization",
+    "division": "division",
+    "department": "department",
+}
+MULTI_FIELDS = {"emails": "emails", "phoneNumbers": "phone_numbers", "addresses": "addresses"}
+ADDRESS_FIELDS = {
+    "formatted": "formatted",
+    "streetAddress": "street_address",
+    "locality": "locality",
+    "region": "region",
+    "postalCode": "postal_code",
+    "country": "country",
+}
+
+
+def canonical(doc: Mapping[str, Any], resource: schema.Resource) -> dict[str, Any]:
+    """`doc` with canonical attribute names, extension attributes under their URN, unknowns gone."""
+    out: dict[str, Any] = {}
+    ext_urn = resource.extension
+    for key, value in doc.items():
+        if not isinstance(key, str):
+            continue
+        if ext_urn and key.lower() == ext_urn.lower():
+            if not isinstance(value, Mapping):
+                raise InvalidValue(f"{ext_urn} must be an object")
+            ext = out.setdefault(ext_urn, {})
+            ext.update(_canonical_attrs(value, resource, ext_urn))
+            continue
+        urn, _, name = key.rpartition(":")
+        if urn and ext_urn and urn.lower() == ext_urn.lower():
+            out.setdefault(ext_urn, {}).update(_canonical_attrs({name: value}, resource, ext_urn))
+        elif urn and urn.lower() == resource.schema.lower():
+            out.update(_canonical_attrs({name: value}, resource, None))
+        elif not urn:
+            out.update(_canonical_attrs({key: value}, resource, None))
+    return out
+
+
+def _canonical_attrs(
+    doc: Mapping[str, Any], resource: schema.Resource, urn: str | None
+) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in doc.items():
+        attr = resource.attr(key, urn)
+        if attr is None:
+            continue
+        out[attr.name] = canonical_value(attr, value)
+    return out
+
+
+def canonical_value(attr: schema.Attr, value: Any) -> Any:
+    """A value with canonical sub-attribute names (complex and multi-valued attributes)."""
+    if attr.type != "complex" or value is None:
+        return value
+    if attr.multi:
+        if isinstance(value, Mapping):
+            value = [value]
+        if not isinstance(value, list):
+            raise InvalidValue(f"{attr.name} must be a list")
+        return [_canonical_sub(attr, v) for v in value]
+    if attr.name == "manager" and isinstance(value, str | int):  # Entra: a bare string id
+        return {"value": str(value)}
+    return _canonical_sub(attr, value)
+
+
+def _canonical_sub(attr: schema.Attr, value: Any) -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        raise InvalidValue(f"each value of {attr.name} must be an object")
+    out: dict[str, Any] = {}
+    for key, sub_value in value.items():
+        sub = attr.child(str(key))
+        if sub is not None:
+            out[sub.name] = sub_value
+    return out
+
+
+def _string(name: str, value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise InvalidValue(f"{name} must be a string")
+    return str(value)
+
+
+def flag(name: str, value: Any) -> bool:
+    """A boolean; Entra sends "True"/"False" strings."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise InvalidValue(f"{name} must be true or false")
+
+
+def user_profile(doc: Mapping[str, Any]) -> policies.Profile:
+    """The Profile a canonical User document describes: every stored field set (PUT semantics)."""
+    user_name = _string("userName", doc.get("userName"))
+    if not user_name or not user_name.strip():
+        raise InvalidValue("userName is required")
+    fields: dict[str, Any] = {"external_id": _string("externalId", doc.get("externalId"))}
+    fields["active"] = True if doc.get("active") is None else flag("active", doc["active"])
+    name = doc.get("name") or {}
+    if not isinstance(name, Mapping):
+        raise InvalidValue("name must be an object")
+    for key, column in NAME_FIELDS.items():
+        fields[column] = _string(f"name.{key}", name.get(key))
+    for key, column in CORE_FIELDS.items():
+        fields[column] = _string(key, doc.get(key))
+    ext = doc.get(schema.ENTERPRISE) or {}
+    for key, column in ENTERPRISE_FIELDS.items():
+        fields[column] = _string(key, ext.get(key))
+    fields["manager_id"] = _manager(ext.get("manager"))
+    for key, column in MULTI_FIELDS.items():
+        fields[column] = [_entry(key, e) for e in doc.get(key) or []]
+    return policies.Profile(
+        source=policies.Source.SCIM,
+        user_name=user_name.strip(),
+        external_id=fields["external_id"],
+        fields=fields,
+    )
+
+
+def _manager(value: Any) -> uuid.UUID | None:
+    if value is None:
+        return None
+    raw = value.get("value") if isinstance(value, Mapping) else value
+    if raw in (None, ""):
+        return None
+    try:
+        return uuid.UUID(str(raw))
+    except ValueError:
+        raise InvalidValue(f"manager {raw!r} is not the id of a user") from None
+
+
+def _entry(attr: str, entry: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "type": _string(f"{attr}.type", entry.get("type")),
+        "primary": False
+        if entry.get("primary") is None
+        else flag(f"{attr}.primary", entry["primary"]),
+    }
+    if attr == "addresses":
+        for key, column in ADDRESS_FIELDS.items():
+            out[column] = _string(f"addresses.{key}", entry.get(key))
+    else:
+        out["value"] = _string(f"{attr}.value", entry.get("value"))
+        out["display"] = _string(f"{attr}.display", entry.get("display"))
+        if out["value"] is None:
+            raise InvalidValue(f"every entry of {attr} needs a value")
+    return out
+
+
+def etag(version: int) -> str:
+    return f'W/"{version}"'
+
+
+def _meta(kind: str, row: Any, location: str) -> dict[str, Any]:
+    return {
+        "resourceType": kind,
+        "created": _time(row.created),
+        "lastModified": _time(row.last_modified),
+        "location": location,
+        "version": etag(row.version),
+    }
+
+
+def _time(at: Any) -> str:
+    return str(at.isoformat(timespec="milliseconds").replace("+00:00", "Z"))
+
+
+def _drop_empty(doc: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in doc.items() if v not in (None, [], {})}
+
+
+def user_resources(db: Session, users: list[User], base: str) -> list[dict[str, Any]]:
+    """SCIM User documents for `users`, loading groups and managers in one query each."""
+    ids = [u.id for u in users]
+    groups: dict[uuid.UUID, list[dict[str, Any]]] = {i: [] for i in ids}
+    if ids:
+        rows = db.execute(
+            select(Membership.user_id, Group.id, Group.display_name)
+            .join(Group, Group.id == Membership.group_id)
+            .where(Membership.user_id.in_(ids))
+            .distinct()
+            .order_by(Group.display_name, Group.id)
+        )
+        for user_id, group_id, display in rows:
+            groups[user_id].append(
+                {
+                    "value": str(group_id),
+                    "$ref": f"{base}/Groups/{group_id}",
+                    "display": display,
+                    "type": "direct",
+                }
+            )
+    manager_ids = {u.manager_id for u in users if u.manager_id is not None}
+    managers: dict[uuid.UUID, str | None] = {}
+    if manager_ids:
+        for mid, display, user_name in db.execute(
+            select(User.id, User.display_name, User.user_name).where(User.id.in_(manager_ids))
+        ):
+            managers[mid] = display or user_name
+    return [_user_doc(u, groups[u.id], managers, base) for u in users]
+
+
+def _user_doc(
+    user: User, groups: list[dict[str, Any]], managers: Mapping[uuid.UUID, str | None], base: str
+) -> dict[str, Any]:
+    name = _drop_empty({key: getattr(user, col) for key, col in NAME_FIELDS.items()})
+    doc: dict[str, Any] = {
+        "schemas": [schema.CORE_USER],
+        "id": str(user.id),
+        "externalId": user.external_id,
+        "userName": user.user_name,
+        "name": name,
+        **{key: getattr(user, col) for key, col in CORE_FIELDS.items()},
+        "active": bool(user.active),
+        "emails": [_multi_doc(e, ("value", "type", "primary", "display")) for e in user.emails],
+        "phoneNumbers": [
+            _multi_doc(p, ("value", "type", "primary", "display")) for p in user.phone_numbers
+        ],
+        "addresses": [
+            _drop_empty(
+                {
+                    **{key: getattr(a, col) for key, col in ADDRESS_FIELDS.items()},
+                    "type": a.type,
+                    "primary": a.primary or None,
+                }
+            )
+            for a in user.addresses
+        ],
+        "groups": groups,
+    }
+    ext = _drop_empty({key: getattr(user, col) for key, col in ENTERPRISE_FIELDS.items()})
+    if user.manager_id is not None:
+        ext["manager"] = _drop_empty(
+            {
+                "value": str(user.manager_id),
+                "$ref": f"{base}/Users/{user.manager_id}",
+                "displayName": managers.get(user.manager_id),
+            }
+        )
+    if ext:
+        doc["schemas"].append(schema.ENTERPRISE)
+        doc[schema.ENTERPRISE] = ext
+    doc["meta"] = _meta("User", user, f"{base}/Users/{user.id}")
+    return _drop_empty(doc) | {"active": bool(user.active)}
+
+
+def _multi_doc(row: Any, keys: Iterable[str]) -> dict[str, Any]:
+    doc = {k: getattr(row, k) for k in keys}
+    doc["primary"] = bool(doc.get("primary")) or None
+    return _drop_empty(doc)
+
+
+def group_head(group: Group, base: str) -> dict[str, Any]:
+    """A SCIM Group document without its members."""
+    return _drop_empty(
+        {
+            "schemas": [schema.CORE_GROUP],
+            "id": str(group.id),
+            "externalId": group.external_id,
+            "displayName": group.display_name,
+            "meta": _meta("Group", group, f"{base}/Groups/{group.id}"),
+        }
+    )
+
+
+def group_members(db: Session, group_id: uuid.UUID, base: str) -> Iterator[dict[str, Any]]:
+    """A group's members, streamed from the database in batches (memory stays flat)."""
+    stmt = (
+        select(User.id, User.display_name, User.user_name)
+        .join(Membership, Membership.user_id == User.id)
+        .where(Membership.group_id == group_id)
+        .distinct()
+        .order_by(User.id)
+        .execution_options(yield_per=1000)
+    )
+    with db.execute(stmt) as rows:
+        for user_id, display, user_name in rows:
+            yield {
+                "value": str(user_id),
+                "$ref": f"{base}/Users/{user_id}",
+                "display": display or user_name,
+                "type": "User",
+            }
+
+
+def member_ids(values: Any) -> list[uuid.UUID]:
+    """Member references from a Group document or PATCH value: [{"value": id}, ...]."""
+    if values is None:
+        return []
+    if isinstance(values, Mapping):
+        values = [values]
+    if not isinstance(values, list):
+        raise InvalidValue('members must be a list of {"value": id}')
+    out = []
+    for entry in values:
+        raw = entry.get("value") if isinstance(entry, Mapping) else entry
+        kind = entry.get("type") if isinstance(entry, Mapping) else None
+        if kind is not None and str(kind).lower() != "user":
+            raise InvalidValue("only users can be members (nested groups are not supported)")
+        try:
+            out.append(uuid.UUID(str(raw)))
+        except ValueError:
+            raise InvalidValue(f"member {raw!r} is not the id of a user") from None
+    return out

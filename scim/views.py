@@ -1,0 +1,411 @@
+"""SCIM routes: parse, call the provisioning service, serialise. The bearer token is the account."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+from flask import Blueprint, Response, current_app, g, request, stream_with_context
+from flask.typing import ResponseReturnValue
+from sqlalchemy import select
+
+from bridge import accounts, groups, provisioning
+from bridge.errors import BridgeError, PreconditionFailed, Unauthorized
+from bridge.models import Group, User
+from bridge.web import get_store
+from scim import errors, listing, mapping, patch, schema
+from scim.errors import SCIM_JSON
+from scim.sql import GROUP_MAP, USER_MAP
+
+bp = Blueprint("scim", __name__, url_prefix="/scim/v2")
+
+
+def base_url() -> str:
+    return f"{current_app.config['BRIDGE_SETTINGS'].base_url}/scim/v2"
+
+
+def actor() -> str:
+    return f"scim:token:{g.scim_token_id}"
+
+
+@bp.before_request
+def authenticate() -> None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("send the account's SCIM token as `Authorization: Bearer <token>`")
+    account, token_row = accounts.authenticate(get_store(), token.strip())
+    g.account_id, g.scim_token_id = account.id, token_row.id
+
+
+@bp.errorhandler(errors.ScimError)
+@bp.errorhandler(BridgeError)
+def scim_error(exc: Exception) -> ResponseReturnValue:
+    status, detail, scim_type = errors.from_exception(exc)
+    return errors.response(status, detail, scim_type)
+
+
+def scim_response(doc: Any, status: int = 200, *, version: int | None = None) -> Response:
+    resp = Response(json.dumps(doc), status=status, mimetype=SCIM_JSON)
+    if version is not None:
+        resp.headers["ETag"] = mapping.etag(version)
+    return resp
+
+
+def body() -> Any:
+    """The request's JSON (application/scim+json or application/json), or invalidSyntax."""
+    raw = request.get_data(cache=False)
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise errors.InvalidSyntax("the request body is not valid JSON") from None
+
+
+def resource_id(raw: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        raise errors.NotFound(f"no resource {raw!r}") from None
+
+
+def if_match() -> int | None:
+    """The version an If-Match header expects (None: any)."""
+    header = request.headers.get("If-Match")
+    if header is None or header.strip() == "*":
+        return None
+    for tag in header.split(","):
+        tag = tag.strip().removeprefix("W/").strip('"')
+        if tag.isdigit():
+            return int(tag)
+    raise PreconditionFailed("If-Match names no version of this resource")
+
+
+def not_modified(version: int) -> bool:
+    header = request.headers.get("If-None-Match", "")
+    tags = {t.strip().removeprefix("W/").strip('"') for t in header.split(",")}
+    return str(version) in tags or "*" in tags
+
+
+# ---------------------------------------------------------------- discovery
+
+
+@bp.get("/ServiceProviderConfig")
+def get_service_provider_config() -> ResponseReturnValue:
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    return scim_response(
+        {
+            "schemas": [schema.SP_CONFIG],
+            "documentationUri": "https://github.com/identity-bridge#scim",
+            "patch": {"supported": True},
+            "bulk": {"supported": True, "maxOperations": BULK_MAX, "maxPayloadSize": limit},
+            "filter": {"supported": True, "maxResults": listing.MAX_PAGE},
+            "changePassword": {"supported": False},
+            "sort": {"supported": True},
+            "etag": {"supported": True},
+            "authenticationSchemes": [
+                {
+                    "type": "oauthbearertoken",
+                    "name": "Bearer token",
+                    "description": "A token from `bridge tokens issue`, sent as Bearer",
+                    "primary": True,
+                }
+            ],
+            "meta": {
+                "resourceType": "ServiceProviderConfig",
+                "location": f"{base_url()}/ServiceProviderConfig",
+            },
+        }
+    )
+
+
+@bp.get("/ResourceTypes")
+def query_resource_types() -> ResponseReturnValue:
+    docs = [schema.resource_type_document(r, base_url()) for r in schema.RESOURCES.values()]
+    return scim_response(listing.list_response(len(docs), 1, docs))
+
+
+@bp.get("/ResourceTypes/<name>")
+def get_resource_type(name: str) -> ResponseReturnValue:
+    resource = schema.RESOURCES.get(name)
+    if resource is None:
+        raise errors.NotFound(f"no resource type {name!r}")
+    return scim_response(schema.resource_type_document(resource, base_url()))
+
+
+@bp.get("/Schemas")
+def query_schemas() -> ResponseReturnValue:
+    docs = [schema.schema_document(urn, base_url()) for urn in schema.SCHEMA_IDS]
+    return scim_response(listing.list_response(len(docs), 1, docs))
+
+
+@bp.get("/Schemas/<path:urn>")
+def get_schema(urn: str) -> ResponseReturnValue:
+    doc = schema.schema_document(urn, base_url())
+    if doc is None:
+        raise errors.NotFound(f"no schema {urn!r}")
+    return scim_response(doc)
+
+
+@bp.route("/Me", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+def me() -> ResponseReturnValue:
+    raise errors.NotImplementedYet("/Me is not supported: tokens belong to the IdP, not to a user")
+
+
+# ---------------------------------------------------------------- users
+
+
+def _user_docs(db: Any, users: list[User], projection: listing.Projection) -> list[dict[str, Any]]:
+    docs = mapping.user_resources(db, users, base_url())
+    return [projection.apply(d, schema.USERS) for d in docs]
+
+
+def _user_reply(user_id: uuid.UUID, status: int = 200) -> Response:
+    projection = listing.Projection.parse(
+        schema.USERS, request.args.get("attributes"), request.args.get("excludedAttributes")
+    )
+    with get_store().read() as db:
+        user = db.scalar(select(User).where(User.account_id == g.account_id, User.id == user_id))
+        if user is None:
+            raise errors.NotFound(f"no user {user_id}")
+        if status == 200 and request.method == "GET" and not_modified(user.version):
+            return Response(status=304, headers={"ETag": mapping.etag(user.version)})
+        doc = _user_docs(db, [user], projection)[0]
+        resp = scim_response(doc, status, version=user.version)
+    if status == 201:
+        resp.headers["Location"] = f"{base_url()}/Users/{user_id}"
+    return resp
+
+
+@bp.post("/Users")
+def create_user() -> ResponseReturnValue:
+    doc = mapping.canonical(_object(body()), schema.USERS)
+    profile = mapping.user_profile(doc)
+    out = provisioning.provision(
+        get_store(), g.account_id, profile, actor=actor(), must_create=True
+    )
+    return _user_reply(out.user_id, 201)
+
+
+@bp.get("/Users/<raw_id>")
+def get_user(raw_id: str) -> ResponseReturnValue:
+    return _user_reply(resource_id(raw_id))
+
+
+@bp.put("/Users/<raw_id>")
+def replace_user(raw_id: str) -> ResponseReturnValue:
+    user_id = resource_id(raw_id)
+    profile = mapping.user_profile(mapping.canonical(_object(body()), schema.USERS))
+    provisioning.update_user(
+        get_store(),
+        g.account_id,
+        user_id,
+        lambda db, user: profile,
+        actor=actor(),
+        if_version=if_match(),
+    )
+    return _user_reply(user_id)
+
+
+@bp.patch("/Users/<raw_id>")
+def patch_user(raw_id: str) -> ResponseReturnValue:
+    user_id = resource_id(raw_id)
+    ops = patch.operations(body())
+
+    def build(db: Any, user: User) -> Any:
+        current = mapping.canonical(mapping.user_resources(db, [user], base_url())[0], schema.USERS)
+        return mapping.user_profile(patch.apply_to_user(current, ops))
+
+    provisioning.update_user(
+        get_store(), g.account_id, user_id, build, actor=actor(), if_version=if_match()
+    )
+    return _user_reply(user_id)
+
+
+@bp.delete("/Users/<raw_id>")
+def delete_user(raw_id: str) -> ResponseReturnValue:
+    user_id = resource_id(raw_id)
+    expected = if_match()
+    if expected is not None:
+        with get_store().read() as db:
+            user = db.get(User, user_id)
+            if user is not None and user.account_id == g.account_id and user.version != expected:
+                raise PreconditionFailed(f"user {user_id} is at version {user.version}")
+    provisioning.delete_user(get_store(), g.account_id, user_id, actor=actor())
+    return Response(status=204)
+
+
+@bp.get("/Users")
+def query_users() -> ResponseReturnValue:
+    return _query_users(listing.Query.from_params(request.args))
+
+
+@bp.post("/Users/.search")
+def search_users() -> ResponseReturnValue:
+    return _query_users(listing.Query.from_params(_search_body()))
+
+
+def _query_users(query: listing.Query) -> Response:
+    projection = listing.Projection.parse(schema.USERS, query.attributes, query.excluded)
+    with get_store().read() as db:
+        total, users = listing.page(db, USER_MAP, User, g.account_id, query)
+        docs = _user_docs(db, users, projection)
+    return scim_response(listing.list_response(total, query.start, docs))
+
+
+# ---------------------------------------------------------------- groups
+
+
+def _group_stream(db: Any, group: Group, projection: listing.Projection) -> Iterator[str]:
+    """A Group document as JSON text, members streamed in batches when they are wanted."""
+    head = projection.apply(mapping.group_head(group, base_url()), schema.GROUPS)
+    if not projection.wants(schema.CORE_GROUP, "members"):
+        yield json.dumps(head)
+        return
+    yield json.dumps(head)[:-1] + ', "members": ['
+    for i, member in enumerate(mapping.group_members(db, group.id, base_url())):
+        yield (", " if i else "") + json.dumps(projection.member(member))
+    yield "]}"
+
+
+def _group_reply(group_id: uuid.UUID, status: int = 200) -> Response:
+    projection = listing.Projection.parse(
+        schema.GROUPS, request.args.get("attributes"), request.args.get("excludedAttributes")
+    )
+    store = get_store()
+    db = store.sessions()
+    group = db.scalar(select(Group).where(Group.account_id == g.account_id, Group.id == group_id))
+    if group is None:
+        db.close()
+        raise errors.NotFound(f"no group {group_id}")
+    version = group.version
+    if status == 200 and request.method == "GET" and not_modified(version):
+        db.close()
+        return Response(status=304, headers={"ETag": mapping.etag(version)})
+
+    def generate() -> Iterator[str]:
+        try:
+            yield from _group_stream(db, group, projection)
+        finally:
+            db.close()
+
+    resp = Response(stream_with_context(generate()), status=status, mimetype=SCIM_JSON)
+    resp.headers["ETag"] = mapping.etag(version)
+    if status == 201:
+        resp.headers["Location"] = f"{base_url()}/Groups/{group_id}"
+    return resp
+
+
+@bp.post("/Groups")
+def create_group() -> ResponseReturnValue:
+    doc = mapping.canonical(_object(body()), schema.GROUPS)
+    out = groups.create_group(
+        get_store(),
+        g.account_id,
+        doc.get("displayName"),
+        external_id=doc.get("externalId"),
+        members=mapping.member_ids(doc.get("members")),
+        actor=actor(),
+    )
+    return _group_reply(out.group_id, 201)
+
+
+@bp.get("/Groups/<raw_id>")
+def get_group(raw_id: str) -> ResponseReturnValue:
+    return _group_reply(resource_id(raw_id))
+
+
+@bp.put("/Groups/<raw_id>")
+def replace_group(raw_id: str) -> ResponseReturnValue:
+    group_id = resource_id(raw_id)
+    doc = mapping.canonical(_object(body()), schema.GROUPS)
+    change = groups.GroupChange(
+        display_name=doc.get("displayName"),
+        external_id=doc.get("externalId"),
+        replace=frozenset(mapping.member_ids(doc.get("members"))),
+    )
+    groups.update_group(
+        get_store(),
+        g.account_id,
+        group_id,
+        lambda db, grp: change,
+        actor=actor(),
+        if_version=if_match(),
+    )
+    return _group_reply(group_id)
+
+
+@bp.patch("/Groups/<raw_id>")
+def patch_group(raw_id: str) -> ResponseReturnValue:
+    group_id = resource_id(raw_id)
+    change = patch.group_change(patch.operations(body()))
+    groups.update_group(
+        get_store(),
+        g.account_id,
+        group_id,
+        lambda db, grp: change,
+        actor=actor(),
+        if_version=if_match(),
+    )
+    return _group_reply(group_id)
+
+
+@bp.delete("/Groups/<raw_id>")
+def delete_group(raw_id: str) -> ResponseReturnValue:
+    groups.delete_group(
+        get_store(), g.account_id, resource_id(raw_id), actor=actor(), if_version=if_match()
+    )
+    return Response(status=204)
+
+
+@bp.get("/Groups")
+def query_groups() -> ResponseReturnValue:
+    return _query_groups(listing.Query.from_params(request.args))
+
+
+@bp.post("/Groups/.search")
+def search_groups() -> ResponseReturnValue:
+    return _query_groups(listing.Query.from_params(_search_body()))
+
+
+def _query_groups(query: listing.Query) -> Response:
+    projection = listing.Projection.parse(schema.GROUPS, query.attributes, query.excluded)
+    store = get_store()
+    db = store.sessions()
+    try:
+        total, rows = listing.page(db, GROUP_MAP, Group, g.account_id, query)
+    except Exception:
+        db.close()
+        raise
+
+    def generate() -> Iterator[str]:
+        try:
+            head = listing.list_response(total, query.start, [])
+            head["itemsPerPage"] = len(rows)
+            yield json.dumps(head)[: -len("[]}")] + "["
+            for i, group in enumerate(rows):
+                yield ", " if i else ""
+                yield from _group_stream(db, group, projection)
+            yield "]}"
+        finally:
+            db.close()
+
+    return Response(stream_with_context(generate()), mimetype=SCIM_JSON)
+
+
+def _search_body() -> dict[str, Any]:
+    doc = _object(body())
+    schemas = doc.get("schemas")
+    if schemas is not None and schema.SEARCH_REQUEST not in schemas:
+        raise errors.InvalidSyntax(f"schemas must contain {schema.SEARCH_REQUEST}")
+    return {k: v for k, v in doc.items() if k != "schemas"}
+
+
+def _object(doc: Any) -> dict[str, Any]:
+    if not isinstance(doc, dict):
+        raise errors.InvalidSyntax("the body must be a JSON object")
+    return doc
+
+
+BULK_MAX = 1000

@@ -135,13 +135,15 @@ class User(Versioned, Base):
     __table_args__ = (
         UniqueConstraint("account_id", "user_name_key"),
         Index("ix_users_account_external_id", "account_id", "external_id"),
+        Index("ix_users_account_created", "account_id", "created", "id"),
     )
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
     account_id: Mapped[int] = _account_fk()
     user_name: Mapped[str] = mapped_column(String(256))
     user_name_key: Mapped[str] = mapped_column(String(256))
     external_id: Mapped[str | None] = mapped_column(String(256))
-    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    # NULL: the IdP never said (or removed it); only an explicit false suspends the user.
+    active: Mapped[bool | None] = mapped_column(Boolean, default=True)
     # name.*
     formatted_name: Mapped[str | None] = mapped_column(String(512))
     family_name: Mapped[str | None] = mapped_column(String(256))
@@ -163,9 +165,8 @@ class User(Versioned, Base):
     organization: Mapped[str | None] = mapped_column(String(256))
     division: Mapped[str | None] = mapped_column(String(256))
     department: Mapped[str | None] = mapped_column(String(256))
-    manager_id: Mapped[uuid.UUID | None] = mapped_column(
-        ForeignKey("users.id", ondelete="SET NULL"), index=True
-    )
+    # The manager's id as the IdP sent it: kept even before (or without) that user arriving here.
+    manager_id: Mapped[str | None] = mapped_column(String(256), index=True)
 
     emails: Mapped[list[UserEmail]] = relationship(
         cascade="all, delete-orphan", order_by="UserEmail.position", lazy="selectin"
@@ -176,7 +177,6 @@ class User(Versioned, Base):
     addresses: Mapped[list[UserAddress]] = relationship(
         cascade="all, delete-orphan", order_by="UserAddress.position", lazy="selectin"
     )
-    manager: Mapped[User | None] = relationship(remote_side=[id])
 
 
 class _MultiValue:
@@ -220,6 +220,7 @@ class Group(Versioned, Base):
     __table_args__ = (
         UniqueConstraint("account_id", "display_name_key"),
         Index("ix_groups_account_external_id", "account_id", "external_id"),
+        Index("ix_groups_account_created", "account_id", "created", "id"),
     )
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
     account_id: Mapped[int] = _account_fk()

@@ -47,14 +47,14 @@ def stored(db: Session, user: User, trigger: policies.Profile | None = None) -> 
         value = getattr(user, field)
         if value not in (None, ""):
             attributes[path] = (str(value),)
-    attributes["active"] = ("true" if user.active else "false",)
+    attributes["active"] = ("false" if user.active is False else "true",)
     emails = sorted(user.emails, key=lambda e: (not e.primary, e.position))
     if emails:
         attributes["emails.value"] = tuple(e.value for e in emails)
     if user.phone_numbers:
         attributes["phoneNumbers.value"] = tuple(p.value for p in user.phone_numbers)
     if user.manager_id is not None:
-        attributes[f"{ENTERPRISE}:manager.value"] = (str(user.manager_id),)
+        attributes[f"{ENTERPRISE}:manager.value"] = (user.manager_id,)
     groups = tuple(
         db.scalars(
             select(Group.display_name)

@@ -198,7 +198,7 @@ def _write(
     """Write `profile` onto `user` (new or stored), apply the policy, audit the difference."""
     is_new = user not in db
     before = None if is_new else snapshot(db, user)
-    was_active = bool(user.active)
+    was_active = user.active is not False
     _set_identity(db, account, user, profile)
     if is_new:
         db.add(user)
@@ -206,7 +206,7 @@ def _write(
     _link_identity(db, account, user, profile.idp)
     decision = policies.evaluate(policy_for(db, account), profiles.stored(db, user, profile))
     access.apply(db, account, user, decision)
-    if was_active and not user.active and not is_new:
+    if was_active and user.active is False and not is_new:
         sessions.end_for_user(db, user.id)  # suspension takes effect at once
     if is_new:
         after = snapshot(db, user)
@@ -317,7 +317,7 @@ def _set_fields(db: Session, user: User, fields: Mapping[str, Any]) -> None:
         elif key == "manager_id":
             _set_manager(db, user, value)
         elif key in SCALAR_FIELDS:
-            if key == "active" and not isinstance(value, bool):
+            if key == "active" and value is not None and not isinstance(value, bool):
                 raise InvalidInput("active must be true or false")
             if getattr(user, key) != value:
                 setattr(user, key, value)
@@ -345,15 +345,10 @@ def _set_multi(user: User, key: str, entries: list[Mapping[str, Any]]) -> None:
     current[:] = rows
 
 
-def _set_manager(db: Session, user: User, manager_id: uuid.UUID | None) -> None:
-    if manager_id is not None:
-        if manager_id == user.id:
-            raise InvalidInput("a user cannot be their own manager")
-        exists = db.scalar(
-            select(User.id).where(User.account_id == user.account_id, User.id == manager_id)
-        )
-        if exists is None:
-            raise InvalidInput(f"manager {manager_id} is not a user of this account")
+def _set_manager(db: Session, user: User, manager_id: str | None) -> None:
+    """The manager's id as sent: IdPs may name a manager before provisioning them."""
+    if manager_id is not None and manager_id == str(user.id):
+        raise InvalidInput("a user cannot be their own manager")
     if user.manager_id != manager_id:
         user.manager_id = manager_id
 

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from scim import schema
 from scim.errors import InvalidValue
 from scim.filters import Expr, parse
-from scim.sql import AttributeMap, Compiler, sort_key
+from scim.sql import AttributeMap, Compiler, UnknownAttribute, sort_key
 
 MAX_PAGE = 1000
 DEFAULT_PAGE = 100
@@ -153,20 +153,35 @@ def _int(value: Any, default: int, name: str) -> int:
 
 
 def page(
-    db: Session, amap: AttributeMap, model: Any, account_id: int, query: Query
+    db: Session,
+    amap: AttributeMap,
+    model: Any,
+    account_id: int,
+    query: Query,
+    *,
+    lenient: bool = False,
 ) -> tuple[int, list[Any]]:
-    """totalResults and one page of rows, in a stable order, filtered by the database."""
+    """totalResults and one page of rows, in a stable order, filtered by the database.
+
+    `lenient` (searches across resource types): attributes a type lacks have no value.
+    """
     dialect = db.get_bind().dialect.name
     ids = select(model.id).where(model.account_id == account_id)
     if query.filter is not None:
-        ids = ids.where(Compiler(amap, dialect).where(query.filter))
+        ids = ids.where(Compiler(amap, dialect, lenient=lenient).where(query.filter))
     total = db.scalar(select(func.count()).select_from(ids.subquery())) or 0
     if query.count == 0 or query.start > total:
         return total, []
     order: list[Any] = []
     if query.sort_by:
-        key = sort_key(amap, query.sort_by, dialect)
-        order += [key.is_(None), key.desc() if query.descending else key.asc()]
+        try:
+            key = sort_key(amap, query.sort_by, dialect)
+        except UnknownAttribute:
+            if not lenient:
+                raise
+            key = None
+        if key is not None:
+            order += [key.is_(None), key.desc() if query.descending else key.asc()]
     order += list(amap.tiebreak)
     chosen = list(db.scalars(ids.order_by(*order).offset(query.start - 1).limit(query.count)))
     rows = {row.id: row for row in db.scalars(select(model).where(model.id.in_(chosen)))}

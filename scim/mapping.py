@@ -133,13 +133,16 @@ def flag(name: str, value: Any) -> bool:
     raise InvalidValue(f"{name} must be true or false")
 
 
-def user_profile(doc: Mapping[str, Any]) -> policies.Profile:
-    """The Profile a canonical User document describes: every stored field set (PUT semantics)."""
+def user_profile(doc: Mapping[str, Any], *, active: bool | None = None) -> policies.Profile:
+    """The Profile a canonical User document describes: every stored field set (PUT semantics).
+
+    `active` is what an absent `active` means: true on create, unset after a PATCH removes it.
+    """
     user_name = _string("userName", doc.get("userName"))
     if not user_name or not user_name.strip():
         raise InvalidValue("userName is required")
     fields: dict[str, Any] = {"external_id": _string("externalId", doc.get("externalId"))}
-    fields["active"] = True if doc.get("active") is None else flag("active", doc["active"])
+    fields["active"] = active if doc.get("active") is None else flag("active", doc["active"])
     name = doc.get("name") or {}
     if not isinstance(name, Mapping):
         raise InvalidValue("name must be an object")
@@ -161,16 +164,9 @@ def user_profile(doc: Mapping[str, Any]) -> policies.Profile:
     )
 
 
-def _manager(value: Any) -> uuid.UUID | None:
-    if value is None:
-        return None
+def _manager(value: Any) -> str | None:
     raw = value.get("value") if isinstance(value, Mapping) else value
-    if raw in (None, ""):
-        return None
-    try:
-        return uuid.UUID(str(raw))
-    except ValueError:
-        raise InvalidValue(f"manager {raw!r} is not the id of a user") from None
+    return _string("manager.value", raw)
 
 
 def _entry(attr: str, entry: Mapping[str, Any]) -> dict[str, Any]:
@@ -234,18 +230,27 @@ def user_resources(db: Session, users: list[User], base: str) -> list[dict[str, 
                     "type": "direct",
                 }
             )
-    manager_ids = {u.manager_id for u in users if u.manager_id is not None}
-    managers: dict[uuid.UUID, str | None] = {}
+    manager_ids = {m for u in users if (m := _uuid(u.manager_id)) is not None}
+    managers: dict[str, str | None] = {}
     if manager_ids:
         for mid, display, user_name in db.execute(
-            select(User.id, User.display_name, User.user_name).where(User.id.in_(manager_ids))
+            select(User.id, User.display_name, User.user_name).where(
+                User.account_id == users[0].account_id, User.id.in_(manager_ids)
+            )
         ):
-            managers[mid] = display or user_name
+            managers[str(mid)] = display or user_name
     return [_user_doc(u, groups[u.id], managers, base) for u in users]
 
 
+def _uuid(value: str | None) -> uuid.UUID | None:
+    try:
+        return None if value is None else uuid.UUID(value)
+    except ValueError:
+        return None
+
+
 def _user_doc(
-    user: User, groups: list[dict[str, Any]], managers: Mapping[uuid.UUID, str | None], base: str
+    user: User, groups: list[dict[str, Any]], managers: Mapping[str, str | None], base: str
 ) -> dict[str, Any]:
     name = _drop_empty({key: getattr(user, col) for key, col in NAME_FIELDS.items()})
     doc: dict[str, Any] = {
@@ -255,7 +260,7 @@ def _user_doc(
         "userName": user.user_name,
         "name": name,
         **{key: getattr(user, col) for key, col in CORE_FIELDS.items()},
-        "active": bool(user.active),
+        "active": user.active,
         "emails": [_multi_doc(e, ("value", "type", "primary", "display")) for e in user.emails],
         "phoneNumbers": [
             _multi_doc(p, ("value", "type", "primary", "display")) for p in user.phone_numbers
@@ -265,9 +270,9 @@ def _user_doc(
                 {
                     **{key: getattr(a, col) for key, col in ADDRESS_FIELDS.items()},
                     "type": a.type,
-                    "primary": a.primary or None,
                 }
             )
+            | {"primary": bool(a.primary)}
             for a in user.addresses
         ],
         "groups": groups,
@@ -276,8 +281,8 @@ def _user_doc(
     if user.manager_id is not None:
         ext["manager"] = _drop_empty(
             {
-                "value": str(user.manager_id),
-                "$ref": f"{base}/Users/{user.manager_id}",
+                "value": user.manager_id,
+                "$ref": f"{base}/Users/{user.manager_id}" if user.manager_id in managers else None,
                 "displayName": managers.get(user.manager_id),
             }
         )
@@ -285,13 +290,12 @@ def _user_doc(
         doc["schemas"].append(schema.ENTERPRISE)
         doc[schema.ENTERPRISE] = ext
     doc["meta"] = _meta("User", user, f"{base}/Users/{user.id}")
-    return _drop_empty(doc) | {"active": bool(user.active)}
+    return _drop_empty(doc) | ({} if user.active is None else {"active": user.active})
 
 
 def _multi_doc(row: Any, keys: Iterable[str]) -> dict[str, Any]:
     doc = {k: getattr(row, k) for k in keys}
-    doc["primary"] = bool(doc.get("primary")) or None
-    return _drop_empty(doc)
+    return _drop_empty(doc) | {"primary": bool(doc.get("primary"))}
 
 
 def group_head(group: Group, base: str) -> dict[str, Any]:
@@ -310,7 +314,7 @@ def group_head(group: Group, base: str) -> dict[str, Any]:
 def group_members(db: Session, group_id: uuid.UUID, base: str) -> Iterator[dict[str, Any]]:
     """A group's members, streamed from the database in batches (memory stays flat)."""
     stmt = (
-        select(User.id, User.display_name, User.user_name)
+        select(User.id, User.display_name)
         .join(Membership, Membership.user_id == User.id)
         .where(Membership.group_id == group_id)
         .distinct()
@@ -318,11 +322,11 @@ def group_members(db: Session, group_id: uuid.UUID, base: str) -> Iterator[dict[
         .execution_options(yield_per=1000)
     )
     with db.execute(stmt) as rows:
-        for user_id, display, user_name in rows:
+        for user_id, display in rows:
             yield {
                 "value": str(user_id),
                 "$ref": f"{base}/Users/{user_id}",
-                "display": display or user_name,
+                "display": display,
                 "type": "User",
             }
 

@@ -110,6 +110,12 @@ def _resolve(text: str) -> tuple[PatchPath, schema.Attr, str | None]:
 
 
 def _apply_path(doc: dict[str, Any], op: str, text: str, value: Any) -> None:
+    if text.strip().lower() == (schema.USERS.extension or "").lower():  # the extension as a whole
+        if op == "remove":
+            doc.pop(schema.ENTERPRISE, None)
+        else:
+            _merge_extension(doc, value)
+        return
     target, attr, urn = _resolve(text)
     holder = doc.setdefault(urn, {}) if urn else doc
     sub_name = target.path.sub
@@ -177,7 +183,9 @@ def _apply_multi(
         holder[attr.name] = entries
         return
     if not hits:
-        seed = _seed(flt) if flt is not None else {}
+        # RFC 7644 §3.5.2.3 says noTarget; Entra's `Replace emails[type eq "work"].value` on a
+        # user without a work e-mail means "set it", so a sub-attribute target creates the entry.
+        seed = _seed(flt) if flt is not None and sub is not None else ({} if flt is None else None)
         if seed is None:
             raise NoTarget(f"no value of {attr.name} matches the filter")
         entries.append(seed)

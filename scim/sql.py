@@ -43,6 +43,11 @@ from scim.errors import InvalidFilter
 from scim.filters import And, Compare, Expr, Not, Or, Path, ValuePath
 
 STRING, BOOLEAN, DATETIME, ID, CONSTANT = "string", "boolean", "dateTime", "id", "constant"
+ABSENT = "absent"  # an attribute the resource type lacks, in a search across types
+
+
+class UnknownAttribute(InvalidFilter):
+    """The filter names an attribute this resource type does not have."""
 
 
 @dataclass(frozen=True)
@@ -83,7 +88,7 @@ class AttributeMap:
         ):
             attr = f"ext:{attr}"
         elif path.urn and path.urn.lower() != self.resource.schema.lower():
-            raise InvalidFilter(f"unknown schema {path.urn!r}")
+            raise UnknownAttribute(f"unknown schema {path.urn!r}")
         return attr
 
     def lookup(self, path: Path) -> tuple[Field | Child, str | None]:
@@ -93,7 +98,7 @@ class AttributeMap:
             return self.fields[f"{attr}.{path.sub.lower()}"], None
         if attr in self.fields:
             return self.fields[attr], path.sub
-        raise InvalidFilter(f"attribute {str(path)!r} cannot be filtered on")
+        raise UnknownAttribute(f"attribute {str(path)!r} cannot be filtered on")
 
 
 def _multi(model: Any, fk: Any, parent: Any, **extra: Field) -> Child:
@@ -165,8 +170,8 @@ USER_MAP = AttributeMap(
         "ext:organization": Field(User.organization),
         "ext:division": Field(User.division),
         "ext:department": Field(User.department),
-        "ext:manager": Field(User.manager_id, ID, True),
-        "ext:manager.value": Field(User.manager_id, ID, True),
+        "ext:manager": Field(User.manager_id, case_exact=True),
+        "ext:manager.value": Field(User.manager_id, case_exact=True),
     },
     tiebreak=(User.created, User.id),
 )
@@ -198,11 +203,20 @@ GROUP_MAP = AttributeMap(
 class Compiler:
     """Compiles one filter for one attribute map and dialect."""
 
-    def __init__(self, amap: AttributeMap, dialect: str) -> None:
-        self.amap, self.dialect = amap, dialect
+    def __init__(self, amap: AttributeMap, dialect: str, *, lenient: bool = False) -> None:
+        self.amap, self.dialect, self.lenient = amap, dialect, lenient
 
     def where(self, expr: Expr) -> ColumnElement[bool]:
-        return self._expr(expr, self.amap.lookup)
+        return self._expr(expr, self._lookup)
+
+    def _lookup(self, path: Path) -> tuple[Field | Child, str | None]:
+        try:
+            return self.amap.lookup(path)
+        except UnknownAttribute:
+            if not self.lenient:
+                raise
+            # RFC 7644 §3.4.2.2: across resource types, an attribute a type lacks has no value.
+            return Field(None, ABSENT), None
 
     def _expr(self, expr: Expr, lookup: Callable[[Path], tuple[Field | Child, str | None]]) -> Any:
         if isinstance(expr, And):
@@ -232,6 +246,8 @@ class Compiler:
 
     def _compare(self, f: Field, expr: Compare) -> Any:
         op, value = expr.op, expr.value
+        if f.kind == ABSENT:
+            return false()
         if f.kind == CONSTANT:
             return _constant(f, op, value, expr.path)
         col = f.column

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 from flask import Blueprint, Response, current_app, g, request, stream_with_context
@@ -181,7 +182,7 @@ def _user_reply(user_id: uuid.UUID, status: int = 200) -> Response:
 @bp.post("/Users")
 def create_user() -> ResponseReturnValue:
     doc = mapping.canonical(_object(body()), schema.USERS)
-    profile = mapping.user_profile(doc)
+    profile = mapping.user_profile(doc, active=True)
     out = provisioning.provision(
         get_store(), g.account_id, profile, actor=actor(), must_create=True
     )
@@ -392,6 +393,26 @@ def _query_groups(query: listing.Query) -> Response:
             db.close()
 
     return Response(stream_with_context(generate()), mimetype=SCIM_JSON)
+
+
+@bp.post("/.search")
+def search_all() -> ResponseReturnValue:
+    """A search across Users and Groups (RFC 7644 §3.4.3): users first, then groups."""
+    query = listing.Query.from_params(_search_body())
+    users_view = listing.Projection.parse(schema.USERS, query.attributes, query.excluded)
+    groups_view = listing.Projection.parse(schema.GROUPS, query.attributes, query.excluded)
+    with get_store().read() as db:
+        user_total, users = listing.page(db, USER_MAP, User, g.account_id, query, lenient=True)
+        rest = replace(
+            query,
+            start=max(1, query.start - user_total),
+            count=query.count - len(users) if query.start <= user_total else query.count,
+        )
+        group_total, found = listing.page(db, GROUP_MAP, Group, g.account_id, rest, lenient=True)
+        docs = _user_docs(db, users, users_view)
+        for group in found:
+            docs.append(json.loads("".join(_group_stream(db, group, groups_view))))
+    return scim_response(listing.list_response(user_total + group_total, query.start, docs))
 
 
 def _search_body() -> dict[str, Any]:

@@ -136,17 +136,20 @@ def test_two_primary_emails_rejected(store, account):
         provisioning.provision(store, account.id, profile(fields={"emails": emails}), actor="t")
 
 
-def test_manager_must_be_in_account(store, account):
-    """A manager reference to a user of no account, or of this user, is refused."""
-    with pytest.raises(InvalidInput, match="not a user of this account"):
-        provisioning.provision(
-            store, account.id, profile(fields={"manager_id": uuid.uuid4()}), actor="t"
-        )
-    boss = provisioning.provision(store, account.id, profile("boss"), actor="t")
+def test_manager_kept_as_sent_but_never_self(store, account):
+    """A manager id is kept as the IdP sent it (even ahead of that user); never the user itself."""
+    ahead = str(uuid.uuid4())
     worker = provisioning.provision(
-        store, account.id, profile("worker", fields={"manager_id": boss.user_id}), actor="t"
+        store, account.id, profile("worker", fields={"manager_id": ahead}), actor="t"
     )
-    assert _user(store, worker.user_id).manager_id == boss.user_id
+    assert _user(store, worker.user_id).manager_id == ahead
+    with pytest.raises(InvalidInput, match="own manager"):
+        provisioning.provision(
+            store,
+            account.id,
+            profile("worker", fields={"manager_id": str(worker.user_id)}),
+            actor="t",
+        )
 
 
 def test_unknown_user_without_create(store, account):

@@ -105,6 +105,9 @@ def upgrade() -> None:
         batch_op.create_index(
             "ix_groups_account_external_id", ["account_id", "external_id"], unique=False
         )
+        batch_op.create_index(
+            "ix_groups_account_created", ["account_id", "created", "id"], unique=False
+        )
         batch_op.create_index(batch_op.f("ix_groups_account_id"), ["account_id"], unique=False)
 
     op.create_table(
@@ -172,7 +175,7 @@ def upgrade() -> None:
         sa.Column("user_name", sa.String(length=256), nullable=False),
         sa.Column("user_name_key", sa.String(length=256), nullable=False),
         sa.Column("external_id", sa.String(length=256), nullable=True),
-        sa.Column("active", sa.Boolean(), nullable=False),
+        sa.Column("active", sa.Boolean(), nullable=True),
         sa.Column("formatted_name", sa.String(length=512), nullable=True),
         sa.Column("family_name", sa.String(length=256), nullable=True),
         sa.Column("given_name", sa.String(length=256), nullable=True),
@@ -192,7 +195,7 @@ def upgrade() -> None:
         sa.Column("organization", sa.String(length=256), nullable=True),
         sa.Column("division", sa.String(length=256), nullable=True),
         sa.Column("department", sa.String(length=256), nullable=True),
-        sa.Column("manager_id", sa.Uuid(), nullable=True),
+        sa.Column("manager_id", sa.String(length=256), nullable=True),
         sa.Column("created", sa.DateTime(), nullable=False),
         sa.Column("last_modified", sa.DateTime(), nullable=False),
         sa.Column("version", sa.Integer(), nullable=False),
@@ -202,12 +205,6 @@ def upgrade() -> None:
             name=op.f("fk_users_account_id_accounts"),
             ondelete="CASCADE",
         ),
-        sa.ForeignKeyConstraint(
-            ["manager_id"],
-            ["users.id"],
-            name=op.f("fk_users_manager_id_users"),
-            ondelete="SET NULL",
-        ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_users")),
         sa.UniqueConstraint(
             "account_id", "user_name_key", name=op.f("uq_users_account_id_user_name_key")
@@ -216,6 +213,9 @@ def upgrade() -> None:
     with op.batch_alter_table("users", schema=None) as batch_op:
         batch_op.create_index(
             "ix_users_account_external_id", ["account_id", "external_id"], unique=False
+        )
+        batch_op.create_index(
+            "ix_users_account_created", ["account_id", "created", "id"], unique=False
         )
         batch_op.create_index(batch_op.f("ix_users_account_id"), ["account_id"], unique=False)
         batch_op.create_index(batch_op.f("ix_users_manager_id"), ["manager_id"], unique=False)
@@ -577,6 +577,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_users_manager_id"))
         batch_op.drop_index(batch_op.f("ix_users_account_id"))
         batch_op.drop_index("ix_users_account_external_id")
+        batch_op.drop_index("ix_users_account_created")
 
     op.drop_table("users")
     with op.batch_alter_table("scim_tokens", schema=None) as batch_op:
@@ -590,6 +591,7 @@ def downgrade() -> None:
     with op.batch_alter_table("groups", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_groups_account_id"))
         batch_op.drop_index("ix_groups_account_external_id")
+        batch_op.drop_index("ix_groups_account_created")
 
     op.drop_table("groups")
     with op.batch_alter_table("environments", schema=None) as batch_op:

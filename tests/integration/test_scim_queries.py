@@ -1,0 +1,257 @@
+"""SCIM queries through HTTP: every filter operator, pagination, sorting, projection, .search."""
+
+import pytest
+
+from tests.integration.test_scim_protocol import scim_error
+
+ENT = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+PEOPLE = [
+    {
+        "userName": "alice@example.com",
+        "externalId": "E-1",
+        "title": "Engineer",
+        "active": True,
+        "name": {"givenName": "Alice", "familyName": "Archer"},
+        "displayName": "Alice A",
+        "emails": [
+            {"value": "alice@example.com", "type": "work", "primary": True},
+            {"value": "alice@home.example", "type": "home"},
+        ],
+        ENT: {"department": "R&D", "employeeNumber": "100"},
+    },
+    {
+        "userName": "Bob@Example.com",
+        "externalId": "e-2",
+        "title": "Engineering Manager",
+        "active": False,
+        "name": {"givenName": "Bob", "familyName": "Baker"},
+        "emails": [{"value": "bob@example.com", "type": "work"}],
+        ENT: {"department": "Sales", "employeeNumber": "200"},
+    },
+    {
+        "userName": "carol@other.org",
+        "externalId": "E-3",
+        "title": None,
+        "active": True,
+        "name": {"givenName": "Carol"},
+        "displayName": "Carol C",
+        ENT: {"department": "R&D", "employeeNumber": "300"},
+    },
+    {
+        "userName": "dave_100%@example.com",
+        "externalId": "E-4",
+        "title": "Designer",
+        "active": True,
+        "name": {"givenName": "Dave", "familyName": "Dunn"},
+    },
+]
+
+
+@pytest.fixture
+def people(scim):
+    ids = {}
+    for person in PEOPLE:
+        body = {k: v for k, v in person.items() if v is not None}
+        ids[person["userName"]] = scim.post("Users", json=body).json["id"]
+    return ids
+
+
+def found(scim, flt, **params):
+    resp = scim.get("Users", query_string={"filter": flt, **params})
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    return sorted(r["userName"] for r in resp.json["Resources"])
+
+
+@pytest.mark.parametrize(
+    ("flt", "expected"),
+    [
+        ('userName eq "BOB@example.COM"', ["Bob@Example.com"]),
+        (
+            'userName ne "bob@example.com"',
+            ["alice@example.com", "carol@other.org", "dave_100%@example.com"],
+        ),
+        (
+            'userName co "EXAMPLE"',
+            ["Bob@Example.com", "alice@example.com", "dave_100%@example.com"],
+        ),
+        ('userName sw "car"', ["carol@other.org"]),
+        ('userName ew ".ORG"', ["carol@other.org"]),
+        ('userName co "100%"', ["dave_100%@example.com"]),
+        ('userName co "_"', ["dave_100%@example.com"]),
+        ('externalId eq "e-1"', []),
+        ('externalId eq "E-1"', ["alice@example.com"]),
+        ("title pr", ["Bob@Example.com", "alice@example.com", "dave_100%@example.com"]),
+        ("not (title pr)", ["carol@other.org"]),
+        ('title gt "Engineer"', ["Bob@Example.com"]),
+        ('title ge "Engineer"', ["Bob@Example.com", "alice@example.com"]),
+        ('title lt "E"', ["dave_100%@example.com"]),
+        ('title le "Designer"', ["dave_100%@example.com"]),
+        ("active eq false", ["Bob@Example.com"]),
+        ('name.givenName eq "alice"', ["alice@example.com"]),
+        (
+            'name.familyName pr and not (name.familyName eq "Dunn")',
+            ["Bob@Example.com", "alice@example.com"],
+        ),
+        (f'{ENT}:department eq "r&d"', ["alice@example.com", "carol@other.org"]),
+        (f'{ENT}:employeeNumber gt "150"', ["Bob@Example.com", "carol@other.org"]),
+        ('emails.value eq "ALICE@home.example"', ["alice@example.com"]),
+        ('emails eq "bob@example.com"', ["Bob@Example.com"]),
+        (
+            'emails[type eq "work" and value co "@example.com"]',
+            ["Bob@Example.com", "alice@example.com"],
+        ),
+        ('emails[type eq "home"].value eq "alice@home.example"', ["alice@example.com"]),
+        ("emails[primary eq true]", ["alice@example.com"]),
+        # `and` binds tighter than `or` (RFC 7644 §3.4.2.2)
+        ('userName sw "carol" or title eq "Engineer" and active eq false', ["carol@other.org"]),
+        (
+            '(userName sw "carol" or title eq "Engineer") and active eq true',
+            ["alice@example.com", "carol@other.org"],
+        ),
+        ('meta.resourceType eq "User" and userName sw "a"', ["alice@example.com"]),
+        ('id eq "not-a-uuid"', []),
+    ],
+)
+def test_filter(scim, people, flt, expected):
+    """Each operator and combinator selects exactly the users it should."""
+    assert found(scim, flt) == expected
+
+
+def test_filter_by_id_and_dates(scim, people):
+    """id eq, and meta.lastModified compared as a dateTime."""
+    alice = people["alice@example.com"]
+    assert found(scim, f'id eq "{alice}"') == ["alice@example.com"]
+    assert len(found(scim, 'meta.lastModified gt "2000-01-01T00:00:00Z"')) == 4
+    assert found(scim, 'meta.created lt "2000-01-01T00:00:00Z"') == []
+
+
+@pytest.mark.parametrize(
+    "flt",
+    [
+        'userName regex "x"',
+        "userName eq",
+        "((",
+        'nosuch eq "x"',
+        "active gt true",
+        'meta.created eq "yesterday"',
+        'name eq "x"',
+        'emails[nosuch eq "x"]',
+        "urn:nope:Thing:attr eq 1",
+    ],
+)
+def test_bad_filter_is_invalid_filter(scim, people, flt):
+    """Unparseable filters, unknown attributes and wrong comparisons are 400 invalidFilter."""
+    scim_error(scim.get("Users", query_string={"filter": flt}), 400, "invalidFilter")
+
+
+def test_plus_encoded_query_string(scim, people):
+    """Entra's `+`-encoded query strings decode to spaces."""
+    resp = scim.get("/scim/v2/Users?filter=userName+eq+%22alice%40example.com%22")
+    assert resp.json["totalResults"] == 1
+
+
+def test_random_guid_lookup_is_empty_list(scim):
+    """Entra's test connection: a filter matching nothing is 200 with an empty list."""
+    resp = scim.get(
+        "Users", query_string={"filter": 'userName eq "0b5d6ac4-1b0d-4a8b-9d8f-1f1c1f1f1f1f"'}
+    )
+    assert resp.status_code == 200
+    assert resp.json["totalResults"] == 0 and resp.json["Resources"] == []
+
+
+def test_pagination_is_stable_and_complete(scim, people):
+    """Pages of any size walk every user exactly once, in the same order each time."""
+    walk = []
+    start = 1
+    while True:
+        page = scim.get("Users", query_string={"startIndex": start, "count": 3}).json
+        assert page["totalResults"] == 4 and page["startIndex"] == start
+        walk += [r["id"] for r in page["Resources"]]
+        if not page["Resources"]:
+            break
+        start += page["itemsPerPage"]
+    assert sorted(walk) == sorted(people.values()) and len(walk) == 4
+    again = [r["id"] for r in scim.get("Users", query_string={"count": 100}).json["Resources"]]
+    assert again == walk
+
+
+def test_count_zero_and_limits(scim, people):
+    """count=0 gives totalResults only; counts above the maximum are clamped; bad ints are 400."""
+    page = scim.get("Users", query_string={"count": 0}).json
+    assert page["totalResults"] == 4 and page["Resources"] == [] and page["itemsPerPage"] == 0
+    assert scim.get("Users", query_string={"count": 100000}).json["itemsPerPage"] == 4
+    assert scim.get("Users", query_string={"startIndex": -5}).json["startIndex"] == 1
+    scim_error(scim.get("Users", query_string={"count": "many"}), 400, "invalidValue")
+
+
+@pytest.mark.parametrize(
+    ("sort_by", "order", "expected"),
+    [
+        ("userName", "ascending", ["alice", "bob", "carol", "dave_100%"]),
+        ("userName", "descending", ["dave_100%", "carol", "bob", "alice"]),
+        ("name.givenName", "descending", ["dave_100%", "carol", "bob", "alice"]),
+        ("title", "ascending", ["dave_100%", "alice", "bob", "carol"]),
+        ("emails.value", "ascending", ["alice", "bob", "carol", "dave_100%"]),
+        (f"{ENT}:employeeNumber", "descending", ["carol", "bob", "alice", "dave_100%"]),
+    ],
+)
+def test_sorting(scim, people, sort_by, order, expected):
+    """sortBy on simple, sub- and extension attributes; absent values sort last."""
+    page = scim.get("Users", query_string={"sortBy": sort_by, "sortOrder": order}).json
+    assert [r["userName"].split("@")[0].lower() for r in page["Resources"]] == expected
+
+
+def test_bad_sort_is_400(scim, people):
+    """An unknown sort attribute or order is a 400."""
+    scim_error(scim.get("Users", query_string={"sortBy": "nosuch"}), 400, "invalidFilter")
+    scim_error(
+        scim.get("Users", query_string={"sortBy": "userName", "sortOrder": "sideways"}),
+        400,
+        "invalidValue",
+    )
+
+
+def test_attributes_projection(scim, people):
+    """attributes= returns only those (plus id and schemas); excludedAttributes= drops them."""
+    doc = scim.get(
+        "Users",
+        query_string={
+            "filter": 'userName eq "alice@example.com"',
+            "attributes": f"userName,name.givenName,{ENT}:department",
+        },
+    ).json["Resources"][0]
+    assert set(doc) == {"id", "schemas", "userName", "name", ENT}
+    assert doc["name"] == {"givenName": "Alice"} and doc[ENT] == {"department": "R&D"}
+    doc = scim.get(
+        f"Users/{people['alice@example.com']}", query_string={"excludedAttributes": "emails,name"}
+    ).json
+    assert "emails" not in doc and "name" not in doc and doc["userName"] == "alice@example.com"
+    doc = scim.get(
+        f"Users/{people['alice@example.com']}", query_string={"attributes": "emails.value"}
+    ).json
+    assert doc["emails"] == [{"value": "alice@example.com"}, {"value": "alice@home.example"}]
+
+
+def test_search_endpoints(scim, people):
+    """POST /Users/.search and /.search take a SearchRequest body like the GET parameters."""
+    body = {
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"],
+        "filter": 'title sw "eng"',
+        "attributes": ["userName"],
+        "sortBy": "userName",
+        "startIndex": 1,
+        "count": 10,
+    }
+    page = scim.post("Users/.search", json=body).json
+    assert [r["userName"] for r in page["Resources"]] == ["alice@example.com", "Bob@Example.com"]
+    scim.post("Groups", json={"displayName": "Engineers"})
+    both = scim.post(
+        ".search", json={**body, "filter": 'title sw "eng" or displayName sw "eng"'}
+    ).json
+    assert both["totalResults"] == 3
+    assert [r["schemas"][0].rsplit(":", 1)[1] for r in both["Resources"]] == [
+        "User",
+        "User",
+        "Group",
+    ]
+    scim_error(scim.post("Users/.search", json={"schemas": ["urn:wrong"]}), 400, "invalidSyntax")

@@ -1,0 +1,262 @@
+"""SCIM Users through HTTP: create, read, replace, PATCH grammar, ETags, deprovisioning."""
+
+import json
+from datetime import timedelta
+
+from sqlalchemy import select
+
+from bridge.models import AuditEvent, LoginSession, utcnow
+from tests.integration.test_scim_protocol import scim_error
+
+ENT = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+
+
+def create(scim, user_name="ann@example.com", **extra):
+    resp = scim.post("Users", json={"userName": user_name, **extra})
+    assert resp.status_code == 201, resp.get_data(as_text=True)
+    return resp.json
+
+
+def patch(scim, user, *ops, **kw):
+    return scim.patch(
+        f"Users/{user['id']}",
+        json={
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+            "Operations": list(ops),
+        },
+        **kw,
+    )
+
+
+def test_create_returns_resource_location_and_etag(scim):
+    """POST /Users answers 201 with the resource, Location, ETag and meta."""
+    resp = scim.post(
+        "Users",
+        json={
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User", ENT],
+            "userName": "Bjensen@Example.com",
+            "externalId": "ext-1",
+            "name": {"givenName": "Barbara", "familyName": "Jensen"},
+            "emails": [{"value": "bjensen@example.com", "type": "work", "primary": True}],
+            "phoneNumbers": [{"value": "+1 555 0100", "type": "mobile"}],
+            "addresses": [{"type": "work", "locality": "Hollywood", "country": "US"}],
+            ENT: {"department": "Tour Operations", "employeeNumber": "701984"},
+        },
+    )
+    assert resp.status_code == 201
+    doc = resp.json
+    assert resp.headers["Location"] == doc["meta"]["location"]
+    assert resp.headers["ETag"] == doc["meta"]["version"] == 'W/"1"'
+    assert doc["userName"] == "Bjensen@Example.com" and doc["active"] is True
+    assert doc["name"] == {"givenName": "Barbara", "familyName": "Jensen"}
+    assert doc[ENT] == {"department": "Tour Operations", "employeeNumber": "701984"}
+    assert doc["emails"] == [{"value": "bjensen@example.com", "type": "work", "primary": True}]
+    assert doc["meta"]["resourceType"] == "User" and "groups" not in doc
+
+
+def test_password_is_accepted_never_returned_or_kept(scim, store):
+    """A password in a create is accepted, never echoed, and appears nowhere in the store's audit."""
+    doc = create(scim, "pw@example.com", password="S3cret-Pa55!")
+    assert "password" not in doc
+    assert "password" not in scim.get(f"Users/{doc['id']}").json
+    with store.read() as db:
+        events = db.scalars(
+            select(AuditEvent).where(AuditEvent.account_id == scim.account.id)
+        ).all()
+    assert "S3cret-Pa55!" not in json.dumps([[e.before, e.after] for e in events])
+
+
+def test_user_name_unique_in_any_case(scim):
+    """A second user with the same userName in another case is 409 uniqueness."""
+    create(scim, "dup@example.com")
+    scim_error(scim.post("Users", json={"userName": "DUP@example.com"}), 409, "uniqueness")
+
+
+def test_user_name_required(scim):
+    """A user without userName is 400 invalidValue."""
+    scim_error(scim.post("Users", json={"displayName": "Nobody"}), 400, "invalidValue")
+
+
+def test_unknown_ids_are_404(scim):
+    """Unknown or malformed ids are SCIM 404s."""
+    scim_error(scim.get("Users/7b0c07bd-7a31-4b3a-9b36-0e6dfc1cb3b2"), 404)
+    scim_error(scim.get("Users/not-an-id"), 404)
+
+
+def test_put_replaces_and_ignores_read_only(scim):
+    """PUT replaces the user, ignoring id and meta in the body, clearing what it omits."""
+    doc = create(scim, "put@example.com", title="Engineer", nickName="Putty")
+    body = {**doc, "id": "something-else", "meta": {"version": 'W/"99"'}, "title": "Manager"}
+    body.pop("nickName")
+    resp = scim.put(f"Users/{doc['id']}", json=body)
+    assert resp.status_code == 200
+    assert resp.json["id"] == doc["id"] and resp.json["title"] == "Manager"
+    assert "nickName" not in resp.json
+    assert resp.json["meta"]["version"] == 'W/"2"'
+
+
+def test_etags(scim):
+    """If-None-Match on GET gives 304; a stale If-Match on PUT/PATCH/DELETE gives 412."""
+    doc = create(scim, "etag@example.com")
+    assert scim.get(f"Users/{doc['id']}", headers={"If-None-Match": 'W/"1"'}).status_code == 304
+    assert scim.get(f"Users/{doc['id']}", headers={"If-None-Match": 'W/"7"'}).status_code == 200
+    stale = {"If-Match": 'W/"7"'}
+    scim_error(scim.put(f"Users/{doc['id']}", json={"userName": "x"}, headers=stale), 412)
+    op = {"op": "replace", "path": "title", "value": "t"}
+    scim_error(patch(scim, doc, op, headers=stale), 412)
+    scim_error(scim.delete(f"Users/{doc['id']}", headers=stale), 412)
+    assert patch(scim, doc, op, headers={"If-Match": 'W/"1"'}).json["meta"]["version"] == 'W/"2"'
+
+
+def test_patch_pathless_with_dotted_and_urn_keys(scim):
+    """Entra's path-less replace: dotted sub-attributes and extension URN keys."""
+    doc = create(scim, "pathless@example.com", name={"familyName": "Keep"})
+    resp = patch(
+        scim,
+        doc,
+        {
+            "op": "Replace",
+            "value": {
+                "name.givenName": "Given",
+                f"{ENT}:department": "Sales",
+                "displayName": "Shown",
+                "active": "False",
+            },
+        },
+    )
+    assert resp.status_code == 200
+    out = resp.json
+    assert out["name"] == {"familyName": "Keep", "givenName": "Given"}
+    assert out[ENT]["department"] == "Sales" and out["displayName"] == "Shown"
+    assert out["active"] is False
+
+
+def test_patch_multi_valued_paths(scim):
+    """Value-filtered paths add, replace and remove entries of multi-valued attributes."""
+    doc = create(
+        scim,
+        "multi@example.com",
+        emails=[{"value": "home@example.com", "type": "home"}],
+    )
+    out = patch(
+        scim,
+        doc,
+        {
+            "op": "add",
+            "path": "emails",
+            "value": [{"value": "w@example.com", "type": "work", "primary": True}],
+        },
+        {"op": "replace", "path": 'emails[type eq "work"].value', "value": "work@example.com"},
+        {"op": "remove", "path": 'emails[type eq "home"]'},
+        {"op": "replace", "path": 'phoneNumbers[type eq "mobile"].value', "value": "+1 555 0199"},
+    ).json
+    assert out["emails"] == [{"value": "work@example.com", "type": "work", "primary": True}]
+    assert out["phoneNumbers"] == [{"value": "+1 555 0199", "type": "mobile", "primary": False}]
+
+
+def test_patch_manager_bare_string_and_removal(scim):
+    """Entra sends manager as a bare string; it reads back as {value}, and remove clears it."""
+    boss = create(scim, "boss@example.com", displayName="The Boss")
+    doc = create(scim, "report@example.com")
+    out = patch(scim, doc, {"op": "Add", "path": f"{ENT}:manager", "value": boss["id"]}).json
+    assert out[ENT]["manager"]["value"] == boss["id"]
+    assert out[ENT]["manager"]["displayName"] == "The Boss"
+    out = patch(scim, doc, {"op": "Remove", "path": f"{ENT}:manager"}).json
+    assert ENT not in out or "manager" not in out[ENT]
+
+
+def test_patch_errors(scim):
+    """Read-only targets, bad paths, bad ops and path-less removes are typed 400s."""
+    doc = create(scim, "errs@example.com")
+    scim_error(
+        patch(scim, doc, {"op": "replace", "path": "groups", "value": []}), 400, "mutability"
+    )
+    scim_error(
+        patch(scim, doc, {"op": "replace", "path": "meta.created", "value": "x"}), 400, "mutability"
+    )
+    scim_error(
+        patch(scim, doc, {"op": "replace", "path": "noSuchThing", "value": 1}), 400, "invalidPath"
+    )
+    scim_error(
+        patch(scim, doc, {"op": "replace", "path": "emails[type eq", "value": 1}),
+        400,
+        "invalidPath",
+    )
+    scim_error(patch(scim, doc, {"op": "move", "path": "title", "value": 1}), 400, "invalidSyntax")
+    scim_error(patch(scim, doc, {"op": "remove"}), 400, "noTarget")
+    scim_error(
+        patch(scim, doc, {"op": "replace", "path": 'emails[type eq "work"]', "value": "x"}),
+        400,
+        "noTarget",
+    )
+    scim_error(scim.patch(f"Users/{doc['id']}", json={"Operations": []}), 400, "invalidSyntax")
+
+
+def test_patch_is_all_or_nothing(scim):
+    """When one operation fails, none of the request's operations are applied."""
+    doc = create(scim, "atomic@example.com", title="Before")
+    resp = patch(
+        scim,
+        doc,
+        {"op": "replace", "path": "title", "value": "After"},
+        {"op": "replace", "path": "groups", "value": []},
+    )
+    scim_error(resp, 400, "mutability")
+    assert scim.get(f"Users/{doc['id']}").json["title"] == "Before"
+
+
+def test_noop_patch_keeps_version(scim):
+    """A PATCH that changes nothing leaves the version (and ETag) alone."""
+    doc = create(scim, "same@example.com", title="Same")
+    out = patch(scim, doc, {"op": "replace", "path": "title", "value": "Same"}).json
+    assert out["meta"]["version"] == 'W/"1"'
+
+
+def test_deactivation_suspends_and_keeps_user_readable(scim, store):
+    """active=false ends live sessions at once; the user stays readable and filterable."""
+    doc = create(scim, "leaver@example.com")
+    import uuid as uuid_module
+
+    def open_session(db):
+        db.add(
+            LoginSession(
+                secret_hash=uuid_module.uuid4().hex,
+                account_id=scim.account.id,
+                user_id=uuid_module.UUID(doc["id"]),
+                expires=utcnow() + timedelta(hours=1),
+            )
+        )
+
+    store.write(open_session)
+    out = patch(scim, doc, {"op": "replace", "value": {"active": False}}).json
+    assert out["active"] is False
+    with store.read() as db:
+        row = db.scalar(
+            select(LoginSession).where(LoginSession.user_id == uuid_module.UUID(doc["id"]))
+        )
+        assert row.ended is not None
+    assert scim.get(f"Users/{doc['id']}").json["active"] is False
+    found = scim.get("Users", query_string={"filter": "active eq false"}).json
+    assert [r["id"] for r in found["Resources"]] == [doc["id"]]
+    assert (
+        patch(scim, doc, {"op": "replace", "path": "active", "value": True}).json["active"] is True
+    )
+
+
+def test_delete_then_404(scim):
+    """DELETE answers 204; later reads, filters and deletes find nothing."""
+    doc = create(scim, "gone@example.com")
+    group = scim.post("Groups", json={"displayName": "G", "members": [{"value": doc["id"]}]}).json
+    assert scim.delete(f"Users/{doc['id']}").status_code == 204
+    scim_error(scim.get(f"Users/{doc['id']}"), 404)
+    assert (
+        scim.get("Users", query_string={"filter": 'userName eq "gone@example.com"'}).json[
+            "totalResults"
+        ]
+        == 0
+    )
+    assert (
+        "members" not in scim.get(f"Groups/{group['id']}").json
+        or not scim.get(f"Groups/{group['id']}").json["members"]
+    )
+    scim_error(scim.delete(f"Users/{doc['id']}"), 404)

@@ -55,7 +55,7 @@ def test_create_returns_resource_location_and_etag(scim):
 
 
 def test_password_is_accepted_never_returned_or_kept(scim, store):
-    """A password in a create is accepted, never echoed, and appears nowhere in the store's audit."""
+    """A password is accepted, never echoed, and appears nowhere in the audit log."""
     doc = create(scim, "pw@example.com", password="S3cret-Pa55!")
     assert "password" not in doc
     assert "password" not in scim.get(f"Users/{doc['id']}").json

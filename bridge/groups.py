@@ -173,7 +173,9 @@ def _account(db: Session, account_id: int) -> Account:
 
 
 def _group(db: Session, account: Account, group_id: uuid.UUID) -> Group:
-    group = db.scalar(select(Group).where(Group.account_id == account.id, Group.id == group_id))
+    group = db.scalar(  # FOR UPDATE: concurrent member changes queue on the group's row
+        select(Group).where(Group.account_id == account.id, Group.id == group_id).with_for_update()
+    )
     if group is None:
         raise NotFound(f"no group {group_id}")
     return group

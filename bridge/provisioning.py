@@ -142,7 +142,9 @@ def update_user(
 
     def work(db: Session) -> Outcome:
         account = _account(db, account_id)
-        user = db.scalar(select(User).where(User.account_id == account.id, User.id == user_id))
+        user = db.scalar(
+            select(User).where(User.account_id == account.id, User.id == user_id).with_for_update()
+        )
         if user is None:
             raise NotFound(f"no user {user_id} in account {account.slug!r}")
         if if_version is not None and user.version != if_version:
@@ -263,7 +265,10 @@ def _find(
     db: Session, account: Account, profile: policies.Profile, user_id: uuid.UUID | None
 ) -> User | None:
     """The stored user this profile describes. E-mail alone never identifies anyone."""
-    in_account = select(User).where(User.account_id == account.id)
+    # FOR UPDATE: concurrent writers of one user queue on its row (a database lock, released at
+    # commit) instead of both rewriting its e-mails from a stale read. SQLite's write lock does
+    # the same there.
+    in_account = select(User).where(User.account_id == account.id).with_for_update()
     if user_id is not None:
         return db.scalar(in_account.where(User.id == user_id))
     if profile.idp is not None:

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from scim2_filter_parser import ast as lib
@@ -226,62 +228,61 @@ def _path(node: lib.AttrPath) -> Path:
 
 
 Getter = Callable[[Any, Path], list[Any]]
+# How an attribute compares: its kind ("string", "boolean", "dateTime", "id") and caseExact.
+Describe = Callable[[Path], tuple[str, bool]]
 
 
-def matches(expr: Expr, resource: Any, get: Getter, case_exact: Callable[[Path], bool]) -> bool:
+def matches(expr: Expr, resource: Any, get: Getter, describe: Describe) -> bool:
     """Evaluate `expr` on one resource (or one multi-valued entry) in Python.
 
-    `get` resolves a path to the list of values present; `case_exact` says how strings compare.
-    This is the reference the SQL compiler must agree with, and what PATCH value filters use.
+    `get` resolves a path to the list of values present; `describe` says how they compare.
+    This is the reference the SQL compiler (scim.sql) must agree with, and what PATCH value
+    filters use. Absent values match nothing but `eq null`; every result is true or false.
     """
     if isinstance(expr, And):
-        return matches(expr.left, resource, get, case_exact) and matches(
-            expr.right, resource, get, case_exact
+        return matches(expr.left, resource, get, describe) and matches(
+            expr.right, resource, get, describe
         )
     if isinstance(expr, Or):
-        return matches(expr.left, resource, get, case_exact) or matches(
-            expr.right, resource, get, case_exact
+        return matches(expr.left, resource, get, describe) or matches(
+            expr.right, resource, get, describe
         )
     if isinstance(expr, Not):
-        return not matches(expr.expr, resource, get, case_exact)
+        return not matches(expr.expr, resource, get, describe)
     if isinstance(expr, ValuePath):
         return any(
-            matches(expr.filter, entry, _entry_getter(get), case_exact)
+            matches(expr.filter, entry, get, describe)
             for entry in get(resource, expr.path)
             if isinstance(entry, dict)
         )
-    values = get(resource, expr.path)
-    exact = case_exact(expr.path)
-    return any(compare(v, expr.op, expr.value, exact) for v in values)
+    kind, case_exact = describe(expr.path)
+    values = [v for v in get(resource, expr.path) if v is not None and v != ""]
+    if expr.value is None and expr.op in ("eq", "ne"):  # `eq null`: absent; `ne null`: present
+        return bool(values) == (expr.op == "ne")
+    return any(compare(v, expr.op, expr.value, kind, case_exact) for v in values)
 
 
-def _entry_getter(get: Getter) -> Getter:
-    def inner(entry: Any, path: Path) -> list[Any]:
-        return get(entry, path)
-
-    return inner
-
-
-def compare(actual: Any, op: str, expected: Any, case_exact: bool) -> bool:
-    """One comparison with SCIM semantics; absent values match only `pr`... and nothing else."""
-    if actual is None or actual == "":
-        return False
+def compare(actual: Any, op: str, expected: Any, kind: str, case_exact: bool) -> bool:
+    """One comparison of a present value, with the same meaning as the SQL it compiles to."""
     if op == "pr":
         return True
     if expected is None:
         return False
-    if isinstance(actual, bool) or isinstance(expected, bool):
-        if not (isinstance(actual, bool) and isinstance(expected, bool)) or op not in ("eq", "ne"):
-            return False
-        return (actual == expected) if op == "eq" else (actual != expected)
-    if isinstance(actual, datetime):
-        other = expected if isinstance(expected, datetime) else None
-        if other is None:
-            return False
-        return _ordered(actual, op, other)
-    a, e = str(actual), str(expected)
+    if kind == "boolean":
+        wanted = expected if isinstance(expected, bool) else str(expected).lower() == "true"
+        return (actual == wanted) if op == "eq" else (op == "ne" and actual != wanted)
+    if kind == "dateTime":
+        return _ordered(_instant(actual), op, _instant(expected))
+    if kind == "id":
+        try:
+            same = uuid.UUID(str(actual)) == uuid.UUID(str(expected))
+        except ValueError:
+            same = False
+        return same if op == "eq" else (op == "ne" and not same)
+    a = str(actual)
+    e = ("true" if expected else "false") if isinstance(expected, bool) else str(expected)
     if not case_exact:
-        a, e = a.lower(), e.lower()
+        a, e = _fold(a), _fold(e)
     if op == "co":
         return e in a
     if op == "sw":
@@ -289,6 +290,17 @@ def compare(actual: Any, op: str, expected: Any, case_exact: bool) -> bool:
     if op == "ew":
         return a.endswith(e)
     return _ordered(a, op, e)
+
+
+def _fold(text: str) -> str:
+    return unicodedata.normalize("NFC", text).casefold()
+
+
+def _instant(value: Any) -> datetime:
+    if isinstance(value, datetime):
+        return value
+    parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def _ordered(a: Any, op: str, e: Any) -> bool:

@@ -205,11 +205,11 @@ def _entry_matches(flt: Expr, entry: Mapping[str, Any], attr: schema.Attr) -> bo
         found = next((v for k, v in item.items() if k.lower() == path.attr.lower()), None)
         return [] if found is None else [found]
 
-    def case_exact(path: Path) -> bool:
+    def describe(path: Path) -> tuple[str, bool]:
         sub = attr.child(path.attr)
-        return bool(sub and sub.case_exact)
+        return (sub.type, sub.case_exact) if sub is not None else ("string", False)
 
-    return matches(flt, entry, get, case_exact)
+    return matches(flt, entry, get, describe)
 
 
 def _seed(flt: Expr) -> dict[str, Any] | None:

@@ -16,7 +16,7 @@ from bridge import accounts, groups, provisioning
 from bridge.errors import BridgeError, PreconditionFailed, Unauthorized
 from bridge.models import Group, User
 from bridge.web import get_store
-from scim import errors, listing, mapping, patch, schema
+from scim import bulk, errors, listing, mapping, patch, schema
 from scim.errors import SCIM_JSON
 from scim.sql import GROUP_MAP, USER_MAP
 
@@ -100,7 +100,11 @@ def get_service_provider_config() -> ResponseReturnValue:
             "schemas": [schema.SP_CONFIG],
             "documentationUri": "https://github.com/identity-bridge#scim",
             "patch": {"supported": True},
-            "bulk": {"supported": True, "maxOperations": BULK_MAX, "maxPayloadSize": limit},
+            "bulk": {
+                "supported": True,
+                "maxOperations": bulk.MAX_OPERATIONS,
+                "maxPayloadSize": limit,
+            },
             "filter": {"supported": True, "maxResults": listing.MAX_PAGE},
             "changePassword": {"supported": False},
             "sort": {"supported": True},
@@ -415,6 +419,15 @@ def search_all() -> ResponseReturnValue:
     return scim_response(listing.list_response(user_total + group_total, query.start, docs))
 
 
+@bp.post("/Bulk")
+def post_bulk() -> ResponseReturnValue:
+    doc = _object(body())
+    schemas = doc.get("schemas")
+    if schemas is not None and schema.BULK_REQUEST not in schemas:
+        raise errors.InvalidSyntax(f"schemas must contain {schema.BULK_REQUEST}")
+    return scim_response(bulk.run(doc))
+
+
 def _search_body() -> dict[str, Any]:
     doc = _object(body())
     schemas = doc.get("schemas")
@@ -427,6 +440,3 @@ def _object(doc: Any) -> dict[str, Any]:
     if not isinstance(doc, dict):
         raise errors.InvalidSyntax("the body must be a JSON object")
     return doc
-
-
-BULK_MAX = 1000

@@ -119,7 +119,8 @@ def provision(
                 raise NotFound(f"no user {profile.user_name!r} in account {account.slug!r}")
             user = User(id=uuid.uuid4(), account_id=account.id, active=True)
         elif must_create:
-            raise Conflict(f"userName {profile.user_name!r} is already taken")
+            taken = "externalId" if user.user_name_key != fold(profile.user_name) else "userName"
+            raise Conflict(f"a user with this {taken} already exists")
         return _write(db, account, user, profile, actor=actor)
 
     return store.write(work)
@@ -160,12 +161,13 @@ def reevaluate(db: Session, account: Account, user_ids: Iterable[uuid.UUID], *, 
     Runs inside the caller's transaction (a group membership change re-evaluates its members).
     """
     changed = 0
+    policy = policy_for(db, account)
     for user_id in user_ids:
         user = db.get(User, user_id)
         if user is None or user.account_id != account.id:
             continue
         before = snapshot(db, user)
-        decision = policies.evaluate(policy_for(db, account), profiles.stored(db, user))
+        decision = policies.evaluate(policy, profiles.stored(db, user))
         access.apply(db, account, user, decision)
         changed += _record(db, account, user, before, actor=actor, action="user.reevaluate")
     return changed

@@ -236,6 +236,11 @@ class Compiler:
             name = (sub or target.default).lower()
             if name not in target.fields:
                 raise InvalidFilter(f"{expr.path} has no sub-attribute {name!r}")
+            if expr.value is None and expr.op in ("eq", "ne"):  # no value present / some value
+                present = self._exists(
+                    target, self._compare(target.fields[name], Compare(expr.path, "pr"))
+                )
+                return not_(present) if expr.op == "eq" else present
             return self._exists(target, self._compare(target.fields[name], expr))
         if sub is not None:
             raise InvalidFilter(f"{expr.path} has no sub-attribute {sub!r}")

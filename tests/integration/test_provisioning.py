@@ -54,7 +54,7 @@ def test_must_create_refuses_taken_user_name(store, account):
     """A create-only call for a taken userName (any case) is a Conflict and changes nothing."""
     provisioning.provision(store, account.id, profile("carol@example.com"), actor="t")
     before = len(_events(store, account))
-    with pytest.raises(Conflict, match="already taken"):
+    with pytest.raises(Conflict, match="this userName already exists"):
         provisioning.provision(
             store, account.id, profile("CAROL@example.com"), actor="t", must_create=True
         )

@@ -1,4 +1,4 @@
-"""Value objects shared by every caller of the engine: Profile in, Decision out."""
+"""Value objects shared by every caller of the engine: Profile in, Decision out, Policy between."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from policies.conditions import Condition
 
 # DESIGN §1: ranked from most to least powerful.
 ROLES: tuple[str, ...] = (
@@ -19,6 +21,10 @@ ROLES: tuple[str, ...] = (
 )
 LEVELS: tuple[str, ...] = ("viewer", "contributor", "editor", "manager")
 ALL_ENVIRONMENTS: Literal["all"] = "all"
+PRECEDENCES: tuple[str, ...] = ("highest", "first-match")
+
+Precedence = Literal["highest", "first-match"]
+Environments = tuple[str, ...] | Literal["all"]
 
 
 def role_rank(role: str) -> int:
@@ -48,8 +54,11 @@ class Profile:
     """A protocol-neutral description of one user, as an IdP sees them.
 
     `fields` holds account-store attributes to set (absent keys are left as they are);
-    `attributes` holds the raw inputs a policy may read (SAML attribute or SCIM path -> values);
-    `groups` the IdP group names the user belongs to.
+    `attributes` holds the raw inputs a policy may read: for SAML the attribute names exactly as
+    sent, for SCIM attribute paths (`title`, `emails.value`, `urn:...:User:department`);
+    `groups` the IdP group names the user belongs to (SCIM memberships; a SAML assertion's
+    groups arrive as an attribute). A SAML profile may also carry the stored user's SCIM paths
+    and groups; the engine reads them only when the assertion lacks the attribute.
     """
 
     source: Source
@@ -93,15 +102,26 @@ class Step:
 
 @dataclass(frozen=True)
 class Decision:
-    """What a policy says a profile gets, with the rule behind each part and why."""
+    """What a policy says a profile gets, with the rule behind each part and why.
+
+    `environments_rule` names the first matching rule that gave environments (several may have;
+    their lists are united). A Decision with `errors` is not `ok`: it carries the least access
+    (lowest role, nothing else) and the caller must keep the user's access as it was.
+    """
 
     role: str
     role_rule: str
-    environments: tuple[str, ...] | Literal["all"]
+    environments: Environments
     environments_rule: str
     groups: tuple[GroupSpec, ...] = ()
     grants: tuple[GrantSpec, ...] = ()
     explanation: tuple[Step, ...] = ()
+    errors: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        """True when every rule could be evaluated, so the Decision may be applied."""
+        return not self.errors
 
 
 @dataclass(frozen=True)
@@ -109,32 +129,85 @@ class Defaults:
     """What a profile gets when no rule decides."""
 
     role: str = "media_library_user"
-    environments: tuple[str, ...] | Literal["all"] = ()
+    environments: Environments = ()
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """Where one input is read for one source: candidate names (first present wins), a splitter."""
+
+    names: tuple[str, ...]
+    split: str | None = None
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """A canonical or declared input and where each source carries it."""
+
+    name: str
+    saml: SourceSpec | None = None
+    scim: SourceSpec | None = None
+    ignore_case: bool = False
+    first_only: bool = False
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One rule: a condition (None: always) and what a matching profile gets."""
+
+    name: str
+    when: Condition | None = None
+    role: str | None = None
+    environments: Environments | None = None
+    groups: tuple[str, ...] = ()
+    grants: tuple[GrantSpec, ...] = ()
+    stop: bool = False
+    line: int = 0
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Guards:
+    """Invariants the service enforces across all users at plan/apply time."""
+
+    keep_at_least_one: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """What a policy test expects; None means not checked."""
+
+    role: str | None = None
+    environments: Environments | None = None
+    groups: tuple[str, ...] | None = None
+    grants: tuple[GrantSpec, ...] | None = None
+
+
+@dataclass(frozen=True)
+class PolicyTest:
+    """A profile and what the policy must decide for it, written in the policy file."""
+
+    name: str
+    profile: Profile
+    expect: Expectation
+    line: int = 0
 
 
 @dataclass(frozen=True)
 class Policy:
-    """An account's policy. Until rule files land, only the defaults."""
+    """An account's policy: rules over inputs, defaults, group grants, guards and its own tests.
+
+    `inputs` holds the file's declarations merged over the built-in ones it names; `group_grants`
+    maps a case-folded group name to the grants that group carries.
+    """
 
     account: str
     defaults: Defaults = Defaults()
-
-
-def evaluate(policy: Policy, profile: Profile) -> Decision:
-    """Decide role, environments, groups and grants; the same inputs give the same result."""
-    defaults = policy.defaults
-    return Decision(
-        role=defaults.role,
-        role_rule="defaults",
-        environments=defaults.environments,
-        environments_rule="defaults",
-        explanation=(
-            Step("defaults", True, f"role {defaults.role}; environments {_envs(defaults)}"),
-        ),
-    )
-
-
-def _envs(defaults: Defaults) -> str:
-    if defaults.environments == ALL_ENVIRONMENTS:
-        return "all"
-    return ", ".join(defaults.environments) or "none"
+    environments: tuple[str, ...] = ()
+    precedence: Precedence = "highest"
+    inputs: Mapping[str, InputSpec] = field(default_factory=dict)
+    rules: tuple[Rule, ...] = ()
+    group_grants: Mapping[str, tuple[GrantSpec, ...]] = field(default_factory=dict)
+    guards: Guards = Guards()
+    tests: tuple[PolicyTest, ...] = ()
+    file: str = "<policy>"

@@ -27,6 +27,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     Uuid,
+    false,
     text,
 )
 from sqlalchemy.engine import Dialect
@@ -114,6 +115,12 @@ class Account(Base):
     created: Mapped[datetime] = mapped_column(default=utcnow)
     audit_seq: Mapped[int] = mapped_column(Integer, default=0)
     audit_head: Mapped[str] = mapped_column(String(64), default="")
+    # Origins (scheme://host[:port]) a login's RelayState may send people back to, besides ours.
+    origins: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")
+    # E-mail domains the account has proven it owns: only these may link a SAML login to an
+    # existing user by e-mail.
+    verified_domains: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")
+    session_minutes: Mapped[int] = mapped_column(Integer, default=480, server_default="480")
 
 
 class Environment(Base):
@@ -167,6 +174,8 @@ class User(Versioned, Base):
     department: Mapped[str | None] = mapped_column(String(256))
     # The manager's id as the IdP sent it: kept even before (or without) that user arriving here.
     manager_id: Mapped[str | None] = mapped_column(String(256), index=True)
+    # The attributes of the user's last SAML login, so a policy can be re-applied without one.
+    saml_attributes: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
     emails: Mapped[list[UserEmail]] = relationship(
         cascade="all, delete-orphan", order_by="UserEmail.position", lazy="selectin"
@@ -367,7 +376,57 @@ class IdentityProvider(Versioned, Base):
     certificates: Mapped[dict[str, Any]] = mapped_column(default=dict)
     allow_idp_initiated: Mapped[bool] = mapped_column(Boolean, default=False)
     allow_jit: Mapped[bool] = mapped_column(Boolean, default=True)
+    # "name_id", or the name of the attribute whose value is the userName.
     match_by: Mapped[str] = mapped_column(String(256), default="name_id")
+    # Link a first login to an existing user with the same e-mail (verified domains only).
+    link_by_email: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    refreshed: Mapped[datetime | None] = mapped_column()
+
+
+class SpKey(Base):
+    """An account's SP signing/encryption key pair; the private key is sealed, never plain.
+
+    The newest active key signs; every key not retired is published, so a rotation overlaps.
+    """
+
+    __tablename__ = "sp_keys"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = _account_fk()
+    cert_pem: Mapped[str] = mapped_column(Text)
+    key_sealed: Mapped[str] = mapped_column(Text)
+    created: Mapped[datetime] = mapped_column(default=utcnow)
+    not_after: Mapped[datetime] = mapped_column()
+    retired: Mapped[datetime | None] = mapped_column()
+
+
+class AuthnRequest(Base):
+    """An AuthnRequest we sent: its ID must come back once, in a signed assertion."""
+
+    __tablename__ = "authn_requests"
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    account_id: Mapped[int] = _account_fk()
+    idp_id: Mapped[int] = mapped_column(ForeignKey("identity_providers.id", ondelete="CASCADE"))
+    relay_state: Mapped[str | None] = mapped_column(String(2048))
+    created: Mapped[datetime] = mapped_column(default=utcnow)
+    expires: Mapped[datetime] = mapped_column(index=True)
+
+
+class LoginAttempt(Base):
+    """Every SAML login, with a typed reason when refused (`bridge logins`)."""
+
+    __tablename__ = "login_attempts"
+    __table_args__ = (Index("ix_login_attempts_account_at", "account_id", "at"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    idp_id: Mapped[int | None] = mapped_column(
+        ForeignKey("identity_providers.id", ondelete="SET NULL")
+    )
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    ok: Mapped[bool] = mapped_column(Boolean)
+    reason: Mapped[str] = mapped_column(String(64))
+    name_id: Mapped[str | None] = mapped_column(String(1024))
+    user_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    detail: Mapped[str | None] = mapped_column(String(1024))
 
 
 class SamlIdentity(Base):

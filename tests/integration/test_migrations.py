@@ -2,7 +2,7 @@
 
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
 from bridge import schema
 from bridge.models import Base
@@ -19,6 +19,27 @@ def test_upgrade_empty_database_to_head(empty_database_url):
         assert schema.current(store.engine) == schema.head()
         tables = set(inspect(store.engine).get_table_names())
         assert set(Base.metadata.tables) <= tables
+    finally:
+        store.dispose()
+
+
+def test_upgrade_keeps_existing_rows(empty_database_url):
+    """Upgrading a database that already holds accounts from 0001 to head keeps them."""
+    store = Store(empty_database_url())
+    try:
+        schema.upgrade(store.engine, "0001")
+        with store.engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO accounts"
+                    " (slug, name, default_role, created, audit_seq, audit_head)"
+                    " VALUES ('old', 'Old', 'media_library_user', '2026-01-01 00:00:00', 0, '')"
+                )
+            )
+        schema.upgrade(store.engine)
+        with store.engine.connect() as conn:
+            row = conn.execute(text("SELECT slug, session_minutes FROM accounts")).one()
+        assert row.slug == "old" and row.session_minutes == 480
     finally:
         store.dispose()
 

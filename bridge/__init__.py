@@ -29,7 +29,7 @@ def create_app(config: Mapping[str, Any] | Settings | None = None) -> Flask:
         BRIDGE_SETTINGS=settings,
     )
     logs.configure(settings.log_level)
-    web.init_app(app, Store(settings.database_url))
+    web.init_app(app, Store(settings.database_url, policy_dir=settings.policy_dir))
     for adapter in ADAPTERS:  # the composition root: the only place bridge/ names its adapters
         importlib.import_module(adapter).init_app(app)
     return app

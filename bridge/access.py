@@ -84,7 +84,7 @@ def _apply_environments(
 def _apply_groups(db: Session, account: Account, user: User, decision: policies.Decision) -> None:
     wanted: set[tuple[uuid.UUID, str]] = set()
     for spec in decision.groups:
-        wanted.add((_policy_group(db, account, spec.name).id, POLICY + spec.rule))
+        wanted.add((policy_group(db, account, spec.name).id, POLICY + spec.rule))
     rows = db.scalars(
         select(Membership).where(
             Membership.user_id == user.id, Membership.provenance.startswith(POLICY)
@@ -98,7 +98,8 @@ def _apply_groups(db: Session, account: Account, user: User, decision: policies.
         db.add(Membership(group_id=group_id, user_id=user.id, provenance=prov))
 
 
-def _policy_group(db: Session, account: Account, name: str) -> Group:
+def policy_group(db: Session, account: Account, name: str) -> Group:
+    """The group a policy names, created (as policy-managed) when the account lacks it."""
     group = db.scalar(
         select(Group).where(Group.account_id == account.id, Group.display_name_key == fold(name))
     )
@@ -135,7 +136,7 @@ def _apply_grants(
         if spec.subject == "user":
             wanted.add(key)
         elif spec.group is not None:
-            _ensure_group_grant(db, account, _policy_group(db, account, spec.group), key)
+            _ensure_group_grant(db, account, policy_group(db, account, spec.group), key)
     rows = db.scalars(
         select(Grant).where(Grant.user_id == user.id, Grant.provenance.startswith(POLICY))
     ).all()

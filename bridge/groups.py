@@ -78,7 +78,7 @@ def create_group(
             target_id=str(group.id),
             after={**_attrs(group), "members_added": sorted(map(str, added))},
         )
-        provisioning.reevaluate(db, account, added, actor=actor)
+        provisioning.reevaluate(db, account, added, registry=store.policies, actor=actor)
         return GroupOutcome(group.id, True, True, group.version)
 
     return store.write(work)
@@ -125,7 +125,7 @@ def update_group(
                 "members_removed": sorted(map(str, removed)),
             },
         )
-        provisioning.reevaluate(db, account, added | removed, actor=actor)
+        provisioning.reevaluate(db, account, added | removed, registry=store.policies, actor=actor)
         return GroupOutcome(group.id, False, True, group.version)
 
     return store.write(work)
@@ -160,7 +160,7 @@ def delete_group(
             target_id=str(group_id),
             before=before,
         )
-        provisioning.reevaluate(db, account, members, actor=actor)
+        provisioning.reevaluate(db, account, members, registry=store.policies, actor=actor)
 
     store.write(work)
 

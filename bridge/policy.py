@@ -1,6 +1,18 @@
-"""Which policy applies to an account: the seam where the policy engine plugs into the service."""
+"""Which policy applies to an account: its file in BRIDGE_POLICY_DIR, reloaded when it changes.
+
+`<dir>/<slug>.yaml` (or `.yml`) is the account's policy. An edited file is picked up on the next
+request, only if it is valid: a broken edit keeps the last good policy serving, is logged loudly
+and shows in /readyz. A broken file with no good version behind it gives no policy at all, and
+callers then keep every user's access as it is (an error never falls back to more access).
+Without a file, the account's defaults apply (its default role and default environments).
+"""
 
 from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -8,15 +20,108 @@ from sqlalchemy.orm import Session
 import policies
 from bridge.models import Account, Environment
 
+log = logging.getLogger(__name__)
+SUFFIXES = (".yaml", ".yml")
 
-def policy_for(db: Session, account: Account) -> policies.Policy:
-    """The account's policy. Until policy files land: its default role and default environments."""
+
+@dataclass
+class _Entry:
+    stamp: tuple[int, int]
+    good: policies.Policy | None
+    error: str | None
+
+
+class PolicyRegistry:
+    """Policy files by account slug, each loaded once per change of the file on disk."""
+
+    def __init__(self, directory: Path | None) -> None:
+        self.directory = directory
+        self._entries: dict[Path, _Entry] = {}
+        self._lock = threading.Lock()
+
+    def path_for(self, slug: str) -> Path | None:
+        if self.directory is None:
+            return None
+        for suffix in SUFFIXES:
+            path = self.directory / f"{slug}{suffix}"
+            if path.is_file():
+                return path
+        return None
+
+    def load(self, path: Path, slug: str | None = None) -> _Entry:
+        """The entry for `path`, reloading it when its mtime or size changed."""
+        try:
+            stat = path.stat()
+        except OSError as exc:
+            return _Entry((0, 0), None, f"{path}: cannot read ({exc.strerror})")
+        stamp = (stat.st_mtime_ns, stat.st_size)
+        with self._lock:
+            entry = self._entries.get(path)
+            if entry is not None and entry.stamp == stamp:
+                return entry
+            previous = entry.good if entry is not None else None
+            try:
+                loaded = policies.load(path)
+                expected = slug or path.stem
+                if loaded.account != expected:
+                    raise policies.PolicyError(
+                        (
+                            policies.Problem(
+                                str(path),
+                                1,
+                                1,
+                                f"account is {loaded.account!r}, but "
+                                f"this file is for account {expected!r}",
+                            ),
+                        )
+                    )
+            except policies.PolicyError as exc:
+                log.error("policy file %s is broken; keeping its last good version: %s", path, exc)
+                entry = _Entry(stamp, previous, str(exc))
+            else:
+                if entry is not None:
+                    log.warning("policy file %s reloaded", path)
+                entry = _Entry(stamp, loaded, None)
+            self._entries[path] = entry
+            return entry
+
+    def problems(self) -> dict[str, str]:
+        """Every policy file in the directory that does not load, with why."""
+        if self.directory is None or not self.directory.is_dir():
+            return {}
+        found = {}
+        for path in sorted(self.directory.iterdir()):
+            if path.suffix in SUFFIXES:
+                entry = self.load(path)
+                if entry.error:
+                    found[path.name] = entry.error
+        return found
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The policy to apply, or None when a broken file leaves nothing safe to apply."""
+
+    policy: policies.Policy | None
+    source: str
+    error: str | None = None
+
+
+def policy_for(db: Session, account: Account, registry: PolicyRegistry | None) -> Choice:
+    """The account's policy now."""
+    path = registry.path_for(account.slug) if registry is not None else None
+    if registry is not None and path is not None:
+        entry = registry.load(path, account.slug)
+        return Choice(entry.good, str(path), entry.error)
     defaults = db.scalars(
         select(Environment.name)
         .where(Environment.account_id == account.id, Environment.is_default)
         .order_by(Environment.name)
     ).all()
-    return policies.Policy(
-        account=account.slug,
-        defaults=policies.Defaults(role=account.default_role, environments=tuple(defaults)),
+    return Choice(
+        policies.Policy(
+            account=account.slug,
+            defaults=policies.Defaults(role=account.default_role, environments=tuple(defaults)),
+        ),
+        "account defaults",
     )

@@ -8,6 +8,8 @@ attributes of the triggering profile (a SAML assertion's) are added on top.
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -40,8 +42,19 @@ SCIM_PATHS: dict[str, str] = {
 }
 
 
+def saml_state(profile: policies.Profile) -> dict[str, Any]:
+    """What to keep of a SAML login for later re-evaluation: the IdP and the attributes."""
+    return {
+        "idp": profile.idp.entity_id if profile.idp is not None else None,
+        "attributes": {name: list(values) for name, values in profile.attributes.items()},
+    }
+
+
 def stored(db: Session, user: User, trigger: policies.Profile | None = None) -> policies.Profile:
-    """The policy's view of `user` as stored, plus the raw attributes of `trigger`."""
+    """The policy's view of `user` as stored, plus the raw attributes of `trigger`.
+
+    Without a trigger, a user who has signed in with SAML is seen as at their last login.
+    """
     attributes: dict[str, tuple[str, ...]] = {}
     for field, path in SCIM_PATHS.items():
         value = getattr(user, field)
@@ -63,13 +76,20 @@ def stored(db: Session, user: User, trigger: policies.Profile | None = None) -> 
             .order_by(Group.display_name)
         )
     )
+    source, idp = policies.Source.POLICY, None
     if trigger is not None:
         attributes.update(trigger.attributes)
+        source, idp = trigger.source, trigger.idp
+    elif user.saml_attributes:
+        saved = user.saml_attributes
+        attributes.update({k: tuple(v) for k, v in (saved.get("attributes") or {}).items()})
+        source = policies.Source.SAML
+        idp = policies.IdpLink(saved["idp"], user.user_name) if saved.get("idp") else None
     return policies.Profile(
-        source=trigger.source if trigger is not None else policies.Source.POLICY,
+        source=source,
         user_name=user.user_name,
         external_id=user.external_id,
-        idp=trigger.idp if trigger is not None else None,
+        idp=idp,
         attributes=attributes,
         groups=groups,
     )

@@ -9,6 +9,7 @@ rows whose provenance is `policy:*`; `scim`, `saml` and `manual` rows are never 
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -31,8 +32,10 @@ from bridge.models import (
     UserPhoneNumber,
     fold,
 )
-from bridge.policy import policy_for
+from bridge.policy import Choice, PolicyRegistry, policy_for
 from bridge.store import Store
+
+log = logging.getLogger(__name__)
 
 SCALAR_FIELDS = frozenset(
     {
@@ -89,7 +92,7 @@ class Outcome:
     created: bool
     changed: bool
     version: int
-    decision: policies.Decision
+    decision: policies.Decision | None
 
 
 ProfileBuilder = Callable[[Session, User], policies.Profile]
@@ -121,7 +124,7 @@ def provision(
         elif must_create:
             taken = "externalId" if user.user_name_key != fold(profile.user_name) else "userName"
             raise Conflict(f"a user with this {taken} already exists")
-        return _write(db, account, user, profile, actor=actor)
+        return _write(db, account, user, profile, registry=store.policies, actor=actor)
 
     return store.write(work)
 
@@ -150,27 +153,62 @@ def update_user(
             raise NotFound(f"no user {user_id} in account {account.slug!r}")
         if if_version is not None and user.version != if_version:
             raise PreconditionFailed(f"user {user_id} is at version {user.version}")
-        return _write(db, account, user, build(db, user), actor=actor)
+        return _write(db, account, user, build(db, user), registry=store.policies, actor=actor)
 
     return store.write(work)
 
 
-def reevaluate(db: Session, account: Account, user_ids: Iterable[uuid.UUID], *, actor: str) -> int:
+def reevaluate(
+    db: Session,
+    account: Account,
+    user_ids: Iterable[uuid.UUID],
+    *,
+    registry: PolicyRegistry | None,
+    actor: str,
+) -> int:
     """Apply the policy again to stored users whose inputs changed; return how many changed.
 
     Runs inside the caller's transaction (a group membership change re-evaluates its members).
     """
     changed = 0
-    policy = policy_for(db, account)
+    choice = policy_for(db, account, registry)
     for user_id in user_ids:
         user = db.get(User, user_id)
         if user is None or user.account_id != account.id:
             continue
         before = snapshot(db, user)
-        decision = policies.evaluate(policy, profiles.stored(db, user))
-        access.apply(db, account, user, decision)
+        _decide(db, account, user, choice, profiles.stored(db, user), actor=actor)
         changed += _record(db, account, user, before, actor=actor, action="user.reevaluate")
     return changed
+
+
+def _decide(
+    db: Session,
+    account: Account,
+    user: User,
+    choice: Choice,
+    profile: policies.Profile,
+    *,
+    actor: str,
+) -> policies.Decision | None:
+    """Evaluate and apply the policy; on any error keep the user's access exactly as it was."""
+    decision = policies.evaluate(choice.policy, profile) if choice.policy is not None else None
+    if decision is not None and decision.ok:
+        access.apply(db, account, user, decision)
+        return decision
+    why = list(decision.errors) if decision is not None else [choice.error or "no policy"]
+    log.warning("policy not applied to user %s: %s", user.id, "; ".join(why))
+    db.flush()
+    audit.record(
+        db,
+        account.id,
+        actor=actor,
+        action="user.policy_error",
+        target_type="user",
+        target_id=str(user.id),
+        after={"policy": choice.source, "errors": why, "access": "kept"},
+    )
+    return decision
 
 
 def delete_user(store: Store, account_id: int, user_id: uuid.UUID, *, actor: str) -> None:
@@ -197,7 +235,13 @@ def delete_user(store: Store, account_id: int, user_id: uuid.UUID, *, actor: str
 
 
 def _write(
-    db: Session, account: Account, user: User, profile: policies.Profile, *, actor: str
+    db: Session,
+    account: Account,
+    user: User,
+    profile: policies.Profile,
+    *,
+    registry: PolicyRegistry | None,
+    actor: str,
 ) -> Outcome:
     """Write `profile` onto `user` (new or stored), apply the policy, audit the difference."""
     is_new = user not in db
@@ -208,8 +252,10 @@ def _write(
         db.add(user)
     _set_fields(db, user, profile.fields)
     _link_identity(db, account, user, profile.idp)
-    decision = policies.evaluate(policy_for(db, account), profiles.stored(db, user, profile))
-    access.apply(db, account, user, decision)
+    if profile.source == policies.Source.SAML:  # kept so a policy can be re-applied later
+        user.saml_attributes = profiles.saml_state(profile)
+    choice = policy_for(db, account, registry)
+    decision = _decide(db, account, user, choice, profiles.stored(db, user, profile), actor=actor)
     if was_active and user.active is False and not is_new:
         sessions.end_for_user(db, user.id)  # suspension takes effect at once
     if is_new:

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
 
 from bridge.errors import Conflict, Unavailable
+from bridge.policy import PolicyRegistry
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -78,8 +79,9 @@ def _retryable(exc: Exception) -> bool:
 class Store:
     """The account store: sessions for reading, `write` for every change."""
 
-    def __init__(self, url: str, *, attempts: int = 12) -> None:
+    def __init__(self, url: str, *, policy_dir: Path | None = None, attempts: int = 12) -> None:
         self.url = url
+        self.policies = PolicyRegistry(policy_dir)
         self.engine = make_engine(url)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
         self.attempts = attempts

@@ -123,4 +123,7 @@ def readyz() -> ResponseReturnValue:
             f"database schema at {at or 'nothing'}, code expects {want}: run `bridge db upgrade`"
         )
         return jsonify(status="unavailable", reason=reason), 503
+    broken = store.policies.problems()
+    if broken:  # still serving: each account keeps its last good policy
+        return jsonify(status="ok", schema=at, policy_errors=broken)
     return jsonify(status="ok", schema=at)

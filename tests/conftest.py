@@ -77,21 +77,23 @@ def database_url(empty_database_url: Callable[[], str]) -> str:
 
 
 @pytest.fixture(scope="session")
-def store(database_url: str) -> Iterator[Store]:
-    store = Store(database_url)
-    yield store
-    store.dispose()
-
-
-@pytest.fixture(scope="session")
 def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
     instance = tmp_path_factory.mktemp("instance")
+    (instance / "policies").mkdir()
     return Settings.from_env(
         {},
         database_url=database_url,
         instance_path=instance,
         policy_dir=instance / "policies",
     )
+
+
+@pytest.fixture(scope="session")
+def store(settings: Settings) -> Iterator[Store]:
+    """The store as the app sees it, reading policy files from the app's policy folder."""
+    store = Store(settings.database_url, policy_dir=settings.policy_dir)
+    yield store
+    store.dispose()
 
 
 @pytest.fixture(scope="session")

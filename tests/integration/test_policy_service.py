@@ -1,0 +1,367 @@
+"""The policy in the service: SCIM and SAML get the same decisions, losses remove access,
+manual rows survive, plan matches apply, guards refuse, edits reload only when valid."""
+
+import json
+import os
+import textwrap
+import uuid
+
+import pytest
+from sqlalchemy import select
+
+from bridge import provisioning
+from bridge.models import AuditEvent, Environment, Grant, User
+from policies import Profile, Source
+
+POLICY = """
+account: {slug}
+environments: [production, staging]
+defaults: {{role: media_library_user, environments: [production]}}
+roles: {{precedence: highest}}
+rules:
+  - name: admins
+    when: {{groups: {{contains: cld-admins}}}}
+    then: {{role: admin, environments: all, groups: [Platform]}}
+  - name: marketing
+    when: {{department: {{equals: Marketing}}}}
+    then:
+      groups: [Marketing]
+      environments: [production, staging]
+      grants: [{{environment: production, folder: "marketing/", level: editor}}]
+grants:
+  Marketing:
+    - {{environment: production, folder: "brand/", level: viewer}}
+{extra}
+"""
+ENT = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+
+
+@pytest.fixture
+def policy_file(settings, account):
+    """Writes the account's policy file; returns a writer for later edits."""
+    path = settings.policy_dir / f"{account.slug}.yaml"
+
+    def write(text=None, extra=""):
+        body = text if text is not None else POLICY.format(slug=account.slug, extra=extra)
+        path.write_text(textwrap.dedent(body))
+        stat = path.stat()  # make every edit visible even within one mtime tick
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+        return path
+
+    write()
+    yield write
+    path.unlink(missing_ok=True)
+
+
+@pytest.fixture
+def scim_acct(scim, account):
+    assert scim.account.id == account.id
+    return scim
+
+
+def access(store, user_id):
+    with store.read() as db:
+        return provisioning.access_of(db, db.get(User, uuid.UUID(str(user_id))))
+
+
+def test_scim_and_saml_profiles_get_the_same_decision(scim_acct, store, account, policy_file):
+    """A SCIM group membership and a SAML groups attribute lead to the same access."""
+    scim = scim_acct
+    user = scim.post("Users", json={"userName": "scim-admin@example.com"}).json
+    scim.post("Groups", json={"displayName": "cld-admins", "members": [{"value": user["id"]}]})
+    saml = provisioning.provision(
+        store,
+        account.id,
+        Profile(
+            source=Source.SAML,
+            user_name="saml-admin@example.com",
+            attributes={
+                "http://schemas.microsoft.com/ws/2008/06/identity/claims/groups": ("cld-admins",)
+            },
+        ),
+        actor="test",
+    )
+    via_scim, via_saml = access(store, user["id"]), access(store, saml.user_id)
+    assert via_scim["role"] == via_saml["role"] == {"role": "admin", "provenance": "policy:admins"}
+    assert (
+        via_scim["environments"]
+        == via_saml["environments"]
+        == [{"environment": "all", "provenance": "policy:admins"}]
+    )
+    assert {"group": "Platform", "provenance": "policy:admins"} in via_scim["groups"]
+    assert {"group": "Platform", "provenance": "policy:admins"} in via_saml["groups"]
+
+
+def test_losing_the_idp_group_removes_what_it_gave(scim_acct, store, policy_file):
+    """Removing a member from the IdP group takes away exactly the access that group gave."""
+    scim = scim_acct
+    user = scim.post("Users", json={"userName": "leaver@example.com"}).json
+    group = scim.post(
+        "Groups", json={"displayName": "cld-admins", "members": [{"value": user["id"]}]}
+    ).json
+    assert access(store, user["id"])["role"]["role"] == "admin"
+    scim.patch(
+        f"Groups/{group['id']}",
+        json={"Operations": [{"op": "remove", "path": f'members[value eq "{user["id"]}"]'}]},
+    )
+    after = access(store, user["id"])
+    assert after["role"] == {"role": "media_library_user", "provenance": "policy:defaults"}
+    assert after["environments"] == [{"environment": "production", "provenance": "policy:defaults"}]
+    assert all(g["group"] != "Platform" for g in after["groups"])
+
+
+def test_membership_change_reevaluates_only_changed_members(scim_acct, store, account, policy_file):
+    """Adding one member re-evaluates that member, not the group's other members."""
+    scim = scim_acct
+    first = scim.post("Users", json={"userName": "first@example.com"}).json
+    second = scim.post("Users", json={"userName": "second@example.com"}).json
+    group = scim.post(
+        "Groups", json={"displayName": "cld-admins", "members": [{"value": first["id"]}]}
+    ).json
+    with store.read() as db:
+        mark = db.scalar(
+            select(AuditEvent.seq)
+            .where(AuditEvent.account_id == account.id)
+            .order_by(AuditEvent.seq.desc())
+            .limit(1)
+        )
+    scim.patch(
+        f"Groups/{group['id']}",
+        json={"Operations": [{"op": "add", "path": "members", "value": [{"value": second["id"]}]}]},
+    )
+    with store.read() as db:
+        events = db.scalars(
+            select(AuditEvent).where(AuditEvent.account_id == account.id, AuditEvent.seq > mark)
+        ).all()
+    reevaluated = {e.target_id for e in events if e.action == "user.reevaluate"}
+    assert reevaluated == {second["id"]}
+
+
+def test_department_rule_with_grants_and_group_grants(scim_acct, store, account, policy_file, cli):
+    """A rule's user grants apply at once; group grants land with `policy apply`."""
+    scim = scim_acct
+    user = scim.post(
+        "Users", json={"userName": "mia@example.com", ENT: {"department": "Marketing"}}
+    ).json
+    got = access(store, user["id"])
+    assert {
+        "environment": "production",
+        "kind": "folder",
+        "path": "marketing/",
+        "level": "editor",
+        "provenance": "policy:marketing",
+    } in got["grants"]
+    assert {e["environment"] for e in got["environments"]} == {"production", "staging"}
+    env = {**cli.env, "BRIDGE_POLICY_DIR": str(policy_file().parent)}
+    result = type(cli)(env)("policy", "apply", account.slug)
+    assert result.exit_code == 0, result.output
+    with store.read() as db:
+        grants = db.scalars(
+            select(Grant).where(Grant.account_id == account.id, Grant.group_id.is_not(None))
+        ).all()
+    assert [(g.path, g.level, g.provenance) for g in grants] == [
+        ("brand/", "viewer", "policy:grants")
+    ]
+
+
+def test_manual_rows_survive_reevaluation(scim_acct, store, account, policy_file, cli):
+    """A manual grant and a manual role are untouched by apply and by SCIM changes."""
+    scim = scim_acct
+    user = scim.post("Users", json={"userName": "manual@example.com"}).json
+
+    def manual(db):
+        env = db.scalar(
+            select(Environment).where(
+                Environment.account_id == account.id, Environment.name == "staging"
+            )
+        )
+        db.add(
+            Grant(
+                account_id=account.id,
+                user_id=uuid.UUID(user["id"]),
+                environment_id=env.id,
+                kind="collection",
+                path="Special",
+                level="manager",
+                provenance="manual",
+            )
+        )
+
+    store.write(manual)
+    scim.patch(
+        f"Users/{user['id']}",
+        json={"Operations": [{"op": "replace", "path": "title", "value": "x"}]},
+    )
+    env = {**cli.env, "BRIDGE_POLICY_DIR": str(policy_file().parent)}
+    assert type(cli)(env)("policy", "apply", account.slug).exit_code == 0
+    grants = access(store, user["id"])["grants"]
+    assert {
+        "environment": "staging",
+        "kind": "collection",
+        "path": "Special",
+        "level": "manager",
+        "provenance": "manual",
+    } in grants
+
+
+def test_plan_matches_what_apply_does(scim_acct, store, account, policy_file, cli, tmp_path):
+    """`policy plan FILE` lists exactly the gains and losses `policy apply` then makes."""
+    scim = scim_acct
+    users = {
+        name: scim.post(
+            "Users", json={"userName": f"{name}@example.com", ENT: {"department": dept}}
+        ).json["id"]
+        for name, dept in (("ann", "Marketing"), ("ben", "Sales"), ("cy", "Marketing"))
+    }
+    scim.post("Groups", json={"displayName": "cld-admins", "members": [{"value": users["ben"]}]})
+    new = POLICY.format(slug=account.slug, extra="").replace("equals: Marketing", "equals: Sales")
+    candidate = tmp_path / "candidate.yaml"
+    candidate.write_text(new)
+    env = {**cli.env, "BRIDGE_POLICY_DIR": str(policy_file().parent)}
+    run = type(cli)(env)
+    planned = json.loads(run("policy", "plan", account.slug, str(candidate), "--json").stdout)
+    assert planned["users"] == 3 and planned["refused"] is None
+    before = {n: access(store, i) for n, i in users.items()}
+    policy_file(new)
+    assert run("policy", "apply", account.slug).exit_code == 0
+    after = {n: access(store, i) for n, i in users.items()}
+
+    def envs(a):
+        return {e["environment"] for e in a["environments"]}
+
+    for change in planned["changes"]:
+        name = change["user"].split("@")[0]
+        assert sorted(envs(after[name]) - envs(before[name])) == change["gains"]["environments"]
+        assert sorted(envs(before[name]) - envs(after[name])) == change["losses"]["environments"]
+    changed = {c["user"].split("@")[0] for c in planned["changes"]}
+    assert changed == {"ann", "cy", "ben"}
+    assert all(before[n] == after[n] for n in users if n not in changed)
+    text = run("policy", "plan", account.slug).stdout
+    assert "0 gain, 0 lose, 0 change role" in text  # applied: nothing left to do
+
+
+def test_guard_refuses_plan_and_apply(store, account, policy_file, cli):
+    """A policy that would leave no master_admin is refused by plan and by apply."""
+    path = policy_file(extra="guards: {keep_at_least_one: master_admin}")
+    provisioning.provision(
+        store, account.id, Profile(source=Source.SCIM, user_name="someone@example.com"), actor="t"
+    )
+    run = type(cli)({**cli.env, "BRIDGE_POLICY_DIR": str(path.parent)})
+    plan = run("policy", "plan", account.slug)
+    assert plan.exit_code == 1 and "keep_at_least_one" in plan.stderr
+    applied = run("policy", "apply", account.slug)
+    assert applied.exit_code == 1 and "not applied" in applied.stderr
+
+
+def test_broken_edit_keeps_last_good_policy(scim_acct, store, account, policy_file, client):
+    """An invalid edit is ignored (and reported by /readyz); a valid one is picked up live."""
+    scim = scim_acct
+    policy_file(POLICY.format(slug=account.slug, extra="").replace("cld-admins", "ops-admins"))
+    assert f"{account.slug}.yaml" not in client.get("/readyz").json.get("policy_errors", {})
+    policy_file("account: [this is not\n")
+    ready = client.get("/readyz").json
+    assert f"{account.slug}.yaml" in ready["policy_errors"] and ready["status"] == "ok"
+    user = scim.post("Users", json={"userName": "ops@example.com"}).json
+    scim.post("Groups", json={"displayName": "ops-admins", "members": [{"value": user["id"]}]})
+    assert access(store, user["id"])["role"]["role"] == "admin"  # the last good version decided
+    policy_file()  # valid again, and different: admins are cld-admins once more
+    assert f"{account.slug}.yaml" not in client.get("/readyz").json.get("policy_errors", {})
+    scim.patch(
+        f"Users/{user['id']}",
+        json={"Operations": [{"op": "replace", "path": "title", "value": "t"}]},
+    )
+    assert access(store, user["id"])["role"]["role"] == "media_library_user"
+
+
+def test_evaluation_error_keeps_access_and_says_why(store, account, policy_file):
+    """A rule that errors for one user leaves that user's access as it was, and records why."""
+    policy_file(
+        POLICY.format(slug=account.slug, extra="").replace(
+            "when: {groups: {contains: cld-admins}}", 'when: {email: {matches: "a.*b"}}'
+        )
+    )
+    first = provisioning.provision(
+        store, account.id, Profile(source=Source.SCIM, user_name="long@example.com"), actor="t"
+    )
+    before = access(store, first.user_id)
+    huge = Profile(
+        source=Source.SAML,
+        user_name="long@example.com",
+        attributes={"email": ("a" * 5000 + "@x.com",)},
+    )
+    out = provisioning.provision(store, account.id, huge, actor="t")
+    assert out.decision is not None and not out.decision.ok
+    assert access(store, first.user_id) == before
+    with store.read() as db:
+        event = db.scalars(
+            select(AuditEvent).where(
+                AuditEvent.account_id == account.id, AuditEvent.action == "user.policy_error"
+            )
+        ).all()[-1]
+    assert event.after["access"] == "kept" and event.after["errors"]
+
+
+def test_policy_check_cli(cli, tmp_path):
+    """`policy check` passes a valid file with passing tests and names file:line:col otherwise."""
+    good = tmp_path / "good.yaml"
+    good.write_text(POLICY.format(slug="good", extra=""))
+    ok = cli("policy", "check", str(good))
+    assert ok.exit_code == 0 and "valid" in ok.stdout
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(POLICY.format(slug="bad", extra="").replace("role: admin", "role: admn"))
+    broken = cli("policy", "check", str(bad))
+    assert broken.exit_code == 1
+    assert (
+        f"{bad}:" in broken.stderr and "admn" in broken.stderr and "did you mean" in broken.stderr
+    )
+    failing = tmp_path / "failing.yaml"
+    failing.write_text(
+        POLICY.format(
+            slug="failing",
+            extra=textwrap.dedent("""
+        tests:
+          - name: wrong expectation
+            profile: {userName: x@example.com, groups: [cld-admins]}
+            expect: {role: billing}
+        """),
+        )
+    )
+    result = cli("policy", "check", str(failing))
+    assert result.exit_code == 1 and "wrong expectation" in result.stderr
+
+
+def test_policy_explain_cli(scim_acct, account, policy_file, cli, tmp_path):
+    """`policy explain` shows the decision and each rule's reason, for a user or a profile."""
+    scim = scim_acct
+    scim.post("Users", json={"userName": "exp@example.com", ENT: {"department": "Marketing"}})
+    run = type(cli)({**cli.env, "BRIDGE_POLICY_DIR": str(policy_file().parent)})
+    text = run("policy", "explain", account.slug, "--user", "EXP@example.com").stdout
+    assert "role: media_library_user (rule defaults)" in text
+    assert "group: Marketing (rule marketing)" in text
+    profile = tmp_path / "p.json"
+    profile.write_text(
+        json.dumps(
+            {
+                "source": "saml",
+                "userName": "p@example.com",
+                "attributes": {"groups": ["cld-admins"]},
+            }
+        )
+    )
+    data = json.loads(
+        run("policy", "explain", account.slug, "--profile", str(profile), "--json").stdout
+    )
+    assert data["role"] == {"value": "admin", "rule": "admins"}
+    assert run("policy", "explain", account.slug, "--user", "nobody@example.com").exit_code == 1
+    missing = run("policy", "explain", account.slug)
+    assert missing.exit_code == 2
+
+
+def test_broken_file_without_good_version_grants_nothing(store, account, policy_file):
+    """A policy that never loaded gives new users no access at all, never the defaults."""
+    policy_file("rules: [\n")
+    out = provisioning.provision(
+        store, account.id, Profile(source=Source.SCIM, user_name="nobody@example.com"), actor="t"
+    )
+    got = access(store, out.user_id)
+    assert got["role"] is None and got["environments"] == [] and got["grants"] == []

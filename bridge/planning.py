@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session
 
 import policies
 from bridge import access, audit, profiles, provisioning
@@ -32,6 +32,8 @@ from bridge.models import (
     Membership,
     RoleAssignment,
     User,
+    UserEmail,
+    UserPhoneNumber,
     fold,
 )
 from bridge.policy import Choice, policy_for
@@ -173,18 +175,17 @@ def plan(store: Store, slug: str, candidate: policies.Policy | None = None) -> P
         )
         for missing in sorted(set(candidate.environments) - names):
             result.warnings.append(f"environment {missing!r} is not one of the account's")
+        decide = policies.Evaluator(candidate)
         for batch in _batches(db, account):
-            for user, now in batch:
+            for user, profile, now in batch:
                 result.users += 1
-                profile = profiles.stored(db, user)
-                decision = policies.evaluate(candidate, profile)
+                decision = decide(profile)
                 after = _after(now, decision, names) if decision.ok else now
                 if after.role:
                     result.role_counts[after.role] += 1
                 change = _diff(user, now, after, () if decision.ok else decision.errors)
                 if change is not None:
                     result.changes.append(change)
-            db.expunge_all()  # memory stays flat however many users there are
     for role in candidate.guards.keep_at_least_one:
         if result.role_counts.get(role, 0) == 0:
             result.refused = f"guard keep_at_least_one: no user would keep the role {role}"
@@ -216,55 +217,126 @@ def apply(store: Store, slug: str, *, actor: str) -> Plan:
     return result
 
 
-def _batches(db: Session, account: Account) -> Iterator[list[tuple[User, Access]]]:
-    """Users in id order, a batch at a time, each with their access as stored now."""
+Row = Any
+COLUMNS = [
+    User.__table__.c[name]
+    for name in dict.fromkeys(
+        (
+            "id",
+            "user_name",
+            "external_id",
+            "active",
+            "manager_id",
+            "saml_attributes",
+            *profiles.SCIM_PATHS,
+        )
+    )
+]
+
+
+def _batches(db: Session, account: Account) -> Iterator[list[tuple[Row, policies.Profile, Access]]]:
+    """Users in id order, a batch at a time (memory stays flat), each with the Profile the
+    write path would build and the access stored now; a handful of queries per batch."""
     last: uuid.UUID | None = None
     while True:
-        stmt = (
-            select(User)
-            .where(User.account_id == account.id)
-            .order_by(User.id)
-            .limit(BATCH)
-            .options(selectinload(User.emails), selectinload(User.phone_numbers))
-        )
+        stmt = select(*COLUMNS).where(User.account_id == account.id).order_by(User.id).limit(BATCH)
         if last is not None:
             stmt = stmt.where(User.id > last)
-        users = list(db.scalars(stmt))
+        users = db.execute(stmt).mappings().all()
         if not users:
             return
-        yield list(zip(users, _access(db, [u.id for u in users]).values(), strict=True))
-        last = users[-1].id
+        ids = [u["id"] for u in users]
+        emails = _values(db, UserEmail, ids, primary_first=True)
+        phones = _values(db, UserPhoneNumber, ids)
+        groups = _scim_groups(db, ids)
+        now = _access(db, ids)
+        batch = []
+        for user in users:
+            profile = profiles.build(
+                cast(Mapping[str, Any], user),
+                emails=emails.get(user["id"], ()),
+                phones=phones.get(user["id"], ()),
+                groups=groups.get(user["id"], ()),
+            )
+            batch.append((_Named(user), profile, now[user["id"]]))
+        yield batch
+        last = ids[-1]
+
+
+class _Named:
+    """A row read as attributes (user_name, id), like the User it stands for."""
+
+    def __init__(self, row: Any) -> None:
+        self.id, self.user_name = row["id"], row["user_name"]
+
+
+def _values(
+    db: Session, model: Any, ids: list[uuid.UUID], *, primary_first: bool = False
+) -> dict[uuid.UUID, tuple[str, ...]]:
+    order = (
+        [model.user_id, model.primary.desc(), model.position]
+        if primary_first
+        else [model.user_id, model.position]
+    )
+    found: dict[uuid.UUID, list[str]] = {}
+    for user_id, value in db.execute(
+        select(model.user_id, model.value).where(_within(model.user_id, ids)).order_by(*order)
+    ):
+        found.setdefault(user_id, []).append(value)
+    return {k: tuple(v) for k, v in found.items()}
+
+
+def _within(column: Any, ids: list[uuid.UUID]) -> Any:
+    """Rows of a batch's users: a range on the (sorted) batch ids, which an index serves better
+    than a thousand-value IN list; rows of other accounts' users in the range are skipped."""
+    return column.between(ids[0], ids[-1])
+
+
+def _scim_groups(db: Session, ids: list[uuid.UUID]) -> dict[uuid.UUID, tuple[str, ...]]:
+    found: dict[uuid.UUID, list[str]] = {}
+    for user_id, name in db.execute(
+        select(Membership.user_id, Group.display_name)
+        .join(Group, Group.id == Membership.group_id)
+        .where(_within(Membership.user_id, ids), Membership.provenance == "scim")
+        .order_by(Group.display_name)
+    ):
+        found.setdefault(user_id, []).append(name)
+    return {k: tuple(v) for k, v in found.items()}
 
 
 def _access(db: Session, ids: list[uuid.UUID]) -> dict[uuid.UUID, Access]:
     found: dict[uuid.UUID, Access] = {i: Access() for i in ids}
     for user_id, role, prov in db.execute(
         select(RoleAssignment.user_id, RoleAssignment.role, RoleAssignment.provenance).where(
-            RoleAssignment.user_id.in_(ids)
+            _within(RoleAssignment.user_id, ids)
         )
     ):
+        if user_id not in found:
+            continue
         found[user_id].role, found[user_id].role_manual = role, not prov.startswith(POLICY)
     for user_id, name, prov in db.execute(
         select(EnvironmentAccess.user_id, Environment.name, EnvironmentAccess.provenance)
         .select_from(EnvironmentAccess)
         .outerjoin(Environment, Environment.id == EnvironmentAccess.environment_id)
-        .where(EnvironmentAccess.user_id.in_(ids))
+        .where(_within(EnvironmentAccess.user_id, ids))
     ):
-        _add(found[user_id], "environments", name or "all", prov)
+        if user_id in found:
+            _add(found[user_id], "environments", name or "all", prov)
     for user_id, name, prov in db.execute(
         select(Membership.user_id, Group.display_name, Membership.provenance)
         .join(Group, Group.id == Membership.group_id)
-        .where(Membership.user_id.in_(ids))
+        .where(_within(Membership.user_id, ids))
     ):
-        _add(found[user_id], "groups", fold(name), prov)
+        if user_id in found:
+            _add(found[user_id], "groups", fold(name), prov)
     for grantee, env, kind, path, level, prov in db.execute(
         select(
             Grant.user_id, Environment.name, Grant.kind, Grant.path, Grant.level, Grant.provenance
         )
         .join(Environment, Environment.id == Grant.environment_id)
-        .where(Grant.user_id.in_(ids))
+        .where(_within(Grant.user_id, ids))
     ):
-        if grantee is not None:
+        if grantee in found:
             _add(found[grantee], "grants", f"{env}:{kind}:{path}:{level}", prov)
     return found
 
@@ -296,7 +368,7 @@ def _after(now: Access, decision: policies.Decision, names: set[str]) -> Access:
     )
 
 
-def _diff(user: User, now: Access, after: Access, errors: tuple[str, ...]) -> Change | None:
+def _diff(user: Any, now: Access, after: Access, errors: tuple[str, ...]) -> Change | None:
     gains = {
         k: sorted(getattr(after, k) - getattr(now, k)) for k in ("environments", "groups", "grants")
     }

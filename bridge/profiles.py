@@ -8,6 +8,8 @@ attributes of the triggering profile (a SAML assertion's) are added on top.
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import select
@@ -50,45 +52,82 @@ def saml_state(profile: policies.Profile) -> dict[str, Any]:
     }
 
 
-def stored(db: Session, user: User, trigger: policies.Profile | None = None) -> policies.Profile:
+def stored(
+    db: Session,
+    user: User,
+    trigger: policies.Profile | None = None,
+    *,
+    groups: tuple[str, ...] | None = None,
+) -> policies.Profile:
     """The policy's view of `user` as stored, plus the raw attributes of `trigger`.
 
     Without a trigger, a user who has signed in with SAML is seen as at their last login.
+    `groups` (the user's SCIM group names) may be given when the caller loaded them in bulk.
     """
+    if groups is None:
+        groups = scim_groups(db, [user.id]).get(user.id, ())
+    emails = sorted(user.emails, key=lambda e: (not e.primary, e.position))
+    return build(
+        {
+            field: getattr(user, field)
+            for field in (*SCIM_PATHS, "active", "manager_id", "saml_attributes")
+        },
+        emails=tuple(e.value for e in emails),
+        phones=tuple(p.value for p in user.phone_numbers),
+        groups=groups,
+        trigger=trigger,
+    )
+
+
+def scim_groups(db: Session, user_ids: list[uuid.UUID]) -> dict[uuid.UUID, tuple[str, ...]]:
+    """The names of the groups each user is in through SCIM, in one query."""
+    found: dict[uuid.UUID, list[str]] = {}
+    rows = db.execute(
+        select(Membership.user_id, Group.display_name)
+        .join(Group, Group.id == Membership.group_id)
+        .where(Membership.user_id.in_(user_ids), Membership.provenance == "scim")
+        .order_by(Group.display_name)
+    )
+    for user_id, name in rows:
+        found.setdefault(user_id, []).append(name)
+    return {k: tuple(v) for k, v in found.items()}
+
+
+def build(
+    values: Mapping[str, Any],
+    *,
+    emails: tuple[str, ...],
+    phones: tuple[str, ...],
+    groups: tuple[str, ...],
+    trigger: policies.Profile | None = None,
+) -> policies.Profile:
+    """A Profile from a user's stored values (emails primary first) and SCIM group names."""
     attributes: dict[str, tuple[str, ...]] = {}
     for field, path in SCIM_PATHS.items():
-        value = getattr(user, field)
+        value = values.get(field)
         if value not in (None, ""):
             attributes[path] = (str(value),)
-    attributes["active"] = ("false" if user.active is False else "true",)
-    emails = sorted(user.emails, key=lambda e: (not e.primary, e.position))
+    attributes["active"] = ("false" if values.get("active") is False else "true",)
     if emails:
-        attributes["emails.value"] = tuple(e.value for e in emails)
-    if user.phone_numbers:
-        attributes["phoneNumbers.value"] = tuple(p.value for p in user.phone_numbers)
-    if user.manager_id is not None:
-        attributes[f"{ENTERPRISE}:manager.value"] = (user.manager_id,)
-    groups = tuple(
-        db.scalars(
-            select(Group.display_name)
-            .join(Membership, Membership.group_id == Group.id)
-            .where(Membership.user_id == user.id, Membership.provenance == "scim")
-            .order_by(Group.display_name)
-        )
-    )
+        attributes["emails.value"] = emails
+    if phones:
+        attributes["phoneNumbers.value"] = phones
+    if values.get("manager_id") is not None:
+        attributes[f"{ENTERPRISE}:manager.value"] = (values["manager_id"],)
     source, idp = policies.Source.POLICY, None
+    saved = values.get("saml_attributes")
     if trigger is not None:
         attributes.update(trigger.attributes)
         source, idp = trigger.source, trigger.idp
-    elif user.saml_attributes:
-        saved = user.saml_attributes
+    elif saved:
         attributes.update({k: tuple(v) for k, v in (saved.get("attributes") or {}).items()})
         source = policies.Source.SAML
-        idp = policies.IdpLink(saved["idp"], user.user_name) if saved.get("idp") else None
+        if saved.get("idp"):
+            idp = policies.IdpLink(saved["idp"], values["user_name"])
     return policies.Profile(
         source=source,
-        user_name=user.user_name,
-        external_id=user.external_id,
+        user_name=values["user_name"],
+        external_id=values.get("external_id"),
         idp=idp,
         attributes=attributes,
         groups=groups,

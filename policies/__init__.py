@@ -10,6 +10,7 @@ from policies.engine import evaluate
 from policies.errors import PolicyError, Problem
 from policies.inputs import BUILTIN_INPUTS, CANONICAL_INPUTS
 from policies.loader import load, loads
+from policies.memo import Evaluator
 from policies.model import (
     ALL_ENVIRONMENTS,
     LEVELS,
@@ -34,6 +35,7 @@ from policies.model import (
 from policies.testing import TestResult, run_tests
 
 __all__ = [
+    "Evaluator",
     "ALL_ENVIRONMENTS",
     "BUILTIN_INPUTS",
     "CANONICAL_INPUTS",

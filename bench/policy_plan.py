@@ -1,0 +1,187 @@
+"""`policy plan` over many stored users: its time against just loading them, and its memory.
+
+    python bench/policy_plan.py [--users 100000] [--database-url postgresql+psycopg://...]
+
+Creates a fresh database (PostgreSQL by default, dropped at the end), fills one account with
+N users (each with an e-mail, a department and one or two SCIM group memberships) straight
+through SQL, then measures, in the same run: (1) loading the users and their memberships from
+the store, the floor any plan must pay; (2) `bridge.planning.plan` with the Cloudinary-style
+example policy; and the process's peak RSS growth during (2), which must stay flat (plan streams
+in batches). Prints the numbers and the target (plan within 3x of the load).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import secrets
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bridge import accounts, planning, schema  # noqa: E402
+from bridge.models import Group, Membership, User  # noqa: E402
+from bridge.store import Store  # noqa: E402
+
+DEPARTMENTS = ["Marketing", "Sales", "R&D", "Support", "Finance"]
+GROUPS = ["cld-admins", "cld-owners", "cld-contractors", "Everyone", "Designers"]
+
+
+def rss_mb() -> float:
+    with open(f"/proc/{os.getpid()}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def fill(store: Store, slug: str, n: int) -> None:
+    """N users with e-mails, departments and memberships, inserted in bulk."""
+    account = accounts.create_account(store, slug, actor="bench")
+    for env in ("production", "staging", "development"):
+        accounts.add_environment(store, slug, env, default=env == "production", actor="bench")
+    with store.engine.begin() as conn:
+        group_ids = {}
+        for name in GROUPS:
+            gid = uuid.uuid4()
+            group_ids[name] = gid
+            conn.execute(
+                Group.__table__.insert().values(
+                    id=gid,
+                    account_id=account.id,
+                    display_name=name,
+                    display_name_key=name.lower(),
+                    managed_by="scim",
+                    version=1,
+                    created=text("CURRENT_TIMESTAMP"),
+                    last_modified=text("CURRENT_TIMESTAMP"),
+                )
+            )
+        for start in range(0, n, 5000):
+            users, emails, members = [], [], []
+            for i in range(start, min(n, start + 5000)):
+                uid = uuid.uuid4()
+                name = f"user{i}@acme.example"
+                users.append(
+                    {
+                        "id": uid,
+                        "account_id": account.id,
+                        "user_name": name,
+                        "user_name_key": name,
+                        "active": True,
+                        "department": DEPARTMENTS[i % len(DEPARTMENTS)],
+                        "version": 1,
+                    }
+                )
+                emails.append(
+                    {
+                        "user_id": uid,
+                        "position": 0,
+                        "value": name,
+                        "value_key": name,
+                        "type": "work",
+                        "primary": True,
+                    }
+                )
+                members.append(
+                    {"group_id": group_ids[GROUPS[i % 4]], "user_id": uid, "provenance": "scim"}
+                )
+                if i % 3 == 0:
+                    members.append(
+                        {"group_id": group_ids["Designers"], "user_id": uid, "provenance": "scim"}
+                    )
+            now = {"created": _now(), "last_modified": _now()}
+            conn.execute(User.__table__.insert(), [{**u, **now} for u in users])
+            conn.execute(User.emails.property.mapper.local_table.insert(), emails)
+            conn.execute(Membership.__table__.insert(), [{**m, "created": _now()} for m in members])
+
+
+def _now():  # type: ignore[no-untyped-def]
+    from bridge.models import utcnow
+
+    return utcnow()
+
+
+def load_floor(store: Store, account_id: int) -> float:
+    """Seconds to stream every user with e-mails and memberships (what any plan must read)."""
+    t0 = time.perf_counter()
+    with store.engine.connect() as conn:
+        rows = conn.execution_options(yield_per=5000).execute(
+            text(
+                "SELECT u.id, u.user_name, u.department, e.value FROM users u "
+                "LEFT JOIN user_emails e ON e.user_id = u.id WHERE u.account_id = :a"
+            ),
+            {"a": account_id},
+        )
+        for _ in rows:
+            pass
+        rows = conn.execution_options(yield_per=5000).execute(
+            text(
+                "SELECT m.user_id, g.display_name FROM memberships m JOIN groups g "
+                "ON g.id = m.group_id WHERE g.account_id = :a"
+            ),
+            {"a": account_id},
+        )
+        for _ in rows:
+            pass
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--users", type=int, default=100_000)
+    parser.add_argument(
+        "--database-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/test"
+    )
+    args = parser.parse_args()
+    server = make_url(args.database_url)
+    dbname = f"bench_policy_{secrets.token_hex(3)}"
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{dbname}"'))
+    store = Store(server.set(database=dbname).render_as_string(hide_password=False))
+    try:
+        schema.upgrade(store.engine)
+        t0 = time.perf_counter()
+        fill(store, "acme-media", args.users)
+        print(f"filled {args.users} users in {time.perf_counter() - t0:.1f} s")
+        example = planning.load_candidate(
+            str(ROOT / "policies/examples/cloudinary.yaml"), "acme-media"
+        )
+        with store.read() as db:
+            account = accounts.get_account(db, "acme-media")
+        floors = [load_floor(store, account.id) for _ in range(2)]
+        base_rss = rss_mb()
+        peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        t0 = time.perf_counter()
+        result = planning.plan(store, "acme-media", example)
+        plan_s = time.perf_counter() - t0
+        peak_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        floor = min(floors)
+        ratio = plan_s / floor
+        print(f"load users + memberships: {floor:.2f} s (best of 2)")
+        print(f"plan:                     {plan_s:.2f} s  ({args.users / plan_s:,.0f} users/s)")
+        verdict = "PASS" if ratio <= 3 else "MISS"
+        print(f"plan / load:              {ratio:.2f}x  target <= 3x: {verdict}")
+        print(f"plan result:              {result.summary()}")
+        print(
+            f"RSS before plan {base_rss:.0f} MB; peak RSS {peak_before:.0f} -> {peak_after:.0f} MB"
+            f" (+{peak_after - peak_before:.0f} MB)"
+        )
+    finally:
+        store.dispose()
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)'))
+        admin.dispose()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+"""The caching evaluator gives exactly what evaluate gives, sharing work between look-alikes."""
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from policies import Evaluator, Profile, Source, evaluate, loads
+
+POLICY = """
+account: acme
+environments: [production, staging]
+defaults: {role: media_library_user, environments: [production]}
+rules:
+  - name: admins
+    when: {groups: {contains: admins}}
+    then: {role: admin, environments: all}
+  - name: sales
+    when: {all: [{department: {equals: Sales}}, {email_domain: {in: [acme.example]}}]}
+    then: {groups: [Sales], environments: [staging]}
+  - name: patterned
+    when: {title: {matches: "Head of .*"}}
+    then: {role: technical_admin}
+"""
+
+
+def profile(name, groups=(), department=None, title=None):
+    attributes = {}
+    if department:
+        attributes["urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department"] = (
+            department,
+        )
+    if title is not None:
+        attributes["title"] = (title,)
+    return Profile(source=Source.SCIM, user_name=name, groups=tuple(groups), attributes=attributes)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    name=st.sampled_from(["a@acme.example", "b@acme.example", "c@other.example", "plain"]),
+    groups=st.lists(st.sampled_from(["admins", "Admins", "staff"]), max_size=2),
+    department=st.sampled_from([None, "Sales", "sales", "R&D"]),
+    title=st.one_of(st.none(), st.sampled_from(["Head of Sales", "Engineer"]), st.text(max_size=5)),
+)
+def test_cached_decisions_equal_fresh_ones(name, groups, department, title):
+    """Whatever the profile, the cached evaluator returns evaluate's own Decision."""
+    policy = loads(POLICY)
+    cached = Evaluator(policy)
+    p = profile(name, groups, department, title)
+    assert cached(p) == evaluate(policy, p)
+    assert cached(p) == evaluate(policy, p)  # and again, from the cache
+
+
+def test_look_alikes_share_one_evaluation():
+    """Profiles equal in every input the policy reads are evaluated once."""
+    cached = Evaluator(loads(POLICY))
+    for i in range(100):
+        cached(profile(f"user{i}@acme.example", ["staff"], "Sales"))
+    assert len(cached._cache) == 1
+    assert cached.names == ("department", "email_domain", "groups", "title")
+
+
+def test_refusals_stay_refusals():
+    """A profile the policy cannot evaluate is refused the same, cached or not."""
+    policy = loads(POLICY)
+    cached = Evaluator(policy)
+    bad = profile("x@acme.example", title="Head of " + "x" * 5000)
+    assert not cached(bad).ok and cached(bad) == evaluate(policy, bad)

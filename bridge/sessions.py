@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
+import secrets
 import uuid
+from datetime import timedelta
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from bridge.models import LoginSession, utcnow
+from bridge.models import LoginSession, User, utcnow
+from bridge.store import Store
 
 
 def end_for_user(db: Session, user_id: uuid.UUID) -> int:
@@ -18,3 +22,87 @@ def end_for_user(db: Session, user_id: uuid.UUID) -> int:
         .values(ended=utcnow())
     )
     return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def secret_hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def start(
+    store: Store,
+    account_id: int,
+    user_id: uuid.UUID,
+    *,
+    minutes: int,
+    idp_id: int | None = None,
+    name_id: str | None = None,
+    session_index: str | None = None,
+) -> str:
+    """A new session; returns the secret for the cookie (only its hash is stored)."""
+    secret = secrets.token_urlsafe(32)
+
+    def work(db: Session) -> None:
+        db.add(
+            LoginSession(
+                secret_hash=secret_hash(secret),
+                account_id=account_id,
+                user_id=user_id,
+                idp_id=idp_id,
+                name_id=name_id,
+                session_index=session_index,
+                expires=utcnow() + timedelta(minutes=minutes),
+            )
+        )
+
+    store.write(work)
+    return secret
+
+
+def current(db: Session, secret: str) -> tuple[LoginSession, User] | None:
+    """The live session of a cookie secret and its user; None when ended, expired, suspended."""
+    row = db.execute(
+        select(LoginSession, User)
+        .join(User, User.id == LoginSession.user_id)
+        .where(LoginSession.secret_hash == secret_hash(secret))
+    ).first()
+    if row is None:
+        return None
+    login, user = row
+    if login.ended is not None or login.expires <= utcnow() or user.active is False:
+        return None
+    return login, user
+
+
+def end(store: Store, secret: str) -> LoginSession | None:
+    """End the session of a cookie secret; returns it (for single logout) if it was live."""
+
+    def work(db: Session) -> LoginSession | None:
+        login = db.scalar(
+            select(LoginSession).where(
+                LoginSession.secret_hash == secret_hash(secret), LoginSession.ended.is_(None)
+            )
+        )
+        if login is not None:
+            login.ended = utcnow()
+        return login
+
+    return store.write(work)
+
+
+def end_for_name_id(
+    store: Store, account_id: int, idp_id: int, name_id: str, session_index: str | None
+) -> int:
+    """End the sessions an IdP's LogoutRequest names; returns how many."""
+
+    def work(db: Session) -> int:
+        stmt = update(LoginSession).where(
+            LoginSession.account_id == account_id,
+            LoginSession.idp_id == idp_id,
+            LoginSession.name_id == name_id,
+            LoginSession.ended.is_(None),
+        )
+        if session_index:
+            stmt = stmt.where(LoginSession.session_index == session_index)
+        return int(db.execute(stmt.values(ended=utcnow())).rowcount)  # type: ignore[attr-defined]
+
+    return store.write(work)

@@ -23,6 +23,7 @@ class Settings:
     secret_key: str | None = None
     max_request_bytes: int = 1_048_576
     log_level: str = "INFO"
+    allow_private_metadata: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -37,6 +38,7 @@ class Settings:
             secret_key=env.get("BRIDGE_SECRET_KEY") or None,
             max_request_bytes=int(env.get("BRIDGE_MAX_REQUEST_BYTES") or 1_048_576),
             log_level=env.get("BRIDGE_LOG_LEVEL") or "INFO",
+            allow_private_metadata=env.get("BRIDGE_ALLOW_PRIVATE_METADATA", "") in ("1", "true"),
         )
         return replace(settings, **overrides)
 

@@ -1,0 +1,250 @@
+"""Identity providers of an account: added from metadata (file or URL), listed, refreshed,
+removed. Several signing certificates are kept, so an IdP can roll its key without an outage.
+
+Metadata URLs are fetched over https only, never from loopback, private or link-local
+addresses unless the deployment allows it (an SSRF guard), with size and time limits.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import urllib.request
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+from cryptography import x509
+from onelogin.saml2.idp_metadata_parser import OneLogin_Saml2_IdPMetadataParser
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from bridge import audit
+from bridge.accounts import get_account
+from bridge.errors import Conflict, InvalidInput, NotFound
+from bridge.models import IdentityProvider, utcnow
+from bridge.store import Store
+
+MAX_METADATA = 1_048_576
+FETCH_SECONDS = 10
+EXPIRY_WARNING = timedelta(days=30)
+
+
+@dataclass(frozen=True)
+class Metadata:
+    """What the SP needs of an IdP's metadata."""
+
+    entity_id: str
+    sso_url: str
+    slo_url: str | None
+    certificates: tuple[str, ...]
+
+
+def parse_metadata(xml: str) -> Metadata:
+    """The IdP's entity ID, endpoints and signing certificates, or InvalidInput saying why not."""
+    try:
+        data = OneLogin_Saml2_IdPMetadataParser.parse(xml)
+    except Exception as exc:  # the parser raises bare exceptions for malformed documents
+        raise InvalidInput(f"not usable SAML IdP metadata: {exc}") from exc
+    idp = data.get("idp") or {}
+    if not idp.get("entityId") or not (idp.get("singleSignOnService") or {}).get("url"):
+        raise InvalidInput("the metadata names no IdP entityID and HTTP-Redirect SSO endpoint")
+    multi = (idp.get("x509certMulti") or {}).get("signing") or []
+    certs = tuple(multi) or ((idp["x509cert"],) if idp.get("x509cert") else ())
+    if not certs:
+        raise InvalidInput("the metadata has no signing certificate")
+    for cert in certs:
+        _certificate(cert)
+    slo = (idp.get("singleLogoutService") or {}).get("url")
+    return Metadata(idp["entityId"], idp["singleSignOnService"]["url"], slo, certs)
+
+
+def _certificate(b64: str) -> x509.Certificate:
+    pem = "-----BEGIN CERTIFICATE-----\n" + b64.strip() + "\n-----END CERTIFICATE-----\n"
+    try:
+        return x509.load_pem_x509_certificate(pem.encode())
+    except ValueError as exc:
+        raise InvalidInput("a signing certificate in the metadata does not parse") from exc
+
+
+def expiry_warnings(idp: IdentityProvider, now: datetime | None = None) -> list[str]:
+    """A line for each of the IdP's certificates that expires within 30 days (or has)."""
+    now = now or utcnow()
+    found = []
+    for b64 in idp.certificates.get("signing", []):
+        ends = _certificate(b64).not_valid_after_utc
+        if ends - now < EXPIRY_WARNING:
+            found.append(f"IdP {idp.name}: a signing certificate expires {ends:%Y-%m-%d}")
+    return found
+
+
+def fetch(url: str, *, allow_private: bool = False) -> str:
+    """Metadata from `url`: https only, public addresses only, at most 1 MiB, 10 seconds."""
+    parts = urlsplit(url)
+    if parts.scheme != "https" or not parts.hostname:
+        raise InvalidInput(f"metadata URL {url!r} must be https")
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(parts.hostname, parts.port or 443)}
+    except OSError as exc:
+        raise InvalidInput(f"cannot resolve {parts.hostname}: {exc.strerror}") from exc
+    for address in addresses:
+        ip = ipaddress.ip_address(str(address).split("%")[0])
+        if not allow_private and not ip.is_global:
+            raise InvalidInput(
+                f"metadata URL {url!r} points at a non-public address ({ip}); "
+                "set BRIDGE_ALLOW_PRIVATE_METADATA=1 to allow it"
+            )
+    request = urllib.request.Request(  # noqa: S310 - https and a public address checked above
+        url, headers={"Accept": "application/samlmetadata+xml"}
+    )
+    try:
+        # https and a public address were checked above
+        with urllib.request.urlopen(request, timeout=FETCH_SECONDS) as response:  # noqa: S310
+            body = response.read(MAX_METADATA + 1)
+    except OSError as exc:
+        raise InvalidInput(f"cannot fetch {url}: {exc}") from exc
+    if len(body) > MAX_METADATA:
+        raise InvalidInput(f"metadata at {url} is larger than {MAX_METADATA} bytes")
+    return str(body.decode("utf-8", errors="replace"))
+
+
+def add(
+    store: Store,
+    slug: str,
+    xml: str,
+    *,
+    name: str | None = None,
+    metadata_url: str | None = None,
+    allow_idp_initiated: bool = False,
+    allow_jit: bool = True,
+    match_by: str = "name_id",
+    actor: str,
+) -> IdentityProvider:
+    """Register an IdP with an account from its metadata."""
+    meta = parse_metadata(xml)
+    name = name or urlsplit(meta.entity_id).hostname or "idp"
+
+    def work(db: Session) -> IdentityProvider:
+        account = get_account(db, slug)
+        taken = db.scalar(
+            select(IdentityProvider).where(
+                IdentityProvider.account_id == account.id,
+                (IdentityProvider.name == name) | (IdentityProvider.entity_id == meta.entity_id),
+            )
+        )
+        if taken is not None:
+            raise Conflict(f"account {slug!r} already has IdP {taken.name!r} ({taken.entity_id})")
+        idp = IdentityProvider(
+            account_id=account.id,
+            name=name,
+            entity_id=meta.entity_id,
+            metadata_url=metadata_url,
+            metadata_xml=xml,
+            sso_url=meta.sso_url,
+            slo_url=meta.slo_url,
+            certificates={"signing": list(meta.certificates)},
+            allow_idp_initiated=allow_idp_initiated,
+            allow_jit=allow_jit,
+            match_by=match_by,
+            refreshed=utcnow(),
+        )
+        db.add(idp)
+        db.flush()
+        audit.record(
+            db,
+            account.id,
+            actor=actor,
+            action="idp.add",
+            target_type="idp",
+            target_id=name,
+            after=_describe(idp),
+        )
+        return idp
+
+    return store.write(work)
+
+
+def refresh(store: Store, slug: str, name: str, *, xml: str, actor: str) -> bool:
+    """Replace an IdP's endpoints and certificates from new metadata; True when they changed."""
+    meta = parse_metadata(xml)
+
+    def work(db: Session) -> bool:
+        account = get_account(db, slug)
+        idp = get(db, account.id, name)
+        if meta.entity_id != idp.entity_id:
+            raise InvalidInput(f"the metadata is for {meta.entity_id}, not {idp.entity_id}")
+        before = _describe(idp)
+        idp.sso_url, idp.slo_url = meta.sso_url, meta.slo_url
+        idp.certificates = {"signing": list(meta.certificates)}
+        idp.metadata_xml, idp.refreshed = xml, utcnow()
+        after = _describe(idp)
+        if before == after:
+            return False
+        idp.touch()
+        audit.record(
+            db,
+            account.id,
+            actor=actor,
+            action="idp.refresh",
+            target_type="idp",
+            target_id=name,
+            before=before,
+            after=after,
+        )
+        return True
+
+    return store.write(work)
+
+
+def remove(store: Store, slug: str, name: str, *, actor: str) -> None:
+    def work(db: Session) -> None:
+        account = get_account(db, slug)
+        idp = get(db, account.id, name)
+        before = _describe(idp)
+        db.delete(idp)
+        audit.record(
+            db,
+            account.id,
+            actor=actor,
+            action="idp.remove",
+            target_type="idp",
+            target_id=name,
+            before=before,
+        )
+
+    store.write(work)
+
+
+def get(db: Session, account_id: int, name: str) -> IdentityProvider:
+    idp = db.scalar(
+        select(IdentityProvider).where(
+            IdentityProvider.account_id == account_id, IdentityProvider.name == name
+        )
+    )
+    if idp is None:
+        raise NotFound(f"no IdP {name!r} in this account")
+    return idp
+
+
+def list_for(db: Session, account_id: int) -> list[IdentityProvider]:
+    return list(
+        db.scalars(
+            select(IdentityProvider)
+            .where(IdentityProvider.account_id == account_id)
+            .order_by(IdentityProvider.name)
+        )
+    )
+
+
+def _describe(idp: IdentityProvider) -> dict[str, Any]:
+    return {
+        "name": idp.name,
+        "entity_id": idp.entity_id,
+        "sso_url": idp.sso_url,
+        "slo_url": idp.slo_url,
+        "certificates": len(idp.certificates.get("signing", [])),
+        "allow_idp_initiated": idp.allow_idp_initiated,
+        "allow_jit": idp.allow_jit,
+        "match_by": idp.match_by,
+    }

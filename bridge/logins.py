@@ -1,0 +1,64 @@
+"""The sign-in log: every SAML login, and for a refused one its typed reason."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from bridge.models import IdentityProvider, LoginAttempt
+from bridge.store import Store
+
+
+def record(
+    store: Store,
+    account_id: int,
+    *,
+    ok: bool,
+    reason: str,
+    idp_id: int | None = None,
+    name_id: str | None = None,
+    user_id: uuid.UUID | None = None,
+    detail: str | None = None,
+) -> None:
+    def work(db: Session) -> None:
+        db.add(
+            LoginAttempt(
+                account_id=account_id,
+                ok=ok,
+                reason=reason,
+                idp_id=idp_id,
+                name_id=(name_id or "")[:1024] or None,
+                user_id=user_id,
+                detail=(detail or "")[:1024] or None,
+            )
+        )
+
+    store.write(work)
+
+
+def recent(
+    db: Session, account_id: int, *, failed: bool = False, limit: int = 50
+) -> list[dict[str, Any]]:
+    stmt = (
+        select(LoginAttempt, IdentityProvider.name)
+        .outerjoin(IdentityProvider, IdentityProvider.id == LoginAttempt.idp_id)
+        .where(LoginAttempt.account_id == account_id)
+        .order_by(LoginAttempt.at.desc(), LoginAttempt.id.desc())
+        .limit(limit)
+    )
+    if failed:
+        stmt = stmt.where(LoginAttempt.ok.is_(False))
+    return [
+        {
+            "at": a.at.isoformat(timespec="seconds"),
+            "ok": a.ok,
+            "reason": a.reason,
+            "idp": idp,
+            "name_id": a.name_id,
+            "detail": a.detail,
+        }
+        for a, idp in db.execute(stmt)
+    ]

@@ -1,0 +1,137 @@
+"""An account's SP key pairs: made on first use, kept sealed in the store, rotated with overlap.
+
+The newest key that is not retired signs AuthnRequests and decrypts assertions; every key not
+retired is published in the metadata (and tried for decryption), so an IdP that still encrypts
+to the previous certificate keeps working until that key is retired.
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from bridge import audit, sealing
+from bridge.models import SpKey, utcnow
+from bridge.store import Store
+
+VALID_FOR = datetime.timedelta(days=3 * 365)
+
+
+@dataclass(frozen=True)
+class KeyPair:
+    id: int
+    cert_pem: str
+    key_pem: str
+
+    @property
+    def cert_b64(self) -> str:
+        """The certificate as python3-saml and metadata want it: one line of base64 DER."""
+        return "".join(line for line in self.cert_pem.splitlines() if "-----" not in line)
+
+
+def active(store: Store, account_id: int, slug: str, secret_key: str) -> list[KeyPair]:
+    """The account's keys, newest first, making the first one when there is none."""
+    with store.read() as db:
+        rows = _rows(db, account_id)
+    if not rows:
+        store.write(lambda db: _ensure(db, account_id, slug, secret_key))
+        with store.read() as db:
+            rows = _rows(db, account_id)
+    return [
+        KeyPair(r.id, r.cert_pem, sealing.unseal(secret_key, r.key_sealed).decode()) for r in rows
+    ]
+
+
+def rotate(store: Store, account_id: int, slug: str, secret_key: str, *, actor: str) -> int:
+    """Add a new key pair that signs from now on; the old ones stay published until retired."""
+
+    def work(db: Session) -> int:
+        row = _new(db, account_id, slug, secret_key)
+        audit.record(
+            db,
+            account_id,
+            actor=actor,
+            action="sp_key.rotate",
+            target_type="sp_key",
+            target_id=str(row.id),
+            after={"not_after": row.not_after.isoformat()},
+        )
+        return row.id
+
+    return store.write(work)
+
+
+def retire(store: Store, account_id: int, key_id: int, *, actor: str) -> None:
+    """Stop publishing and using a key (after the IdPs have the new certificate)."""
+
+    def work(db: Session) -> None:
+        row = db.scalar(select(SpKey).where(SpKey.account_id == account_id, SpKey.id == key_id))
+        if row is None or row.retired is not None:
+            return
+        if len(_rows(db, account_id)) < 2:
+            from bridge.errors import Conflict
+
+            raise Conflict("cannot retire the only key; rotate first")
+        row.retired = utcnow()
+        audit.record(
+            db,
+            account_id,
+            actor=actor,
+            action="sp_key.retire",
+            target_type="sp_key",
+            target_id=str(key_id),
+        )
+
+    store.write(work)
+
+
+def _rows(db: Session, account_id: int) -> list[SpKey]:
+    return list(
+        db.scalars(
+            select(SpKey)
+            .where(SpKey.account_id == account_id, SpKey.retired.is_(None))
+            .order_by(SpKey.created.desc(), SpKey.id.desc())
+        )
+    )
+
+
+def _ensure(db: Session, account_id: int, slug: str, secret_key: str) -> None:
+    if not _rows(db, account_id):  # another process may have made it meanwhile
+        _new(db, account_id, slug, secret_key)
+
+
+def _new(db: Session, account_id: int, slug: str, secret_key: str) -> SpKey:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"identity-bridge {slug}"[:64])])
+    now = utcnow()
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + VALID_FOR)
+        .sign(key, hashes.SHA256())
+    )
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    row = SpKey(
+        account_id=account_id,
+        cert_pem=cert.public_bytes(serialization.Encoding.PEM).decode(),
+        key_sealed=sealing.seal(secret_key, pem),
+        not_after=now + VALID_FOR,
+    )
+    db.add(row)
+    db.flush()
+    return row

@@ -1,0 +1,484 @@
+"""SAML 2.0 SP on python3-saml, hardened beyond it (DESIGN §6).
+
+python3-saml 1.16 alone accepts what a production SP must refuse: prefix-matched Destinations,
+substring-matched Recipients, responses without an Audience or an expiry, XSLT transforms that
+burn CPU before any check, unsolicited responses even when a request ID is given (it compares
+only the unsigned Response@InResponseTo), and replays (it keeps no cache). So every response is
+first parsed here with a parser that refuses DTDs, its transforms are limited to
+enveloped-signature and exclusive c14n, and after the library's signature and condition checks
+the signed assertion's Destination, Recipient, Audience, expiry and InResponseTo are checked
+exactly, and its ID is recorded in the shared replay cache.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import onelogin.saml2
+from lxml import etree
+from onelogin.saml2.constants import OneLogin_Saml2_Constants as C
+from onelogin.saml2.errors import OneLogin_Saml2_ValidationError as VE
+from onelogin.saml2.response import OneLogin_Saml2_Response
+from onelogin.saml2.settings import OneLogin_Saml2_Settings
+from onelogin.saml2.xml_utils import OneLogin_Saml2_XML
+from sqlalchemy import delete, select
+
+import policies
+from bridge.models import Account, AuthnRequest, IdentityProvider, SeenAssertion, utcnow
+from bridge.sp_keys import KeyPair
+from bridge.store import Store
+from saml.errors import SamlRejected
+
+NS = {"samlp": C.NS_SAMLP, "saml": C.NS_SAML, "ds": C.NS_DS, "xenc": C.NS_XENC}
+ENVELOPED = "http://www.w3.org/2000/09/xmldsig#enveloped-signature"
+EXC_C14N = "http://www.w3.org/2001/10/xml-exc-c14n#"
+ALLOWED_TRANSFORMS = {ENVELOPED, EXC_C14N}
+MAX_RESPONSE = 256 * 1024
+REQUEST_TTL = timedelta(minutes=10)
+_PARSER = etree.XMLParser(
+    resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False, dtd_validation=False
+)
+
+# python3-saml 1.16 reads and compiles the protocol XSD on every validation (most of its time):
+# compile each schema once per thread instead (lxml schemas are not shared across threads).
+_schemas = threading.local()
+
+
+def _validate_xml(xml: Any, schema: str, debug: bool = False) -> Any:
+    try:
+        xml = OneLogin_Saml2_XML.to_etree(xml)
+    except Exception:  # the library's contract: a string names the failure
+        return "unloaded_xml"
+    cached = getattr(_schemas, "by_name", None)
+    if cached is None:
+        cached = _schemas.by_name = {}
+    if schema not in cached:
+        path = Path(onelogin.saml2.__file__).parent / "schemas" / schema
+        cached[schema] = etree.XMLSchema(etree.parse(str(path)))
+    return xml if cached[schema].validate(xml) else "invalid_xml"
+
+
+OneLogin_Saml2_XML.validate_xml = staticmethod(_validate_xml)  # type: ignore[method-assign]
+
+# Library error codes -> the typed reasons recorded for every refused login.
+REASONS = {
+    VE.ASSERTION_EXPIRED: "expired",
+    VE.SESSION_EXPIRED: "expired",
+    VE.RESPONSE_EXPIRED: "expired",
+    VE.ASSERTION_TOO_EARLY: "not_yet_valid",
+    VE.WRONG_AUDIENCE: "wrong_audience",
+    VE.WRONG_DESTINATION: "wrong_destination",
+    VE.EMPTY_DESTINATION: "wrong_destination",
+    VE.WRONG_SUBJECTCONFIRMATION: "wrong_recipient",
+    VE.WRONG_INRESPONSETO: "unknown_in_response_to",
+    VE.WRONG_ISSUER: "wrong_issuer",
+    VE.INVALID_SIGNATURE: "bad_signature",
+    VE.NO_SIGNED_ASSERTION: "unsigned",
+    VE.NO_SIGNATURE_FOUND: "unsigned",
+    VE.NO_SIGNED_MESSAGE: "unsigned",
+    VE.DEPRECATED_SIGNATURE_METHOD: "deprecated_algorithm",
+    VE.DEPRECATED_DIGEST_METHOD: "deprecated_algorithm",
+    VE.STATUS_CODE_IS_NOT_SUCCESS: "idp_error",
+}
+
+
+@dataclass(frozen=True)
+class Sp:
+    """The SP side of one account: its URLs and keys."""
+
+    slug: str
+    base_url: str
+    keys: tuple[KeyPair, ...]
+
+    @property
+    def entity_id(self) -> str:
+        return f"{self.base_url}/saml/{self.slug}/metadata"
+
+    @property
+    def acs_url(self) -> str:
+        return f"{self.base_url}/saml/{self.slug}/acs"
+
+    @property
+    def sls_url(self) -> str:
+        return f"{self.base_url}/saml/{self.slug}/sls"
+
+
+def settings(sp: Sp, idp: IdentityProvider | None, *, key: KeyPair | None = None) -> Any:
+    """python3-saml settings for this SP (and IdP), with every security switch set explicitly."""
+    previous = sp.keys[1].cert_b64 if len(sp.keys) > 1 else None
+    return _settings(sp, _idp_key(idp), key or sp.keys[0], previous, False)
+
+
+def slo_settings(sp: Sp, idp: IdentityProvider) -> Any:
+    """Settings for single logout: LogoutRequests and LogoutResponses must be signed."""
+    previous = sp.keys[1].cert_b64 if len(sp.keys) > 1 else None
+    return _settings(sp, _idp_key(idp), sp.keys[0], previous, True)
+
+
+def _idp_key(idp: IdentityProvider | None) -> tuple[str, str, str | None, tuple[str, ...]] | None:
+    if idp is None:
+        return None
+    return (idp.entity_id, idp.sso_url, idp.slo_url, tuple(idp.certificates.get("signing", [])))
+
+
+@lru_cache(maxsize=512)
+def _settings(
+    sp: Sp,
+    idp: tuple[str, str, str | None, tuple[str, ...]] | None,
+    key: KeyPair,
+    previous_cert: str | None,
+    signed_messages: bool,
+) -> Any:
+    data: dict[str, Any] = {
+        "strict": True,
+        "debug": False,
+        "sp": {
+            "entityId": sp.entity_id,
+            "assertionConsumerService": {"url": sp.acs_url, "binding": C.BINDING_HTTP_POST},
+            "singleLogoutService": {"url": sp.sls_url, "binding": C.BINDING_HTTP_REDIRECT},
+            "NameIDFormat": C.NAMEID_UNSPECIFIED,
+            "x509cert": key.cert_b64,
+            "privateKey": key.key_pem,
+        },
+        "security": {
+            "authnRequestsSigned": True,
+            "logoutRequestSigned": True,
+            "logoutResponseSigned": True,
+            "wantAssertionsSigned": True,
+            # one switch in python3-saml for POST Responses and Redirect logout messages: on for
+            # logout only, since most IdPs sign the assertion rather than the Response
+            "wantMessagesSigned": signed_messages,
+            "wantNameId": True,
+            "wantAttributeStatement": False,
+            "requestedAuthnContext": False,
+            "allowRepeatAttributeName": True,
+            "rejectDeprecatedAlgorithm": True,
+            "signatureAlgorithm": C.RSA_SHA256,
+            "digestAlgorithm": C.SHA256,
+            "wantNameIdEncrypted": False,
+            "wantAssertionsEncrypted": False,
+        },
+    }
+    if previous_cert:  # published during a rotation so IdPs can still encrypt to it
+        data["sp"]["x509certNew"] = previous_cert
+    if idp is not None:
+        entity_id, sso, slo, certs = idp
+        data["idp"] = {
+            "entityId": entity_id,
+            "singleSignOnService": {"url": sso, "binding": C.BINDING_HTTP_REDIRECT},
+            "x509certMulti": {"signing": list(certs)},
+        }
+        if slo:
+            data["idp"]["singleLogoutService"] = {"url": slo, "binding": C.BINDING_HTTP_REDIRECT}
+    return OneLogin_Saml2_Settings(data, sp_validation_only=idp is None)
+
+
+def metadata(sp: Sp) -> str:
+    """SP metadata: entity ID, ACS, SLS, and every published key for signing and encryption
+    (python3-saml lists encryption keys only when it requires encryption; we accept either)."""
+    config = settings(sp, None)
+    builder = config.metadata_class
+    xml = builder.builder(
+        config.get_sp_data(),
+        True,
+        True,
+        None,
+        None,
+        config.get_contacts(),
+        config.get_organization(),
+    )
+    for key in reversed(sp.keys):
+        xml = builder.add_x509_key_descriptors(xml, key.cert_b64, True)
+    return xml.decode() if isinstance(xml, bytes) else str(xml)
+
+
+def request_data(
+    sp: Sp, path: str, *, post: dict[str, str] | None = None, get: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """The request as python3-saml wants it, built from our configured base URL (never from the
+    Host header), so Destination checks compare against the URL we publish."""
+    parts = urlsplit(sp.base_url)
+    return {
+        "https": "on" if parts.scheme == "https" else "off",
+        "http_host": parts.netloc,
+        "script_name": parts.path + path,
+        "get_data": get or {},
+        "post_data": post or {},
+    }
+
+
+@dataclass(frozen=True)
+class Assertion:
+    """What a valid response says, once every check passed."""
+
+    idp: IdentityProvider
+    name_id: str
+    name_id_format: str | None
+    session_index: str | None
+    attributes: dict[str, list[str]]
+    in_response_to: str | None
+    relay_state: str | None
+
+
+def decode(form_value: str | None) -> bytes:
+    """The XML of a SAMLResponse form field, strictly base64, within the size limit."""
+    if not form_value:
+        raise SamlRejected("malformed", "the request carries no SAMLResponse")
+    try:
+        xml = base64.b64decode("".join(form_value.split()), validate=True)
+    except (binascii.Error, ValueError):
+        raise SamlRejected("malformed", "the SAMLResponse is not base64") from None
+    if len(xml) > MAX_RESPONSE:
+        raise SamlRejected("too_large", f"the SAMLResponse is larger than {MAX_RESPONSE} bytes")
+    return xml
+
+
+def inspect(xml: bytes) -> etree._Element:
+    """Parse with DTDs refused and check the shape before any signature work (§6)."""
+    try:
+        root = etree.fromstring(xml, _PARSER)
+    except etree.XMLSyntaxError:
+        raise SamlRejected("malformed", "the SAMLResponse is not well-formed XML") from None
+    info = root.getroottree().docinfo
+    if info.doctype or info.internalDTD is not None:
+        raise SamlRejected("malformed", "DTDs are not allowed in SAML messages")
+    if root.tag != f"{{{C.NS_SAMLP}}}Response":
+        raise SamlRejected("malformed", "the message is not a samlp:Response")
+    _check_transforms(root)
+    count = len(root.findall("saml:Assertion", NS)) + len(
+        root.findall("saml:EncryptedAssertion", NS)
+    )
+    if count != 1 or len(root.findall(".//saml:Assertion", NS)) > 1:
+        raise SamlRejected("malformed", "the response must carry exactly one assertion")
+    return root
+
+
+def _check_transforms(root: etree._Element) -> None:
+    for transform in root.iterfind(".//ds:Transform", NS):
+        if transform.get("Algorithm") not in ALLOWED_TRANSFORMS:
+            raise SamlRejected(
+                "forbidden_transform",
+                f"signature transform {transform.get('Algorithm')!r} is not allowed",
+            )
+    for method in root.iterfind(".//ds:CanonicalizationMethod", NS):
+        if method.get("Algorithm") != "http://www.w3.org/2001/10/xml-exc-c14n#":
+            raise SamlRejected("forbidden_transform", "only exclusive c14n is allowed")
+
+
+def issuer(root: etree._Element) -> str | None:
+    found = root.find("saml:Issuer", NS)
+    if found is None:
+        found = root.find("saml:Assertion/saml:Issuer", NS)
+    return None if found is None else (found.text or "").strip()
+
+
+def validate(
+    store: Store,
+    account: Account,
+    sp: Sp,
+    idp: IdentityProvider,
+    form: dict[str, str],
+    path: str,
+) -> Assertion:
+    """Run python3-saml's checks and ours; record the assertion ID (replays are refused)."""
+    raw = form["SAMLResponse"]
+    response = None
+    for key in sp.keys:  # during a rotation the IdP may still encrypt to the previous key
+        try:
+            response = OneLogin_Saml2_Response(settings(sp, idp, key=key), raw)
+            break
+        except Exception as exc:  # decryption and parse errors of every kind
+            last = exc
+    if response is None:
+        raise SamlRejected("malformed", f"the response cannot be read ({type(last).__name__})")
+    document = response.decrypted_document if response.encrypted else response.document
+    if response.encrypted:
+        _check_transforms(document)
+    try:
+        response.is_valid(request_data(sp, path, post=form), raise_exceptions=True)
+        name_id = response.get_nameid()
+    except VE as exc:
+        raise SamlRejected(REASONS.get(exc.code, "invalid"), str(exc)) from None
+    except Exception as exc:  # anything else the library raises is a bad message, not a 500
+        raise SamlRejected("invalid", f"{type(exc).__name__}: {exc}") from None
+    assertion = document.find("saml:Assertion", NS)
+    if assertion is None:
+        assertion = document.find(".//saml:Assertion", NS)
+    _exact(document.get("Destination"), sp.acs_url, "wrong_destination", "Destination")
+    data = assertion.find("saml:Subject/saml:SubjectConfirmation/saml:SubjectConfirmationData", NS)
+    if data is None:
+        raise SamlRejected("wrong_recipient", "the assertion has no SubjectConfirmationData")
+    _exact(data.get("Recipient"), sp.acs_url, "wrong_recipient", "Recipient")
+    audiences = [
+        a.text
+        for a in assertion.iterfind("saml:Conditions/saml:AudienceRestriction/saml:Audience", NS)
+    ]
+    if sp.entity_id not in audiences:
+        raise SamlRejected("wrong_audience", f"the assertion is not for audience {sp.entity_id}")
+    expiry = data.get("NotOnOrAfter") or assertion.find("saml:Conditions", NS).get("NotOnOrAfter")
+    if not expiry:
+        raise SamlRejected("expired", "the assertion carries no expiry (NotOnOrAfter)")
+    in_response_to = data.get("InResponseTo")  # signed: the Response's own copy is not
+    relay_state = form.get("RelayState")
+    if in_response_to:
+        relay_state = _consume_request(store, account, idp, in_response_to) or relay_state
+    elif not idp.allow_idp_initiated:
+        raise SamlRejected(
+            "idp_initiated_not_allowed",
+            "this IdP may not start logins; sign in from the product's login page",
+        )
+    _remember(store, idp, assertion.get("ID"), _instant(expiry))
+    return Assertion(
+        idp=idp,
+        name_id=name_id,
+        name_id_format=response.get_nameid_format(),
+        session_index=response.get_session_index(),
+        attributes={k: [str(v) for v in vs] for k, vs in response.get_attributes().items()},
+        in_response_to=in_response_to,
+        relay_state=relay_state,
+    )
+
+
+def _exact(value: str | None, wanted: str, reason: str, what: str) -> None:
+    if value != wanted:
+        raise SamlRejected(reason, f"{what} is {value!r}, not {wanted!r}")
+
+
+def _instant(text: str) -> datetime:
+    parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def remember_request(
+    store: Store, account: Account, idp: IdentityProvider, request_id: str, relay_state: str | None
+) -> None:
+    """Keep an AuthnRequest ID until it comes back (once) or expires."""
+
+    def work(db: Any) -> None:
+        db.execute(delete(AuthnRequest).where(AuthnRequest.expires < utcnow()))
+        db.add(
+            AuthnRequest(
+                id=request_id,
+                account_id=account.id,
+                idp_id=idp.id,
+                relay_state=relay_state,
+                expires=utcnow() + REQUEST_TTL,
+            )
+        )
+
+    store.write(work)
+
+
+def _consume_request(
+    store: Store, account: Account, idp: IdentityProvider, request_id: str
+) -> str | None:
+    """Use up a pending AuthnRequest; unknown, expired, reused or another IdP's: refused."""
+
+    def work(db: Any) -> tuple[bool, str | None]:
+        row = db.scalar(
+            select(AuthnRequest)
+            .where(AuthnRequest.id == request_id, AuthnRequest.account_id == account.id)
+            .with_for_update()
+        )
+        if row is None or row.idp_id != idp.id or row.expires < utcnow():
+            return False, None
+        relay = row.relay_state
+        db.delete(row)
+        return True, relay
+
+    found, relay = store.write(work)
+    if not found:
+        raise SamlRejected(
+            "unknown_in_response_to", "the response answers no pending login of ours"
+        )
+    return relay
+
+
+def _remember(
+    store: Store, idp: IdentityProvider, assertion_id: str | None, expires: datetime
+) -> None:
+    if not assertion_id:
+        raise SamlRejected("malformed", "the assertion has no ID")
+
+    def work(db: Any) -> None:
+        db.execute(delete(SeenAssertion).where(SeenAssertion.expires < utcnow()))
+        seen = db.scalar(
+            select(SeenAssertion.id).where(
+                SeenAssertion.idp_id == idp.id, SeenAssertion.assertion_id == assertion_id
+            )
+        )
+        if seen is not None:  # a concurrent twin fails the unique key, retries, and lands here
+            raise SamlRejected("replayed", "this assertion was already used")
+        keep_until = max(expires, utcnow()) + timedelta(minutes=5)  # beyond any clock skew
+        db.add(SeenAssertion(idp_id=idp.id, assertion_id=assertion_id, expires=keep_until))
+
+    store.write(work)
+
+
+def profile(assertion: Assertion) -> policies.Profile:
+    """The neutral Profile of a login (source saml)."""
+    idp = assertion.idp
+    if idp.match_by == "name_id":
+        user_name = assertion.name_id
+    else:
+        values = assertion.attributes.get(idp.match_by) or []
+        if not values:
+            raise SamlRejected(
+                "missing_attribute", f"the assertion has no {idp.match_by!r} attribute"
+            )
+        user_name = values[0]
+    fields: dict[str, Any] = {}
+    if idp.allow_jit:  # a JIT account's users are described by their logins; SCIM owns the rest
+        email = _first(assertion.attributes, EMAIL_ATTRS) or (
+            user_name if "@" in user_name else None
+        )
+        if email:
+            fields["emails"] = [{"value": email, "type": "work", "primary": True}]
+        for field_name, names in NAME_ATTRS.items():
+            value = _first(assertion.attributes, names)
+            if value:
+                fields[field_name] = value
+    return policies.Profile(
+        source=policies.Source.SAML,
+        user_name=user_name,
+        idp=policies.IdpLink(idp.entity_id, assertion.name_id),
+        attributes={k: tuple(v) for k, v in assertion.attributes.items()},
+        fields=fields,
+    )
+
+
+EMAIL_ATTRS = (
+    "email",
+    "mail",
+    "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/emailaddress",
+)
+NAME_ATTRS = {
+    "given_name": (
+        "givenName",
+        "firstName",
+        "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/givenname",
+    ),
+    "family_name": (
+        "surname",
+        "sn",
+        "lastName",
+        "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/surname",
+    ),
+    "display_name": ("displayName", "http://schemas.microsoft.com/identity/claims/displayname"),
+}
+
+
+def _first(attributes: dict[str, list[str]], names: tuple[str, ...]) -> str | None:
+    for name in names:
+        values = [v.strip() for v in attributes.get(name, []) if v.strip()]
+        if values:
+            return values[0]
+    return None

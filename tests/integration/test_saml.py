@@ -1,0 +1,467 @@
+"""SAML SSO through HTTP, against an independent test IdP (tests/saml_idp): valid logins in both
+flows, JIT through the policy, sessions, single logout, key rollover, and every refusal."""
+
+import base64
+import datetime as dt
+import secrets
+
+import pytest
+from sqlalchemy import func, select
+
+from bridge import idps, logins
+from bridge.models import User
+from tests.saml_idp import (
+    TestIdP,
+    base64_not_xml,
+    not_base64,
+    parse_authn_request,
+    parse_logout_response,
+    parse_sp_metadata,
+    truncated,
+)
+
+BASE = "http://127.0.0.1:8000"
+
+
+class Login:
+    """An account with a registered test IdP, and helpers to post what the IdP would."""
+
+    def __init__(self, client, store, account, idp, name="test"):
+        self.client, self.store, self.account, self.idp, self.name = (
+            client,
+            store,
+            account,
+            idp,
+            name,
+        )
+        slug = account.slug
+        self.acs = f"{BASE}/saml/{slug}/acs"
+        self.entity_id = f"{BASE}/saml/{slug}/metadata"
+
+    def start(self, next_url="/welcome"):
+        """SP-initiated: the AuthnRequest our /login sends (parsed) and its ID."""
+        resp = self.client.get(f"/saml/{self.account.slug}/login", query_string={"next": next_url})
+        assert resp.status_code == 302, resp.get_data(as_text=True)
+        return parse_authn_request(resp.headers["Location"])
+
+    def response(self, **kw):
+        kw.setdefault("destination", self.acs)
+        kw.setdefault("audience", self.entity_id)
+        return self.idp.response(**kw)
+
+    def post(self, xml, relay_state=None, path=None):
+        form = self.idp.post_form(xml, relay_state) if isinstance(xml, bytes) else xml
+        return self.client.post(path or f"/saml/{self.account.slug}/acs", data=form)
+
+    def users(self):
+        with self.store.read() as db:
+            return db.scalar(
+                select(func.count()).select_from(User).where(User.account_id == self.account.id)
+            )
+
+    def last_reason(self):
+        with self.store.read() as db:
+            rows = logins.recent(db, self.account.id, limit=1)
+        return rows[0]["reason"] if rows else None
+
+
+@pytest.fixture
+def saml(client, store, account):
+    idp = TestIdP()
+    idps.add(store, account.slug, idp.metadata_xml(), name="test", actor="t")
+    return Login(client, store, account, idp)
+
+
+def test_sp_metadata(saml):
+    """The SP metadata names our entity ID, ACS, SLS and a signing/encryption certificate."""
+    resp = saml.client.get(f"/saml/{saml.account.slug}/metadata")
+    assert resp.status_code == 200 and "xml" in resp.mimetype
+    meta = parse_sp_metadata(resp.get_data(as_text=True))
+    assert meta.entity_id == saml.entity_id
+    assert saml.acs in meta.acs_urls.values() and meta.signing_certs and meta.encryption_certs
+
+
+def test_sp_initiated_login_and_session(saml):
+    """A signed AuthnRequest goes out; the answer signs the user in and lands on `next`."""
+    request = saml.start("/welcome")
+    meta = parse_sp_metadata(
+        saml.client.get(f"/saml/{saml.account.slug}/metadata").get_data(as_text=True)
+    )
+    assert request.acs_url == saml.acs and request.signature_valid_with(meta.signing_certs[0])
+    resp = saml.post(
+        saml.response(
+            in_response_to=request.id,
+            name_id="ann@example.com",
+            attributes={"email": ["ann@example.com"], "givenName": ["Ann"]},
+        )
+    )
+    assert resp.status_code == 302 and resp.headers["Location"] == "/welcome"
+    cookie = resp.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
+    session = saml.client.get("/session").json
+    assert (
+        session["user"]["userName"] == "ann@example.com" and session["role"] == "media_library_user"
+    )
+    assert session["environments"] == ["production"] and session["account"] == saml.account.slug
+    assert saml.last_reason() == "ok"
+
+
+def test_idp_initiated_only_when_allowed(saml, store):
+    """An unsolicited response is refused unless the IdP is opted in; then it signs in."""
+    resp = saml.post(saml.response(name_id="bob@example.com"))
+    assert (
+        resp.status_code == 400
+        and "sign in from the application" in resp.get_data(as_text=True).lower()
+    )
+    assert saml.users() == 0 and saml.last_reason() == "idp_initiated_not_allowed"
+
+    def allow(db):
+        idp = idps.get(db, saml.account.id, "test")
+        idp.allow_idp_initiated = True
+
+    store.write(allow)
+    resp = saml.post(saml.response(name_id="bob@example.com"))
+    assert resp.status_code == 302 and saml.users() == 1
+
+
+def test_session_is_401_without_login(client):
+    """/session without a session is 401 JSON."""
+    assert client.get("/session").status_code == 401
+
+
+def _fresh(saml):
+    return saml.start().id
+
+
+@pytest.mark.parametrize(
+    ("attack", "reason"),
+    [
+        ("unsigned", "unsigned"),
+        ("signed_by_other_key", "bad_signature"),
+        ("tampered", "bad_signature"),
+        ("expired", "expired"),
+        ("not_yet_valid", "not_yet_valid"),
+        ("wrong_audience", "wrong_audience"),
+        ("no_audience", "wrong_audience"),
+        ("prefixed_destination", "wrong_destination"),
+        ("no_destination", "wrong_destination"),
+        ("wrong_recipient", "wrong_recipient"),
+        ("prefixed_recipient", "wrong_recipient"),
+        ("unknown_in_response_to", "unknown_in_response_to"),
+        ("no_expiry", "expired"),
+        ("sha1", "deprecated_algorithm"),
+    ],
+)
+def test_refused_responses(saml, attack, reason):
+    """Each forged, stale or misdirected response is a 4xx, writes no user, and is logged."""
+    rid = _fresh(saml)
+    ok = {"in_response_to": rid, "name_id": "victim@example.com"}
+    build = {
+        "unsigned": lambda: saml.idp.unsigned(destination=saml.acs, audience=saml.entity_id, **ok),
+        "signed_by_other_key": lambda: saml.idp.signed_by_other_key(
+            destination=saml.acs, audience=saml.entity_id, **ok
+        ),
+        "tampered": lambda: saml.idp.tampered_after_signing(
+            destination=saml.acs, audience=saml.entity_id, in_response_to=rid
+        ),
+        "expired": lambda: saml.response(now=dt.datetime.now(dt.UTC) - dt.timedelta(hours=2), **ok),
+        "not_yet_valid": lambda: saml.response(
+            now=dt.datetime.now(dt.UTC) + dt.timedelta(hours=2), **ok
+        ),
+        "wrong_audience": lambda: saml.response(**{**ok, "audience": "https://other.example/sp"}),
+        "no_audience": lambda: saml.response(**{**ok, "audience": None}),
+        "prefixed_destination": lambda: saml.response(
+            **{**ok, "destination": saml.acs + "-evil", "recipient": saml.acs}
+        ),
+        "no_destination": lambda: saml.response(
+            **{**ok, "destination": None, "recipient": saml.acs}
+        ),
+        "wrong_recipient": lambda: saml.response(**{**ok, "recipient": "https://evil.example/acs"}),
+        "prefixed_recipient": lambda: saml.response(
+            **{**ok, "recipient": "https://evil.test/?" + saml.acs}
+        ),
+        "unknown_in_response_to": lambda: saml.response(**{**ok, "in_response_to": "_not_ours"}),
+        "no_expiry": lambda: saml.response(
+            **ok, not_on_or_after=None, subject_not_on_or_after=None
+        ),
+        "sha1": lambda: saml.response(
+            **ok, signature_algorithm="rsa-sha1", digest_algorithm="sha1"
+        ),
+    }[attack]
+    resp = saml.post(build())
+    assert 400 <= resp.status_code < 500, resp.get_data(as_text=True)[:300]
+    body = resp.get_data(as_text=True)
+    assert "saml:" not in body and "Traceback" not in body  # a plain page, never raw XML
+    assert saml.users() == 0
+    assert saml.last_reason() == reason
+
+
+@pytest.mark.parametrize(
+    "variant", ["evil_first", "evil_last", "extensions", "advice", "object", "response_wrapped"]
+)
+def test_signature_wrapping_refused(saml, variant):
+    """Every signature-wrapping variant is refused, and the evil identity never signs in."""
+    resp = saml.post(
+        saml.idp.signature_wrapping(
+            variant, destination=saml.acs, audience=saml.entity_id, in_response_to=_fresh(saml)
+        )
+    )
+    assert 400 <= resp.status_code < 500
+    assert saml.users() == 0
+
+
+def test_comment_injected_name_id_is_read_whole(saml, store):
+    """admin@example.com<!---->.evil.test signs in as that whole name, never as admin."""
+    accounts_ = saml.users()
+    resp = saml.post(
+        saml.idp.comment_injected_name_id(
+            destination=saml.acs, audience=saml.entity_id, in_response_to=_fresh(saml)
+        )
+    )
+    assert resp.status_code == 302
+    assert saml.client.get("/session").json["user"]["userName"] == "admin@example.com.evil.test"
+    assert saml.users() == accounts_ + 1
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        "xxe",
+        "entities",
+        "quadratic",
+        "xslt",
+        "oversized",
+        "not_base64",
+        "not_xml",
+        "truncated",
+        "empty",
+    ],
+)
+def test_hostile_payloads_are_4xx(saml, tmp_path, payload):
+    """XXE, entity expansion, XSLT transforms, huge and garbage payloads: 4xx, never a 500."""
+    canary = tmp_path / "canary.txt"
+    canary.write_text("CANARY-SECRET")
+    ok = {"destination": saml.acs, "audience": saml.entity_id, "in_response_to": _fresh(saml)}
+    form = {
+        "xxe": lambda: saml.idp.post_form(saml.idp.with_xxe(system_id=canary.as_uri(), **ok)),
+        "entities": lambda: saml.idp.post_form(saml.idp.with_entity_expansion(**ok)),
+        "quadratic": lambda: saml.idp.post_form(saml.idp.with_quadratic_blowup(**ok)),
+        "xslt": lambda: saml.idp.post_form(saml.idp.with_xslt_transform(nested_loops=4, **ok)),
+        "oversized": lambda: saml.idp.post_form(saml.idp.oversized(600_000, **ok)),
+        "not_base64": lambda: {"SAMLResponse": not_base64()},
+        "not_xml": lambda: {"SAMLResponse": base64_not_xml()},
+        "truncated": lambda: {
+            "SAMLResponse": base64.b64encode(
+                truncated(saml.response(**{k: v for k, v in ok.items()}))
+            ).decode()
+        },
+        "empty": lambda: {},
+    }[payload]()
+    resp = saml.post(form)
+    assert 400 <= resp.status_code < 500, resp.status_code
+    assert "CANARY" not in resp.get_data(as_text=True)
+    assert saml.users() == 0
+
+
+def test_replayed_assertion_refused(saml, store):
+    """The same assertion twice: the second is refused as a replay."""
+
+    def allow(db):
+        idps.get(db, saml.account.id, "test").allow_idp_initiated = True
+
+    store.write(allow)
+    xml = saml.response(name_id="once@example.com")
+    assert saml.post(xml).status_code == 302
+    resp = saml.post(xml)
+    assert resp.status_code == 400 and saml.last_reason() == "replayed"
+
+
+def test_in_response_to_is_single_use_and_must_be_signed(saml):
+    """A request ID answers once; an unsigned InResponseTo over an unsolicited assertion fails."""
+    rid = _fresh(saml)
+    assert saml.post(saml.response(in_response_to=rid, name_id="a@example.com")).status_code == 302
+    again = saml.post(saml.response(in_response_to=rid, name_id="a@example.com"))
+    assert again.status_code == 400 and saml.last_reason() == "unknown_in_response_to"
+    pending = _fresh(saml)
+    unsolicited = saml.response(name_id="b@example.com")
+    stripped = saml.idp.rewrapped(unsolicited, in_response_to=pending)
+    resp = saml.post(stripped)
+    assert resp.status_code == 400 and saml.last_reason() == "idp_initiated_not_allowed"
+
+
+def test_off_site_relay_state_refused(saml):
+    """A RelayState pointing at another site is refused before anything is written."""
+    resp = saml.post(
+        saml.response(in_response_to=_fresh(saml)), relay_state="https://evil.example/steal"
+    )
+    assert resp.status_code == 400 and saml.last_reason() == "bad_relay_state" and saml.users() == 0
+    login = saml.client.get(
+        f"/saml/{saml.account.slug}/login", query_string={"next": "//evil.example/"}
+    )
+    assert login.status_code == 400
+
+
+def test_scim_only_idp_refuses_unknown_users(saml, store, scim):
+    """With JIT off, only users SCIM provisioned may sign in; others are told to ask their admin."""
+
+    def no_jit(db):
+        idps.get(db, saml.account.id, "test").allow_jit = False
+
+    store.write(no_jit)
+    resp = saml.post(saml.response(in_response_to=_fresh(saml), name_id="stranger@example.com"))
+    assert resp.status_code == 403 and "ask your it admin" in resp.get_data(as_text=True).lower()
+    assert saml.last_reason() == "user_not_provisioned"
+    scim.post("Users", json={"userName": "known@example.com"})
+    resp = saml.post(saml.response(in_response_to=_fresh(saml), name_id="KNOWN@example.com"))
+    assert resp.status_code == 302
+
+
+def test_deactivation_ends_live_session(saml, scim):
+    """A SCIM deactivation ends the user's session at once; they cannot sign in again."""
+    user = scim.post("Users", json={"userName": "quit@example.com"}).json
+    assert (
+        saml.post(
+            saml.response(in_response_to=_fresh(saml), name_id="quit@example.com")
+        ).status_code
+        == 302
+    )
+    assert saml.client.get("/session").status_code == 200
+    scim.patch(
+        f"Users/{user['id']}", json={"Operations": [{"op": "replace", "value": {"active": False}}]}
+    )
+    assert saml.client.get("/session").status_code == 401
+    resp = saml.post(saml.response(in_response_to=_fresh(saml), name_id="quit@example.com"))
+    assert resp.status_code == 403 and saml.last_reason() == "user_deactivated"
+
+
+def test_jit_login_goes_through_policy(saml, settings):
+    """A JIT login gets the policy's decision from its SAML attributes, and updates on the next."""
+    (settings.policy_dir / f"{saml.account.slug}.yaml").write_text(
+        f"account: {saml.account.slug}\nenvironments: [production, staging]\n"
+        "defaults: {role: media_library_user, environments: [production]}\n"
+        "rules:\n  - name: admins\n    when: {groups: {contains: cld-admins}}\n"
+        "    then: {role: admin, environments: all}\n"
+    )
+    saml.post(
+        saml.response(
+            in_response_to=_fresh(saml),
+            name_id="jit@example.com",
+            attributes={"groups": ["cld-admins"]},
+        )
+    )
+    assert saml.client.get("/session").json["role"] == "admin"
+    saml.post(
+        saml.response(
+            in_response_to=_fresh(saml), name_id="jit@example.com", attributes={"groups": ["staff"]}
+        )
+    )
+    assert saml.client.get("/session").json["role"] == "media_library_user"
+
+
+def test_key_rollover(saml, store):
+    """An IdP rolls its key: both certificates are trusted after a refresh, then only the new."""
+    old = saml.idp.signing_key
+    saml.idp.rollover()
+    idps.refresh(store, saml.account.slug, "test", xml=saml.idp.metadata_xml(), actor="t")
+    assert (
+        saml.post(saml.response(in_response_to=_fresh(saml), name_id="r1@example.com")).status_code
+        == 302
+    )
+    assert (
+        saml.post(
+            saml.response(in_response_to=_fresh(saml), name_id="r2@example.com", key=old)
+        ).status_code
+        == 302
+    )
+    saml.idp.retire(old)
+    idps.refresh(store, saml.account.slug, "test", xml=saml.idp.metadata_xml(), actor="t")
+    resp = saml.post(saml.response(in_response_to=_fresh(saml), name_id="r3@example.com", key=old))
+    assert resp.status_code == 400 and saml.last_reason() == "bad_signature"
+
+
+def test_encrypted_assertion(saml):
+    """An assertion encrypted to the SP's certificate is accepted."""
+    meta = parse_sp_metadata(
+        saml.client.get(f"/saml/{saml.account.slug}/metadata").get_data(as_text=True)
+    )
+    xml = saml.response(
+        in_response_to=_fresh(saml),
+        name_id="enc@example.com",
+        encrypt_to_cert=meta.encryption_certs[0],
+    )
+    assert saml.post(xml).status_code == 302
+
+
+def test_idp_initiated_logout(saml):
+    """A signed LogoutRequest from the IdP ends the session and gets a LogoutResponse."""
+    saml.post(
+        saml.response(in_response_to=_fresh(saml), name_id="slo@example.com", session_index="_s1")
+    )
+    assert saml.client.get("/session").status_code == 200
+    message = saml.idp.logout_request(
+        f"{BASE}/saml/{saml.account.slug}/sls", "slo@example.com", "_s1"
+    )
+    resp = saml.client.get(f"/saml/{saml.account.slug}/sls?{message.query_string}")
+    assert resp.status_code == 302
+    answer = parse_logout_response(resp.headers["Location"])
+    assert answer.in_response_to == message.id and answer.status.endswith("Success")
+    assert saml.client.get("/session").status_code == 401
+
+
+def test_unsigned_logout_request_refused(saml):
+    """An unsigned LogoutRequest ends nothing."""
+    saml.post(
+        saml.response(in_response_to=_fresh(saml), name_id="keep@example.com", session_index="_k")
+    )
+    message = saml.idp.logout_request(
+        f"{BASE}/saml/{saml.account.slug}/sls", "keep@example.com", "_k", sign=False
+    )
+    resp = saml.client.get(f"/saml/{saml.account.slug}/sls?{message.query_string}")
+    assert resp.status_code == 400
+    assert saml.client.get("/session").status_code == 200
+
+
+def test_sp_initiated_logout(saml):
+    """/logout ends the session and sends a LogoutRequest to the IdP's SLO endpoint."""
+    saml.post(saml.response(in_response_to=_fresh(saml), name_id="out@example.com"))
+    resp = saml.client.get("/logout")
+    assert resp.status_code == 302 and resp.headers["Location"].startswith(saml.idp.slo_url)
+    assert saml.client.get("/session").status_code == 401
+
+
+def test_idps_and_logins_cli(cli, saml, tmp_path):
+    """`idps add/list/remove` and `logins --failed` as an operator uses them."""
+    other = TestIdP(entity_id="https://other-idp.example.test/metadata")
+    path = tmp_path / "md.xml"
+    path.write_text(other.metadata_xml())
+    added = cli("idps", "add", saml.account.slug, "--metadata", str(path), "--name", "other")
+    assert added.exit_code == 0 and "added IdP other" in added.stdout
+    assert (
+        "other\thttps://other-idp.example.test/metadata"
+        in cli("idps", "list", saml.account.slug).stdout
+    )
+    dup = cli("idps", "add", saml.account.slug, "--metadata", str(path), "--name", "again")
+    assert dup.exit_code == 1 and "already has IdP" in dup.stderr
+    bad = tmp_path / "bad.xml"
+    bad.write_text("<nope/>")
+    assert cli("idps", "add", saml.account.slug, "--metadata", str(bad)).exit_code == 1
+    ssrf = cli("idps", "add", saml.account.slug, "--metadata", "https://127.0.0.1/md.xml")
+    assert ssrf.exit_code == 1 and "non-public address" in ssrf.stderr
+    assert (
+        cli("idps", "add", saml.account.slug, "--metadata", "http://example.com/md").exit_code == 1
+    )
+    saml.post(saml.response(name_id="x@example.com"))
+    failed = cli("logins", saml.account.slug, "--failed").stdout
+    assert "REFUSED unknown_idp" in failed  # two IdPs now: unsolicited needs /acs/<idp>
+    assert cli("idps", "remove", saml.account.slug, "other").exit_code == 0
+
+
+def test_unknown_account_pages_are_404(client):
+    """SAML URLs of an unknown account answer a 404 page, not a 500."""
+    assert client.get(f"/saml/nope-{secrets.token_hex(3)}/metadata").status_code == 404
+    assert (
+        client.post(
+            f"/saml/nope-{secrets.token_hex(3)}/acs", data={"SAMLResponse": "x"}
+        ).status_code
+        == 404
+    )

@@ -80,6 +80,22 @@ def main(click_ctx: click.Context) -> None:
     click_ctx.call_on_close(click_ctx.obj.close)
 
 
+def add_adapter_commands() -> None:
+    """Commands the protocol adapters bring (e.g. saml's dev IdP), without bridge importing
+    them by name: the adapters list is the one composition root (bridge.ADAPTERS)."""
+    import importlib
+
+    from bridge import ADAPTERS
+
+    for adapter in ADAPTERS:
+        try:
+            module = importlib.import_module(f"{adapter}.cli")
+        except ModuleNotFoundError:
+            continue
+        for command in getattr(module, "COMMANDS", ()):
+            main.add_command(command)
+
+
 @main.group()
 def db() -> None:
     """The account store's schema."""
@@ -280,6 +296,9 @@ def demo(ctx: Context, slug: str) -> None:
     click.echo(f"account:            {slug} (environments: production, staging)")
     click.echo(f"SCIM base URL:      {base}/scim/v2")
     click.echo(f"SAML metadata URL:  {base}/saml/{slug}/metadata")
+    click.echo(
+        f"SAML login:         {base}/saml/{slug}/login (after `bridge dev-idp register {slug}`)"
+    )
     click.echo("SCIM bearer token (shown once):")
     click.echo(token.raw)
 
@@ -671,3 +690,6 @@ def sp_keys_retire(ctx: Context, slug: str, key_id: int) -> None:
         account = accounts.get_account(session, slug)
     sp_keys.retire(ctx.store, account.id, key_id, actor=ctx.actor)
     click.echo(f"retired SP key {key_id} of {slug}")
+
+
+add_adapter_commands()

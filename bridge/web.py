@@ -78,7 +78,24 @@ def _assign_request_id() -> None:
     g.request_id = given if REQUEST_ID.fullmatch(given) else secrets.token_hex(8)
     limit = current_app.config["MAX_CONTENT_LENGTH"]
     if request.content_length is not None and request.content_length > limit:
+        _drain(request.content_length)
         raise RequestEntityTooLarge(f"the request body is over the limit of {limit} bytes")
+
+
+DRAIN_LIMIT = 64 * 1024 * 1024
+
+
+def _drain(length: int) -> None:
+    """Read (and drop) an oversized body before answering 413: a server that answers without
+    reading it closes the connection under a client still sending, which then sees a reset
+    instead of the 413. Beyond DRAIN_LIMIT the connection is closed anyway."""
+    stream = request.environ.get("wsgi.input")
+    remaining = min(length, DRAIN_LIMIT)
+    while stream is not None and remaining > 0:
+        chunk = stream.read(min(65536, remaining))
+        if not chunk:
+            break
+        remaining -= len(chunk)
 
 
 def _echo_request_id(response: Any) -> Any:

@@ -12,6 +12,7 @@ import socket
 import urllib.request
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -23,7 +24,7 @@ from sqlalchemy.orm import Session
 from bridge import audit
 from bridge.accounts import get_account
 from bridge.errors import Conflict, InvalidInput, NotFound
-from bridge.models import IdentityProvider, utcnow
+from bridge.models import Account, IdentityProvider, utcnow
 from bridge.store import Store
 
 MAX_METADATA = 1_048_576
@@ -60,6 +61,19 @@ def parse_metadata(xml: str) -> Metadata:
     return Metadata(idp["entityId"], idp["singleSignOnService"]["url"], slo, certs)
 
 
+def expiring(db: Session) -> list[str]:
+    """Expiry warnings for every IdP of every account (for /readyz)."""
+    found = []
+    for idp, slug in db.execute(
+        select(IdentityProvider, Account.slug).join(
+            Account, Account.id == IdentityProvider.account_id
+        )
+    ):
+        found += [f"{slug}: {w}" for w in expiry_warnings(idp)]
+    return found
+
+
+@lru_cache(maxsize=1024)
 def _certificate(b64: str) -> x509.Certificate:
     pem = "-----BEGIN CERTIFICATE-----\n" + b64.strip() + "\n-----END CERTIFICATE-----\n"
     try:

@@ -13,7 +13,7 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy import text
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from bridge import errors, schema
+from bridge import errors, idps, schema
 from bridge.store import Store
 
 log = logging.getLogger(__name__)
@@ -140,7 +140,12 @@ def readyz() -> ResponseReturnValue:
             f"database schema at {at or 'nothing'}, code expects {want}: run `bridge db upgrade`"
         )
         return jsonify(status="unavailable", reason=reason), 503
+    body: dict[str, Any] = {"status": "ok", "schema": at}
     broken = store.policies.problems()
     if broken:  # still serving: each account keeps its last good policy
-        return jsonify(status="ok", schema=at, policy_errors=broken)
-    return jsonify(status="ok", schema=at)
+        body["policy_errors"] = broken
+    with store.read() as db:
+        expiring = idps.expiring(db)
+    if expiring:
+        body["certificate_warnings"] = expiring
+    return jsonify(body)

@@ -34,7 +34,7 @@ def test_readyz_ok_at_head(client):
     """A reachable database at the newest migration is ready."""
     response = client.get("/readyz")
     assert response.status_code == 200
-    assert response.json == {"status": "ok", "schema": schema.head()}
+    assert response.json["status"] == "ok" and response.json["schema"] == schema.head()
 
 
 def test_readyz_reports_unmigrated_database(empty_database_url, app_on):

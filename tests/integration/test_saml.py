@@ -465,3 +465,14 @@ def test_unknown_account_pages_are_404(client):
         ).status_code
         == 404
     )
+
+
+def test_readyz_warns_of_expiring_idp_certificates(client, store, account):
+    """An IdP certificate expiring within 30 days shows in /readyz (still ready)."""
+    from tests.saml_idp import KeyPair
+
+    soon = TestIdP.with_keys(KeyPair.generate(days=10), entity_id="https://soon.example.test/md")
+    idps.add(store, account.slug, soon.metadata_xml(), name="soon", actor="t")
+    body = client.get("/readyz").json
+    assert body["status"] == "ok"
+    assert any(account.slug in w and "soon" in w for w in body["certificate_warnings"])

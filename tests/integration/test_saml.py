@@ -476,3 +476,27 @@ def test_readyz_warns_of_expiring_idp_certificates(client, store, account):
     body = client.get("/readyz").json
     assert body["status"] == "ok"
     assert any(account.slug in w and "soon" in w for w in body["certificate_warnings"])
+
+
+def test_sp_key_rotation_overlaps(saml, cli):
+    """After `sp-keys rotate`, both certificates are published, the new one signs requests,
+    and an assertion still encrypted to the old one is accepted until it is retired."""
+
+    def metadata():
+        return parse_sp_metadata(
+            saml.client.get(f"/saml/{saml.account.slug}/metadata").get_data(as_text=True)
+        )
+
+    old_cert = metadata().encryption_certs[0]
+    env = {**cli.env, "BRIDGE_SECRET_KEY": saml.client.application.config["SECRET_KEY"]}
+    rotated = type(cli)(env)("sp-keys", "rotate", saml.account.slug)
+    assert rotated.exit_code == 0, rotated.output
+    meta = metadata()
+    assert len(meta.signing_certs) == 2 and old_cert in meta.encryption_certs
+    new_cert = next(c for c in meta.signing_certs if c != old_cert)
+    request = saml.start()
+    assert request.signature_valid_with(new_cert) and not request.signature_valid_with(old_cert)
+    xml = saml.response(
+        in_response_to=request.id, name_id="rot@example.com", encrypt_to_cert=old_cert
+    )
+    assert saml.post(xml).status_code == 302

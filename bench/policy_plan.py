@@ -162,7 +162,7 @@ def main() -> None:
         base_rss = rss_mb()
         peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         t0 = time.perf_counter()
-        result = planning.plan(store, "acme-media", example)
+        result = planning.plan(store, "acme-media", example, on_change=lambda change: None)
         plan_s = time.perf_counter() - t0
         peak_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         floor = min(floors)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -85,26 +85,23 @@ class Plan:
 
     policy_source: str
     users: int = 0
+    gaining: int = 0
+    losing: int = 0
+    role_changes: int = 0
+    errors: int = 0
     changes: list[Change] = field(default_factory=list)
+    changed_ids: list[uuid.UUID] = field(default_factory=list)
     role_counts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     refused: str | None = None
     warnings: list[str] = field(default_factory=list)
 
-    @property
-    def gaining(self) -> int:
-        return sum(1 for c in self.changes if any(c.gains.values()))
-
-    @property
-    def losing(self) -> int:
-        return sum(1 for c in self.changes if any(c.losses.values()))
-
-    @property
-    def role_changes(self) -> int:
-        return sum(1 for c in self.changes if c.role)
-
-    @property
-    def errors(self) -> int:
-        return sum(1 for c in self.changes if c.errors)
+    def count(self, change: Change) -> None:
+        self.gaining += any(change.gains.values())
+        self.losing += any(change.losses.values())
+        self.role_changes += bool(change.role)
+        self.errors += bool(change.errors)
+        if not change.errors:
+            self.changed_ids.append(change.user_id)
 
     def summary(self) -> str:
         return (
@@ -158,8 +155,18 @@ def explain(
     return choice, decision, profile
 
 
-def plan(store: Store, slug: str, candidate: policies.Policy | None = None) -> Plan:
-    """What applying `candidate` (default: the account's current policy) would change."""
+def plan(
+    store: Store,
+    slug: str,
+    candidate: policies.Policy | None = None,
+    *,
+    on_change: Callable[[Change], None] | None = None,
+) -> Plan:
+    """What applying `candidate` (default: the account's current policy) would change.
+
+    Each user's change goes to `on_change` as it is found (memory stays flat however many
+    users change); without one, changes are collected in `Plan.changes`.
+    """
     with store.read() as db:
         account = get_account(db, slug)
         if candidate is None:
@@ -185,7 +192,11 @@ def plan(store: Store, slug: str, candidate: policies.Policy | None = None) -> P
                     result.role_counts[after.role] += 1
                 change = _diff(user, now, after, () if decision.ok else decision.errors)
                 if change is not None:
-                    result.changes.append(change)
+                    result.count(change)
+                    if on_change is None:
+                        result.changes.append(change)
+                    else:
+                        on_change(change)
     for role in candidate.guards.keep_at_least_one:
         if result.role_counts.get(role, 0) == 0:
             result.refused = f"guard keep_at_least_one: no user would keep the role {role}"
@@ -205,7 +216,7 @@ def apply(store: Store, slug: str, *, actor: str) -> Plan:
             _reconcile_group_grants(db, account, choice.policy, actor=actor)
 
     store.write(reconcile)
-    ids = [c.user_id for c in result.changes if not c.errors]
+    ids = result.changed_ids
     for start in range(0, len(ids), 200):
         chunk = ids[start : start + 200]
 

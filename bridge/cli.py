@@ -14,7 +14,7 @@ import click
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
 import policies
-from bridge import accounts, audit, planning, schema
+from bridge import accounts, audit, idps, logins, planning, schema, sp_keys
 from bridge.errors import BridgeError
 from bridge.settings import Settings
 from bridge.store import Store
@@ -489,3 +489,211 @@ def _print_plan(result: planning.Plan, as_json: bool) -> None:
     click.echo(result.summary())
     if result.refused:
         click.echo(f"REFUSED: {result.refused}", err=True)
+
+
+@main.group("idps")
+def idps_group() -> None:
+    """SAML identity providers of an account."""
+
+
+@idps_group.command("add")
+@click.argument("slug")
+@click.option("--metadata", "source", required=True, help="Metadata XML: a file or an https URL.")
+@click.option("--name", help="A short name (default: from the entity ID's host).")
+@click.option("--allow-idp-initiated", is_flag=True, help="Accept logins the IdP starts.")
+@click.option("--no-jit", is_flag=True, help="Sign in only users SCIM already provisioned.")
+@click.option("--match-by", default="name_id", show_default=True, help="name_id or an attribute.")
+@click.option(
+    "--link-by-email", is_flag=True, help="Link first logins by e-mail (verified domains)."
+)
+@pass_ctx
+@fails_cleanly
+def idps_add(
+    ctx: Context,
+    slug: str,
+    source: str,
+    name: str | None,
+    allow_idp_initiated: bool,
+    no_jit: bool,
+    match_by: str,
+    link_by_email: bool,
+) -> None:
+    """Register an IdP with account SLUG from its metadata; takes effect at once."""
+    url = source if source.startswith(("https://", "http://")) else None
+    xml = (
+        idps.fetch(source, allow_private=ctx.settings.allow_private_metadata)
+        if url
+        else _read(source)
+    )
+    idp = idps.add(
+        ctx.store,
+        slug,
+        xml,
+        name=name,
+        metadata_url=url,
+        allow_idp_initiated=allow_idp_initiated,
+        allow_jit=not no_jit,
+        match_by=match_by,
+        actor=ctx.actor,
+    )
+    if link_by_email:
+        ctx.store.write(lambda db: _set_link_by_email(db, idp.id))
+    base = ctx.settings.base_url
+    click.echo(f"added IdP {idp.name} ({idp.entity_id}) to {slug}")
+    click.echo(
+        f"give the IdP: SP entity ID {base}/saml/{slug}/metadata, ACS {base}/saml/{slug}/acs"
+    )
+    with ctx.store.read() as db:
+        for warning in idps.expiry_warnings(idps.get(db, idp.account_id, idp.name)):
+            click.echo(f"warning: {warning}", err=True)
+
+
+def _set_link_by_email(db: Any, idp_id: int) -> None:
+    from bridge.models import IdentityProvider
+
+    idp = db.get(IdentityProvider, idp_id)
+    idp.link_by_email = True
+    idp.touch()
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError as exc:
+        raise click.ClickException(f"{path}: {exc.strerror}") from exc
+
+
+@idps_group.command("list")
+@click.argument("slug")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_ctx
+@fails_cleanly
+def idps_list(ctx: Context, slug: str, as_json: bool) -> None:
+    """List the IdPs of SLUG, with certificate expiry warnings."""
+    with ctx.store.read() as session:
+        account = accounts.get_account(session, slug)
+        rows = [
+            {
+                "name": i.name,
+                "entity_id": i.entity_id,
+                "sso_url": i.sso_url,
+                "idp_initiated": i.allow_idp_initiated,
+                "jit": i.allow_jit,
+                "certificates": len(i.certificates.get("signing", [])),
+                "warnings": idps.expiry_warnings(i),
+            }
+            for i in idps.list_for(session, account.id)
+        ]
+    if as_json:
+        emit(rows)
+        return
+    for row in rows:
+        flags = ("idp-initiated " if row["idp_initiated"] else "") + (
+            "jit" if row["jit"] else "scim-only"
+        )
+        click.echo(f"{row['name']}\t{row['entity_id']}\t{row['certificates']} cert(s)\t{flags}")
+        for warning in list(row["warnings"]):  # type: ignore[call-overload]
+            click.echo(f"  warning: {warning}")
+
+
+@idps_group.command("remove")
+@click.argument("slug")
+@click.argument("name")
+@pass_ctx
+@fails_cleanly
+def idps_remove(ctx: Context, slug: str, name: str) -> None:
+    """Remove IdP NAME from SLUG; its logins stop at once."""
+    idps.remove(ctx.store, slug, name, actor=ctx.actor)
+    click.echo(f"removed IdP {name} from {slug}")
+
+
+@idps_group.command("refresh")
+@click.argument("slug")
+@click.argument("name", required=False)
+@pass_ctx
+@fails_cleanly
+def idps_refresh(ctx: Context, slug: str, name: str | None) -> None:
+    """Re-read metadata from the IdPs' URLs (all of SLUG's, or NAME); safe to run from cron."""
+    with ctx.store.read() as session:
+        account = accounts.get_account(session, slug)
+        targets = [
+            (i.name, i.metadata_url)
+            for i in idps.list_for(session, account.id)
+            if name in (None, i.name)
+        ]
+    if name and not targets:
+        raise click.ClickException(f"no IdP {name!r} in account {slug!r}")
+    failed = False
+    for idp_name, url in targets:
+        if not url:
+            click.echo(f"{idp_name}: added from a file, nothing to refresh")
+            continue
+        try:
+            xml = idps.fetch(url, allow_private=ctx.settings.allow_private_metadata)
+            changed = idps.refresh(ctx.store, slug, idp_name, xml=xml, actor=ctx.actor)
+        except BridgeError as exc:
+            click.echo(f"{idp_name}: {exc.detail}", err=True)
+            failed = True
+            continue
+        click.echo(f"{idp_name}: {'updated' if changed else 'unchanged'}")
+    if failed:
+        sys.exit(1)
+
+
+@main.command("logins")
+@click.argument("slug")
+@click.option("--failed", is_flag=True, help="Only refused logins.")
+@click.option("-n", "limit", default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_ctx
+@fails_cleanly
+def logins_cmd(ctx: Context, slug: str, failed: bool, limit: int, as_json: bool) -> None:
+    """Recent SAML logins of SLUG, with the typed reason of each refusal."""
+    with ctx.store.read() as session:
+        account = accounts.get_account(session, slug)
+        rows = logins.recent(session, account.id, failed=failed, limit=limit)
+    if as_json:
+        emit(rows)
+        return
+    for row in rows:
+        state = "ok" if row["ok"] else f"REFUSED {row['reason']}"
+        click.echo(
+            f"{row['at']} {row['idp'] or '-':<12} {row['name_id'] or '-':<30} {state}"
+            + (f": {row['detail']}" if row["detail"] and not row["ok"] else "")
+        )
+
+
+@main.group("sp-keys")
+def sp_keys_group() -> None:
+    """The account's SAML SP signing/encryption keys."""
+
+
+@sp_keys_group.command("rotate")
+@click.argument("slug")
+@pass_ctx
+@fails_cleanly
+def sp_keys_rotate(ctx: Context, slug: str) -> None:
+    """Add a new SP key that signs from now on; the previous one stays published until retired."""
+    settings = ctx.settings.ensure_secret_key()
+    with ctx.store.read() as session:
+        account = accounts.get_account(session, slug)
+    sp_keys.active(ctx.store, account.id, slug, settings.secret_key or "")
+    key_id = sp_keys.rotate(ctx.store, account.id, slug, settings.secret_key or "", actor=ctx.actor)
+    click.echo(f"new SP key {key_id} for {slug}")
+    click.echo("give the IdPs the SP metadata again, then retire the previous key")
+
+
+@sp_keys_group.command("retire")
+@click.argument("slug")
+@click.argument("key_id", type=int)
+@pass_ctx
+@fails_cleanly
+def sp_keys_retire(ctx: Context, slug: str, key_id: int) -> None:
+    """Stop publishing and using SP key KEY_ID."""
+    with ctx.store.read() as session:
+        account = accounts.get_account(session, slug)
+    sp_keys.retire(ctx.store, account.id, key_id, actor=ctx.actor)
+    click.echo(f"retired SP key {key_id} of {slug}")
+
+
+add_adapter_commands()

@@ -10,14 +10,10 @@ from __future__ import annotations
 import datetime
 from dataclasses import dataclass
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from bridge import audit, sealing
+from bridge import audit, certs, sealing
 from bridge.models import SpKey, utcnow
 from bridge.store import Store
 
@@ -108,29 +104,12 @@ def _ensure(db: Session, account_id: int, slug: str, secret_key: str) -> None:
 
 
 def _new(db: Session, account_id: int, slug: str, secret_key: str) -> SpKey:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"identity-bridge {slug}"[:64])])
-    now = utcnow()
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + VALID_FOR)
-        .sign(key, hashes.SHA256())
-    )
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
+    key_pem, cert_pem = certs.self_signed(f"identity-bridge {slug}", VALID_FOR)
     row = SpKey(
         account_id=account_id,
-        cert_pem=cert.public_bytes(serialization.Encoding.PEM).decode(),
-        key_sealed=sealing.seal(secret_key, pem),
-        not_after=now + VALID_FOR,
+        cert_pem=cert_pem.decode(),
+        key_sealed=sealing.seal(secret_key, key_pem),
+        not_after=utcnow() + VALID_FOR,
     )
     db.add(row)
     db.flush()

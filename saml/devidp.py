@@ -16,12 +16,10 @@ from html import escape
 from pathlib import Path
 
 import xmlsec
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
 from flask import Flask, Response, abort, request
 from lxml import etree
+
+from bridge import certs
 
 SAMLP = "urn:oasis:names:tc:SAML:2.0:protocol"
 SAML = "urn:oasis:names:tc:SAML:2.0:assertion"
@@ -38,27 +36,9 @@ def keys(home: Path) -> tuple[bytes, bytes]:
     home.mkdir(parents=True, exist_ok=True)
     key_path, cert_path = home / "key.pem", home / "cert.pem"
     if not key_path.exists():
-        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "identity-bridge dev IdP")])
-        now = dt.datetime.now(dt.UTC)
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=3650))
-            .sign(key, hashes.SHA256())
-        )
-        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        key_path.write_bytes(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
+        key_pem, cert_pem = certs.self_signed("identity-bridge dev IdP", dt.timedelta(days=3650))
+        cert_path.write_bytes(cert_pem)
+        key_path.write_bytes(key_pem)
         key_path.chmod(0o600)
     return key_path.read_bytes(), cert_path.read_bytes()
 

@@ -18,10 +18,11 @@ Each test is one independent sequence on a fresh account, with fresh names.
 
 from __future__ import annotations
 
-import json
 import uuid
 from typing import Any
 from urllib.parse import quote, quote_plus
+
+from tests.conformance.scim_checks import body_of, error_of, list_of, patched
 
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
@@ -33,52 +34,6 @@ ERROR = "urn:ietf:params:scim:api:messages:2.0:Error"
 
 
 # -- helpers -----------------------------------------------------------------------------------
-
-
-def body_of(resp, status: int) -> dict[str, Any]:
-    """The JSON body of a response that must have `status` and be application/scim+json.
-
-    The tutorial: "The header for all the responses should be of content-Type:
-    application/scim+json".
-    """
-    text = resp.get_data(as_text=True)
-    assert resp.status_code == status, f"expected {status}, got {resp.status_code}: {text[:500]}"
-    assert resp.mimetype == "application/scim+json", f"Content-Type was {resp.content_type!r}"
-    body = json.loads(text)
-    assert isinstance(body, dict)
-    return body
-
-
-def list_of(resp) -> dict[str, Any]:
-    """ "Response to a query/filter request should always be a ListResponse"."""
-    body = body_of(resp, 200)
-    assert body["schemas"] == [LIST]
-    for key in ("totalResults", "itemsPerPage", "startIndex"):
-        assert type(body[key]) is int, f"{key} must be an integer: {body.get(key)!r}"
-    resources = body.get("Resources", [])  # RFC 7644 §3.4.2: required only when non-empty
-    assert isinstance(resources, list)
-    if body["totalResults"]:
-        assert "Resources" in body
-    return body
-
-
-def error_of(resp, status: int, scim_type: str | None = None) -> dict[str, Any]:
-    """A SCIM error body (RFC 7644 §3.12; the tutorial's 404 example has "status": "404")."""
-    body = body_of(resp, status)
-    assert body["schemas"] == [ERROR]
-    assert body["status"] == str(status)
-    if scim_type is not None:
-        assert body["scimType"] == scim_type
-    return body
-
-
-def patched(resp) -> dict[str, Any] | None:
-    """Entra takes 204 (what the tutorial asks for on groups) or 200 with the resource."""
-    assert resp.status_code in (200, 204), resp.get_data(as_text=True)[:500]
-    if resp.status_code == 204:
-        assert not resp.get_data()
-        return None
-    return body_of(resp, 200)
 
 
 def ids_of(listing: dict[str, Any]) -> list[str]:

@@ -35,7 +35,6 @@ from policies.model import (
 from policies.testing import TestResult, run_tests
 
 __all__ = [
-    "Evaluator",
     "ALL_ENVIRONMENTS",
     "BUILTIN_INPUTS",
     "CANONICAL_INPUTS",
@@ -44,6 +43,7 @@ __all__ = [
     "ROLES",
     "Decision",
     "Defaults",
+    "Evaluator",
     "Expectation",
     "GrantSpec",
     "GroupSpec",

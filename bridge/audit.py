@@ -3,7 +3,7 @@
 An event's hash covers its canonical content and the previous event's hash; the account row keeps
 the chain's head (sequence number and hash). Editing an event breaks its hash, deleting one breaks
 the sequence or the next event's link, deleting the newest breaks the head. Appending locks the
-account row (SELECT ... FOR UPDATE on PostgreSQL; SQLite's write lock does the same), so
+account row (FOR NO KEY UPDATE on PostgreSQL; SQLite's write lock does the same), so
 concurrent writers of one account queue briefly at the end of their transaction.
 """
 
@@ -55,10 +55,13 @@ def record(
 ) -> AuditEvent:
     """Append an event to the account's chain, inside the caller's transaction."""
     db.flush()  # the caller's changes first, so the head lock is held as briefly as possible
+    # FOR NO KEY UPDATE: rows this transaction inserted that reference the account (users,
+    # groups) hold a KEY SHARE lock on it, which FOR UPDATE would wait on in two concurrent
+    # transactions at once (a deadlock); FOR NO KEY UPDATE does not conflict with it.
     head = db.execute(
         select(Account.audit_seq, Account.audit_head)
         .where(Account.id == account_id)
-        .with_for_update()
+        .with_for_update(key_share=True)
     ).one()
     event = AuditEvent(
         account_id=account_id,

@@ -100,3 +100,15 @@ def test_concurrent_updates_of_one_user_lose_nothing(store, account):
         assert {f: getattr(user, f) for f in fields} == {f: f"v{i}" for i, f in enumerate(fields)}
         assert user.version == 1 + THREADS
         assert audit.verify(db, account.id)[1] is None
+
+
+def test_concurrent_creates_of_different_users_all_land(store, account):
+    """Eight different users created at once all land (no deadlock on the audit chain's head)."""
+    results = _race(
+        lambda i: provisioning.provision(
+            store, account.id, profile(f"crowd{i}@example.com"), actor=f"t{i}"
+        )
+    )
+    assert all(isinstance(r, provisioning.Outcome) and r.created for r in results), results
+    with store.read() as db:
+        assert audit.verify(db, account.id)[1] is None

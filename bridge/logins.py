@@ -23,20 +23,44 @@ def record(
     user_id: uuid.UUID | None = None,
     detail: str | None = None,
 ) -> None:
-    def work(db: Session) -> None:
-        db.add(
-            LoginAttempt(
-                account_id=account_id,
-                ok=ok,
-                reason=reason,
-                idp_id=idp_id,
-                name_id=(name_id or "")[:1024] or None,
-                user_id=user_id,
-                detail=(detail or "")[:1024] or None,
-            )
+    """A login-log line in a transaction of its own (refusals: nothing else is written)."""
+    store.write(
+        lambda db: record_in(
+            db,
+            account_id,
+            ok=ok,
+            reason=reason,
+            idp_id=idp_id,
+            name_id=name_id,
+            user_id=user_id,
+            detail=detail,
         )
+    )
 
-    store.write(work)
+
+def record_in(
+    db: Session,
+    account_id: int,
+    *,
+    ok: bool,
+    reason: str,
+    idp_id: int | None = None,
+    name_id: str | None = None,
+    user_id: uuid.UUID | None = None,
+    detail: str | None = None,
+) -> None:
+    """A login-log line, inside the caller's transaction."""
+    db.add(
+        LoginAttempt(
+            account_id=account_id,
+            ok=ok,
+            reason=reason,
+            idp_id=idp_id,
+            name_id=(name_id or "")[:1024] or None,
+            user_id=user_id,
+            detail=(detail or "")[:1024] or None,
+        )
+    )
 
 
 def recent(

@@ -114,19 +114,43 @@ def provision(
     `must_create=True` refuses a profile that matches a stored user (Conflict).
     """
 
-    def work(db: Session) -> Outcome:
-        account = _account(db, account_id)
-        user = _find(db, account, profile, user_id)
-        if user is None:
-            if user_id is not None or not create:
-                raise NotFound(f"no user {profile.user_name!r} in account {account.slug!r}")
-            user = User(id=uuid.uuid4(), account_id=account.id, active=True)
-        elif must_create:
-            taken = "externalId" if user.user_name_key != fold(profile.user_name) else "userName"
-            raise Conflict(f"a user with this {taken} already exists")
-        return _write(db, account, user, profile, registry=store.policies, actor=actor)
+    return store.write(
+        lambda db: provision_in(
+            db,
+            store.policies,
+            account_id,
+            profile,
+            actor=actor,
+            user_id=user_id,
+            create=create,
+            must_create=must_create,
+        )
+    )
 
-    return store.write(work)
+
+def provision_in(
+    db: Session,
+    registry: PolicyRegistry | None,
+    account_id: int,
+    profile: policies.Profile,
+    *,
+    actor: str,
+    user_id: uuid.UUID | None = None,
+    create: bool = True,
+    must_create: bool = False,
+) -> Outcome:
+    """`provision` inside the caller's transaction (a SAML login writes its replay-cache entry,
+    the user and the session together)."""
+    account = _account(db, account_id)
+    user = _find(db, account, profile, user_id)
+    if user is None:
+        if user_id is not None or not create:
+            raise NotFound(f"no user {profile.user_name!r} in account {account.slug!r}")
+        user = User(id=uuid.uuid4(), account_id=account.id, active=True)
+    elif must_create:
+        taken = "externalId" if user.user_name_key != fold(profile.user_name) else "userName"
+        raise Conflict(f"a user with this {taken} already exists")
+    return _write(db, account, user, profile, registry=registry, actor=actor)
 
 
 def update_user(

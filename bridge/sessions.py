@@ -40,22 +40,44 @@ def start(
 ) -> str:
     """A new session; returns the secret for the cookie (only its hash is stored)."""
     secret = secrets.token_urlsafe(32)
-
-    def work(db: Session) -> None:
-        db.add(
-            LoginSession(
-                secret_hash=secret_hash(secret),
-                account_id=account_id,
-                user_id=user_id,
-                idp_id=idp_id,
-                name_id=name_id,
-                session_index=session_index,
-                expires=utcnow() + timedelta(minutes=minutes),
-            )
+    store.write(
+        lambda db: start_in(
+            db,
+            secret,
+            account_id,
+            user_id,
+            minutes=minutes,
+            idp_id=idp_id,
+            name_id=name_id,
+            session_index=session_index,
         )
-
-    store.write(work)
+    )
     return secret
+
+
+def start_in(
+    db: Session,
+    secret: str,
+    account_id: int,
+    user_id: uuid.UUID,
+    *,
+    minutes: int,
+    idp_id: int | None = None,
+    name_id: str | None = None,
+    session_index: str | None = None,
+) -> None:
+    """A new session for `secret`, inside the caller's transaction."""
+    db.add(
+        LoginSession(
+            secret_hash=secret_hash(secret),
+            account_id=account_id,
+            user_id=user_id,
+            idp_id=idp_id,
+            name_id=name_id,
+            session_index=session_index,
+            expires=utcnow() + timedelta(minutes=minutes),
+        )
+    )
 
 
 def current(db: Session, secret: str) -> tuple[LoginSession, User] | None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import secrets
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -226,6 +227,8 @@ class Assertion:
     attributes: dict[str, list[str]]
     in_response_to: str | None
     relay_state: str | None
+    assertion_id: str
+    expires: datetime
 
 
 def decode(form_value: str | None) -> bytes:
@@ -280,15 +283,8 @@ def issuer(root: etree._Element) -> str | None:
     return None if found is None else (found.text or "").strip()
 
 
-def validate(
-    store: Store,
-    account: Account,
-    sp: Sp,
-    idp: IdentityProvider,
-    form: dict[str, str],
-    path: str,
-) -> Assertion:
-    """Run python3-saml's checks and ours; record the assertion ID (replays are refused)."""
+def validate(sp: Sp, idp: IdentityProvider, form: dict[str, str], path: str) -> Assertion:
+    """Run python3-saml's checks and ours (no writes: `claim` then records the assertion)."""
     raw = form["SAMLResponse"]
     response = None
     for key in sp.keys:  # during a rotation the IdP may still encrypt to the previous key
@@ -327,15 +323,13 @@ def validate(
     if not expiry:
         raise SamlRejected("expired", "the assertion carries no expiry (NotOnOrAfter)")
     in_response_to = data.get("InResponseTo")  # signed: the Response's own copy is not
-    relay_state = form.get("RelayState")
-    if in_response_to:
-        relay_state = _consume_request(store, account, idp, in_response_to) or relay_state
-    elif not idp.allow_idp_initiated:
+    if not in_response_to and not idp.allow_idp_initiated:
         raise SamlRejected(
             "idp_initiated_not_allowed",
             "this IdP may not start logins; sign in from the product's login page",
         )
-    _remember(store, idp, assertion.get("ID"), _instant(expiry))
+    if not assertion.get("ID"):
+        raise SamlRejected("malformed", "the assertion has no ID")
     return Assertion(
         idp=idp,
         name_id=name_id,
@@ -343,7 +337,9 @@ def validate(
         session_index=response.get_session_index(),
         attributes={k: [str(v) for v in vs] for k, vs in response.get_attributes().items()},
         in_response_to=in_response_to,
-        relay_state=relay_state,
+        relay_state=form.get("RelayState"),
+        assertion_id=assertion.get("ID"),
+        expires=_instant(expiry),
     )
 
 
@@ -377,50 +373,37 @@ def remember_request(
     store.write(work)
 
 
-def _consume_request(
-    store: Store, account: Account, idp: IdentityProvider, request_id: str
-) -> str | None:
-    """Use up a pending AuthnRequest; unknown, expired, reused or another IdP's: refused."""
-
-    def work(db: Any) -> tuple[bool, str | None]:
+def claim(db: Any, account: Account, idp: IdentityProvider, assertion: Assertion) -> str | None:
+    """Inside the login's transaction: use up the AuthnRequest the assertion answers (once, this
+    IdP's, not expired) and record the assertion ID in the replay cache; returns the RelayState
+    kept with the request."""
+    relay = None
+    if assertion.in_response_to:
         row = db.scalar(
             select(AuthnRequest)
-            .where(AuthnRequest.id == request_id, AuthnRequest.account_id == account.id)
+            .where(
+                AuthnRequest.id == assertion.in_response_to, AuthnRequest.account_id == account.id
+            )
             .with_for_update()
         )
         if row is None or row.idp_id != idp.id or row.expires < utcnow():
-            return False, None
+            raise SamlRejected(
+                "unknown_in_response_to", "the response answers no pending login of ours"
+            )
         relay = row.relay_state
         db.delete(row)
-        return True, relay
-
-    found, relay = store.write(work)
-    if not found:
-        raise SamlRejected(
-            "unknown_in_response_to", "the response answers no pending login of ours"
-        )
-    return relay
-
-
-def _remember(
-    store: Store, idp: IdentityProvider, assertion_id: str | None, expires: datetime
-) -> None:
-    if not assertion_id:
-        raise SamlRejected("malformed", "the assertion has no ID")
-
-    def work(db: Any) -> None:
+    if secrets.randbelow(100) == 0:  # an occasional sweep keeps the cache small
         db.execute(delete(SeenAssertion).where(SeenAssertion.expires < utcnow()))
-        seen = db.scalar(
-            select(SeenAssertion.id).where(
-                SeenAssertion.idp_id == idp.id, SeenAssertion.assertion_id == assertion_id
-            )
+    seen = db.scalar(
+        select(SeenAssertion.id).where(
+            SeenAssertion.idp_id == idp.id, SeenAssertion.assertion_id == assertion.assertion_id
         )
-        if seen is not None:  # a concurrent twin fails the unique key, retries, and lands here
-            raise SamlRejected("replayed", "this assertion was already used")
-        keep_until = max(expires, utcnow()) + timedelta(minutes=5)  # beyond any clock skew
-        db.add(SeenAssertion(idp_id=idp.id, assertion_id=assertion_id, expires=keep_until))
-
-    store.write(work)
+    )
+    if seen is not None:  # a concurrent twin fails the unique key, retries, and lands here
+        raise SamlRejected("replayed", "this assertion was already used")
+    keep_until = max(assertion.expires, utcnow()) + timedelta(minutes=5)  # beyond clock skew
+    db.add(SeenAssertion(idp_id=idp.id, assertion_id=assertion.assertion_id, expires=keep_until))
+    return relay
 
 
 def profile(assertion: Assertion) -> policies.Profile:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import uuid
 from typing import Any
 from urllib.parse import urlsplit
@@ -119,9 +120,8 @@ def consume(slug: str, idp_name: str | None = None) -> ResponseReturnValue:
         idp = _idp_for(account, idp_name, root.get("InResponseTo"))
         sp = _sp(account)
         path = request.path.removeprefix(urlsplit(sp.base_url).path)
-        assertion = sso.validate(store, account, sp, idp, form, path)
-        target = safe_next(assertion.relay_state, account)
-        user_id = _log_in(account, idp, assertion)
+        assertion = sso.validate(sp, idp, form, path)
+        secret, target = _log_in(account, idp, assertion)
     except SamlRejected as exc:
         logins.record(
             store,
@@ -133,24 +133,6 @@ def consume(slug: str, idp_name: str | None = None) -> ResponseReturnValue:
             name_id=assertion.name_id if assertion is not None else None,
         )
         raise
-    secret = sessions.start(
-        store,
-        account.id,
-        user_id,
-        minutes=account.session_minutes,
-        idp_id=idp.id,
-        name_id=assertion.name_id,
-        session_index=assertion.session_index,
-    )
-    logins.record(
-        store,
-        account.id,
-        ok=True,
-        reason="ok",
-        idp_id=idp.id,
-        name_id=assertion.name_id,
-        user_id=user_id,
-    )
     response = redirect(target or "/session")
     _set_cookie(response, secret, account.session_minutes)
     return response
@@ -175,27 +157,59 @@ def _idp_for(account: Account, name: str | None, in_response_to: str | None) -> 
     )
 
 
-def _log_in(account: Account, idp: IdentityProvider, assertion: sso.Assertion) -> uuid.UUID:
-    """The login through the one write path: JIT or SCIM-only, policy applied; the user's id."""
+def _log_in(
+    account: Account, idp: IdentityProvider, assertion: sso.Assertion
+) -> tuple[str, str | None]:
+    """The login in one transaction: the request and assertion used up, the user found or made
+    (JIT or SCIM-only) through the policy, the session opened, the login logged. Returns the
+    session's secret and where to send the person."""
     store = get_store()
     profile = sso.profile(assertion)
     linked = _link_by_email(account, idp, profile.fields, profile.user_name)
-    try:
-        out = provisioning.provision(
-            store,
-            account.id,
-            profile,
-            actor=f"saml:{idp.name}",
-            user_id=linked,
-            create=idp.allow_jit,
-        )
-    except NotFound:
-        raise SamlRejected("user_not_provisioned", f"no user {profile.user_name!r}", 403) from None
-    with store.read() as db:
-        user = db.get_one(User, out.user_id)
+    secret = secrets.token_urlsafe(32)
+
+    def work(db: Any) -> str | None:
+        relay = sso.claim(db, account, idp, assertion)
+        try:
+            out = provisioning.provision_in(
+                db,
+                store.policies,
+                account.id,
+                profile,
+                actor=f"saml:{idp.name}",
+                user_id=linked,
+                create=idp.allow_jit,
+            )
+        except NotFound:
+            raise SamlRejected(
+                "user_not_provisioned", f"no user {profile.user_name!r}", 403
+            ) from None
+        user = db.get(User, out.user_id)
         if user.active is False:
             raise SamlRejected("user_deactivated", f"user {user.user_name!r} is deactivated", 403)
-    return out.user_id
+        sessions.start_in(
+            db,
+            secret,
+            account.id,
+            out.user_id,
+            minutes=account.session_minutes,
+            idp_id=idp.id,
+            name_id=assertion.name_id,
+            session_index=assertion.session_index,
+        )
+        logins.record_in(
+            db,
+            account.id,
+            ok=True,
+            reason="ok",
+            idp_id=idp.id,
+            name_id=assertion.name_id,
+            user_id=out.user_id,
+        )
+        return relay
+
+    relay = store.write(work)
+    return secret, safe_next(relay or assertion.relay_state, account)
 
 
 def _link_by_email(

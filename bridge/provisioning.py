@@ -337,10 +337,11 @@ def _find(
     db: Session, account: Account, profile: policies.Profile, user_id: uuid.UUID | None
 ) -> User | None:
     """The stored user this profile describes. E-mail alone never identifies anyone."""
-    # FOR UPDATE: concurrent writers of one user queue on its row (a database lock, released at
-    # commit) instead of both rewriting its e-mails from a stale read. SQLite's write lock does
-    # the same there.
-    in_account = select(User).where(User.account_id == account.id).with_for_update()
+    # FOR UPDATE OF users: concurrent writers of one user queue on its row (a database lock,
+    # released at commit) instead of both rewriting its e-mails from a stale read. Only the
+    # user's row: locking the joined IdP row too would deadlock concurrent logins, which hold
+    # key-share locks on it through their replay-cache inserts. SQLite's write lock does the same.
+    in_account = select(User).where(User.account_id == account.id).with_for_update(of=User)
     if user_id is not None:
         return db.scalar(in_account.where(User.id == user_id))
     if profile.idp is not None:

@@ -165,7 +165,9 @@ def _apply_multi(
                 gone = {str(v.get("value")) for v in canonical_value(attr, value)}
                 entries = [e for e in entries if str(e.get("value")) not in gone]
         else:
-            new = canonical_value(attr, value)
+            new = canonical_value(attr, value) or []
+            if value is None and op == "add":
+                raise InvalidValue(f"add to {attr.name} needs a value")
             if op == "replace":
                 entries = new
             else:

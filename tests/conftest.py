@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
+from hypothesis import settings as hypothesis_settings
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import create_engine, text
@@ -29,6 +30,12 @@ from bridge.settings import Settings
 from bridge.store import Store
 
 _counter = itertools.count()
+
+# CI explores the same examples on every run (a red main must mean a change broke something);
+# local runs explore new ones and keep what they find in .hypothesis/.
+hypothesis_settings.register_profile("ci", derandomize=True, database=None)
+if os.environ.get("CI"):
+    hypothesis_settings.load_profile("ci")
 
 
 def _fresh_postgres(server_url: str) -> tuple[str, Callable[[], None]]:

@@ -500,3 +500,34 @@ def test_sp_key_rotation_overlaps(saml, cli):
         in_response_to=request.id, name_id="rot@example.com", encrypt_to_cert=old_cert
     )
     assert saml.post(xml).status_code == 302
+
+
+def test_concurrent_logins_of_returning_users(saml, store, caplog):
+    """Returning users signing in at the same moment all get in at once: no lock-order
+    deadlock, not even one the store's retries would eventually get past."""
+    import logging
+    import threading
+
+    def allow(db):
+        idps.get(db, saml.account.id, "test").allow_idp_initiated = True
+
+    store.write(allow)
+    names = [f"busy{i}@example.com" for i in range(8)]
+    for name in names:  # first logins, one at a time
+        assert saml.post(saml.response(name_id=name)).status_code == 302
+    forms = [saml.idp.post_form(saml.response(name_id=name)) for name in names]
+    codes = []
+
+    def run(k):
+        client = saml.client.application.test_client()
+        for form in forms[k::4]:
+            codes.append(client.post(f"/saml/{saml.account.slug}/acs", data=form).status_code)
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(4)]
+    with caplog.at_level(logging.INFO, logger="bridge.store"):
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+    assert codes == [302] * len(names)
+    assert not [r for r in caplog.records if "retrying write" in r.getMessage()]

@@ -260,3 +260,12 @@ def test_delete_then_404(scim):
         or not scim.get(f"Groups/{group['id']}").json["members"]
     )
     scim_error(scim.delete(f"Users/{doc['id']}"), 404)
+
+
+def test_patch_add_without_value_is_invalid(scim):
+    """add with a null value is 400 invalidValue (found by the property test), replace clears."""
+    doc = create(scim, "nullvalue@example.com", emails=[{"value": "n@example.com"}])
+    scim_error(
+        patch(scim, doc, {"op": "add", "path": "emails", "value": None}), 400, "invalidValue"
+    )
+    assert "emails" not in patch(scim, doc, {"op": "replace", "path": "emails", "value": None}).json

@@ -46,7 +46,7 @@ def test_parallel_member_adds_all_land(scim):
             .status_code
         )
     )
-    assert results == [200] * THREADS
+    assert results == [204] * THREADS
     doc = scim.get(f"Groups/{group['id']}").json
     assert sorted(m["value"] for m in doc["members"]) == sorted(users)
     assert doc["meta"]["version"] == f'W/"{1 + THREADS}"'

@@ -78,7 +78,9 @@ def create_group(
             target_id=str(group.id),
             after={**_attrs(group), "members_added": sorted(map(str, added))},
         )
-        provisioning.reevaluate(db, account, added, registry=store.policies, actor=actor)
+        provisioning.reevaluate(
+            db, account, added, registry=store.policies, actor=actor, changed_input="groups"
+        )
         return GroupOutcome(group.id, True, True, group.version)
 
     return store.write(work)
@@ -125,7 +127,14 @@ def update_group(
                 "members_removed": sorted(map(str, removed)),
             },
         )
-        provisioning.reevaluate(db, account, added | removed, registry=store.policies, actor=actor)
+        provisioning.reevaluate(
+            db,
+            account,
+            added | removed,
+            registry=store.policies,
+            actor=actor,
+            changed_input="groups",
+        )
         return GroupOutcome(group.id, False, True, group.version)
 
     return store.write(work)
@@ -160,7 +169,9 @@ def delete_group(
             target_id=str(group_id),
             before=before,
         )
-        provisioning.reevaluate(db, account, members, registry=store.policies, actor=actor)
+        provisioning.reevaluate(
+            db, account, members, registry=store.policies, actor=actor, changed_input="groups"
+        )
 
     store.write(work)
 

@@ -189,13 +189,20 @@ def reevaluate(
     *,
     registry: PolicyRegistry | None,
     actor: str,
+    changed_input: str | None = None,
 ) -> int:
     """Apply the policy again to stored users whose inputs changed; return how many changed.
 
     Runs inside the caller's transaction (a group membership change re-evaluates its members).
+    With `changed_input` (a SCIM path such as "groups"), a policy none of whose inputs read it
+    cannot decide differently, so nobody is re-evaluated.
     """
     changed = 0
     choice = policy_for(db, account, registry)
+    if changed_input is not None and (
+        choice.policy is None or not policies.reads_scim_path(choice.policy, changed_input)
+    ):
+        return 0
     for user_id in user_ids:
         user = db.get(User, user_id)
         if user is None or user.account_id != account.id:

@@ -10,7 +10,7 @@ from policies.engine import evaluate
 from policies.errors import PolicyError, Problem
 from policies.inputs import BUILTIN_INPUTS, CANONICAL_INPUTS
 from policies.loader import load, loads
-from policies.memo import Evaluator
+from policies.memo import Evaluator, reads_scim_path
 from policies.model import (
     ALL_ENVIRONMENTS,
     LEVELS,
@@ -63,6 +63,7 @@ __all__ = [
     "evaluate",
     "load",
     "loads",
+    "reads_scim_path",
     "role_rank",
     "run_tests",
 ]

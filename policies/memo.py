@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from policies.conditions import AllOf, AnyOf, Check, Condition, InputError, Not
 from policies.engine import evaluate
-from policies.inputs import Inputs
+from policies.inputs import BUILTIN_INPUTS, Inputs
 from policies.model import Decision, Policy, Profile
 
 
@@ -54,3 +54,13 @@ class Evaluator:
                 self._cache.clear()
             found = self._cache[key] = evaluate(self.policy, profile)
         return found
+
+
+def reads_scim_path(policy: Policy, path: str) -> bool:
+    """Whether any input the policy's conditions read comes from SCIM path `path` (e.g. groups,
+    the user's group memberships): when none does, a change there cannot change a decision."""
+    for name in read_inputs(policy):
+        spec = policy.inputs.get(name) or BUILTIN_INPUTS.get(name)
+        if spec is not None and spec.scim is not None and path in spec.scim.names:
+            return True
+    return False

@@ -365,3 +365,15 @@ def test_broken_file_without_good_version_grants_nothing(store, account, policy_
     )
     got = access(store, out.user_id)
     assert got["role"] is None and got["environments"] == [] and got["grants"] == []
+
+
+def test_membership_change_skips_policies_that_ignore_groups(scim_acct, store, account):
+    """Without a policy that reads groups, a membership change re-evaluates nobody."""
+    scim = scim_acct
+    user = scim.post("Users", json={"userName": "plain@example.com"}).json
+    scim.post("Groups", json={"displayName": "Any", "members": [{"value": user["id"]}]})
+    with store.read() as db:
+        actions = db.scalars(
+            select(AuditEvent.action).where(AuditEvent.account_id == account.id)
+        ).all()
+    assert "group.create" in actions and "user.reevaluate" not in actions

@@ -64,3 +64,19 @@ def test_refusals_stay_refusals():
     cached = Evaluator(policy)
     bad = profile("x@acme.example", title="Head of " + "x" * 5000)
     assert not cached(bad).ok and cached(bad) == evaluate(policy, bad)
+
+
+def test_reads_scim_path_sees_declared_inputs():
+    """A policy reads SCIM `groups` through the built-in input or any declared one mapped to it."""
+    from policies import reads_scim_path
+
+    assert reads_scim_path(loads(POLICY), "groups")
+    no_groups = loads(
+        POLICY.replace("when: {groups: {contains: admins}}", "when: {title: {equals: Boss}}")
+    )
+    assert not reads_scim_path(no_groups, "groups")
+    declared = loads(
+        "account: acme\nenvironments: [production]\ninputs:\n  teams: {scim: groups}\n"
+        "rules:\n  - name: t\n    when: {teams: {contains: ops}}\n    then: {role: admin}\n"
+    )
+    assert reads_scim_path(declared, "groups")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import secrets
 import uuid
 from datetime import timedelta
 
@@ -26,33 +25,6 @@ def end_for_user(db: Session, user_id: uuid.UUID) -> int:
 
 def secret_hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
-
-
-def start(
-    store: Store,
-    account_id: int,
-    user_id: uuid.UUID,
-    *,
-    minutes: int,
-    idp_id: int | None = None,
-    name_id: str | None = None,
-    session_index: str | None = None,
-) -> str:
-    """A new session; returns the secret for the cookie (only its hash is stored)."""
-    secret = secrets.token_urlsafe(32)
-    store.write(
-        lambda db: start_in(
-            db,
-            secret,
-            account_id,
-            user_id,
-            minutes=minutes,
-            idp_id=idp_id,
-            name_id=name_id,
-            session_index=session_index,
-        )
-    )
-    return secret
 
 
 def start_in(

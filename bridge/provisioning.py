@@ -242,14 +242,25 @@ def _decide(
     return decision
 
 
-def delete_user(store: Store, account_id: int, user_id: uuid.UUID, *, actor: str) -> None:
+def delete_user(
+    store: Store,
+    account_id: int,
+    user_id: uuid.UUID,
+    *,
+    actor: str,
+    if_version: int | None = None,
+) -> None:
     """Remove a user with their memberships, grants, identities and sessions."""
 
     def work(db: Session) -> None:
         account = _account(db, account_id)
-        user = db.scalar(select(User).where(User.account_id == account.id, User.id == user_id))
+        user = db.scalar(
+            select(User).where(User.account_id == account.id, User.id == user_id).with_for_update()
+        )
         if user is None:
             raise NotFound(f"no user {user_id} in account {account.slug!r}")
+        if if_version is not None and user.version != if_version:
+            raise PreconditionFailed(f"user {user_id} is at version {user.version}")
         before = snapshot(db, user)
         db.delete(user)
         audit.record(

@@ -230,14 +230,9 @@ def patch_user(raw_id: str) -> ResponseReturnValue:
 
 @bp.delete("/Users/<raw_id>")
 def delete_user(raw_id: str) -> ResponseReturnValue:
-    user_id = resource_id(raw_id)
-    expected = if_match()
-    if expected is not None:
-        with get_store().read() as db:
-            user = db.get(User, user_id)
-            if user is not None and user.account_id == g.account_id and user.version != expected:
-                raise PreconditionFailed(f"user {user_id} is at version {user.version}")
-    provisioning.delete_user(get_store(), g.account_id, user_id, actor=actor())
+    provisioning.delete_user(
+        get_store(), g.account_id, resource_id(raw_id), actor=actor(), if_version=if_match()
+    )
     return Response(status=204)
 
 

@@ -48,14 +48,6 @@ class Mutability(ScimError):
     scim_type = "mutability"
 
 
-class TooMany(ScimError):
-    scim_type = "tooMany"
-
-
-class InvalidVersion(ScimError):
-    scim_type = "invalidVers"
-
-
 class PayloadTooLarge(ScimError):
     status = 413
 
@@ -66,10 +58,6 @@ class NotImplementedYet(ScimError):
 
 class NotFound(ScimError):
     status = 404
-
-
-class MethodNotAllowed(ScimError):
-    status = 405
 
 
 # Domain errors as SCIM: (status, scimType).

@@ -242,6 +242,30 @@ def _decide(
     return decision
 
 
+def verified_email_owner(
+    db: Session, account: Account, profile: policies.Profile
+) -> uuid.UUID | None:
+    """The one user whose e-mail matches the profile's, only on a domain the account verified:
+    how a first SAML login may join a user made by hand. E-mail alone never matches otherwise."""
+    emails = [e["value"] for e in profile.fields.get("emails", [])] or (
+        [profile.user_name] if "@" in profile.user_name else []
+    )
+    verified = {d.lower() for d in account.verified_domains}
+    for email in emails:
+        if email.rpartition("@")[2].lower() not in verified:
+            continue
+        found = set(
+            db.scalars(
+                select(UserEmail.user_id)
+                .join(User, User.id == UserEmail.user_id)
+                .where(User.account_id == account.id, UserEmail.value_key == fold(email))
+            )
+        )
+        if len(found) == 1:
+            return found.pop()
+    return None
+
+
 def delete_user(
     store: Store,
     account_id: int,

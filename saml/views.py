@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import secrets
-import uuid
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -18,7 +17,7 @@ from bridge import accounts, idps, logins, provisioning, sessions
 from bridge import sp_keys as keys
 from bridge.access import access_of
 from bridge.errors import NotFound
-from bridge.models import Account, Grant, Group, IdentityProvider, Membership, User, UserEmail, fold
+from bridge.models import Account, Grant, Group, IdentityProvider, Membership, User
 from bridge.web import get_store
 from saml import sso
 from saml.errors import SamlRejected, page
@@ -165,11 +164,13 @@ def _log_in(
     session's secret and where to send the person."""
     store = get_store()
     profile = sso.profile(assertion)
-    linked = _link_by_email(account, idp, profile.fields, profile.user_name)
     secret = secrets.token_urlsafe(32)
 
     def work(db: Any) -> str | None:
         relay = sso.claim(db, account, idp, assertion)
+        linked = (
+            provisioning.verified_email_owner(db, account, profile) if idp.link_by_email else None
+        )
         try:
             out = provisioning.provision_in(
                 db,
@@ -210,30 +211,6 @@ def _log_in(
 
     relay = store.write(work)
     return secret, safe_next(relay or assertion.relay_state, account)
-
-
-def _link_by_email(
-    account: Account, idp: IdentityProvider, fields: dict[str, Any], user_name: str
-) -> uuid.UUID | None:
-    """A first login may join an existing user by e-mail, only on the account's verified domains."""
-    if not idp.link_by_email:
-        return None
-    emails = [e["value"] for e in fields.get("emails", [])] or (
-        [user_name] if "@" in user_name else []
-    )
-    verified = {d.lower() for d in account.verified_domains}
-    with get_store().read() as db:
-        for email in emails:
-            if email.rpartition("@")[2].lower() not in verified:
-                continue
-            found = db.scalars(
-                select(UserEmail.user_id)
-                .join(User, User.id == UserEmail.user_id)
-                .where(User.account_id == account.id, UserEmail.value_key == fold(email))
-            ).all()
-            if len(set(found)) == 1:
-                return found[0]
-    return None
 
 
 def _serializer() -> URLSafeSerializer:

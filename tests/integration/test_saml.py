@@ -531,3 +531,33 @@ def test_concurrent_logins_of_returning_users(saml, store, caplog):
             t.join(120)
     assert codes == [302] * len(names)
     assert not [r for r in caplog.records if "retrying write" in r.getMessage()]
+
+
+def test_email_linking_only_on_verified_domains(saml, store, scim):
+    """With --link-by-email, a first login joins the user with its e-mail on a verified domain;
+    on any other domain it stays a user of its own."""
+    from bridge.models import Account
+
+    def configure(db):
+        idps.get(db, saml.account.id, "test").link_by_email = True
+        db.get(Account, saml.account.id).verified_domains = ["example.com"]
+
+    store.write(configure)
+    made = scim.post(
+        "Users", json={"userName": "ann-hr", "emails": [{"value": "ann@example.com"}]}
+    ).json
+    scim.post("Users", json={"userName": "bob-hr", "emails": [{"value": "bob@elsewhere.org"}]})
+    before = saml.users()
+    assert (
+        saml.post(saml.response(in_response_to=_fresh(saml), name_id="ann@example.com")).status_code
+        == 302
+    )
+    assert saml.client.get("/session").json["user"]["id"] == made["id"] and saml.users() == before
+    assert (
+        saml.post(
+            saml.response(in_response_to=_fresh(saml), name_id="bob@elsewhere.org")
+        ).status_code
+        == 302
+    )
+    assert saml.client.get("/session").json["user"]["userName"] == "bob@elsewhere.org"
+    assert saml.users() == before + 1

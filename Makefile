@@ -15,9 +15,9 @@ PORT ?= 8000
 export BRIDGE_BASE_URL ?= http://127.0.0.1:$(PORT)
 
 run: $(BIN)/.installed
-	$(BIN)/bridge demo
-	$(BIN)/bridge dev-idp register demo
-	$(BIN)/bridge dev-idp serve & trap 'kill $$! 2>/dev/null' EXIT; \
+	$(BIN)/idbridge demo
+	$(BIN)/idbridge dev-idp register demo
+	$(BIN)/idbridge dev-idp serve & trap 'kill $$! 2>/dev/null' EXIT; \
 	BIND=$${BIND:-127.0.0.1:$(PORT)} $(BIN)/gunicorn --config gunicorn.conf.py "bridge:create_app()"
 
 test: $(BIN)/.installed

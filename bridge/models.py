@@ -412,7 +412,7 @@ class AuthnRequest(Base):
 
 
 class LoginAttempt(Base):
-    """Every SAML login, with a typed reason when refused (`bridge logins`)."""
+    """Every SAML login, with a typed reason when refused (`idbridge logins`)."""
 
     __tablename__ = "login_attempts"
     __table_args__ = (Index("ix_login_attempts_account_at", "account_id", "at"),)

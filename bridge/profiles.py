@@ -1,6 +1,6 @@
 """The Profile a policy sees for a stored user: the same whichever entry point asks.
 
-SCIM create, SCIM PATCH, a group membership change and `bridge policy apply` all evaluate the
+SCIM create, SCIM PATCH, a group membership change and `idbridge policy apply` all evaluate the
 policy on this, so they reach the same Decision. Stored attributes are named by their SCIM paths
 (DESIGN §4: policy inputs name SCIM paths); groups are the user's SCIM-pushed group names; raw
 attributes of the triggering profile (a SAML assertion's) are added on top.

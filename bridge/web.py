@@ -137,7 +137,7 @@ def readyz() -> ResponseReturnValue:
     want = schema.head()
     if at != want:
         reason = (
-            f"database schema at {at or 'nothing'}, code expects {want}: run `bridge db upgrade`"
+            f"database schema at {at or 'nothing'}, code expects {want}: run `idbridge db upgrade`"
         )
         return jsonify(status="unavailable", reason=reason), 503
     body: dict[str, Any] = {"status": "ok", "schema": at}

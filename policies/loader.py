@@ -23,7 +23,6 @@ from policies.model import (
     PRECEDENCES,
     ROLES,
     Defaults,
-    Environments,
     GrantSpec,
     Guards,
     InputSpec,
@@ -34,6 +33,7 @@ from policies.model import (
 )
 from policies.nodes import Reader
 from policies.rules import COMBINATORS, MAX_ENVIRONMENT, parse_grants, parse_rules
+from policies.scope import Scope
 from policies.testing import parse_tests
 
 TOP_KEYS = (
@@ -96,13 +96,8 @@ def _compose(text: str, reader: Reader) -> yaml.Node | None:
     return root
 
 
-class Builder:
+class Builder(Scope):
     """Turns a composed document into a Policy, recording problems on the reader."""
-
-    def __init__(self, reader: Reader) -> None:
-        self.r = reader
-        self.environments: tuple[str, ...] = ()
-        self.inputs: dict[str, InputSpec] = {}
 
     def policy(self, root: yaml.Node) -> Policy | None:
         """The whole file; None when it is not even a mapping."""
@@ -148,30 +143,6 @@ class Builder:
             else:
                 names.append(name)
         return tuple(names)
-
-    def environments_value(
-        self, node: yaml.Node, what: str, *, allow_empty: bool
-    ) -> Environments | None:
-        """`all` or a list of declared environment names."""
-        if isinstance(node, yaml.ScalarNode) and node.value == ALL_ENVIRONMENTS:
-            return ALL_ENVIRONMENTS
-        items = self.r.strings(node, what, allow_empty=allow_empty)
-        if items is None:
-            return None
-        names: list[str] = []
-        for name, item in items:
-            if name == ALL_ENVIRONMENTS:
-                self.r.problem(item, f"write `{what}: all`, not a list containing all")
-            elif name not in self.environments:
-                hint = did_you_mean(name, self.environments)
-                self.r.problem(
-                    item, f"environment {name!r} is not one of the declared environments{hint}"
-                )
-            elif name in names:
-                self.r.problem(item, f"environment {name!r} is listed twice")
-            else:
-                names.append(name)
-        return tuple(names) if len(names) == len(items) else None
 
     def _inputs(self, node: yaml.Node) -> dict[str, InputSpec]:
         specs: dict[str, InputSpec] = {}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import yaml
 
@@ -11,9 +11,7 @@ from policies.engine import DEFAULTS_RULE, ERROR_RULE, GRANTS_RULE
 from policies.errors import did_you_mean
 from policies.inputs import CANONICAL_INPUTS, default_ignore_case
 from policies.model import LEVELS, ROLES, GrantSpec, Rule
-
-if TYPE_CHECKING:
-    from policies.loader import Builder
+from policies.scope import Scope
 
 RULE_KEYS = ("name", "description", "when", "then")
 THEN_KEYS = ("role", "environments", "groups", "grants", "stop")
@@ -24,7 +22,7 @@ RESERVED_RULES = (DEFAULTS_RULE, GRANTS_RULE, ERROR_RULE)
 MAX_RULE_NAME, MAX_ENVIRONMENT, MAX_GROUP, MAX_PATH = 128, 64, 256, 1024
 
 
-def parse_rules(b: Builder, node: yaml.Node) -> tuple[Rule, ...]:
+def parse_rules(b: Scope, node: yaml.Node) -> tuple[Rule, ...]:
     """The `rules:` list, in order; names are unique and every rule can run."""
     rules: list[Rule] = []
     lines: dict[str, int] = {}
@@ -64,7 +62,7 @@ def _rule_label(item: yaml.Node) -> str:
     return "a rule"
 
 
-def _rule(b: Builder, name: str, m: dict[str, yaml.Node], line: int) -> Rule | None:
+def _rule(b: Scope, name: str, m: dict[str, yaml.Node], line: int) -> Rule | None:
     what = f"rule {name!r}"
     when = None
     if "when" in m:  # a broken condition never matches, so it blocks no later rule
@@ -96,7 +94,7 @@ def _rule(b: Builder, name: str, m: dict[str, yaml.Node], line: int) -> Rule | N
 
 
 def parse_grants(
-    b: Builder, node: yaml.Node, what: str, *, rule: str, group: str | None = None
+    b: Scope, node: yaml.Node, what: str, *, rule: str, group: str | None = None
 ) -> tuple[GrantSpec, ...]:
     """A list of grants for a user (or, with `group`, for that group)."""
     out: list[GrantSpec] = []
@@ -118,7 +116,7 @@ def parse_grants(
 
 
 def parse_grant(
-    b: Builder,
+    b: Scope,
     node: yaml.Node,
     what: str,
     *,
@@ -150,7 +148,7 @@ def parse_grant(
     return GrantSpec(subject, env, kind, path, level, rule, group)
 
 
-def parse_condition(b: Builder, node: yaml.Node, what: str) -> Condition | None:
+def parse_condition(b: Scope, node: yaml.Node, what: str) -> Condition | None:
     """A `when:` mapping; several keys mean all of them must hold."""
     pairs = b.r.pairs(node, what)
     if pairs is None:
@@ -179,7 +177,7 @@ def parse_condition(b: Builder, node: yaml.Node, what: str) -> Condition | None:
     return conditions[0] if len(conditions) == 1 else AllOf(conditions)
 
 
-def _check(b: Builder, key_node: yaml.Node, name: str, node: yaml.Node) -> Condition | None:
+def _check(b: Scope, key_node: yaml.Node, name: str, node: yaml.Node) -> Condition | None:
     known = (*CANONICAL_INPUTS, *b.inputs)
     if name not in known:
         hint = did_you_mean(name, (*known, *COMBINATORS))

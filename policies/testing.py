@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import yaml
 
@@ -22,9 +21,7 @@ from policies.model import (
     Source,
 )
 from policies.rules import parse_grant
-
-if TYPE_CHECKING:
-    from policies.loader import Builder
+from policies.scope import Scope
 
 TEST_KEYS = ("name", "description", "profile", "expect")
 PROFILE_KEYS = ("source", "userName", "externalId", "idp", "attributes", "groups")
@@ -106,7 +103,7 @@ def _show_grant(g: GrantSpec) -> str:
     return f"{owner}{g.level} on {g.environment} {g.kind} {g.path!r}"
 
 
-def parse_tests(b: Builder, node: yaml.Node) -> tuple[PolicyTest, ...]:
+def parse_tests(b: Scope, node: yaml.Node) -> tuple[PolicyTest, ...]:
     """The `tests:` section: a list of {name, profile, expect}."""
     tests: list[PolicyTest] = []
     lines: dict[str, int] = {}
@@ -129,7 +126,7 @@ def parse_tests(b: Builder, node: yaml.Node) -> tuple[PolicyTest, ...]:
     return tuple(tests)
 
 
-def _profile(b: Builder, node: yaml.Node, what: str) -> Profile | None:
+def _profile(b: Scope, node: yaml.Node, what: str) -> Profile | None:
     m = b.r.mapping(node, f"the profile of {what}", PROFILE_KEYS, required=("userName",))
     if m is None or "userName" not in m:
         return None
@@ -158,7 +155,7 @@ def _profile(b: Builder, node: yaml.Node, what: str) -> Profile | None:
     )
 
 
-def _expect(b: Builder, node: yaml.Node, what: str) -> Expectation | None:
+def _expect(b: Scope, node: yaml.Node, what: str) -> Expectation | None:
     m = b.r.mapping(node, f"expect: of {what}", EXPECT_KEYS)
     if m is None:
         return None

@@ -1,4 +1,4 @@
-"""`bridge dev-idp`: the development IdP (saml/devidp.py), for trying SSO on one machine."""
+"""`idbridge dev-idp`: the development IdP (saml/devidp.py), for trying SSO on one machine."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """A development IdP, to see a whole SSO round trip on one machine without Okta or Entra.
 
-A separate app in its own process (`bridge dev-idp`), never mounted in the production app. It
+A separate app in its own process (`idbridge dev-idp`), never mounted in the production app. It
 answers an AuthnRequest with a page where you choose who signs in (userName, name, groups,
 department), then posts a signed SAML Response to the SP's ACS. Its key pair lives in the
 instance folder. Do not expose it: it signs in whoever you type.
@@ -58,7 +58,7 @@ def metadata(base_url: str, cert_pem: bytes) -> str:
 
 
 def create_app(home: Path, base_url: str) -> Flask:
-    """The dev IdP app (run it with `bridge dev-idp`)."""
+    """The dev IdP app (run it with `idbridge dev-idp`)."""
     base_url = base_url.rstrip("/")
     key_pem, cert_pem = keys(home)
     app = Flask("identity-bridge-dev-idp")

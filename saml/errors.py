@@ -48,7 +48,7 @@ ADVICE = {
 DEFAULT_ADVICE = (
     "We could not sign you in",
     "Try again from the application. If it keeps failing, give your IT admin the reference "
-    "below: it tells them why in the sign-in log (`bridge logins`).",
+    "below: it tells them why in the sign-in log (`idbridge logins`).",
 )
 
 

@@ -113,7 +113,7 @@ def get_service_provider_config() -> ResponseReturnValue:
                 {
                     "type": "oauthbearertoken",
                     "name": "Bearer token",
-                    "description": "A token from `bridge tokens issue`, sent as Bearer",
+                    "description": "A token from `idbridge tokens issue`, sent as Bearer",
                     "primary": True,
                 }
             ],

@@ -249,7 +249,7 @@ class Harness:
         )
 
     def cli(self, *args: str) -> str:
-        out = self._run([tool("bridge"), *args])
+        out = self._run([tool("idbridge"), *args])
         if out.returncode != 0 and "No such command" in out.stderr:
             # the adapters' commands registered by hand, if the entry point does not
             out = self._run([sys.executable, "-c", CLI_WITH_ADAPTERS, *args])
@@ -276,7 +276,7 @@ class Harness:
             if "No such command" not in str(exc):
                 raise
             self.notes.append(
-                "`bridge idps add` is missing from this checkout's CLI: the IdP was registered "
+                "`idbridge idps add` is missing from this checkout's CLI: the IdP was registered "
                 "with bridge.idps.add() instead (same arguments)"
             )
             out = self._run([sys.executable, "-c", IDPS_ADD, str(meta)])

@@ -144,7 +144,7 @@ class Harness:
 
     def cli(self, db: str, *args: str) -> str:
         if self.root == ROOT:
-            cmd = [tool("bridge"), *args]
+            cmd = [tool("idbridge"), *args]
         else:  # another checkout: its own code, found first on sys.path from its directory
             main = "import sys; from bridge.cli import main; sys.argv[0] = 'bridge'; main()"
             cmd = [sys.executable, "-c", main, *args]

@@ -32,5 +32,5 @@ def _migrate(connection: Connection) -> None:
 
 
 if context.is_offline_mode():
-    raise SystemExit("offline migrations are not supported; run `bridge db upgrade`")
+    raise SystemExit("offline migrations are not supported; run `idbridge db upgrade`")
 run()

@@ -133,24 +133,24 @@ def test_token_last_used_is_recorded(cli, store):
 
 
 def test_commands_on_unmigrated_database_say_what_to_do(empty_database_url, tmp_path):
-    """Before `bridge db upgrade`, commands fail with that advice, not a traceback."""
+    """Before `idbridge db upgrade`, commands fail with that advice, not a traceback."""
     from tests.conftest import Cli
 
     cli = Cli({"BRIDGE_DATABASE_URL": empty_database_url(), "BRIDGE_INSTANCE_PATH": str(tmp_path)})
     result = cli("accounts", "list")
     assert result.exit_code == 1
-    assert "run `bridge db upgrade` first" in result.stderr
+    assert "run `idbridge db upgrade` first" in result.stderr
     assert cli("db", "upgrade").exit_code == 0
     assert cli("accounts", "list").exit_code == 0
 
 
 @pytest.mark.skipif(
-    shutil.which("bridge", path=str(Path(sys.executable).parent)) is None,
+    shutil.which("idbridge", path=str(Path(sys.executable).parent)) is None,
     reason="the console script is installed by `pip install -e .` (make test does)",
 )
 def test_console_script_prints_token_alone_on_last_line(database_url, tmp_path):
-    """The installed `bridge` command works end to end in a real process."""
-    exe = str(Path(sys.executable).parent / "bridge")
+    """The installed `idbridge` command works end to end in a real process."""
+    exe = str(Path(sys.executable).parent / "idbridge")
     env = {**os.environ, "BRIDGE_DATABASE_URL": database_url, "BRIDGE_INSTANCE_PATH": str(tmp_path)}
     slug = _slug()
     subprocess.run([exe, "accounts", "create", slug], env=env, check=True, capture_output=True)

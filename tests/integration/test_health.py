@@ -42,7 +42,7 @@ def test_readyz_reports_unmigrated_database(empty_database_url, app_on):
     app = app_on(empty_database_url())
     response = app.test_client().get("/readyz")
     assert response.status_code == 503
-    assert "bridge db upgrade" in response.json["reason"]
+    assert "idbridge db upgrade" in response.json["reason"]
     assert "at nothing" in response.json["reason"]
 
 

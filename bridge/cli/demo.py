@@ -1,0 +1,37 @@
+"""`idbridge demo`: a ready demo account."""
+
+from __future__ import annotations
+
+import click
+
+from bridge import accounts, schema
+from bridge.cli.base import Context, fails_cleanly, main, pass_ctx
+
+
+@main.command("demo")
+@click.option("--slug", default="demo", show_default=True)
+@pass_ctx
+@fails_cleanly
+def demo(ctx: Context, slug: str) -> None:
+    """Set up a demo account (idempotent) and print where to point an IdP, with a fresh token."""
+    schema.upgrade(ctx.store.engine)
+    with ctx.store.read() as session:
+        exists = slug in {a.slug for a in accounts.list_accounts(session)}
+        envs = {e.name for e in accounts.list_environments(session, slug)} if exists else set()
+    if not exists:
+        accounts.create_account(ctx.store, slug, name="Demo account", actor=ctx.actor)
+    for name in ("production", "staging"):
+        if name not in envs:
+            accounts.add_environment(
+                ctx.store, slug, name, default=name == "production", actor=ctx.actor
+            )
+    token = accounts.issue_token(ctx.store, slug, label="demo", actor=ctx.actor)
+    base = ctx.settings.base_url
+    click.echo(f"account:            {slug} (environments: production, staging)")
+    click.echo(f"SCIM base URL:      {base}/scim/v2")
+    click.echo(f"SAML metadata URL:  {base}/saml/{slug}/metadata")
+    click.echo(
+        f"SAML login:         {base}/saml/{slug}/login (after `idbridge dev-idp register {slug}`)"
+    )
+    click.echo("SCIM bearer token (shown once):")
+    click.echo(token.raw)

@@ -1,0 +1,162 @@
+"""The account's SAML IdPs: add, list, remove, refresh."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from bridge import accounts, idps
+from bridge.cli.base import Context, emit, fails_cleanly, main, pass_ctx
+from bridge.errors import BridgeError
+
+
+@main.group("idps")
+def idps_group() -> None:
+    """SAML identity providers of an account."""
+
+
+@idps_group.command("add")
+@click.argument("slug")
+@click.option("--metadata", "source", required=True, help="Metadata XML: a file or an https URL.")
+@click.option("--name", help="A short name (default: from the entity ID's host).")
+@click.option("--allow-idp-initiated", is_flag=True, help="Accept logins the IdP starts.")
+@click.option("--no-jit", is_flag=True, help="Sign in only users SCIM already provisioned.")
+@click.option("--match-by", default="name_id", show_default=True, help="name_id or an attribute.")
+@click.option(
+    "--link-by-email", is_flag=True, help="Link first logins by e-mail (verified domains)."
+)
+@pass_ctx
+@fails_cleanly
+def idps_add(
+    ctx: Context,
+    slug: str,
+    source: str,
+    name: str | None,
+    allow_idp_initiated: bool,
+    no_jit: bool,
+    match_by: str,
+    link_by_email: bool,
+) -> None:
+    """Register an IdP with account SLUG from its metadata; takes effect at once."""
+    url = source if source.startswith(("https://", "http://")) else None
+    xml = (
+        idps.fetch(source, allow_private=ctx.settings.allow_private_metadata)
+        if url
+        else _read(source)
+    )
+    idp = idps.add(
+        ctx.store,
+        slug,
+        xml,
+        name=name,
+        metadata_url=url,
+        allow_idp_initiated=allow_idp_initiated,
+        allow_jit=not no_jit,
+        match_by=match_by,
+        actor=ctx.actor,
+    )
+    if link_by_email:
+        ctx.store.write(lambda db: _set_link_by_email(db, idp.id))
+    base = ctx.settings.base_url
+    click.echo(f"added IdP {idp.name} ({idp.entity_id}) to {slug}")
+    click.echo(
+        f"give the IdP: SP entity ID {base}/saml/{slug}/metadata, ACS {base}/saml/{slug}/acs"
+    )
+    with ctx.store.read() as db:
+        for warning in idps.expiry_warnings(idps.get(db, idp.account_id, idp.name)):
+            click.echo(f"warning: {warning}", err=True)
+
+
+def _set_link_by_email(db: Any, idp_id: int) -> None:
+    from bridge.models import IdentityProvider
+
+    idp = db.get(IdentityProvider, idp_id)
+    idp.link_by_email = True
+    idp.touch()
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError as exc:
+        raise click.ClickException(f"{path}: {exc.strerror}") from exc
+
+
+@idps_group.command("list")
+@click.argument("slug")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_ctx
+@fails_cleanly
+def idps_list(ctx: Context, slug: str, as_json: bool) -> None:
+    """List the IdPs of SLUG, with certificate expiry warnings."""
+    with ctx.store.read() as session:
+        account = accounts.get_account(session, slug)
+        rows = [
+            {
+                "name": i.name,
+                "entity_id": i.entity_id,
+                "sso_url": i.sso_url,
+                "idp_initiated": i.allow_idp_initiated,
+                "jit": i.allow_jit,
+                "certificates": len(i.certificates.get("signing", [])),
+                "warnings": idps.expiry_warnings(i),
+            }
+            for i in idps.list_for(session, account.id)
+        ]
+    if as_json:
+        emit(rows)
+        return
+    for row in rows:
+        flags = ("idp-initiated " if row["idp_initiated"] else "") + (
+            "jit" if row["jit"] else "scim-only"
+        )
+        click.echo(f"{row['name']}\t{row['entity_id']}\t{row['certificates']} cert(s)\t{flags}")
+        for warning in list(row["warnings"]):  # type: ignore[call-overload]
+            click.echo(f"  warning: {warning}")
+
+
+@idps_group.command("remove")
+@click.argument("slug")
+@click.argument("name")
+@pass_ctx
+@fails_cleanly
+def idps_remove(ctx: Context, slug: str, name: str) -> None:
+    """Remove IdP NAME from SLUG; its logins stop at once."""
+    idps.remove(ctx.store, slug, name, actor=ctx.actor)
+    click.echo(f"removed IdP {name} from {slug}")
+
+
+@idps_group.command("refresh")
+@click.argument("slug")
+@click.argument("name", required=False)
+@pass_ctx
+@fails_cleanly
+def idps_refresh(ctx: Context, slug: str, name: str | None) -> None:
+    """Re-read metadata from the IdPs' URLs (all of SLUG's, or NAME); safe to run from cron."""
+    with ctx.store.read() as session:
+        account = accounts.get_account(session, slug)
+        targets = [
+            (i.name, i.metadata_url)
+            for i in idps.list_for(session, account.id)
+            if name in (None, i.name)
+        ]
+    if name and not targets:
+        raise click.ClickException(f"no IdP {name!r} in account {slug!r}")
+    failed = False
+    for idp_name, url in targets:
+        if not url:
+            click.echo(f"{idp_name}: added from a file, nothing to refresh")
+            continue
+        try:
+            xml = idps.fetch(url, allow_private=ctx.settings.allow_private_metadata)
+            changed = idps.refresh(ctx.store, slug, idp_name, xml=xml, actor=ctx.actor)
+        except BridgeError as exc:
+            click.echo(f"{idp_name}: {exc.detail}", err=True)
+            failed = True
+            continue
+        click.echo(f"{idp_name}: {'updated' if changed else 'unchanged'}")
+    if failed:
+        sys.exit(1)

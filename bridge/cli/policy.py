@@ -1,0 +1,202 @@
+"""Policy files: check, explain, plan, apply."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+import policies
+from bridge import planning
+from bridge.cli.base import Context, emit, fails_cleanly, main, pass_ctx
+
+
+@main.group("policy")
+def policy_group() -> None:
+    """Policy files: check, explain, plan, apply."""
+
+
+@policy_group.command("check")
+@click.argument("files", nargs=-1, type=click.Path(dir_okay=False))
+@pass_ctx
+def policy_check(ctx: Context, files: tuple[str, ...]) -> None:
+    """Validate policy FILES (default: every file in BRIDGE_POLICY_DIR) and run their tests."""
+    paths = [Path(f) for f in files] or sorted(
+        p for p in Path(ctx.settings.policy_dir).glob("*") if p.suffix in (".yaml", ".yml")
+    )
+    if not paths:
+        raise click.ClickException(f"no policy files given or found in {ctx.settings.policy_dir}")
+    failed = False
+    for path in paths:
+        try:
+            policy = policies.load(path)
+        except policies.PolicyError as exc:
+            click.echo(str(exc), err=True)
+            failed = True
+            continue
+        results = policies.run_tests(policy)
+        for result in results:
+            click.echo(str(result), err=not result.passed)
+        failed = failed or not all(r.passed for r in results)
+        click.echo(f"{path}: valid, {sum(r.passed for r in results)}/{len(results)} tests pass")
+    if failed:
+        sys.exit(1)
+
+
+@policy_group.command("explain")
+@click.argument("slug")
+@click.option("--user", "user_name", help="A stored user's userName.")
+@click.option(
+    "--profile", "profile_file", type=click.Path(dir_okay=False), help="A profile as JSON."
+)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_ctx
+@fails_cleanly
+def policy_explain(
+    ctx: Context, slug: str, user_name: str | None, profile_file: str | None, as_json: bool
+) -> None:
+    """The decision of SLUG's policy for a user or a profile, and why."""
+    if (user_name is None) == (profile_file is None):
+        raise click.UsageError("give exactly one of --user or --profile")
+    profile = _read_profile(profile_file) if profile_file else None
+    choice, decision, _ = planning.explain(ctx.store, slug, user_name=user_name, profile=profile)
+    if decision is None:
+        raise click.ClickException(f"no policy to explain with: {choice.error}")
+    if as_json:
+        emit({"policy": choice.source, **_decision_json(decision)})
+        return
+    click.echo(
+        f"policy: {choice.source}"
+        + (f" (broken edit ignored: {choice.error})" if choice.error else "")
+    )
+    data = _decision_json(decision)
+    click.echo(f"role: {data['role']['value']} (rule {data['role']['rule']})")
+    click.echo(
+        f"environments: {data['environments']['value']} (rule {data['environments']['rule']})"
+    )
+    for g in data["groups"]:
+        click.echo(f"group: {g['name']} (rule {g['rule']})")
+    for g in data["grants"]:
+        click.echo(f"grant: {g}")
+    for error in data["errors"]:
+        click.echo(f"ERROR: {error} (access would be kept as it is)")
+    click.echo("why:")
+    for step in data["explanation"]:
+        click.echo(f"  [{'x' if step['matched'] else ' '}] {step['rule']}: {step['detail']}")
+
+
+@policy_group.command("plan")
+@click.argument("slug")
+@click.argument("file", required=False, type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_ctx
+@fails_cleanly
+def policy_plan(ctx: Context, slug: str, file: str | None, as_json: bool) -> None:
+    """Who would gain or lose what if FILE (default: the current policy) were applied."""
+    candidate = _load_policy(file, slug) if file else None
+    result = planning.plan(ctx.store, slug, candidate, on_change=None if as_json else _print_change)
+    _print_plan(result, as_json)
+    if result.refused:
+        sys.exit(1)
+
+
+@policy_group.command("apply")
+@click.argument("slug")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_ctx
+@fails_cleanly
+def policy_apply(ctx: Context, slug: str, as_json: bool) -> None:
+    """Re-evaluate every user of SLUG with its current policy (refused when a guard would break)."""
+    result = planning.plan(ctx.store, slug)
+    if result.refused:
+        _print_plan(result, as_json)
+        raise click.ClickException(f"not applied: {result.refused}")
+    result = planning.apply(ctx.store, slug, actor=ctx.actor)
+    _print_plan(result, as_json)
+    if not as_json:
+        click.echo(f"applied to {slug}")
+
+
+def _load_policy(file: str, slug: str) -> policies.Policy:
+    try:
+        return planning.load_candidate(file, slug)
+    except policies.PolicyError as exc:
+        raise click.ClickException(f"the policy does not load:\n{exc}") from exc
+
+
+def _read_profile(path: str) -> policies.Profile:
+    """A profile captured as JSON: {source, userName, attributes, groups, idp}."""
+    try:
+        data = json.loads(Path(path).read_text())
+        attributes = {
+            str(k): tuple(v if isinstance(v, list) else [v])
+            for k, v in (data.get("attributes") or {}).items()
+        }
+        idp = data.get("idp")
+        return policies.Profile(
+            source=policies.Source(data.get("source", "saml")),
+            user_name=str(data["userName"]),
+            idp=policies.IdpLink(idp, str(data["userName"])) if idp else None,
+            attributes={k: tuple(map(str, v)) for k, v in attributes.items()},
+            groups=tuple(map(str, data.get("groups") or ())),
+        )
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise click.ClickException(
+            f"{path}: not a profile ({type(exc).__name__}: {exc}); expected JSON with "
+            "userName and optional source, attributes, groups, idp"
+        ) from exc
+
+
+def _decision_json(decision: policies.Decision) -> dict[str, Any]:
+    envs = decision.environments
+    return {
+        "role": {"value": decision.role, "rule": decision.role_rule},
+        "environments": {
+            "value": envs if isinstance(envs, str) else list(envs),
+            "rule": decision.environments_rule,
+        },
+        "groups": [{"name": g.name, "rule": g.rule} for g in decision.groups],
+        "grants": [
+            {
+                "subject": g.group or "user",
+                "environment": g.environment,
+                g.kind: g.path,
+                "level": g.level,
+                "rule": g.rule,
+            }
+            for g in decision.grants
+        ],
+        "errors": list(decision.errors),
+        "explanation": [
+            {"rule": s.rule, "matched": s.matched, "detail": s.detail} for s in decision.explanation
+        ],
+    }
+
+
+def _print_change(change: planning.Change) -> None:
+    parts = []
+    if change.role:
+        parts.append(f"role {change.role[0]} -> {change.role[1]}")
+    for kind, values in change.gains.items():
+        parts += [f"+{kind[:-1]} {v}" for v in values]
+    for kind, values in change.losses.items():
+        parts += [f"-{kind[:-1]} {v}" for v in values]
+    parts += [f"error: {e} (kept as is)" for e in change.errors]
+    click.echo(f"{change.user_name}: " + "; ".join(parts))
+
+
+def _print_plan(result: planning.Plan, as_json: bool) -> None:
+    if as_json:
+        emit(result.describe())
+        return
+    click.echo(f"policy: {result.policy_source}")
+    for warning in result.warnings:
+        click.echo(f"warning: {warning}")
+    for change in result.changes:
+        _print_change(change)
+    click.echo(result.summary())
+    if result.refused:
+        click.echo(f"REFUSED: {result.refused}", err=True)

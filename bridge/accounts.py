@@ -206,3 +206,33 @@ def _touch(store: Store, token_id: int, now: datetime) -> None:
 
 def list_accounts(db: Session) -> list[Account]:
     return list(db.scalars(select(Account).order_by(Account.slug)))
+
+
+def set_default_environment(
+    store: Store, account_id: int, name: str, default: bool, *, actor: str
+) -> Environment:
+    """Make an environment one of the account's defaults, or not."""
+
+    def work(db: Session) -> Environment:
+        env = db.scalar(
+            select(Environment).where(
+                Environment.account_id == account_id, Environment.name == name
+            )
+        )
+        if env is None:
+            raise NotFound(f"no environment {name!r}")
+        if env.is_default != default:
+            env.is_default = default
+            audit.record(
+                db,
+                account_id,
+                actor=actor,
+                action="environment.update",
+                target_type="environment",
+                target_id=name,
+                before={"default": not default},
+                after={"default": default},
+            )
+        return env
+
+    return store.write(work)

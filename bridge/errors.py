@@ -37,3 +37,23 @@ class Unauthorized(BridgeError):
 
 class Unavailable(BridgeError):
     """The store cannot serve the request now (unreachable, busy, behind on migrations)."""
+
+
+class Forbidden(BridgeError):
+    """The credentials are good but lack the permission (scope) the request needs."""
+
+
+class GuardRefused(Conflict):
+    """A change would break one of the account policy's guards (e.g. keep_at_least_one)."""
+
+    def __init__(self, guard: str, detail: str) -> None:
+        super().__init__(f"refused by guard {guard}: {detail}")
+        self.guard = guard
+
+
+class PolicyInvalid(InvalidInput):
+    """A policy source does not load; `problems` lists every error as file:line:col."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__(f"the policy does not load ({len(problems)} errors)")
+        self.problems = problems

@@ -448,3 +448,30 @@ def _reconcile_group_grants(
                 "removed": [list(map(str, k)) for k in removed],
             },
         )
+
+
+def decision_json(decision: policies.Decision) -> dict[str, Any]:
+    """A Decision as plain data: what it gives, by which rule, and the explanation."""
+    envs = decision.environments
+    return {
+        "role": {"value": decision.role, "rule": decision.role_rule},
+        "environments": {
+            "value": envs if isinstance(envs, str) else list(envs),
+            "rule": decision.environments_rule,
+        },
+        "groups": [{"name": g.name, "rule": g.rule} for g in decision.groups],
+        "grants": [
+            {
+                "subject": g.group or "user",
+                "environment": g.environment,
+                g.kind: g.path,
+                "level": g.level,
+                "rule": g.rule,
+            }
+            for g in decision.grants
+        ],
+        "errors": list(decision.errors),
+        "explanation": [
+            {"rule": s.rule, "matched": s.matched, "detail": s.detail} for s in decision.explanation
+        ],
+    }

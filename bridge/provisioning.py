@@ -213,6 +213,29 @@ def reevaluate(
     return changed
 
 
+def reapply(
+    db: Session, account: Account, user: User, *, registry: PolicyRegistry | None, actor: str
+) -> Choice:
+    """Apply the account's policy to one user again, inside the caller's transaction (after a
+    manual change: a cleared manual role goes back to the policy's). Returns the policy used."""
+    choice = policy_for(db, account, registry)
+    _decide(db, account, user, choice, profiles.stored(db, user), actor=actor)
+    return choice
+
+
+def record_change(
+    db: Session,
+    account: Account,
+    user: User,
+    before: dict[str, Any] | None,
+    *,
+    actor: str,
+    action: str,
+) -> int:
+    """Audit a change to a user (next version, before and after), if there was one."""
+    return _record(db, account, user, before, actor=actor, action=action)
+
+
 def _decide(
     db: Session,
     account: Account,

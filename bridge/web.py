@@ -24,9 +24,33 @@ STATUS: dict[type[errors.BridgeError], int] = {
     errors.InvalidInput: 400,
     errors.Unauthorized: 401,
     errors.NotFound: 404,
+    errors.Forbidden: 403,
     errors.Conflict: 409,
     errors.PreconditionFailed: 412,
     errors.Unavailable: 503,
+}
+# RFC 9457 problem types, one stable slug per error class (the most specific class wins), and
+# for app-level HTTP errors by status; /api/v1/reference#problem-<slug> describes each.
+PROBLEM_TYPES: dict[type[errors.BridgeError], str] = {
+    errors.PolicyInvalid: "policy-invalid",
+    errors.InvalidInput: "invalid-input",
+    errors.Unauthorized: "unauthorized",
+    errors.Forbidden: "forbidden",
+    errors.NotFound: "not-found",
+    errors.GuardRefused: "guard-refused",
+    errors.Conflict: "conflict",
+    errors.PreconditionFailed: "precondition-failed",
+    errors.Unavailable: "unavailable",
+}
+HTTP_PROBLEM_TYPES = {
+    400: "bad-request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not-found",
+    405: "method-not-allowed",
+    413: "too-large",
+    415: "unsupported-media-type",
+    500: "internal-error",
 }
 REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 # Protocol adapters render errors under their own URL prefix (SCIM JSON, the SAML error page);
@@ -55,6 +79,28 @@ def status_of(error: errors.BridgeError) -> int:
         if kind in STATUS:
             return STATUS[kind]
     return 400
+
+
+def problem(status: int, detail: str, exc: Exception) -> dict[str, Any]:
+    """The RFC 9457 problem document for an error (extension members for guards and policies)."""
+    slug = HTTP_PROBLEM_TYPES.get(status, "error")
+    if isinstance(exc, errors.BridgeError):
+        slug = next((PROBLEM_TYPES[k] for k in type(exc).__mro__ if k in PROBLEM_TYPES), slug)
+    base = current_app.config["BRIDGE_SETTINGS"].base_url
+    body: dict[str, Any] = {
+        "type": f"{base}/api/v1/reference#problem-{slug}",
+        "title": slug.replace("-", " ").capitalize(),
+        "status": status,
+        "detail": detail,
+    }
+    if isinstance(exc, errors.GuardRefused):
+        body["guard"] = exc.guard
+    if isinstance(exc, errors.PolicyInvalid):
+        body["errors"] = exc.problems
+    if status == 500:
+        body["detail"] = "internal error; the request id finds it in the logs"
+        body["request_id"] = g.get("request_id")
+    return body
 
 
 def get_store() -> Store:

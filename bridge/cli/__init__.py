@@ -2,6 +2,7 @@
 
 from bridge.cli import (  # noqa: F401  (each module adds its group to main)
     accounts,
+    api_keys,
     audit,
     db,
     demo,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
 
 import click
 
@@ -66,13 +65,13 @@ def policy_explain(
     if decision is None:
         raise click.ClickException(f"no policy to explain with: {choice.error}")
     if as_json:
-        emit({"policy": choice.source, **_decision_json(decision)})
+        emit({"policy": choice.source, **planning.decision_json(decision)})
         return
     click.echo(
         f"policy: {choice.source}"
         + (f" (broken edit ignored: {choice.error})" if choice.error else "")
     )
-    data = _decision_json(decision)
+    data = planning.decision_json(decision)
     click.echo(f"role: {data['role']['value']} (rule {data['role']['rule']})")
     click.echo(
         f"environments: {data['environments']['value']} (rule {data['environments']['rule']})"
@@ -148,32 +147,6 @@ def _read_profile(path: str) -> policies.Profile:
             f"{path}: not a profile ({type(exc).__name__}: {exc}); expected JSON with "
             "userName and optional source, attributes, groups, idp"
         ) from exc
-
-
-def _decision_json(decision: policies.Decision) -> dict[str, Any]:
-    envs = decision.environments
-    return {
-        "role": {"value": decision.role, "rule": decision.role_rule},
-        "environments": {
-            "value": envs if isinstance(envs, str) else list(envs),
-            "rule": decision.environments_rule,
-        },
-        "groups": [{"name": g.name, "rule": g.rule} for g in decision.groups],
-        "grants": [
-            {
-                "subject": g.group or "user",
-                "environment": g.environment,
-                g.kind: g.path,
-                "level": g.level,
-                "rule": g.rule,
-            }
-            for g in decision.grants
-        ],
-        "errors": list(decision.errors),
-        "explanation": [
-            {"rule": s.rule, "matched": s.matched, "detail": s.detail} for s in decision.explanation
-        ],
-    }
 
 
 def _print_change(change: planning.Change) -> None:

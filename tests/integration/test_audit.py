@@ -1,4 +1,4 @@
-"""The audit chain detects edited, deleted and truncated events (through `idbridge audit verify`)."""
+"""The audit chain detects edited, deleted and truncated events (`idbridge audit verify`)."""
 
 from sqlalchemy import delete, update
 

@@ -1,0 +1,173 @@
+"""API keys: issued once and stored hashed, scoped, revocable, expiring; the key is the account;
+errors are RFC 9457 problems; every write is audited with the key's id."""
+
+from datetime import timedelta
+
+from sqlalchemy import select, update
+
+from bridge import accounts, provisioning
+from bridge.models import Account, ApiKey, AuditEvent, utcnow
+from tests import factories
+from tests.integration.api_client import problem_type
+
+
+def audit_seq(store, account):
+    with store.read() as db:
+        return db.get(Account, account.id).audit_seq
+
+
+def make_user(store, account, name=None):
+    return provisioning.provision(store, account.id, factories.profile(name), actor="test").user_id
+
+
+def test_cli_issues_a_key_shown_once_and_stored_hashed(cli, store, account):
+    """`api-keys issue` prints the ibk_ key alone on its last line; only its hash is stored."""
+    result = cli("api-keys", "issue", account.slug, "--scope", "read", "--label", "ci")
+    assert result.exit_code == 0, result.output
+    raw = result.output.strip().splitlines()[-1]
+    assert raw.startswith("ibk_") and len(raw) >= 4 + 43  # 256 bits, base64url
+    with store.read() as db:
+        row = db.scalar(select(ApiKey).where(ApiKey.account_id == account.id))
+        assert row.scope == "read" and row.key_hash == accounts.hash_token(raw)
+        assert raw not in str([getattr(row, c.key) for c in ApiKey.__table__.c])
+    listed = cli("api-keys", "list", account.slug)
+    assert "read" in listed.output and raw not in listed.output and row.prefix in listed.output
+
+
+def test_cli_refuses_a_bad_scope_and_expiry(cli, account):
+    """A scope outside read|write|admin and a zero expiry are refused with a message."""
+    bad = cli("api-keys", "issue", account.slug, "--scope", "root")
+    assert bad.exit_code != 0 and "root" in bad.output
+    zero = cli("api-keys", "issue", account.slug, "--scope", "read", "--expires", "0")
+    assert zero.exit_code == 1 and "expiry must be between" in zero.output
+
+
+def test_missing_unknown_revoked_and_expired_keys_get_401(client, api_for, account, store, cli):
+    """No key, an unknown key, a revoked key and an expired key: 401 problem JSON each."""
+    r = client.get("/api/v1/users")
+    assert r.status_code == 401 and problem_type(r) == "unauthorized"
+    assert r.headers["WWW-Authenticate"].startswith("Bearer")
+    r = client.get("/api/v1/users", headers={"Authorization": "Bearer ibk_nope"})
+    assert r.status_code == 401 and "unknown" in r.json["detail"]
+    api = api_for(account, "read")
+    assert api.get("users").status_code == 200
+    assert cli("api-keys", "revoke", account.slug, str(api.key_id)).exit_code == 0
+    r = api.get("users")
+    assert r.status_code == 401 and "revoked" in r.json["detail"]
+    expiring = api_for(account, "read")
+    store.write(
+        lambda db: db.execute(
+            update(ApiKey)
+            .where(ApiKey.id == expiring.key_id)
+            .values(expires=utcnow() - timedelta(seconds=1))
+        )
+    )
+    r = expiring.get("users")
+    assert r.status_code == 401 and "expired" in r.json["detail"]
+
+
+def test_last_use_is_recorded(api, store):
+    """A key's last use is kept (coarsely), so unused keys can be found and revoked."""
+    assert api.get("users").status_code == 200
+    with store.read() as db:
+        assert db.get(ApiKey, api.key_id).last_used is not None
+
+
+def test_read_key_cannot_write(api_for, account, store):
+    """A read key gets 403 forbidden on a write, and nothing is written."""
+    user_id = make_user(store, account)
+    reader = api_for(account, "read")
+    before = audit_seq(store, account)
+    r = reader.put(f"users/{user_id}/role", json={"role": "admin"})
+    assert r.status_code == 403 and problem_type(r) == "forbidden"
+    assert "needs write" in r.json["detail"]
+    assert audit_seq(store, account) == before
+    assert reader.get(f"users/{user_id}").json["access"]["role"]["provenance"] != "manual"
+
+
+def test_write_key_cannot_touch_admin_resources(api_for, account, store):
+    """A write key may change access but not API keys or environments (admin)."""
+    writer = api_for(account, "write")
+    other = api_for(account, "admin")
+    r = writer.delete(f"api-keys/{other.key_id}")
+    assert r.status_code == 403 and problem_type(r) == "forbidden"
+    r = writer.post("environments", json={"name": "qa"})
+    assert r.status_code == 403
+    assert other.get("users").status_code == 200  # the key was not revoked
+    names = [e["name"] for e in writer.get("environments").json["environments"]]
+    assert "qa" not in names
+
+
+def test_another_accounts_key_sees_404(api_for, account, store):
+    """A key of another account cannot see or change this account's users: 404, not 403."""
+    user_id = make_user(store, account)
+    stranger_account = accounts.create_account(
+        store, f"other-{account.slug}", name="Other", actor="test"
+    )
+    stranger = api_for(stranger_account, "admin")
+    for r in (
+        stranger.get(f"users/{user_id}"),
+        stranger.get(f"users/{user_id}/explain"),
+        stranger.put(f"users/{user_id}/role", json={"role": "admin"}),
+    ):
+        assert r.status_code == 404 and problem_type(r) == "not-found", r.json
+    assert stranger.get("users").json["users"] == []
+    mine = api_for(account, "admin")
+    r = stranger.delete(f"api-keys/{mine.key_id}")
+    assert r.status_code == 404
+    assert mine.get("users").status_code == 200
+
+
+def test_admin_lists_and_revokes_keys_audited_with_the_key_id(api_for, account, store):
+    """Revoking a key over the API is audited with the revoking key's id as the actor."""
+    admin = api_for(account, "admin")
+    victim = api_for(account, "read")
+    listed = admin.get("api-keys").json["api_keys"]
+    assert {k["id"] for k in listed} >= {admin.key_id, victim.key_id}
+    assert all("key_hash" not in k and not k["prefix"].endswith("…") for k in listed)
+    r = admin.delete(f"api-keys/{victim.key_id}")
+    assert r.status_code == 200 and r.json["revoked"]
+    assert admin.delete(f"api-keys/{victim.key_id}").status_code == 409
+    with store.read() as db:
+        event = db.scalars(
+            select(AuditEvent).where(
+                AuditEvent.account_id == account.id, AuditEvent.action == "api_key.revoke"
+            )
+        ).one()
+    assert event.actor == f"api:key:{admin.key_id}"
+
+
+def test_bad_json_and_unknown_members_are_400(api, account, store):
+    """A body that is not JSON, or has unknown members, is a 400 problem; nothing written."""
+    user_id = make_user(store, account)
+    before = audit_seq(store, account)
+    r = api.request(
+        "PUT",
+        f"users/{user_id}/role",
+        data="{not json",
+        headers={"Content-Type": "application/json"},
+    )
+    assert r.status_code == 400 and problem_type(r) == "invalid-input"
+    r = api.put(f"users/{user_id}/role", json={"role": "admin", "extra": 1})
+    assert r.status_code == 400 and "extra" in r.json["detail"]
+    r = api.put(f"users/{user_id}/role", json={"role": "emperor"})
+    assert r.status_code == 400 and "role" in r.json["detail"]
+    assert audit_seq(store, account) == before
+
+
+def test_unknown_api_url_is_a_problem(api):
+    """Unknown URLs under /api/v1 answer problem JSON, not HTML."""
+    r = api.get("nothing-here")
+    assert r.status_code == 404 and problem_type(r) == "not-found"
+
+
+def test_openapi_document_and_reference_need_no_key(client):
+    """The OpenAPI 3.1 document and the reference page are public and self-contained."""
+    doc = client.get("/api/v1/openapi.json").json
+    assert doc["openapi"].startswith("3.1")
+    assert "/api/v1/users/{user_id}" in doc["paths"]
+    assert doc["components"]["securitySchemes"]["apiKey"]["scheme"] == "bearer"
+    page = client.get("/api/v1/reference")
+    assert page.status_code == 200 and b"/api/v1/users/{user_id}" in page.data
+    assert b"<script" not in page.data and b"https://" not in page.data
+    assert b'id="problem-guard-refused"' in page.data

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import uuid
 from datetime import timedelta
 
@@ -100,3 +101,14 @@ def end_for_name_id(
         return int(db.execute(stmt.values(ended=utcnow())).rowcount)  # type: ignore[attr-defined]
 
     return store.write(work)
+
+
+def csrf_token(secret: str) -> str:
+    """The session's token for state-changing forms (sign-out): derived from the cookie's secret,
+    so a page elsewhere cannot know it and nothing more is stored."""
+    return hmac.new(secret.encode(), b"bridge-csrf", hashlib.sha256).hexdigest()
+
+
+def csrf_ok(secret: str, given: str) -> bool:
+    """Whether `given` is the session's CSRF token (compared in constant time)."""
+    return hmac.compare_digest(csrf_token(secret), given.encode("ascii", "replace").decode())

@@ -7,15 +7,18 @@ from flask.typing import ResponseReturnValue
 
 from bridge import web
 
+# Refusals the blueprint never sees (routing and body-size errors), by HTTP status.
+REASONS = {404: "not_found", 405: "wrong_method", 413: "too_large"}
+
 
 def init_app(app: Flask) -> None:
     from saml import errors, views
 
     def render(status: int, detail: str, exc: Exception) -> ResponseReturnValue:
-        reason = "too_large" if status == 413 else ("internal" if status >= 500 else "invalid")
-        return Response(
-            errors.page(reason, g.get("request_id")), status=status, mimetype="text/html"
-        )
+        reason = REASONS.get(status, "internal" if status >= 500 else "invalid")
+        in_log = views.record_app_refusal(reason, detail) if status < 500 else False
+        page = errors.page(reason, g.get("request_id"), in_login_log=in_log)
+        return Response(page, status=status, mimetype="text/html")
 
     app.register_blueprint(views.bp)
     web.register_renderer(app, "/saml/", render)

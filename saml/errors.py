@@ -11,6 +11,8 @@ class SamlRejected(Exception):
     def __init__(self, reason: str, detail: str, status: int = 400) -> None:
         super().__init__(detail)
         self.reason, self.detail, self.status = reason, detail, status
+        self.idp_id: int | None = None  # what is known of the login, for the login log
+        self.name_id: str | None = None
 
 
 # What the person sees, and what to ask their admin. Never raw XML or a stack trace.
@@ -47,12 +49,17 @@ ADVICE = {
 }
 DEFAULT_ADVICE = (
     "We could not sign you in",
-    "Try again from the application. If it keeps failing, give your IT admin the reference "
-    "below: it tells them why in the sign-in log (`idbridge logins`).",
+    "Try again from the application. If it keeps failing, give your IT admin the reference below.",
 )
+# Where the reference leads: the account's sign-in log when the account is known, else the
+# service's JSON log (a line carrying the same `reference`).
+WHERE = {
+    True: "Admins: the reason is in the sign-in log (`idbridge logins <account> --failed`).",
+    False: "Admins: the reason is in the service log, on the line whose `reference` is this one.",
+}
 
 
-def page(reason: str, request_id: str | None) -> str:
+def page(reason: str, request_id: str | None, *, in_login_log: bool) -> str:
     title, advice = ADVICE.get(reason, DEFAULT_ADVICE)
     ref = escape(f"{reason} / {request_id or '-'}")
     return (
@@ -60,5 +67,6 @@ def page(reason: str, request_id: str | None) -> str:
         f"<title>{escape(title)}</title>"
         "<body style='font-family:sans-serif;max-width:36em;margin:4em auto'>"
         f"<h1>{escape(title)}</h1><p>{escape(advice)}</p>"
-        f"<p style='color:#666'>Reference: <code>{ref}</code></p></body></html>"
+        f"<p style='color:#666'>Reference: <code>{ref}</code><br>{escape(WHERE[in_login_log])}"
+        "</p></body></html>"
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import secrets
 from typing import Any
 from urllib.parse import urlsplit
@@ -13,15 +14,25 @@ from onelogin.saml2.auth import OneLogin_Saml2_Auth
 from onelogin.saml2.logout_request import OneLogin_Saml2_Logout_Request
 from sqlalchemy import select
 
-from bridge import accounts, idps, logins, provisioning, sessions
+from bridge import accounts, idps, logins, provisioning, redirects, sessions
 from bridge import sp_keys as keys
 from bridge.access import access_of
 from bridge.errors import NotFound
-from bridge.models import Account, Grant, Group, IdentityProvider, Membership, User
+from bridge.models import (
+    Account,
+    Environment,
+    Grant,
+    Group,
+    IdentityProvider,
+    LoginSession,
+    Membership,
+    User,
+)
 from bridge.web import get_store
-from saml import sso
+from saml import pages, sso
 from saml.errors import SamlRejected, page
 
+log = logging.getLogger(__name__)
 bp = Blueprint("saml", __name__)
 COOKIE = "bridge_session"
 
@@ -33,9 +44,11 @@ def _settings_of_app() -> Any:
 def _account(slug: str) -> Account:
     with get_store().read() as db:
         try:
-            return accounts.get_account(db, slug)
+            account = accounts.get_account(db, slug)
         except NotFound:
             raise SamlRejected("unknown_account", f"no account {slug!r}", status=404) from None
+    g.saml_account_id = account.id  # a refusal from here on goes into this account's login log
+    return account
 
 
 def _sp(account: Account) -> sso.Sp:
@@ -51,7 +64,47 @@ def _idps(account: Account) -> list[IdentityProvider]:
 
 @bp.errorhandler(SamlRejected)
 def rejected(exc: SamlRejected) -> ResponseReturnValue:
-    return Response(page(exc.reason, g.get("request_id")), status=exc.status, mimetype="text/html")
+    in_log = record_refusal(exc.reason, exc.detail, idp_id=exc.idp_id, name_id=exc.name_id)
+    body = page(exc.reason, g.get("request_id"), in_login_log=in_log)
+    return Response(body, status=exc.status, mimetype="text/html")
+
+
+def record_app_refusal(reason: str, detail: str) -> bool:
+    """A refusal raised before our views ran (e.g. a GET on /acs): the account comes from the
+    path, if it names one."""
+    parts = request.path.split("/")
+    if len(parts) > 2 and g.get("saml_account_id") is None:
+        with get_store().read() as db:
+            found = db.scalar(select(Account.id).where(Account.slug == parts[2]))
+        if found is not None:
+            g.saml_account_id = found
+    return record_refusal(reason, detail)
+
+
+def record_refusal(
+    reason: str, detail: str, *, idp_id: int | None = None, name_id: str | None = None
+) -> bool:
+    """Write a refusal where its page says to look: the account's login log when the account is
+    known (True), and always a JSON log line with the reason and the page's reference."""
+    reference = f"{reason} / {g.get('request_id') or '-'}"
+    account_id = g.get("saml_account_id")
+    log.warning(
+        "SAML refusal: %s",
+        reason,
+        extra={"reason": reason, "reference": reference, "detail": detail, "path": request.path},
+    )
+    if account_id is None:
+        return False
+    logins.record(
+        get_store(),
+        account_id,
+        ok=False,
+        reason=reason,
+        detail=f"{detail} [ref {reference}]",
+        idp_id=idp_id,
+        name_id=name_id,
+    )
+    return True
 
 
 @bp.get("/saml/<slug>/metadata")
@@ -64,7 +117,7 @@ def get_metadata(slug: str) -> ResponseReturnValue:
 def login(slug: str) -> ResponseReturnValue:
     account = _account(slug)
     idp = _choose(account, request.args.get("idp"))
-    target = safe_next(request.args.get("next"), account)
+    target = _landing(safe_next(request.args.get("next"), account))
     sp = _sp(account)
     auth = OneLogin_Saml2_Auth(
         sso.request_data(sp, f"/saml/{slug}/login", get=request.args.to_dict()),
@@ -90,26 +143,38 @@ def _choose(account: Account, name: str | None) -> IdentityProvider:
 
 
 def safe_next(value: str | None, account: Account) -> str | None:
-    """A RelayState/next that stays on our origin or one the account lists; anything else is
-    refused (an open redirect would hand the session's landing page to someone else)."""
+    """A RelayState/next that is a plain local path or on one of our origins, read as a browser
+    reads it (bridge.redirects); anything else is refused: an open redirect would hand the
+    session's landing page to someone else."""
     if not value:
         return None
-    if value.startswith("/") and not value.startswith("//") and "\\" not in value:
-        return value
-    parts = urlsplit(value)
-    origin = f"{parts.scheme}://{parts.netloc}"
-    base = urlsplit(_settings_of_app().base_url)
-    allowed = {f"{base.scheme}://{base.netloc}", *account.origins}
-    if parts.scheme in ("http", "https") and origin in allowed:
-        return value
-    raise SamlRejected("bad_relay_state", f"RelayState {value[:200]!r} is not one of our origins")
+    allowed = [_settings_of_app().base_url, *account.origins]
+    try:
+        return redirects.local_target(value, allowed)
+    except redirects.UnsafeRedirect as exc:
+        raise SamlRejected(
+            "bad_relay_state", f"RelayState {value[:200]!r} refused: {exc}"
+        ) from None
+
+
+LANDING = "/session"
+
+
+def _landing(target: str | None) -> str:
+    """Where a login ends: `next`, or the signed-in page; never a login URL (python3-saml's
+    default RelayState is the login URL itself, which loops with an IdP that has a session)."""
+    if not target:
+        return LANDING
+    path = urlsplit(target).path
+    if path.startswith("/saml/") and path.rstrip("/").endswith("/login"):
+        return LANDING
+    return target
 
 
 @bp.post("/saml/<slug>/acs")
 @bp.post("/saml/<slug>/acs/<idp_name>")
 def consume(slug: str, idp_name: str | None = None) -> ResponseReturnValue:
     account = _account(slug)
-    store = get_store()
     idp: IdentityProvider | None = None
     assertion: sso.Assertion | None = None
     try:
@@ -121,18 +186,11 @@ def consume(slug: str, idp_name: str | None = None) -> ResponseReturnValue:
         path = request.path.removeprefix(urlsplit(sp.base_url).path)
         assertion = sso.validate(sp, idp, form, path)
         secret, target = _log_in(account, idp, assertion)
-    except SamlRejected as exc:
-        logins.record(
-            store,
-            account.id,
-            ok=False,
-            reason=exc.reason,
-            detail=exc.detail,
-            idp_id=idp.id if idp is not None else None,
-            name_id=assertion.name_id if assertion is not None else None,
-        )
+    except SamlRejected as exc:  # recorded by `rejected`, with what is known of the login
+        exc.idp_id = idp.id if idp is not None else None
+        exc.name_id = assertion.name_id if assertion is not None else None
         raise
-    response = redirect(target or "/session")
+    response = redirect(target)
     _set_cookie(response, secret, account.session_minutes)
     return response
 
@@ -156,9 +214,7 @@ def _idp_for(account: Account, name: str | None, in_response_to: str | None) -> 
     )
 
 
-def _log_in(
-    account: Account, idp: IdentityProvider, assertion: sso.Assertion
-) -> tuple[str, str | None]:
+def _log_in(account: Account, idp: IdentityProvider, assertion: sso.Assertion) -> tuple[str, str]:
     """The login in one transaction: the request and assertion used up, the user found or made
     (JIT or SCIM-only) through the policy, the session opened, the login logged. Returns the
     session's secret and where to send the person."""
@@ -166,7 +222,7 @@ def _log_in(
     profile = sso.profile(assertion)
     secret = secrets.token_urlsafe(32)
 
-    def work(db: Any) -> str | None:
+    def work(db: Any) -> str:
         relay = sso.claim(db, account, idp, assertion)
         linked = (
             provisioning.verified_email_owner(db, account, profile) if idp.link_by_email else None
@@ -207,10 +263,12 @@ def _log_in(
             name_id=assertion.name_id,
             user_id=out.user_id,
         )
-        return relay
+        # judged before the login commits: a refused target leaves nothing written
+        return _landing(
+            safe_next(relay if assertion.in_response_to else assertion.relay_state, account)
+        )
 
-    relay = store.write(work)
-    return secret, safe_next(relay or assertion.relay_state, account)
+    return secret, store.write(work)
 
 
 def _serializer() -> URLSafeSerializer:
@@ -239,48 +297,106 @@ def _cookie_secret() -> str | None:
         return None
 
 
+def _wants_html() -> bool:
+    """Browsers ask for HTML; programs (`*/*`, JSON, or no Accept at all) get JSON."""
+    best = request.accept_mimetypes.best_match(["application/json", "text/html"])
+    return best == "text/html"
+
+
+def _signed_in(db: Any) -> tuple[str, LoginSession, User] | None:
+    secret = _cookie_secret()
+    found = sessions.current(db, secret) if secret else None
+    return None if found is None or secret is None else (secret, *found)
+
+
 @bp.get("/session")
 def get_session() -> ResponseReturnValue:
-    """Who is signed in: user, role, environments, groups and grants (401 when nobody)."""
-    secret = _cookie_secret()
+    """Who is signed in: user, role, environments, groups and grants with their provenance;
+    an HTML page for browsers, JSON for programs (401 when nobody)."""
     with get_store().read() as db:
-        found = sessions.current(db, secret) if secret else None
+        found = _signed_in(db)
         if found is None:
+            if _wants_html():
+                text = "Sign in from your application's sign-in page."
+                return _html(pages.message("You are not signed in", text), 401)
             return jsonify(error="Unauthorized", detail="not signed in"), 401
-        login_row, user = found
+        secret, login_row, user = found
         granted = access_of(db, user)
         group_grants = db.execute(
-            select(Group.display_name, Grant.kind, Grant.path, Grant.level)
+            select(
+                Group.display_name,
+                Environment.name,
+                Grant.kind,
+                Grant.path,
+                Grant.level,
+                Grant.provenance,
+            )
             .join(Grant, Grant.group_id == Group.id)
+            .join(Environment, Environment.id == Grant.environment_id)
             .join(Membership, Membership.group_id == Group.id)
             .where(Membership.user_id == user.id)
             .distinct()
         ).all()
         account = db.get_one(Account, user.account_id)
-        return jsonify(
-            account=account.slug,
-            user={
-                "id": str(user.id),
-                "userName": user.user_name,
-                "displayName": user.display_name,
-                "emails": [e.value for e in user.emails],
-            },
-            role=(granted["role"] or {}).get("role"),
-            environments=sorted({e["environment"] for e in granted["environments"]}),
-            groups=sorted({g["group"] for g in granted["groups"]}),
-            grants=granted["grants"]
-            + [
-                {"group": name, "kind": kind, "path": path, "level": level}
-                for name, kind, path, level in group_grants
-            ],
-            expires=login_row.expires.isoformat(timespec="seconds"),
-        )
+        emails = [e.value for e in user.emails]
+    via_groups = [
+        {"group": g, "environment": e, "kind": k, "path": p, "level": lv, "provenance": pr}
+        for g, e, k, p, lv, pr in sorted(group_grants)
+    ]
+    token = sessions.csrf_token(secret)
+    doc = {
+        "account": account.slug,
+        "user": {
+            "id": str(user.id),
+            "userName": user.user_name,
+            "displayName": user.display_name,
+            "emails": emails,
+        },
+        "role": (granted["role"] or {}).get("role"),
+        "environments": sorted({e["environment"] for e in granted["environments"]}),
+        "groups": sorted({g["group"] for g in granted["groups"]}),
+        "grants": granted["grants"] + via_groups,
+        "expires": login_row.expires.isoformat(timespec="seconds"),
+        "csrf_token": token,
+    }
+    if _wants_html():
+        detail = {**granted, "grants": granted["grants"] + via_groups}
+        return _html(pages.signed_in(doc, detail, token))
+    return jsonify(doc)
 
 
-@bp.route("/logout", methods=["GET", "POST"])
+def _html(body: str, status: int = 200) -> Response:
+    response = Response(body, status=status, mimetype="text/html")
+    response.headers["Cache-Control"] = "no-store"  # pages about a session are never cached
+    return response
+
+
+@bp.get("/logout")
+def confirm_logout() -> ResponseReturnValue:
+    """A question and a sign-out button: a GET (a link, an image) never ends a session."""
+    with get_store().read() as db:
+        found = _signed_in(db)
+    if found is None:
+        return _html(pages.message("You are not signed in", "There is nothing to sign out of."))
+    secret, _login, user = found
+    return _html(pages.confirm_sign_out(user.user_name, sessions.csrf_token(secret)))
+
+
+@bp.post("/logout")
 def logout() -> ResponseReturnValue:
-    """End the session; with an IdP that has single logout, go on to it (SP-initiated SLO)."""
+    """End the session when the form's CSRF token matches it; with an IdP that has single
+    logout, go on to it (SP-initiated SLO)."""
     secret = _cookie_secret()
+    if secret is not None:
+        with get_store().read() as db:
+            live = sessions.current(db, secret) is not None
+        given = request.form.get("csrf_token") or request.headers.get("X-CSRF-Token") or ""
+        if live and not sessions.csrf_ok(secret, given):
+            text = (
+                "This sign-out did not come from a page of this site, so you are still signed "
+                "in. To sign out, open /logout and press the button."
+            )
+            return _html(pages.message("Sign-out refused", text), 403)
     ended = sessions.end(get_store(), secret) if secret else None
     response: Response
     if ended is not None and ended.idp_id is not None:
@@ -297,9 +413,7 @@ def logout() -> ResponseReturnValue:
             )
             response.delete_cookie(COOKIE, path="/")
             return response
-    response = Response(
-        "<!doctype html><title>Signed out</title><p>You are signed out.</p>", mimetype="text/html"
-    )
+    response = _html(pages.message("Signed out", "You are signed out."))
     response.delete_cookie(COOKIE, path="/")
     return response
 
@@ -335,6 +449,4 @@ def single_logout(slug: str) -> ResponseReturnValue:
         sessions.end_for_name_id(get_store(), account.id, idp.id, name_id, session_index)
     if url:
         return redirect(url)
-    return Response(
-        "<!doctype html><title>Signed out</title><p>You are signed out.</p>", mimetype="text/html"
-    )
+    return _html(pages.message("Signed out", "You are signed out."))

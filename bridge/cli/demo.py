@@ -25,7 +25,7 @@ def demo(ctx: Context, slug: str) -> None:
             accounts.add_environment(
                 ctx.store, slug, name, default=name == "production", actor=ctx.actor
             )
-    token = accounts.issue_token(ctx.store, slug, label="demo", actor=ctx.actor)
+    token = accounts.issue_token(ctx.store, slug, label="demo", actor=ctx.actor, replace=True)
     base = ctx.settings.base_url
     click.echo(f"account:            {slug} (environments: production, staging)")
     click.echo(f"SCIM base URL:      {base}/scim/v2")
@@ -33,5 +33,5 @@ def demo(ctx: Context, slug: str) -> None:
     click.echo(
         f"SAML login:         {base}/saml/{slug}/login (after `idbridge dev-idp register {slug}`)"
     )
-    click.echo("SCIM bearer token (shown once):")
+    click.echo("SCIM bearer token (label demo, shown once; the previous demo token is revoked):")
     click.echo(token.raw)

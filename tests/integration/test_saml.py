@@ -424,7 +424,8 @@ def test_unsigned_logout_request_refused(saml):
 def test_sp_initiated_logout(saml):
     """/logout ends the session and sends a LogoutRequest to the IdP's SLO endpoint."""
     saml.post(saml.response(in_response_to=_fresh(saml), name_id="out@example.com"))
-    resp = saml.client.get("/logout")
+    token = saml.client.get("/session").json["csrf_token"]
+    resp = saml.client.post("/logout", data={"csrf_token": token})
     assert resp.status_code == 302 and resp.headers["Location"].startswith(saml.idp.slo_url)
     assert saml.client.get("/session").status_code == 401
 

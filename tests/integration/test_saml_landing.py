@@ -258,4 +258,3 @@ def test_refusals_without_an_account_go_to_the_json_log(client, caplog):
     with client.application.test_request_context():
         line = json.loads(JsonFormatter().format(lines[0]))
     assert line["reason"] == "unknown_account" and line["reference"].endswith("req-unknown-1")
-

@@ -509,3 +509,81 @@ class ApiKey(Base):
     expires: Mapped[datetime | None] = mapped_column()
     last_used: Mapped[datetime | None] = mapped_column()
     revoked: Mapped[datetime | None] = mapped_column()
+
+
+class OidcClient(Base):
+    """A relying party (the product) of an account: exact redirect URIs, hashed secret.
+
+    `secret_hash` NULL makes a public client (PKCE S256 required).
+    """
+
+    __tablename__ = "oidc_clients"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = _account_fk()
+    client_id: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    secret_hash: Mapped[str | None] = mapped_column(String(64))
+    redirect_uris: Mapped[list[str]] = mapped_column(JSON, default=list)
+    backchannel_logout_uri: Mapped[str | None] = mapped_column(String(2048))
+    created: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class OidcCode(Base):
+    """An authorization code (only its hash): single use, short-lived, bound to its client
+    and redirect URI (RFC 6749 §4.1.2, §10.5)."""
+
+    __tablename__ = "oidc_codes"
+    code_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    client_pk: Mapped[int] = mapped_column(
+        ForeignKey("oidc_clients.id", ondelete="CASCADE"), index=True
+    )
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    session_id: Mapped[int | None] = mapped_column(
+        ForeignKey("login_sessions.id", ondelete="SET NULL")
+    )
+    redirect_uri: Mapped[str] = mapped_column(String(2048))
+    scope: Mapped[str] = mapped_column(String(512))
+    nonce: Mapped[str | None] = mapped_column(String(512))
+    code_challenge: Mapped[str | None] = mapped_column(String(128))
+    code_challenge_method: Mapped[str | None] = mapped_column(String(16))
+    auth_time: Mapped[datetime] = mapped_column()
+    expires: Mapped[datetime] = mapped_column(index=True)
+    used: Mapped[datetime | None] = mapped_column()
+
+
+class OidcToken(Base):
+    """An access token (only its hash) and the code it came from (a replayed code revokes it)."""
+
+    __tablename__ = "oidc_tokens"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    client_pk: Mapped[int] = mapped_column(
+        ForeignKey("oidc_clients.id", ondelete="CASCADE"), index=True
+    )
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    session_id: Mapped[int | None] = mapped_column(
+        ForeignKey("login_sessions.id", ondelete="SET NULL"), index=True
+    )
+    code_hash: Mapped[str | None] = mapped_column(String(64), index=True)
+    scope: Mapped[str] = mapped_column(String(512))
+    issued: Mapped[datetime] = mapped_column(default=utcnow)
+    expires: Mapped[datetime] = mapped_column()
+    revoked: Mapped[datetime | None] = mapped_column()
+
+
+class OidcKey(Base):
+    """An ID-token signing key of the issuer (private key sealed); published until not_after."""
+
+    __tablename__ = "oidc_keys"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kid: Mapped[str] = mapped_column(String(64), unique=True)
+    alg: Mapped[str] = mapped_column(String(16))
+    public_jwk: Mapped[dict[str, Any]] = mapped_column(JSON)
+    key_sealed: Mapped[str] = mapped_column(Text)
+    created: Mapped[datetime] = mapped_column(default=utcnow)
+    signs_until: Mapped[datetime] = mapped_column()
+    not_after: Mapped[datetime] = mapped_column()

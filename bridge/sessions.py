@@ -7,11 +7,27 @@ import hmac
 import uuid
 from datetime import timedelta
 
+from itsdangerous import BadSignature, URLSafeSerializer
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from bridge.models import LoginSession, User, utcnow
 from bridge.store import Store
+
+# The cookie the SAML adapter sets after a login (saml/views.py); the OIDC adapter reads it to
+# know who is signed in. Its value is the session secret, signed with BRIDGE_SECRET_KEY.
+COOKIE = "bridge_session"
+COOKIE_SALT = "bridge-session"
+
+
+def cookie_secret(secret_key: str, raw: str | None) -> str | None:
+    """The session secret inside a session cookie's value (None when absent or forged)."""
+    if not raw:
+        return None
+    try:
+        return str(URLSafeSerializer(secret_key, salt=COOKIE_SALT).loads(raw))
+    except BadSignature:
+        return None
 
 
 def end_for_user(db: Session, user_id: uuid.UUID) -> int:

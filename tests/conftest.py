@@ -176,3 +176,37 @@ def scim(client: FlaskClient, store: Store, account: Account) -> ScimClient:
     """A SCIM client holding a fresh token of a fresh account (`scim.account`)."""
     token = accounts.issue_token(store, account.slug, label="test", actor="test")
     return ScimClient(client, token.raw, account)
+
+
+@dataclass
+class Live:
+    """The app served over real HTTP on a loopback port picked at run time."""
+
+    base_url: str
+    app: Flask
+
+
+@pytest.fixture(scope="module")
+def live(settings: Settings) -> Iterator[Live]:
+    """A live server (threads) whose BRIDGE_BASE_URL is its own address: for stock HTTP
+    clients (OIDC relying parties, webhook receivers) that talk to the app over sockets."""
+    import threading
+    from dataclasses import replace
+
+    from werkzeug.serving import make_server
+
+    holder: dict[str, Flask] = {}
+
+    def wsgi(environ, start_response):  # the app is made once the port is known
+        return holder["app"](environ, start_response)
+
+    server = make_server("127.0.0.1", 0, wsgi, threaded=True)
+    base = f"http://127.0.0.1:{server.server_port}"
+    app = create_app(replace(settings, base_url=base))
+    holder["app"] = app
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield Live(base, app)
+    server.shutdown()
+    thread.join(timeout=10)
+    app.extensions["bridge.store"].dispose()

@@ -4,6 +4,7 @@ from bridge.cli import (  # noqa: F401  (each module adds its group to main)
     accounts,
     api_keys,
     audit,
+    clients,
     db,
     demo,
     idps,

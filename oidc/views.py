@@ -1,0 +1,180 @@
+"""OIDC provider routes (DESIGN §3): discovery, JWKS, authorize, token, userinfo.
+
+/authorize finds the account from the client, the person from the bridge's login session of that
+account, and when nobody is signed in sends the browser through the account's SAML login with
+`next` pointing back here, so the code is issued when the login comes back.
+"""
+
+from __future__ import annotations
+
+from html import escape
+from typing import Any
+from urllib.parse import urlencode
+
+from authlib.integrations.flask_oauth2 import current_token
+from authlib.oauth2 import OAuth2Error
+from flask import Blueprint, Response, current_app, jsonify, redirect, request
+from flask.typing import ResponseReturnValue
+
+from bridge import claims, clients, idps, sessions, signing_keys
+from bridge.web import get_store
+from oidc.server import SCOPES, Person, make_server
+
+bp = Blueprint("oidc", __name__)
+
+
+def init_views(app: Any) -> None:
+    server, protector = make_server(app)
+    app.extensions["oidc.server"] = server
+    app.extensions["oidc.protector"] = protector
+    app.register_blueprint(bp)
+
+
+def _server() -> Any:
+    return current_app.extensions["oidc.server"]
+
+
+def _issuer() -> str:
+    return str(current_app.config["BRIDGE_SETTINGS"].base_url)
+
+
+def _page(title: str, body: str, status: int) -> Response:
+    html = f"<!doctype html><meta charset=utf-8><title>{escape(title)}</title>{body}"
+    return Response(html, status=status, mimetype="text/html")
+
+
+@bp.get("/.well-known/openid-configuration")
+def get_discovery() -> ResponseReturnValue:
+    """OpenID Connect Discovery 1.0 §3: what a stock client library configures itself from."""
+    base = _issuer()
+    return jsonify(
+        issuer=base,
+        authorization_endpoint=f"{base}/oidc/authorize",
+        token_endpoint=f"{base}/oidc/token",
+        userinfo_endpoint=f"{base}/oidc/userinfo",
+        jwks_uri=f"{base}/oidc/jwks.json",
+        response_types_supported=["code"],
+        response_modes_supported=["query"],
+        grant_types_supported=["authorization_code"],
+        subject_types_supported=["public"],
+        id_token_signing_alg_values_supported=[signing_keys.ALG],
+        scopes_supported=list(SCOPES),
+        token_endpoint_auth_methods_supported=[
+            "client_secret_basic",
+            "client_secret_post",
+            "none",
+        ],
+        code_challenge_methods_supported=["S256"],
+        claims_supported=[
+            "sub",
+            "iss",
+            "aud",
+            "exp",
+            "iat",
+            "auth_time",
+            "nonce",
+            "sid",
+            "name",
+            "preferred_username",
+            "email",
+            "account",
+            "role",
+            "environments",
+            "groups",
+        ],
+        backchannel_logout_supported=True,
+        backchannel_logout_session_supported=True,
+    )
+
+
+@bp.get("/oidc/jwks.json")
+def get_jwks() -> ResponseReturnValue:
+    signing_keys.current(get_store(), current_app.config["SECRET_KEY"])  # never an empty set
+    with get_store().read() as db:
+        body = signing_keys.jwks(db)
+    response = jsonify(body)
+    response.headers["Cache-Control"] = "public, max-age=300"
+    return response
+
+
+@bp.get("/oidc/authorize")
+def authorize() -> ResponseReturnValue:
+    """Validate the request (Authlib), then sign the person in through SAML, then the code."""
+    with get_store().read() as db:
+        info = clients.find(db, request.args.get("client_id", ""))
+    if info is None:  # RFC 6749 §4.1.2.1: never redirect to an unverified client
+        return _page("Unknown application", "<p>This application is not registered.</p>", 400)
+    server = _server()
+    try:
+        grant = server.get_consent_grant(end_user=None)
+    except OAuth2Error as error:
+        if error.redirect_uri is None or error.error == "invalid_client":
+            detail = escape(error.description or error.error)
+            return _page("Bad sign-in request", f"<p>{detail}</p>", 400)
+        return server.handle_error_response(None, error)
+    person = _signed_in(info)
+    if person is None:
+        return _to_login(info)
+    return server.create_authorization_response(grant=grant, grant_user=person)
+
+
+def _signed_in(info: clients.ClientInfo) -> Person | None:
+    """The person signed in to the bridge in the client's account (another account's session
+    does not count: accounts never see each other's people)."""
+    secret = sessions.cookie_secret(
+        current_app.config["SECRET_KEY"], request.cookies.get(sessions.COOKIE)
+    )
+    if secret is None:
+        return None
+    with get_store().read() as db:
+        found = sessions.current(db, secret)
+    if found is None:
+        return None
+    login, user = found
+    if login.account_id != info.account_id:
+        return None
+    return Person(user.id, login.id, login.created)
+
+
+def _to_login(info: clients.ClientInfo) -> ResponseReturnValue:
+    back = request.full_path if request.query_string else request.path
+    with get_store().read() as db:
+        found = idps.list_for(db, info.account_id)
+    if not found:
+        return _page("Sign-in not set up", "<p>This account has no identity provider yet.</p>", 409)
+    chosen = request.args.get("idp")
+    names = [idp.name for idp in found]
+    if chosen not in names:
+        chosen = names[0] if len(names) == 1 else None
+    if chosen is not None:
+        query = urlencode({"idp": chosen, "next": back})
+        return redirect(f"/saml/{info.account}/login?{query}")
+    links = "".join(
+        f"<li><a href='/saml/{escape(info.account)}/login?"
+        f"{escape(urlencode({'idp': name, 'next': back}))}'>{escape(name)}</a></li>"
+        for name in names
+    )
+    return _page("Choose how to sign in", f"<h1>Sign in with</h1><ul>{links}</ul>", 200)
+
+
+@bp.post("/oidc/token")
+def issue_token() -> ResponseReturnValue:
+    return _server().create_token_response()
+
+
+@bp.route("/oidc/userinfo", methods=["GET", "POST"])
+def get_userinfo() -> ResponseReturnValue:
+    """OIDC Core §5.3: the ID token's claims and, here only, the person's grants."""
+    protector = current_app.extensions["oidc.protector"]
+
+    @protector("openid")
+    def answer() -> ResponseReturnValue:
+        token = current_token
+        with get_store().read() as db:
+            found = claims.identity(db, token.info.user_id)
+            if found is None:
+                return jsonify(error="invalid_token"), 401
+            found["grants"] = claims.grants(db, token.info.user_id)
+        return jsonify(found)
+
+    return answer()  # type: ignore[no-any-return]

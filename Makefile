@@ -17,7 +17,9 @@ export BRIDGE_BASE_URL ?= http://127.0.0.1:$(PORT)
 run: $(BIN)/.installed
 	$(BIN)/idbridge demo
 	$(BIN)/idbridge dev-idp register demo
-	$(BIN)/idbridge dev-idp serve & trap 'kill $$! 2>/dev/null' EXIT; \
+	export BRIDGE_ALLOW_PRIVATE_WEBHOOKS=$${BRIDGE_ALLOW_PRIVATE_WEBHOOKS:-1}; \
+	$(BIN)/idbridge dev-idp serve & idp=$$!; $(BIN)/idbridge worker & worker=$$!; \
+	trap 'kill $$idp $$worker 2>/dev/null' EXIT; \
 	BIND=$${BIND:-127.0.0.1:$(PORT)} $(BIN)/gunicorn --config gunicorn.conf.py "bridge:create_app()"
 
 test: $(BIN)/.installed

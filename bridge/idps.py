@@ -18,13 +18,13 @@ from urllib.parse import urlsplit
 
 from cryptography import x509
 from onelogin.saml2.idp_metadata_parser import OneLogin_Saml2_IdPMetadataParser
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from bridge import audit
+from bridge import audit, authcodes
 from bridge.accounts import get_account
 from bridge.errors import Conflict, InvalidInput, NotFound
-from bridge.models import Account, IdentityProvider, utcnow
+from bridge.models import Account, IdentityProvider, LoginSession, utcnow
 from bridge.store import Store
 
 MAX_METADATA = 1_048_576
@@ -216,6 +216,16 @@ def remove(store: Store, slug: str, name: str, *, actor: str) -> None:
         account = get_account(db, slug)
         idp = get(db, account.id, name)
         before = _describe(idp)
+        # Its people's sessions end with it (and, through the audit event, their sessions at
+        # the product: back-channel logout).
+        ended = db.execute(
+            update(LoginSession)
+            .where(LoginSession.idp_id == idp.id, LoginSession.ended.is_(None))
+            .values(ended=utcnow())
+            .returning(LoginSession.id, LoginSession.user_id)
+        ).all()
+        for session_id, _ in ended:
+            authcodes.revoke_for_session(db, session_id)
         db.delete(idp)
         audit.record(
             db,
@@ -225,6 +235,7 @@ def remove(store: Store, slug: str, name: str, *, actor: str) -> None:
             target_type="idp",
             target_id=name,
             before=before,
+            after={"ended_sessions": [{"sid": str(i), "user": str(u)} for i, u in ended]},
         )
 
     store.write(work)

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from bridge import audit
 from bridge.models import IdentityProvider, LoginAttempt
 from bridge.store import Store
 
@@ -49,7 +50,8 @@ def record_in(
     user_id: uuid.UUID | None = None,
     detail: str | None = None,
 ) -> None:
-    """A login-log line, inside the caller's transaction."""
+    """A login-log line, inside the caller's transaction, and its audit event (so the event
+    feed has `login.succeeded` / `login.failed` with the typed reason)."""
     db.add(
         LoginAttempt(
             account_id=account_id,
@@ -60,6 +62,16 @@ def record_in(
             user_id=user_id,
             detail=(detail or "")[:1024] or None,
         )
+    )
+    idp = db.get(IdentityProvider, idp_id) if idp_id is not None else None
+    audit.record(
+        db,
+        account_id,
+        actor=f"saml:{idp.name}" if idp is not None else "saml",
+        action="login.succeed" if ok else "login.fail",
+        target_type="user" if user_id is not None else "login",
+        target_id=str(user_id) if user_id is not None else "-",
+        after={"reason": reason, "idp": idp.name if idp is not None else None},
     )
 
 

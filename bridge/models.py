@@ -526,6 +526,8 @@ class OidcClient(Base):
     redirect_uris: Mapped[list[str]] = mapped_column(JSON, default=list)
     backchannel_logout_uri: Mapped[str | None] = mapped_column(String(2048))
     created: Mapped[datetime] = mapped_column(default=utcnow)
+    # The audit sequence number up to which logout tokens have been queued for this client.
+    logout_cursor: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class OidcCode(Base):
@@ -587,3 +589,74 @@ class OidcKey(Base):
     created: Mapped[datetime] = mapped_column(default=utcnow)
     signs_until: Mapped[datetime] = mapped_column()
     not_after: Mapped[datetime] = mapped_column()
+
+
+class WebhookEndpoint(Base):
+    """Where an account's events are POSTed, signed per Standard Webhooks.
+
+    The secret is sealed (signing needs it back); after a rotation the previous one signs too
+    until `previous_until`. `cursor` is the audit sequence number up to which deliveries have
+    been queued (the projection's progress, advanced by the workers).
+    """
+
+    __tablename__ = "webhook_endpoints"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = _account_fk()
+    url: Mapped[str] = mapped_column(String(2048))
+    events: Mapped[list[str]] = mapped_column(JSON, default=list)
+    secret_sealed: Mapped[str] = mapped_column(Text)
+    previous_secret_sealed: Mapped[str | None] = mapped_column(Text)
+    previous_until: Mapped[datetime | None] = mapped_column()
+    cursor: Mapped[int] = mapped_column(Integer, default=0)
+    disabled: Mapped[datetime | None] = mapped_column()
+    disabled_reason: Mapped[str | None] = mapped_column(String(256))
+    created: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Delivery(Base):
+    """One message to send at least once: a webhook event or a back-channel logout token.
+
+    Claimed by a worker until `claimed_until` (a killed worker's claim runs out and another takes
+    it); retried at `next_attempt` with backoff until delivered or given up.
+    """
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        UniqueConstraint("endpoint_id", "message_id"),
+        UniqueConstraint("client_pk", "message_id"),
+        Index("ix_deliveries_due", "state", "next_attempt"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = _account_fk()
+    endpoint_id: Mapped[int | None] = mapped_column(
+        ForeignKey("webhook_endpoints.id", ondelete="CASCADE"), index=True
+    )
+    client_pk: Mapped[int | None] = mapped_column(
+        ForeignKey("oidc_clients.id", ondelete="CASCADE"), index=True
+    )
+    message_id: Mapped[str] = mapped_column(String(64))
+    event_type: Mapped[str] = mapped_column(String(64))
+    body: Mapped[str] = mapped_column(Text)
+    created: Mapped[datetime] = mapped_column(default=utcnow)
+    # pending -> delivered | failed (given up, or the endpoint said 410 Gone)
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt: Mapped[datetime] = mapped_column(default=utcnow)
+    claimed_until: Mapped[datetime | None] = mapped_column()
+    claimed_by: Mapped[str | None] = mapped_column(String(64))
+    delivered: Mapped[datetime | None] = mapped_column()
+
+
+class DeliveryAttempt(Base):
+    """The delivery log: every attempt's status, latency and the start of the answer."""
+
+    __tablename__ = "delivery_attempts"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    delivery_id: Mapped[int] = mapped_column(
+        ForeignKey("deliveries.id", ondelete="CASCADE"), index=True
+    )
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    status: Mapped[int | None] = mapped_column(Integer)
+    latency_ms: Mapped[int] = mapped_column(Integer)
+    response: Mapped[str | None] = mapped_column(String(512))
+    error: Mapped[str | None] = mapped_column(String(512))

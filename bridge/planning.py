@@ -214,6 +214,15 @@ def apply(store: Store, slug: str, *, actor: str) -> Plan:
         choice = policy_for(db, account, store.policies)
         if choice.policy is not None:
             _reconcile_group_grants(db, account, choice.policy, actor=actor)
+        audit.record(  # the event feed's policy.applied
+            db,
+            account.id,
+            actor=actor,
+            action="policy.apply",
+            target_type="account",
+            target_id=account.slug,
+            after={"policy": choice.source, "users_changing": len(result.changed_ids)},
+        )
 
     store.write(reconcile)
     ids = result.changed_ids

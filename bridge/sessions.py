@@ -11,6 +11,7 @@ from itsdangerous import BadSignature, URLSafeSerializer
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from bridge import audit, authcodes
 from bridge.models import LoginSession, User, utcnow
 from bridge.store import Store
 
@@ -95,6 +96,17 @@ def end(store: Store, secret: str) -> LoginSession | None:
         )
         if login is not None:
             login.ended = utcnow()
+            authcodes.revoke_for_session(db, login.id)
+            # Audited so the event feed (and back-channel logout) hears of the sign-out.
+            audit.record(
+                db,
+                login.account_id,
+                actor=f"user:{login.user_id}",
+                action="session.end",
+                target_type="user",
+                target_id=str(login.user_id),
+                after={"sid": str(login.id)},
+            )
         return login
 
     return store.write(work)

@@ -24,6 +24,7 @@ class Settings:
     max_request_bytes: int = 1_048_576
     log_level: str = "INFO"
     allow_private_metadata: bool = False
+    allow_private_webhooks: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -39,6 +40,7 @@ class Settings:
             max_request_bytes=int(env.get("BRIDGE_MAX_REQUEST_BYTES") or 1_048_576),
             log_level=env.get("BRIDGE_LOG_LEVEL") or "INFO",
             allow_private_metadata=env.get("BRIDGE_ALLOW_PRIVATE_METADATA", "") in ("1", "true"),
+            allow_private_webhooks=env.get("BRIDGE_ALLOW_PRIVATE_WEBHOOKS", "") in ("1", "true"),
         )
         return replace(settings, **overrides)
 

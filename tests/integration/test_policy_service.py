@@ -9,7 +9,7 @@ import uuid
 import pytest
 from sqlalchemy import select
 
-from bridge import provisioning
+from bridge import events, provisioning
 from bridge.models import AuditEvent, Environment, Grant, User
 from policies import Profile, Source
 
@@ -238,6 +238,12 @@ def test_plan_matches_what_apply_does(scim_acct, store, account, policy_file, cl
     assert all(before[n] == after[n] for n in users if n not in changed)
     text = run("policy", "plan", account.slug).stdout
     assert "0 gain, 0 lose, 0 change role" in text  # applied: nothing left to do
+    with store.read() as db:  # the event feed: policy.applied, then each user's access.changed
+        wanted = frozenset({"policy.applied", "access.changed"})
+        found, _ = events.page(db, account.id, types=wanted, limit=1000)
+    last_apply = max(i for i, e in enumerate(found) if e.type == "policy.applied")
+    assert found[last_apply].data["users_changing"] == 3
+    assert {e.data["user"]["id"] for e in found[last_apply + 1 :]} == set(users.values())
 
 
 def test_guard_refuses_plan_and_apply(store, account, policy_file, cli):

@@ -1,0 +1,365 @@
+"""Delivery workers: queue what the audit log means for each endpoint, then send it at least once.
+
+Projection: for each webhook endpoint (and each OIDC client with a back-channel logout URI)
+whose cursor is behind its account's audit head, the events after the cursor become delivery
+rows and the cursor moves, in one transaction (the row is locked with SKIP LOCKED on PostgreSQL,
+so two workers never project the same endpoint; a unique message id per endpoint backs that up).
+
+Sending: a worker claims due rows (SKIP LOCKED on PostgreSQL; SQLite's write lock serialises
+claims) for a lease, sends each on its own thread (a slow endpoint holds one thread, never the
+others), and records the attempt. A killed worker's lease runs out and another worker takes the
+row: at-least-once, the receiver de-duplicates on the event id. Failures back off exponentially
+with jitter for about three days; 410 Gone disables the endpoint.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import random
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from urllib.parse import urlencode
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session
+from standardwebhooks.webhooks import Webhook
+
+from bridge import egress, events, sealing, signing_keys
+from bridge.models import (
+    Account,
+    Delivery,
+    DeliveryAttempt,
+    OidcClient,
+    WebhookEndpoint,
+    utcnow,
+)
+from bridge.store import Store
+
+log = logging.getLogger(__name__)
+LOGOUT_EVENT = "http://schemas.openid.net/event/backchannel-logout"
+BATCH = 500
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """How a worker behaves; tests shorten the delays."""
+
+    threads: int = 8
+    poll_seconds: float = 0.1
+    lease: timedelta = timedelta(seconds=60)
+    timeout_seconds: float = 10.0
+    first_retry: timedelta = timedelta(seconds=5)
+    max_retry: timedelta = timedelta(hours=12)
+    give_up_after: timedelta = timedelta(days=3)
+
+
+def backoff(attempts: int, tuning: Tuning) -> timedelta:
+    """Exponential (x3 per attempt) with full jitter on its upper half, capped."""
+    ceiling: timedelta = min(tuning.first_retry * 3 ** max(0, attempts - 1), tuning.max_retry)
+    return ceiling * random.uniform(0.5, 1.0)
+
+
+# projection ------------------------------------------------------------------------------------
+
+
+def _skip_locked(db: Session) -> bool:
+    return db.get_bind().dialect.name == "postgresql"
+
+
+def project(store: Store) -> int:
+    """Queue deliveries for every endpoint behind its account's audit head; return how many."""
+    with store.read() as db:
+        hooks = db.scalars(
+            select(WebhookEndpoint.id)
+            .join(Account, Account.id == WebhookEndpoint.account_id)
+            .where(WebhookEndpoint.disabled.is_(None), WebhookEndpoint.cursor < Account.audit_seq)
+        ).all()
+        logouts = db.scalars(
+            select(OidcClient.id)
+            .join(Account, Account.id == OidcClient.account_id)
+            .where(
+                OidcClient.backchannel_logout_uri.is_not(None),
+                OidcClient.logout_cursor < Account.audit_seq,
+            )
+        ).all()
+    queued = 0
+    for endpoint_id in hooks:
+        queued += store.write(functools.partial(_project_hook, endpoint_id=endpoint_id))
+    for client_pk in logouts:
+        queued += store.write(functools.partial(_project_logout, client_pk=client_pk))
+    return queued
+
+
+def _locked(db: Session, model: type[WebhookEndpoint] | type[OidcClient], row_id: int):  # type: ignore[no-untyped-def]
+    stmt = select(model).where(model.id == row_id)
+    stmt = stmt.with_for_update(skip_locked=True) if _skip_locked(db) else stmt
+    return db.scalar(stmt)
+
+
+def _project_hook(db: Session, endpoint_id: int) -> int:
+    hook: WebhookEndpoint | None = _locked(db, WebhookEndpoint, endpoint_id)
+    if hook is None or hook.disabled is not None:
+        return 0
+    rows = events.audit_after(db, hook.account_id, hook.cursor, BATCH)
+    wanted = frozenset(hook.events) or None
+    found = events.project(rows, wanted)
+    for event in found:
+        body = json.dumps(event.as_json(), separators=(",", ":"), sort_keys=True)
+        db.add(
+            Delivery(
+                account_id=hook.account_id,
+                endpoint_id=hook.id,
+                message_id=event.id,
+                event_type=event.type,
+                body=body,
+            )
+        )
+    if rows:
+        hook.cursor = rows[-1].seq
+    return len(found)
+
+
+def _project_logout(db: Session, client_pk: int) -> int:
+    client: OidcClient | None = _locked(db, OidcClient, client_pk)
+    if client is None or not client.backchannel_logout_uri:
+        return 0
+    rows = events.audit_after(db, client.account_id, client.logout_cursor, BATCH)
+    queued = 0
+    for event, claims in _logouts(events.project(rows, LOGOUT_TYPES)):
+        suffix = claims.pop("#", None)
+        db.add(
+            Delivery(
+                account_id=client.account_id,
+                client_pk=client.id,
+                message_id=f"{event.id}_{suffix}" if suffix else event.id,
+                event_type="backchannel_logout",
+                body=json.dumps(claims),
+            )
+        )
+        queued += 1
+    if rows:
+        client.logout_cursor = rows[-1].seq
+    return queued
+
+
+LOGOUT_TYPES = frozenset({"user.deactivated", "user.deleted", "session.ended", "idp.removed"})
+
+
+def _logouts(found: list[events.Event]) -> list[tuple[events.Event, dict[str, str]]]:
+    """The logout tokens' subject claims each event calls for (OpenID Back-Channel Logout §2.4:
+    `sub` for all of a user's sessions, `sid` for one)."""
+    out: list[tuple[events.Event, dict[str, str]]] = []
+    for event in found:
+        if event.type == "idp.removed":
+            for n, ended in enumerate(event.data.get("ended_sessions", [])):
+                out.append((event, {"sub": ended["user"], "sid": ended["sid"], "#": str(n)}))
+        elif event.type == "session.ended":
+            out.append((event, {"sub": event.data["user"]["id"], "sid": event.data["sid"]}))
+        else:
+            out.append((event, {"sub": event.data["user"]["id"]}))
+    return out
+
+
+# claiming and sending --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Job:
+    id: int
+    account_id: int
+    endpoint_id: int | None
+    client_pk: int | None
+    message_id: str
+    body: str
+    attempts: int
+    created: datetime
+
+
+def claim(store: Store, worker: str, limit: int, tuning: Tuning) -> list[Job]:
+    """Take up to `limit` due deliveries for the lease (rows other workers hold are skipped)."""
+
+    def work(db: Session) -> list[Job]:
+        now = utcnow()
+        due = (
+            select(Delivery)
+            .where(
+                Delivery.state == "pending",
+                Delivery.next_attempt <= now,
+                or_(Delivery.claimed_until.is_(None), Delivery.claimed_until < now),
+            )
+            .order_by(Delivery.next_attempt, Delivery.id)
+            .limit(limit)
+        )
+        if _skip_locked(db):
+            due = due.with_for_update(skip_locked=True)
+        rows = db.scalars(due).all()
+        for row in rows:
+            row.claimed_until = now + tuning.lease
+            row.claimed_by = worker
+        return [
+            Job(
+                r.id,
+                r.account_id,
+                r.endpoint_id,
+                r.client_pk,
+                r.message_id,
+                r.body,
+                r.attempts,
+                r.created,
+            )
+            for r in rows
+        ]
+
+    return store.write(work)
+
+
+@dataclass
+class Sender:
+    """Sends one claimed delivery and records the outcome."""
+
+    store: Store
+    secret_key: str
+    issuer: str
+    allow_private: bool
+    tuning: Tuning
+    on_result: Callable[[Job, egress.Answer], None] | None = field(default=None)
+
+    def send(self, job: Job) -> None:
+        try:
+            prepared = self._prepare(job)
+        except Exception:  # a delivery that cannot even be built is logged, not retried hot
+            log.exception("delivery %d could not be prepared", job.id)
+            prepared = None
+        if prepared is None:
+            answer = egress.Answer(None, 0, None, "endpoint or client no longer exists")
+        else:
+            url, body, headers = prepared
+            answer = egress.post(
+                url,
+                body,
+                headers,
+                allow_private=self.allow_private,
+                timeout=self.tuning.timeout_seconds,
+            )
+        self.store.write(lambda db: self._record(db, job, answer))
+        if self.on_result is not None:
+            self.on_result(job, answer)
+
+    def _prepare(self, job: Job) -> tuple[str, bytes, dict[str, str]] | None:
+        with self.store.read() as db:
+            if job.endpoint_id is not None:
+                hook = db.get(WebhookEndpoint, job.endpoint_id)
+                if hook is None:
+                    return None
+                return hook.url, job.body.encode(), self._signed(hook, job)
+            client = db.get(OidcClient, job.client_pk)
+            if client is None or not client.backchannel_logout_uri:
+                return None
+            url, client_id = client.backchannel_logout_uri, client.client_id
+        token = self._logout_token(client_id, json.loads(job.body))
+        headers = {"Content-Type": "application/x-www-form-urlencoded"}
+        return url, urlencode({"logout_token": token}).encode(), headers
+
+    def _signed(self, hook: WebhookEndpoint, job: Job) -> dict[str, str]:
+        """Standard Webhooks headers; both signatures while a rotated-out secret overlaps."""
+        now = datetime.now(UTC)
+        keys = [hook.secret_sealed]
+        if hook.previous_secret_sealed and hook.previous_until and hook.previous_until > now:
+            keys.append(hook.previous_secret_sealed)
+        signatures = [
+            Webhook(sealing.unseal(self.secret_key, k).decode()).sign(job.message_id, now, job.body)
+            for k in keys
+        ]
+        return {
+            "Content-Type": "application/json",
+            "webhook-id": job.message_id,
+            "webhook-timestamp": str(int(now.timestamp())),
+            "webhook-signature": " ".join(signatures),
+        }
+
+    def _logout_token(self, client_id: str, claims: dict[str, str]) -> str:
+        """OpenID Back-Channel Logout 1.0 §2.4: signed like ID tokens, no nonce, an events claim."""
+        now = int(time.time())
+        key = signing_keys.current(self.store, self.secret_key)
+        body = {
+            "iss": self.issuer,
+            "aud": client_id,
+            "iat": now,
+            "exp": now + 120,
+            "jti": secrets.token_urlsafe(16),
+            "events": {LOGOUT_EVENT: {}},
+            **claims,
+        }
+        return signing_keys.sign(key, body, typ="logout+jwt")
+
+    def _record(self, db: Session, job: Job, answer: egress.Answer) -> None:
+        now = utcnow()
+        db.add(
+            DeliveryAttempt(
+                delivery_id=job.id,
+                status=answer.status,
+                latency_ms=answer.latency_ms,
+                response=answer.excerpt,
+                error=answer.error,
+            )
+        )
+        row = db.get(Delivery, job.id)
+        if row is None:
+            return
+        row.attempts += 1
+        row.claimed_until = None
+        if answer.status is not None and 200 <= answer.status < 300:
+            row.state, row.delivered = "delivered", now
+        elif answer.status == 410 and row.endpoint_id is not None:
+            row.state = "failed"  # Standard Webhooks: 410 Gone means stop sending
+            db.execute(
+                update(WebhookEndpoint)
+                .where(WebhookEndpoint.id == row.endpoint_id)
+                .values(disabled=now, disabled_reason="the endpoint answered 410 Gone")
+            )
+        else:
+            retry_at = now + backoff(row.attempts, self.tuning)
+            if retry_at - row.created > self.tuning.give_up_after:
+                row.state = "failed"
+            else:
+                row.next_attempt = retry_at
+
+
+# the worker loop -------------------------------------------------------------------------------
+
+
+def run(
+    store: Store,
+    sender: Sender,
+    *,
+    stop: threading.Event,
+    worker: str | None = None,
+) -> None:
+    """Project and deliver until `stop` is set; one slow endpoint occupies one thread only."""
+    worker = worker or f"w-{secrets.token_hex(4)}"
+    tuning = sender.tuning
+    inflight: set[Future[None]] = set()
+    with ThreadPoolExecutor(tuning.threads, thread_name_prefix=worker) as pool:
+        while not stop.is_set():
+            busy = False
+            try:
+                busy = project(store) > 0
+                inflight = {f for f in inflight if not f.done()}
+                free = tuning.threads - len(inflight)
+                if free > 0:
+                    for job in claim(store, worker, free, tuning):
+                        inflight.add(pool.submit(sender.send, job))
+                        busy = True
+            except Exception:  # the database may be away for a moment: keep the loop alive
+                log.exception("delivery loop failed; retrying")
+            if not busy:
+                stop.wait(tuning.poll_seconds)
+        for future in inflight:
+            future.result()

@@ -14,7 +14,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from bridge import audit
@@ -173,6 +173,18 @@ def revoke_for_user(db: Session, user_id: uuid.UUID) -> int:
 def revoke_for_session(db: Session, session_id: int) -> int:
     """Revoke the tokens a login session led to (sign-out), inside the caller's transaction."""
     return _revoke_where(db, OidcToken.session_id == session_id, utcnow())
+
+
+def purge(store: Store, keep: timedelta = timedelta(days=1)) -> int:
+    """Delete codes and tokens expired for more than `keep` (run by the delivery workers)."""
+
+    def work(db: Session) -> int:
+        before = utcnow() - keep
+        codes = db.execute(delete(OidcCode).where(OidcCode.expires < before)).rowcount  # type: ignore[attr-defined]
+        tokens = db.execute(delete(OidcToken).where(OidcToken.expires < before)).rowcount  # type: ignore[attr-defined]
+        return int(codes) + int(tokens)
+
+    return store.write(work)
 
 
 def _revoke_where(db: Session, condition: object, now: datetime) -> int:

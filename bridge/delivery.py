@@ -27,11 +27,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlencode
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import Select, or_, select, update
 from sqlalchemy.orm import Session
 from standardwebhooks.webhooks import Webhook
 
-from bridge import egress, events, sealing, signing_keys
+from bridge import authcodes, egress, events, sealing, signing_keys
 from bridge.models import (
     Account,
     Delivery,
@@ -45,6 +45,7 @@ from bridge.store import Store
 log = logging.getLogger(__name__)
 LOGOUT_EVENT = "http://schemas.openid.net/event/backchannel-logout"
 BATCH = 500
+PURGE_EVERY = 300.0  # seconds between sweeps of expired codes and tokens
 
 
 @dataclass(frozen=True)
@@ -182,21 +183,25 @@ class Job:
     created: datetime
 
 
+def _due(now: datetime) -> Select[Delivery]:
+    return select(Delivery).where(
+        Delivery.state == "pending",
+        Delivery.next_attempt <= now,
+        or_(Delivery.claimed_until.is_(None), Delivery.claimed_until < now),
+    )
+
+
 def claim(store: Store, worker: str, limit: int, tuning: Tuning) -> list[Job]:
     """Take up to `limit` due deliveries for the lease (rows other workers hold are skipped)."""
 
+    with store.read() as db:  # most polls find nothing: no write transaction for those
+        now = utcnow()
+        if db.scalar(_due(now).with_only_columns(Delivery.id).limit(1)) is None:
+            return []
+
     def work(db: Session) -> list[Job]:
         now = utcnow()
-        due = (
-            select(Delivery)
-            .where(
-                Delivery.state == "pending",
-                Delivery.next_attempt <= now,
-                or_(Delivery.claimed_until.is_(None), Delivery.claimed_until < now),
-            )
-            .order_by(Delivery.next_attempt, Delivery.id)
-            .limit(limit)
-        )
+        due = _due(now).order_by(Delivery.next_attempt, Delivery.id).limit(limit)
         if _skip_locked(db):
             due = due.with_for_update(skip_locked=True)
         rows = db.scalars(due).all()
@@ -346,10 +351,14 @@ def run(
     worker = worker or f"w-{secrets.token_hex(4)}"
     tuning = sender.tuning
     inflight: set[Future[None]] = set()
+    purged = 0.0
     with ThreadPoolExecutor(tuning.threads, thread_name_prefix=worker) as pool:
         while not stop.is_set():
             busy = False
             try:
+                if time.monotonic() - purged > PURGE_EVERY:
+                    authcodes.purge(store)
+                    purged = time.monotonic()
                 busy = project(store) > 0
                 inflight = {f for f in inflight if not f.done()}
                 free = tuning.threads - len(inflight)

@@ -13,7 +13,7 @@ from joserfc import jwt
 from joserfc.jwk import KeySet
 from sqlalchemy import func, select, update
 
-from bridge import clients, idps, signing_keys
+from bridge import authcodes, clients, idps, signing_keys
 from bridge.models import Environment, Grant, OidcCode, OidcToken, User, utcnow
 from tests.browser_flow import Browser
 from tests.saml_idp import TestIdP
@@ -321,3 +321,17 @@ def _tokens(store, rp):
         return db.scalar(
             select(func.count()).select_from(OidcToken).where(OidcToken.client_pk == _pk(db, rp))
         )
+
+
+def test_purge_removes_long_expired_codes_and_tokens(rp, store):
+    """Codes and tokens expired for over a day are swept (the workers do it); live ones stay."""
+    session = rp.session()
+    callback, _, verifier = rp.authorize(session, nonce="pg")
+    rp.token(session, callback, verifier)
+    authcodes.purge(store)
+    assert _codes(store, rp) == 1 and _tokens(store, rp) == 1
+    old = utcnow() - timedelta(days=2)
+    store.write(lambda db: db.execute(update(OidcCode).values(expires=old)))
+    store.write(lambda db: db.execute(update(OidcToken).values(expires=old)))
+    assert authcodes.purge(store) >= 2
+    assert _codes(store, rp) == 0 and _tokens(store, rp) == 0

@@ -399,3 +399,37 @@ def test_cli_events_pages_by_cursor(cli, scim):
     assert [e["type"] for e in only] == ["user.deleted"]
     bad = cli("events", slug, "--type", "user.gone")
     assert bad.exit_code == 1 and "unknown event type" in bad.output
+
+
+def test_membership_changes_are_events(scim, store):
+    """SCIM member add and remove on an existing group are group.member_added/removed naming
+    the members; a rename is group.updated."""
+    ann = scim.post("Users", {"userName": "m1@example.com"}).json["id"]
+    group = scim.post("Groups", {"displayName": "Team"}).json["id"]
+    patch = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
+    scim.patch(
+        f"Groups/{group}",
+        {
+            "schemas": [patch],
+            "Operations": [{"op": "add", "path": "members", "value": [{"value": ann}]}],
+        },
+    )
+    scim.patch(
+        f"Groups/{group}",
+        {
+            "schemas": [patch],
+            "Operations": [
+                {"op": "remove", "path": f'members[value eq "{ann}"]'},
+                {"op": "replace", "path": "displayName", "value": "Team B"},
+            ],
+        },
+    )
+    with store.read() as db:
+        found, _ = events.page(db, scim.account.id, limit=1000)
+    mine = [(e.type, e.data.get("members")) for e in found if e.type.startswith("group.")]
+    assert mine == [
+        ("group.created", None),
+        ("group.member_added", [ann]),
+        ("group.updated", None),
+        ("group.member_removed", [ann]),
+    ]

@@ -22,7 +22,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlencode
@@ -370,5 +370,4 @@ def run(
                 log.exception("delivery loop failed; retrying")
             if not busy:
                 stop.wait(tuning.poll_seconds)
-        for future in inflight:
-            future.result()
+        wait(inflight)  # sends in flight finish (and record) before the worker exits

@@ -1,6 +1,9 @@
 """gunicorn settings for the bridge; every value can be overridden from the environment."""
 
 import os
+import shutil
+import tempfile
+from pathlib import Path
 
 bind = os.environ.get("BIND") or f"0.0.0.0:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
@@ -18,3 +21,42 @@ access_log_format = (
     '{"time":"%(t)s","request_id":"%({x-request-id}o)s","remote":"%(h)s",'
     '"method":"%(m)s","path":"%(U)s","status":%(s)s,"bytes":"%(B)s","ms":%(M)s}'
 )
+
+# Prometheus multiprocess mode (bridge/metrics.py): each worker writes its samples to files in one
+# directory that a scrape adds up. It must be set before a worker imports prometheus_client, so
+# here, in the master; a directory of our own is removed when the master exits.
+# (A reload on SIGHUP reads this file again: the environment remembers whose directory it is.)
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="bridge-metrics-")
+    os.environ["BRIDGE_OWN_METRICS_DIR"] = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+
+
+def on_starting(server):
+    """Drop samples a previous master left in an operator-given directory."""
+    folder = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob("*.db"):
+        stale.unlink()
+
+
+def when_ready(server):
+    """The separate metrics listener, served by the master (BRIDGE_METRICS_BIND=host:port)."""
+    bind = os.environ.get("BRIDGE_METRICS_BIND")
+    if bind:
+        from bridge import metrics
+
+        metrics.serve(bind)
+        server.log.info("metrics on http://%s/metrics", bind)
+
+
+def child_exit(server, worker):
+    """A dead worker's live gauges (pool connections in use) stop counting."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    own = os.environ.get("BRIDGE_OWN_METRICS_DIR")
+    if own and own == os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        shutil.rmtree(own, ignore_errors=True)

@@ -15,7 +15,7 @@ ADAPTERS = ("scim", "saml", "api", "oidc")
 
 def create_app(config: Mapping[str, Any] | Settings | None = None) -> Flask:
     """The WSGI app. `config` may be Settings, or overrides of the settings read from the env."""
-    from bridge import logs, web
+    from bridge import logs, metrics, tracing, web
     from bridge.store import Store
 
     if not isinstance(config, Settings):
@@ -29,7 +29,11 @@ def create_app(config: Mapping[str, Any] | Settings | None = None) -> Flask:
         BRIDGE_SETTINGS=settings,
     )
     logs.configure(settings.log_level)
-    web.init_app(app, Store(settings.database_url, policy_dir=settings.policy_dir))
+    store = Store(settings.database_url, policy_dir=settings.policy_dir)
+    metrics.instrument_store(store.sessions, store.engine)
+    metrics.init_app(app, settings)  # first, so its clock starts before any other hook runs
+    web.init_app(app, store)
+    tracing.init_app(app, settings, store.engine)
     for adapter in ADAPTERS:  # the composition root: the only place bridge/ names its adapters
         importlib.import_module(adapter).init_app(app)
     return app

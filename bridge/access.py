@@ -15,6 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 import policies
+from bridge import tracing
 from bridge.models import (
     Account,
     Environment,
@@ -30,6 +31,7 @@ from bridge.models import (
 POLICY = "policy:"
 
 
+@tracing.step("provisioning.access")
 def apply(db: Session, account: Account, user: User, decision: policies.Decision) -> None:
     """Make the user's policy-provenance rows exactly what `decision` says."""
     db.flush()

@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import ScalarResult, select, update
 from sqlalchemy.orm import Session
 
+from bridge import tracing
 from bridge.models import Account, AuditEvent, utcnow
 
 
@@ -42,6 +43,7 @@ def event_hash(event: AuditEvent) -> str:
     return hashlib.sha256(_canonical(event)).hexdigest()
 
 
+@tracing.step("audit.append")
 def record(
     db: Session,
     account_id: int,

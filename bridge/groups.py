@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from bridge import audit, provisioning
+from bridge import audit, provisioning, tracing
 from bridge.errors import Conflict, InvalidInput, NotFound, PreconditionFailed
 from bridge.models import Account, Group, Membership, User, fold
 from bridge.store import Store
@@ -213,6 +213,7 @@ def _rename(db: Session, account: Account, group: Group, name: Any) -> None:
         group.display_name, group.display_name_key = name, key
 
 
+@tracing.step("groups.members")
 def _apply_members(
     db: Session, account: Account, group: Group, change: GroupChange
 ) -> tuple[set[uuid.UUID], set[uuid.UUID]]:

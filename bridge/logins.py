@@ -8,8 +8,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from bridge import audit
-from bridge.models import IdentityProvider, LoginAttempt
+from bridge import audit, metrics
+from bridge.models import Account, IdentityProvider, LoginAttempt
 from bridge.store import Store
 
 
@@ -51,7 +51,12 @@ def record_in(
     detail: str | None = None,
 ) -> None:
     """A login-log line, inside the caller's transaction, and its audit event (so the event
-    feed has `login.succeeded` / `login.failed` with the typed reason)."""
+    feed has `login.succeeded` / `login.failed` with the typed reason); counted in metrics when
+    it commits."""
+    kind = _kind(db, idp_id)
+    account = _slug(db, account_id) if metrics.per_account() else ""
+    labels = metrics.LOGINS.labels(kind, "ok" if ok else "refused", reason, account)
+    metrics.on_commit(db, labels.inc)
     db.add(
         LoginAttempt(
             account_id=account_id,
@@ -98,3 +103,20 @@ def recent(
         }
         for a, idp in db.execute(stmt)
     ]
+
+
+_KINDS: dict[int, str] = {}  # an IdP's id never changes, nor (in practice) its vendor
+
+
+def _kind(db: Session, idp_id: int | None) -> str:
+    if idp_id is None:
+        return "unknown"
+    if idp_id not in _KINDS:
+        idp = db.get(IdentityProvider, idp_id)
+        _KINDS[idp_id] = metrics.idp_kind(idp.entity_id, idp.sso_url) if idp else "unknown"
+    return _KINDS[idp_id]
+
+
+def _slug(db: Session, account_id: int) -> str:
+    account = db.get(Account, account_id)
+    return account.slug if account is not None else ""

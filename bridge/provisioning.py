@@ -19,7 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 import policies
-from bridge import access, audit, profiles, sessions
+from bridge import access, audit, metrics, profiles, sessions, tracing
 from bridge.access import access_of
 from bridge.errors import Conflict, InvalidInput, NotFound, PreconditionFailed
 from bridge.models import (
@@ -236,6 +236,7 @@ def record_change(
     return _record(db, account, user, before, actor=actor, action=action)
 
 
+@tracing.step("provisioning.policy")
 def _decide(
     db: Session,
     account: Account,
@@ -247,6 +248,8 @@ def _decide(
 ) -> policies.Decision | None:
     """Evaluate and apply the policy; on any error keep the user's access exactly as it was."""
     decision = policies.evaluate(choice.policy, profile) if choice.policy is not None else None
+    result = "no_policy" if decision is None else "applied" if decision.ok else "error"
+    metrics.on_commit(db, metrics.POLICY_EVALUATIONS.labels(result).inc)
     if decision is not None and decision.ok:
         access.apply(db, account, user, decision)
         return decision
@@ -323,6 +326,7 @@ def delete_user(
     store.write(work)
 
 
+@tracing.step("provisioning.write")
 def _write(
     db: Session,
     account: Account,
@@ -398,6 +402,7 @@ def _account(db: Session, account_id: int) -> Account:
     return account
 
 
+@tracing.step("provisioning.match")
 def _find(
     db: Session, account: Account, profile: policies.Profile, user_id: uuid.UUID | None
 ) -> User | None:

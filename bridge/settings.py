@@ -25,6 +25,10 @@ class Settings:
     log_level: str = "INFO"
     allow_private_metadata: bool = False
     allow_private_webhooks: bool = False
+    metrics_token: str | None = None
+    metrics_bind: str | None = None
+    metrics_account_label: bool = False
+    otlp_endpoint: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -41,6 +45,10 @@ class Settings:
             log_level=env.get("BRIDGE_LOG_LEVEL") or "INFO",
             allow_private_metadata=env.get("BRIDGE_ALLOW_PRIVATE_METADATA", "") in ("1", "true"),
             allow_private_webhooks=env.get("BRIDGE_ALLOW_PRIVATE_WEBHOOKS", "") in ("1", "true"),
+            metrics_token=env.get("BRIDGE_METRICS_TOKEN") or None,
+            metrics_bind=env.get("BRIDGE_METRICS_BIND") or None,
+            metrics_account_label=env.get("BRIDGE_METRICS_ACCOUNT_LABEL", "") in ("1", "true"),
+            otlp_endpoint=env.get("BRIDGE_OTLP_ENDPOINT") or None,
         )
         return replace(settings, **overrides)
 

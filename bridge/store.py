@@ -22,6 +22,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
 
+from bridge import metrics
 from bridge.errors import Conflict, Unavailable
 from bridge.policy import PolicyRegistry
 
@@ -114,6 +115,7 @@ class Store:
                         raise Unavailable("the database stayed busy; try again") from exc
                     raise Conflict("a concurrent change kept conflicting; try again") from exc
                 log.info("retrying write after %s (attempt %d)", type(exc).__name__, attempt)
+                metrics.WRITE_RETRIES.labels(type(exc).__name__).inc()
                 time.sleep(random.uniform(0, min(0.25, 0.002 * 2**attempt)))
         raise AssertionError("unreachable")
 

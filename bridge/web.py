@@ -11,9 +11,10 @@ from typing import Any
 from flask import Blueprint, Flask, current_app, g, jsonify, request
 from flask.typing import ResponseReturnValue
 from sqlalchemy import text
+from sqlalchemy.exc import InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from bridge import errors, idps, schema
+from bridge import errors, idps, metrics, schema
 from bridge.store import Store
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,7 @@ HTTP_PROBLEM_TYPES = {
     415: "unsupported-media-type",
     500: "internal-error",
 }
+RETRY_AFTER = "5"  # seconds: a database restart or failover usually takes a few
 REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 # Protocol adapters render errors under their own URL prefix (SCIM JSON, the SAML error page);
 # app-level handlers see what blueprint handlers cannot: unknown URLs, 405s, oversized bodies.
@@ -113,7 +115,10 @@ def init_app(app: Flask, store: Store) -> None:
     app.extensions["bridge.store"] = store
     app.before_request(_assign_request_id)
     app.after_request(_echo_request_id)
+    app.after_request(_retry_after)
     app.register_error_handler(errors.BridgeError, _domain_error)
+    app.register_error_handler(OperationalError, _database_unavailable)
+    app.register_error_handler(InterfaceError, _database_unavailable)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected_error)
     app.register_blueprint(bp)
@@ -148,6 +153,24 @@ def _echo_request_id(response: Any) -> Any:
     if "request_id" in g:
         response.headers["X-Request-ID"] = g.request_id
     return response
+
+
+def _retry_after(response: Any) -> Any:
+    if response.status_code == 503:  # RFC 9110 §10.2.3: when to come back
+        response.headers.setdefault("Retry-After", RETRY_AFTER)
+    return response
+
+
+def _database_unavailable(error: Exception) -> ResponseReturnValue:
+    """The database is down, restarting, read-only or full: a 503 to retry, never a 500.
+
+    Nothing was written: the transaction did not commit (a commit whose answer was lost may have
+    landed; a retried SCIM create then meets its own userName and gets a 409)."""
+    orig = getattr(error, "orig", None)
+    cause = type(orig).__name__ if orig is not None else type(error).__name__
+    log.error("database unavailable: %s: %s", cause, str(orig or error).strip().splitlines()[0])
+    metrics.DB_UNAVAILABLE.labels(cause).inc()
+    return _render(503, "the database is unavailable; try again shortly", error)
 
 
 def _domain_error(error: errors.BridgeError) -> ResponseReturnValue:
@@ -192,6 +215,7 @@ def readyz() -> ResponseReturnValue:
         body["policy_errors"] = broken
     with store.read() as db:
         expiring = idps.expiring(db)
+    metrics.CERTIFICATES_EXPIRING.set(len(expiring))
     if expiring:
         body["certificate_warnings"] = expiring
     return jsonify(body)

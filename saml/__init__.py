@@ -8,7 +8,8 @@ from flask.typing import ResponseReturnValue
 from bridge import web
 
 # Refusals the blueprint never sees (routing and body-size errors), by HTTP status.
-REASONS = {404: "not_found", 405: "wrong_method", 413: "too_large"}
+# 503: the database is down or read-only (bridge.web answers it; nothing could be logged).
+REASONS = {404: "not_found", 405: "wrong_method", 413: "too_large", 503: "unavailable"}
 
 
 def init_app(app: Flask) -> None:

@@ -42,6 +42,10 @@ ADVICE = {
         "This sign-in does not match one we started",
         "Go back to the application and sign in again.",
     ),
+    "unavailable": (
+        "Sign-in is briefly unavailable",
+        "Wait a few seconds, then go back to the application and sign in again.",
+    ),
     "bad_relay_state": (
         "The sign-in asked to send you somewhere we do not trust",
         "Start again from the application's own sign-in page.",

@@ -87,3 +87,14 @@ def test_readyz_and_request_id_through_gunicorn(server):
         assert response.status == 200 and response.getheader("X-Request-ID") == "via-gunicorn"
     finally:
         conn.close()
+
+
+def test_no_metrics_by_default_through_gunicorn(server):
+    """A deployment that configured nothing serves no /metrics on its public port."""
+    conn = http.client.HTTPConnection("127.0.0.1", server, timeout=10)
+    conn.request("GET", "/metrics")
+    response = conn.getresponse()
+    try:
+        assert response.status == 404 and b"bridge_" not in response.read()
+    finally:
+        conn.close()

@@ -170,7 +170,7 @@ def _database_unavailable(error: Exception) -> ResponseReturnValue:
     cause = type(orig).__name__ if orig is not None else type(error).__name__
     log.error("database unavailable: %s: %s", cause, str(orig or error).strip().splitlines()[0])
     metrics.DB_UNAVAILABLE.labels(cause).inc()
-    return _render(503, "the database is unavailable; try again shortly", error)
+    return _domain_error(errors.Unavailable("the database is unavailable; try again shortly"))
 
 
 def _domain_error(error: errors.BridgeError) -> ResponseReturnValue:

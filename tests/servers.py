@@ -87,7 +87,11 @@ class Gunicorn:
                 stdout=log,
                 stderr=log,
             )
-        self.wait_ready(timeout)
+        try:
+            self.wait_ready(timeout)
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def wait_ready(self, timeout: float = 60) -> None:

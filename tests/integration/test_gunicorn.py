@@ -1,23 +1,10 @@
 """The service as deployed: gunicorn with the project's config, on a real socket."""
 
 import http.client
-import os
-import socket
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-GUNICORN = Path(sys.executable).parent / "gunicorn"
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.servers import GUNICORN, Gunicorn
 
 
 @pytest.fixture
@@ -25,39 +12,11 @@ def server(database_url, tmp_path):
     """gunicorn serving the app on a free loopback port, stopped after the test."""
     if not GUNICORN.exists():
         pytest.skip("gunicorn is installed by `make test`; this interpreter has none")
-    port = _free_port()
-    env = {
-        **os.environ,
-        "BIND": f"127.0.0.1:{port}",
-        "WEB_CONCURRENCY": "1",
-        "BRIDGE_DATABASE_URL": database_url,
-        "BRIDGE_INSTANCE_PATH": str(tmp_path),
-        "BRIDGE_LOG_LEVEL": "WARNING",
-    }
-    proc = subprocess.Popen(
-        [str(GUNICORN), "--config", "gunicorn.conf.py", "bridge:create_app()"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-        try:
-            conn.request("GET", "/healthz")
-            if conn.getresponse().status == 200:
-                break
-        except OSError:
-            time.sleep(0.2)
-        finally:
-            conn.close()
-    else:
-        proc.kill()
-        pytest.fail("gunicorn did not come up")
-    yield port
-    proc.terminate()
-    proc.wait(10)
+    server = Gunicorn(database_url, tmp_path, workers=1).start()
+    try:
+        yield server.port
+    finally:
+        server.stop()
 
 
 def test_oversized_post_gets_a_413_the_client_receives(server, account):

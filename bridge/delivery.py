@@ -27,11 +27,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlencode
 
-from sqlalchemy import Select, or_, select, update
+from sqlalchemy import Select, func, or_, select, update
 from sqlalchemy.orm import Session
 from standardwebhooks.webhooks import Webhook
 
-from bridge import authcodes, egress, events, sealing, signing_keys
+from bridge import authcodes, egress, events, metrics, sealing, signing_keys
 from bridge.models import (
     Account,
     Delivery,
@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 LOGOUT_EVENT = "http://schemas.openid.net/event/backchannel-logout"
 BATCH = 500
 PURGE_EVERY = 300.0  # seconds between sweeps of expired codes and tokens
+BACKLOG_EVERY = 2.0  # seconds between counts of pending deliveries (metrics)
 
 
 @dataclass(frozen=True)
@@ -253,7 +254,9 @@ class Sender:
                 allow_private=self.allow_private,
                 timeout=self.tuning.timeout_seconds,
             )
-        self.store.write(lambda db: self._record(db, job, answer))
+        outcome = self.store.write(lambda db: self._record(db, job, answer))
+        kind = "webhook" if job.endpoint_id is not None else "logout"
+        metrics.WEBHOOK_DELIVERIES.labels(kind, outcome).inc()  # after the commit: counted once
         if self.on_result is not None:
             self.on_result(job, answer)
 
@@ -304,7 +307,8 @@ class Sender:
         }
         return signing_keys.sign(key, body, typ="logout+jwt")
 
-    def _record(self, db: Session, job: Job, answer: egress.Answer) -> None:
+    def _record(self, db: Session, job: Job, answer: egress.Answer) -> str:
+        """Log the attempt and move the row on; returns the outcome (a metrics label)."""
         now = utcnow()
         db.add(
             DeliveryAttempt(
@@ -317,11 +321,12 @@ class Sender:
         )
         row = db.get(Delivery, job.id)
         if row is None:
-            return
+            return "missing"
         row.attempts += 1
         row.claimed_until = None
         if answer.status is not None and 200 <= answer.status < 300:
             row.state, row.delivered = "delivered", now
+            return "delivered"
         elif answer.status == 410 and row.endpoint_id is not None:
             row.state = "failed"  # Standard Webhooks: 410 Gone means stop sending
             db.execute(
@@ -329,15 +334,32 @@ class Sender:
                 .where(WebhookEndpoint.id == row.endpoint_id)
                 .values(disabled=now, disabled_reason="the endpoint answered 410 Gone")
             )
+            return "gone"
         else:
             retry_at = now + backoff(row.attempts, self.tuning)
             if retry_at - row.created > self.tuning.give_up_after:
                 row.state = "failed"
-            else:
-                row.next_attempt = retry_at
+                return "failed"
+            row.next_attempt = retry_at
+        return "retrying"
 
 
 # the worker loop -------------------------------------------------------------------------------
+
+
+def count_backlog(store: Store) -> None:
+    """Set the backlog gauges: how many deliveries wait, and for how long the oldest has."""
+    with store.read() as db:
+        pending, oldest = db.execute(
+            select(func.count(), func.min(Delivery.created)).where(Delivery.state == "pending")
+        ).one()
+    metrics.WEBHOOK_BACKLOG.set(pending)
+    age = (utcnow() - _aware(oldest)).total_seconds() if oldest is not None else 0.0
+    metrics.WEBHOOK_OLDEST_PENDING.set(max(0.0, age))
+
+
+def _aware(at: datetime) -> datetime:
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)  # SQLite drops the zone
 
 
 def run(
@@ -351,7 +373,7 @@ def run(
     worker = worker or f"w-{secrets.token_hex(4)}"
     tuning = sender.tuning
     inflight: set[Future[None]] = set()
-    purged = 0.0
+    purged = counted = 0.0
     with ThreadPoolExecutor(tuning.threads, thread_name_prefix=worker) as pool:
         while not stop.is_set():
             busy = False
@@ -360,6 +382,9 @@ def run(
                     authcodes.purge(store)
                     purged = time.monotonic()
                 busy = project(store) > 0
+                if time.monotonic() - counted > BACKLOG_EVERY:
+                    count_backlog(store)
+                    counted = time.monotonic()
                 inflight = {f for f in inflight if not f.done()}
                 free = tuning.threads - len(inflight)
                 if free > 0:

@@ -92,6 +92,22 @@ POOL_CONNECTS = Counter(
     "bridge_db_connections_opened_total",
     "New database connections opened by the pools (a steady climb means connections drop).",
 )
+WEBHOOK_DELIVERIES = Counter(
+    "bridge_webhook_deliveries_total",
+    "Delivery attempts recorded by `idbridge worker`, by kind (webhook, logout) and outcome "
+    "(delivered, retrying, failed: given up, gone: 410 disabled the endpoint, missing).",
+    ["kind", "outcome"],
+)
+WEBHOOK_BACKLOG = Gauge(
+    "bridge_webhook_backlog",
+    "Deliveries pending (neither delivered nor given up), as the worker last counted them.",
+    multiprocess_mode="mostrecent",
+)
+WEBHOOK_OLDEST_PENDING = Gauge(
+    "bridge_webhook_oldest_pending_seconds",
+    "Age of the oldest pending delivery (0 when none), as the worker last counted.",
+    multiprocess_mode="mostrecent",
+)
 CERTIFICATES_EXPIRING = Gauge(
     "bridge_idp_certificates_expiring",
     "IdP signing certificates expiring within 30 days (or expired), as of the last /readyz.",

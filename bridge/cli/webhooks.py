@@ -7,7 +7,7 @@ import threading
 
 import click
 
-from bridge import accounts, delivery, events, webhooks
+from bridge import accounts, delivery, events, metrics, webhooks
 from bridge.cli.base import Context, emit, fails_cleanly, main, pass_ctx
 
 
@@ -119,8 +119,14 @@ def webhooks_redeliver(ctx: Context, slug: str, delivery_id: int) -> None:
 
 @main.command("worker")
 @click.option("--threads", default=8, show_default=True, help="Deliveries in flight at once.")
+@click.option(
+    "--metrics-bind",
+    envvar="BRIDGE_WORKER_METRICS_BIND",
+    default=None,
+    help="host:port of this worker's Prometheus listener (env BRIDGE_WORKER_METRICS_BIND).",
+)
 @pass_ctx
-def worker(ctx: Context, threads: int) -> None:
+def worker(ctx: Context, threads: int, metrics_bind: str | None) -> None:
     """Deliver webhooks and back-channel logout tokens until SIGTERM/SIGINT (Procfile worker:)."""
     settings = ctx.settings.ensure_secret_key()
     tuning = delivery.Tuning(threads=threads)
@@ -134,6 +140,9 @@ def worker(ctx: Context, threads: int) -> None:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    if metrics_bind:
+        metrics.serve(metrics_bind)
+        click.echo(f"worker metrics on http://{metrics_bind}/metrics", err=True)
     click.echo(f"worker delivering with {threads} threads", err=True)
     delivery.run(ctx.store, sender, stop=stop)
 

@@ -3,7 +3,11 @@ counting real SCIM and SAML traffic across gunicorn workers (multiprocess mode).
 
 from __future__ import annotations
 
+import os
 import secrets
+import subprocess
+import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
@@ -11,7 +15,10 @@ import pytest
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
-from bridge import accounts, create_app, idps
+from bridge import accounts, create_app, idps, schema, webhooks
+from bridge.store import Store
+from tests.conftest import ScimClient
+from tests.receiver import Receiver
 from tests.saml_idp import TestIdP
 from tests.servers import GUNICORN, Gunicorn, call, free_port
 
@@ -54,6 +61,9 @@ def test_metrics_need_the_token(settings):
 
 def _now(name, **labels):
     return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 
 
 def test_committed_changes_count_once_and_refusals_count_none(scim):
@@ -171,3 +181,68 @@ def test_counters_move_under_scim_and_saml_through_two_workers(served, account):
     # The token route reads the same files: its counts include what the listener saw.
     again = samples(behind_token.body.decode())
     assert value(again, "bridge_scim_operations_total", **scim_ok) == 8
+
+
+def test_worker_counts_deliveries_and_its_backlog(empty_database_url, settings, tmp_path):
+    """`idbridge worker` with BRIDGE_WORKER_METRICS_BIND: one failed attempt then two deliveries
+    counted by outcome, and the backlog back at 0 (a database of its own: no other test's
+    deliveries)."""
+    url = empty_database_url()
+    store = Store(url)
+    schema.upgrade(store.engine)
+    key = settings.ensure_secret_key().secret_key
+    account = accounts.create_account(store, "hooks", name="hooks", actor="t")
+    accounts.add_environment(store, "hooks", "production", default=True, actor="t")
+    token = accounts.issue_token(store, "hooks", label="t", actor="t").raw
+    receiver = Receiver()
+    added = webhooks.add(
+        store,
+        "hooks",
+        receiver.url,
+        types=["user.created"],
+        secret_key=key,
+        allow_private=True,
+        actor="t",
+    )
+    receiver.secrets, receiver.fail_next = [added.secret], 1
+    app = create_app(replace(settings, database_url=url, secret_key=key))
+    port = free_port()
+    env = {
+        **os.environ,
+        "BRIDGE_DATABASE_URL": url,
+        "BRIDGE_SECRET_KEY": key,
+        "BRIDGE_INSTANCE_PATH": str(tmp_path),
+        "BRIDGE_ALLOW_PRIVATE_WEBHOOKS": "1",
+        "BRIDGE_WORKER_METRICS_BIND": f"127.0.0.1:{port}",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bridge", "worker", "--threads", "2"],
+        env=env,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        scim = ScimClient(app.test_client(), token, account)
+        for name in ("h1@ex.com", "h2@ex.com"):
+            assert scim.post("Users", json={"schemas": [USER], "userName": name}).status_code == 201
+        assert receiver.wait_for(lambda r: len(r.counts) == 2, timeout=60)
+        webhook = dict(kind="webhook")
+        deadline, found = time.monotonic() + 30, {}
+        while time.monotonic() < deadline:
+            try:
+                found = samples(call(port, "GET", "/metrics").body.decode())
+            except OSError:
+                found = {}
+            done = value(found, "bridge_webhook_deliveries_total", **webhook, outcome="delivered")
+            if done == 2 and value(found, "bridge_webhook_backlog") == 0:
+                break
+            time.sleep(0.5)
+        assert value(found, "bridge_webhook_deliveries_total", **webhook, outcome="delivered") == 2
+        assert value(found, "bridge_webhook_deliveries_total", **webhook, outcome="retrying") == 1
+        assert value(found, "bridge_webhook_backlog") == 0
+        assert value(found, "bridge_webhook_oldest_pending_seconds") == 0
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=30) == 0
+        receiver.close()
+        app.extensions["bridge.store"].dispose()
+        store.dispose()

@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlencode
 
@@ -45,6 +45,7 @@ from bridge.store import Store
 log = logging.getLogger(__name__)
 LOGOUT_EVENT = "http://schemas.openid.net/event/backchannel-logout"
 BATCH = 500
+ENDPOINT_TTL = 5.0  # seconds a worker trusts its copy of an endpoint's URL and secrets
 PURGE_EVERY = 300.0  # seconds between sweeps of expired codes and tokens
 BACKLOG_EVERY = 2.0  # seconds between counts of pending deliveries (metrics)
 
@@ -75,8 +76,18 @@ def _skip_locked(db: Session) -> bool:
     return db.get_bind().dialect.name == "postgresql"
 
 
-def project(store: Store) -> int:
-    """Queue deliveries for every endpoint behind its account's audit head; return how many."""
+@dataclass(frozen=True)
+class Grab:
+    """A worker taking the rows it queues at once (no second transaction to claim them)."""
+
+    worker: str
+    until: datetime
+    budget: int
+
+
+def project(store: Store, grab: Grab | None = None) -> tuple[int, list[Job]]:
+    """Queue deliveries for every endpoint behind its account's audit head; return how many,
+    and (with `grab`) up to `grab.budget` of them already claimed by that worker."""
     with store.read() as db:
         hooks = db.scalars(
             select(WebhookEndpoint.id)
@@ -91,12 +102,25 @@ def project(store: Store) -> int:
                 OidcClient.logout_cursor < Account.audit_seq,
             )
         ).all()
-    queued = 0
-    for endpoint_id in hooks:
-        queued += store.write(functools.partial(_project_hook, endpoint_id=endpoint_id))
-    for client_pk in logouts:
-        queued += store.write(functools.partial(_project_logout, client_pk=client_pk))
-    return queued
+    queued, taken = 0, list[Job]()
+    work = [functools.partial(_project_hook, endpoint_id=i) for i in hooks]
+    work += [functools.partial(_project_logout, client_pk=i) for i in logouts]
+    for unit in work:
+        left = None if grab is None else replace(grab, budget=grab.budget - len(taken))
+        count, jobs = store.write(functools.partial(unit, grab=left))
+        queued += count
+        taken += jobs
+    return queued, taken
+
+
+def _queue(db: Session, rows: list[Delivery], grab: Grab | None) -> list[Job]:
+    """Add the rows; claim the first `grab.budget` of them for the grabbing worker."""
+    mine = rows[: max(0, grab.budget)] if grab is not None else []
+    for row in mine:
+        row.claimed_by, row.claimed_until = grab.worker, grab.until  # type: ignore[union-attr]
+    db.add_all(rows)
+    db.flush()
+    return [_job(row) for row in mine]
 
 
 def _locked(db: Session, model: type[WebhookEndpoint] | type[OidcClient], row_id: int):  # type: ignore[no-untyped-def]
@@ -105,38 +129,36 @@ def _locked(db: Session, model: type[WebhookEndpoint] | type[OidcClient], row_id
     return db.scalar(stmt)
 
 
-def _project_hook(db: Session, endpoint_id: int) -> int:
+def _project_hook(db: Session, endpoint_id: int, grab: Grab | None) -> tuple[int, list[Job]]:
     hook: WebhookEndpoint | None = _locked(db, WebhookEndpoint, endpoint_id)
     if hook is None or hook.disabled is not None:
-        return 0
+        return 0, []
     rows = events.audit_after(db, hook.account_id, hook.cursor, BATCH)
     wanted = frozenset(hook.events) or None
-    found = events.project(rows, wanted)
-    for event in found:
-        body = json.dumps(event.as_json(), separators=(",", ":"), sort_keys=True)
-        db.add(
-            Delivery(
-                account_id=hook.account_id,
-                endpoint_id=hook.id,
-                message_id=event.id,
-                event_type=event.type,
-                body=body,
-            )
+    found = [
+        Delivery(
+            account_id=hook.account_id,
+            endpoint_id=hook.id,
+            message_id=event.id,
+            event_type=event.type,
+            body=json.dumps(event.as_json(), separators=(",", ":"), sort_keys=True),
         )
+        for event in events.project(rows, wanted)
+    ]
     if rows:
         hook.cursor = rows[-1].seq
-    return len(found)
+    return len(found), _queue(db, found, grab)
 
 
-def _project_logout(db: Session, client_pk: int) -> int:
+def _project_logout(db: Session, client_pk: int, grab: Grab | None) -> tuple[int, list[Job]]:
     client: OidcClient | None = _locked(db, OidcClient, client_pk)
     if client is None or not client.backchannel_logout_uri:
-        return 0
+        return 0, []
     rows = events.audit_after(db, client.account_id, client.logout_cursor, BATCH)
-    queued = 0
+    found = []
     for event, claims in _logouts(events.project(rows, LOGOUT_TYPES)):
         suffix = claims.pop("#", None)
-        db.add(
+        found.append(
             Delivery(
                 account_id=client.account_id,
                 client_pk=client.id,
@@ -145,10 +167,9 @@ def _project_logout(db: Session, client_pk: int) -> int:
                 body=json.dumps(claims),
             )
         )
-        queued += 1
     if rows:
         client.logout_cursor = rows[-1].seq
-    return queued
+    return len(found), _queue(db, found, grab)
 
 
 LOGOUT_TYPES = frozenset({"user.deactivated", "user.deleted", "session.ended", "idp.removed"})
@@ -184,6 +205,19 @@ class Job:
     created: datetime
 
 
+def _job(r: Delivery) -> Job:
+    return Job(
+        r.id,
+        r.account_id,
+        r.endpoint_id,
+        r.client_pk,
+        r.message_id,
+        r.body,
+        r.attempts,
+        r.created or utcnow(),
+    )
+
+
 def _due(now: datetime) -> Select[Delivery]:
     return select(Delivery).where(
         Delivery.state == "pending",
@@ -209,19 +243,7 @@ def claim(store: Store, worker: str, limit: int, tuning: Tuning) -> list[Job]:
         for row in rows:
             row.claimed_until = now + tuning.lease
             row.claimed_by = worker
-        return [
-            Job(
-                r.id,
-                r.account_id,
-                r.endpoint_id,
-                r.client_pk,
-                r.message_id,
-                r.body,
-                r.attempts,
-                r.created,
-            )
-            for r in rows
-        ]
+        return [_job(r) for r in rows]
 
     return store.write(work)
 
@@ -236,6 +258,7 @@ class Sender:
     allow_private: bool
     tuning: Tuning
     on_result: Callable[[Job, egress.Answer], None] | None = field(default=None)
+    _endpoints: dict[int, tuple[float, str, list[str]]] = field(default_factory=dict, init=False)
 
     def send(self, job: Job) -> None:
         try:
@@ -260,13 +283,32 @@ class Sender:
         if self.on_result is not None:
             self.on_result(job, answer)
 
-    def _prepare(self, job: Job) -> tuple[str, bytes, dict[str, str]] | None:
+    def _endpoint(self, endpoint_id: int) -> tuple[str, list[str]] | None:
+        """An endpoint's URL and signing secrets, cached for ENDPOINT_TTL seconds (a rotation
+        or removal reaches the workers within that time)."""
+        cached = self._endpoints.get(endpoint_id)
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1], cached[2]
         with self.store.read() as db:
-            if job.endpoint_id is not None:
-                hook = db.get(WebhookEndpoint, job.endpoint_id)
-                if hook is None:
-                    return None
-                return hook.url, job.body.encode(), self._signed(hook, job)
+            hook = db.get(WebhookEndpoint, endpoint_id)
+            if hook is None:
+                return None
+            now = utcnow()
+            sealed = [hook.secret_sealed]
+            if hook.previous_secret_sealed and hook.previous_until and hook.previous_until > now:
+                sealed.append(hook.previous_secret_sealed)
+            url = hook.url
+        keys = [sealing.unseal(self.secret_key, k).decode() for k in sealed]
+        self._endpoints[endpoint_id] = (time.monotonic() + ENDPOINT_TTL, url, keys)
+        return url, keys
+
+    def _prepare(self, job: Job) -> tuple[str, bytes, dict[str, str]] | None:
+        if job.endpoint_id is not None:
+            found = self._endpoint(job.endpoint_id)
+            if found is None:
+                return None
+            return found[0], job.body.encode(), self._signed(found[1], job)
+        with self.store.read() as db:
             client = db.get(OidcClient, job.client_pk)
             if client is None or not client.backchannel_logout_uri:
                 return None
@@ -275,16 +317,10 @@ class Sender:
         headers = {"Content-Type": "application/x-www-form-urlencoded"}
         return url, urlencode({"logout_token": token}).encode(), headers
 
-    def _signed(self, hook: WebhookEndpoint, job: Job) -> dict[str, str]:
+    def _signed(self, keys: list[str], job: Job) -> dict[str, str]:
         """Standard Webhooks headers; both signatures while a rotated-out secret overlaps."""
         now = datetime.now(UTC)
-        keys = [hook.secret_sealed]
-        if hook.previous_secret_sealed and hook.previous_until and hook.previous_until > now:
-            keys.append(hook.previous_secret_sealed)
-        signatures = [
-            Webhook(sealing.unseal(self.secret_key, k).decode()).sign(job.message_id, now, job.body)
-            for k in keys
-        ]
+        signatures = [Webhook(key).sign(job.message_id, now, job.body) for key in keys]
         return {
             "Content-Type": "application/json",
             "webhook-id": job.message_id,
@@ -381,12 +417,17 @@ def run(
                 if time.monotonic() - purged > PURGE_EVERY:
                     authcodes.purge(store)
                     purged = time.monotonic()
-                busy = project(store) > 0
                 if time.monotonic() - counted > BACKLOG_EVERY:
                     count_backlog(store)
                     counted = time.monotonic()
                 inflight = {f for f in inflight if not f.done()}
                 free = tuning.threads - len(inflight)
+                grab = Grab(worker, utcnow() + tuning.lease, free)
+                queued, fresh = project(store, grab)
+                busy = queued > 0
+                for job in fresh:  # queued and claimed in one transaction: sent at once
+                    inflight.add(pool.submit(sender.send, job))
+                free -= len(fresh)
                 if free > 0:
                     for job in claim(store, worker, free, tuning):
                         inflight.add(pool.submit(sender.send, job))

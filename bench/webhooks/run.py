@@ -16,6 +16,7 @@ import argparse
 import http.client
 import json
 import math
+import multiprocessing
 import os
 import statistics
 import subprocess
@@ -25,6 +26,7 @@ import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 from standardwebhooks import Webhook
 
@@ -32,38 +34,61 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scim"))
 from run import CLIENTS, Harness, Server, log, tool
 
 
+def _receive(secret_queue: Any, arrivals: Any, port_out: Any) -> None:
+    """The receiver, in its own process (a real receiver is another service: it must not share
+    the load clients' interpreter lock): verifies each delivery, reports (user id, arrival)."""
+    secret: list[str] = [secret_queue.get()]
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            now = time.monotonic()
+            while not secret_queue.empty():
+                secret[0] = secret_queue.get()
+            try:
+                payload = Webhook(secret[0]).verify(body, dict(self.headers.items()))
+                arrivals.put((payload["data"]["user"]["id"], now))
+                code = 204
+            except Exception:
+                arrivals.put(("bad", now))
+                code = 400
+            self.send_response(code)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    port_out.put(server.server_port)
+    server.serve_forever()
+
+
 class Receiver:
     def __init__(self) -> None:
-        self.secret = ""
+        self.secrets: Any = multiprocessing.Queue()
+        self.arrivals: Any = multiprocessing.Queue()
+        port: Any = multiprocessing.Queue()
+        self.secrets.put("whsec_" + "A" * 43 + "=")
+        self.proc = multiprocessing.Process(
+            target=_receive, args=(self.secrets, self.arrivals, port), daemon=True
+        )
+        self.proc.start()
+        self.url = f"http://127.0.0.1:{port.get(timeout=30)}/hook"
         self.arrived: dict[str, float] = {}
         self.bad = 0
-        self.lock = threading.Lock()
-        outer = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: object) -> None:
-                pass
+    def set_secret(self, secret: str) -> None:
+        self.secrets.put(secret)
 
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                now = time.monotonic()
-                try:
-                    payload = Webhook(outer.secret).verify(body, dict(self.headers.items()))
-                    with outer.lock:
-                        outer.arrived.setdefault(payload["data"]["user"]["id"], now)
-                    code = 204
-                except Exception:
-                    with outer.lock:
-                        outer.bad += 1
-                    code = 400
-                self.send_response(code)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    def drain(self) -> None:
+        while not self.arrivals.empty():
+            user_id, at = self.arrivals.get()
+            if user_id == "bad":
+                self.bad += 1
+            else:
+                self.arrived.setdefault(user_id, at)
 
 
 def create_load(server: Server, per_client: int) -> tuple[float, dict[str, float]]:
@@ -106,7 +131,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
-    rounds, per_client = (2, 100) if args.quick else (3, 300)
+    rounds, per_client = (2, 50) if args.quick else (3, 250)
     harness = Harness()
     server = harness.start_bridge("_wh")
     receiver = Receiver()
@@ -114,7 +139,8 @@ def main() -> None:
     off: list[float] = []
     on: list[float] = []
     latencies: list[float] = []
-    missing = 0
+    missing = attempts = 0
+    failures: list[Any] = []
     create_load(server, 25)  # warm-up
     for r in range(rounds):
         for mode in ("off", "on"):
@@ -136,10 +162,11 @@ def main() -> None:
                 env=env,
                 capture_output=True,
                 text=True,
-                check=True,
                 cwd=harness.root,
             )
-            receiver.secret = out.stdout.strip().splitlines()[-1]
+            if out.returncode != 0:
+                raise RuntimeError(f"webhooks add failed: {out.stderr}")
+            receiver.set_secret(out.stdout.strip().splitlines()[-1])
             endpoint = out.stdout.split()[2]
             worker = subprocess.Popen(
                 [tool("idbridge"), "worker"], env=env, cwd=harness.root, stderr=subprocess.DEVNULL
@@ -151,11 +178,18 @@ def main() -> None:
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline and not set(done) <= set(receiver.arrived):
                 time.sleep(0.05)
+                receiver.drain()
             for user_id, at in done.items():
                 if user_id in receiver.arrived:
                     latencies.append(receiver.arrived[user_id] - at)
                 else:
                     missing += 1
+            with harness.pg(server.db) as conn:  # before the endpoint (and its log) goes
+                failures += conn.execute(
+                    "SELECT coalesce(status::text, left(error, 60)), count(*)"
+                    " FROM delivery_attempts WHERE status IS NULL OR status >= 300 GROUP BY 1"
+                ).fetchall()
+                attempts += conn.execute("SELECT count(*) FROM delivery_attempts").fetchone()[0]
             worker.terminate()
             worker.wait(timeout=60)
             subprocess.run(
@@ -186,6 +220,7 @@ def main() -> None:
         f"{'PASS' if p99 <= 1.0 and not missing else 'MISS'} (target p99 <= 1000 ms)"
     )
     print(f"missing deliveries: {missing}, bad signatures: {receiver.bad}")
+    print(f"delivery attempts: {attempts}; failed ones by status/error: {failures}")
 
 
 if __name__ == "__main__":

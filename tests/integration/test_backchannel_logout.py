@@ -100,7 +100,7 @@ def test_no_logout_uri_no_delivery(live, store, scim):
     )
     user = scim.post("Users", {"userName": "cy@example.com"}).json
     scim.delete(f"Users/{user['id']}")
-    assert delivery.project(store) == 0
+    assert delivery.project(store) == (0, [])
 
 
 def test_idp_removal_ends_its_sessions_and_logs_them_out(setup, live, store, scim):

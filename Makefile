@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test lint
+.PHONY: run test lint screenshots
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,3 +29,7 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+
+# The console's screenshots (README), taken by the browser suite in a real headless Chromium.
+screenshots: $(BIN)/.installed
+	BRIDGE_SCREENSHOTS=docs/screenshots $(BIN)/pytest -q tests/browser

@@ -10,7 +10,7 @@ from flask import Flask
 
 from bridge.settings import Settings
 
-ADAPTERS = ("scim", "saml", "api", "oidc")
+ADAPTERS = ("scim", "saml", "api", "oidc", "console")
 
 
 def create_app(config: Mapping[str, Any] | Settings | None = None) -> Flask:

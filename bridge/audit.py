@@ -145,6 +145,31 @@ def tail(db: Session, account_id: int, limit: int = 20) -> list[AuditEvent]:
     return list(reversed(db.scalars(stmt).all()))
 
 
+def page(
+    db: Session,
+    account_id: int,
+    *,
+    before: int | None = None,
+    action: str | None = None,
+    actor: str | None = None,
+    target: str | None = None,
+    limit: int = 50,
+) -> list[AuditEvent]:
+    """The account's events newest first, `before` a sequence number; `action` matches a prefix
+    (`idp.` is every IdP event), `actor` and `target` (`type:id`) match exactly."""
+    stmt = select(AuditEvent).where(AuditEvent.account_id == account_id)
+    if before is not None:
+        stmt = stmt.where(AuditEvent.seq < before)
+    if action:
+        stmt = stmt.where(AuditEvent.action.startswith(action, autoescape=True))
+    if actor:
+        stmt = stmt.where(AuditEvent.actor == actor)
+    if target:
+        kind, _, ident = target.partition(":")
+        stmt = stmt.where(AuditEvent.target_type == kind, AuditEvent.target_id == ident)
+    return list(db.scalars(stmt.order_by(AuditEvent.seq.desc()).limit(limit)))
+
+
 def describe(event: AuditEvent) -> dict[str, Any]:
     """An event as plain JSON-able data."""
     return {

@@ -40,7 +40,8 @@ class Unavailable(BridgeError):
 
 
 class Forbidden(BridgeError):
-    """The credentials are good but lack the permission (scope) the request needs."""
+    """The caller is known but may not do this: an API key without the scope, a signed-in
+    person who is not an admin."""
 
 
 class GuardRefused(Conflict):

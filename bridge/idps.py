@@ -42,6 +42,28 @@ class Metadata:
     certificates: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class SpValues:
+    """What an IdP admin copies into their IdP: our URLs for one account (DESIGN §3)."""
+
+    entity_id: str
+    acs_url: str
+    sls_url: str
+    metadata_url: str
+    login_url: str
+
+
+def sp_values(base_url: str, slug: str) -> SpValues:
+    saml = f"{base_url.rstrip('/')}/saml/{slug}"
+    return SpValues(
+        entity_id=f"{saml}/metadata",
+        acs_url=f"{saml}/acs",
+        sls_url=f"{saml}/sls",
+        metadata_url=f"{saml}/metadata",
+        login_url=f"{saml}/login",
+    )
+
+
 def parse_metadata(xml: str) -> Metadata:
     """The IdP's entity ID, endpoints and signing certificates, or InvalidInput saying why not."""
     try:
@@ -80,6 +102,13 @@ def _certificate(b64: str) -> x509.Certificate:
         return x509.load_pem_x509_certificate(pem.encode())
     except ValueError as exc:
         raise InvalidInput("a signing certificate in the metadata does not parse") from exc
+
+
+def certificate_expiries(idp: IdentityProvider) -> list[datetime]:
+    """When each of the IdP's signing certificates expires, soonest first."""
+    return sorted(
+        _certificate(b64).not_valid_after_utc for b64 in idp.certificates.get("signing", [])
+    )
 
 
 def expiry_warnings(idp: IdentityProvider, now: datetime | None = None) -> list[str]:

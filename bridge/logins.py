@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from bridge import audit, metrics
@@ -81,19 +82,31 @@ def record_in(
 
 
 def recent(
-    db: Session, account_id: int, *, failed: bool = False, limit: int = 50
+    db: Session,
+    account_id: int,
+    *,
+    failed: bool = False,
+    reason: str | None = None,
+    before: int | None = None,
+    limit: int = 50,
 ) -> list[dict[str, Any]]:
+    """The newest login-log lines first; `before` (a line's id) pages back through older ones."""
     stmt = (
         select(LoginAttempt, IdentityProvider.name)
         .outerjoin(IdentityProvider, IdentityProvider.id == LoginAttempt.idp_id)
         .where(LoginAttempt.account_id == account_id)
-        .order_by(LoginAttempt.at.desc(), LoginAttempt.id.desc())
+        .order_by(LoginAttempt.id.desc())
         .limit(limit)
     )
     if failed:
         stmt = stmt.where(LoginAttempt.ok.is_(False))
+    if reason:
+        stmt = stmt.where(LoginAttempt.reason == reason)
+    if before is not None:
+        stmt = stmt.where(LoginAttempt.id < before)
     return [
         {
+            "id": a.id,
             "at": a.at.isoformat(timespec="seconds"),
             "ok": a.ok,
             "reason": a.reason,
@@ -120,3 +133,30 @@ def _kind(db: Session, idp_id: int | None) -> str:
 def _slug(db: Session, account_id: int) -> str:
     account = db.get(Account, account_id)
     return account.slug if account is not None else ""
+
+
+def failures_since(db: Session, account_id: int, since: datetime) -> dict[str, int]:
+    """Refused logins since `since`, counted by typed reason (most frequent first)."""
+    rows = db.execute(
+        select(LoginAttempt.reason, func.count())
+        .where(
+            LoginAttempt.account_id == account_id,
+            LoginAttempt.ok.is_(False),
+            LoginAttempt.at >= since,
+        )
+        .group_by(LoginAttempt.reason)
+    ).all()
+    return dict(sorted(((r, int(n)) for r, n in rows), key=lambda item: (-item[1], item[0])))
+
+
+def successes_since(db: Session, account_id: int, since: datetime) -> int:
+    return int(
+        db.scalar(
+            select(func.count()).where(
+                LoginAttempt.account_id == account_id,
+                LoginAttempt.ok.is_(True),
+                LoginAttempt.at >= since,
+            )
+        )
+        or 0
+    )

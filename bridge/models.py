@@ -660,3 +660,22 @@ class DeliveryAttempt(Base):
     latency_ms: Mapped[int] = mapped_column(Integer)
     response: Mapped[str | None] = mapped_column(String(512))
     error: Mapped[str | None] = mapped_column(String(512))
+
+
+class OneTimeLink(Base):
+    """A one-time console link (sign in as an admin, or a self-serve set-up page): only the
+    hash of its token is kept; `used` is set once, by the request that redeems it."""
+
+    __tablename__ = "one_time_links"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = _account_fk()
+    purpose: Mapped[str] = mapped_column(String(16))
+    user_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    scopes: Mapped[list[str]] = mapped_column(JSON, default=list)
+    created: Mapped[datetime] = mapped_column(default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(200))
+    expires: Mapped[datetime] = mapped_column()
+    used: Mapped[datetime | None] = mapped_column()

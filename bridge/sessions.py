@@ -137,6 +137,10 @@ def csrf_token(secret: str) -> str:
     return hmac.new(secret.encode(), b"bridge-csrf", hashlib.sha256).hexdigest()
 
 
-def csrf_ok(secret: str, given: str) -> bool:
-    """Whether `given` is the session's CSRF token (compared in constant time)."""
+def csrf_ok(secret: str | None, given: str | None) -> bool:
+    """Whether `given` is the CSRF token of `secret` (compared in constant time); no secret or
+    no token is never valid. The console binds forms before sign-in (a one-time link's button)
+    to the link's token the same way."""
+    if not secret or not given:
+        return False
     return hmac.compare_digest(csrf_token(secret), given.encode("ascii", "replace").decode())

@@ -24,8 +24,8 @@ bp = Blueprint("bridge", __name__)
 STATUS: dict[type[errors.BridgeError], int] = {
     errors.InvalidInput: 400,
     errors.Unauthorized: 401,
-    errors.NotFound: 404,
     errors.Forbidden: 403,
+    errors.NotFound: 404,
     errors.Conflict: 409,
     errors.PreconditionFailed: 412,
     errors.Unavailable: 503,

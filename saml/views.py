@@ -9,12 +9,11 @@ from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, current_app, g, jsonify, redirect, request
 from flask.typing import ResponseReturnValue
-from itsdangerous import BadSignature, URLSafeSerializer
 from onelogin.saml2.auth import OneLogin_Saml2_Auth
 from onelogin.saml2.logout_request import OneLogin_Saml2_Logout_Request
 from sqlalchemy import select
 
-from bridge import accounts, idps, logins, provisioning, redirects, sessions
+from bridge import accounts, browser, idps, logins, provisioning, redirects, sessions
 from bridge import sp_keys as keys
 from bridge.access import access_of
 from bridge.errors import NotFound
@@ -34,7 +33,6 @@ from saml.errors import SamlRejected, page
 
 log = logging.getLogger(__name__)
 bp = Blueprint("saml", __name__)
-COOKIE = "bridge_session"
 
 
 def _settings_of_app() -> Any:
@@ -271,30 +269,13 @@ def _log_in(account: Account, idp: IdentityProvider, assertion: sso.Assertion) -
     return secret, store.write(work)
 
 
-def _serializer() -> URLSafeSerializer:
-    return URLSafeSerializer(current_app.config["SECRET_KEY"], salt="bridge-session")
-
-
 def _set_cookie(response: Response, secret: str, minutes: int) -> None:
-    response.set_cookie(
-        COOKIE,
-        _serializer().dumps(secret),
-        max_age=minutes * 60,
-        httponly=True,
-        samesite="Lax",
-        secure=_settings_of_app().base_url.startswith("https://"),
-        path="/",
-    )
+    secure = _settings_of_app().base_url.startswith("https://")
+    browser.set_session_cookie(response, secret, minutes, secure=secure)
 
 
 def _cookie_secret() -> str | None:
-    raw = request.cookies.get(COOKIE)
-    if not raw:
-        return None
-    try:
-        return str(_serializer().loads(raw))
-    except BadSignature:
-        return None
+    return browser.session_secret()
 
 
 def _wants_html() -> bool:
@@ -411,10 +392,10 @@ def logout() -> ResponseReturnValue:
             response = redirect(
                 auth.logout(name_id=ended.name_id, session_index=ended.session_index)
             )
-            response.delete_cookie(COOKIE, path="/")
+            browser.clear_session_cookie(response)
             return response
     response = _html(pages.message("Signed out", "You are signed out."))
-    response.delete_cookie(COOKIE, path="/")
+    browser.clear_session_cookie(response)
     return response
 
 

@@ -1,0 +1,90 @@
+"""IdP connection and SCIM: what an IT admin sets up once (metadata, SP values, tokens)."""
+
+from __future__ import annotations
+
+from flask import current_app, g, redirect, render_template, request, url_for
+from flask.typing import ResponseReturnValue
+
+from bridge import accounts, idps, sp_keys
+from bridge.errors import InvalidInput
+from bridge.settings import Settings
+from bridge.web import get_store
+from console.base import bp, notice
+
+
+def _settings() -> Settings:
+    settings: Settings = current_app.config["BRIDGE_SETTINGS"]
+    return settings
+
+
+@bp.get("/<slug>/idp", endpoint="idps")
+def idps_page(slug: str) -> ResponseReturnValue:
+    """The account's IdPs, and the SP values to copy, in Okta's and Entra's own words."""
+    store = get_store()
+    with store.read() as db:
+        found = idps.list_for(db, g.admin.account_id)
+        listed = [(idp, idps.certificate_expiries(idp)) for idp in found]
+    settings = _settings()
+    keys = sp_keys.active(store, g.admin.account_id, slug, settings.secret_key or "")
+    return render_template(
+        "console/idps.html",
+        idps=listed,
+        sp=idps.sp_values(settings.base_url, slug),
+        sp_cert=keys[0].cert_pem if keys else "",
+        form=request.args,
+    )
+
+
+@bp.post("/<slug>/idp")
+def add_idp(slug: str) -> ResponseReturnValue:
+    """Add an IdP from its metadata: a URL we fetch (https, public) or an uploaded file."""
+    name = request.form.get("name", "").strip() or None
+    url = request.form.get("metadata_url", "").strip()
+    upload = request.files.get("metadata_file")
+    if upload is not None and upload.filename:
+        xml = upload.read().decode("utf-8", errors="replace")
+        url = ""
+    elif url:
+        xml = idps.fetch(url, allow_private=_settings().allow_private_metadata)
+    else:
+        raise InvalidInput("give the IdP's metadata URL or upload its metadata file")
+    idp = idps.add(get_store(), slug, xml, name=name, metadata_url=url or None, actor=g.admin.actor)
+    return redirect(url_for("console.idps", added=idp.name))
+
+
+@bp.post("/<slug>/idp/<name>/remove")
+def remove_idp(slug: str, name: str) -> ResponseReturnValue:
+    idps.remove(get_store(), slug, name, actor=g.admin.actor)
+    return redirect(url_for("console.idps", removed=name))
+
+
+@bp.get("/<slug>/scim", endpoint="scim")
+def scim_page(slug: str) -> ResponseReturnValue:
+    """The SCIM base URL and the account's tokens (issue, revoke)."""
+    return _scim(slug)
+
+
+def _scim(slug: str, issued: accounts.IssuedToken | None = None) -> ResponseReturnValue:
+    with get_store().read() as db:
+        tokens = accounts.list_tokens(db, slug)
+    return render_template(
+        "console/scim.html",
+        tokens=list(reversed(tokens)),
+        base_url=f"{_settings().base_url}/scim/v2",
+        issued=issued,
+    )
+
+
+@bp.post("/<slug>/scim/tokens")
+def issue_token(slug: str) -> ResponseReturnValue:
+    """Issue a token and show it on this response only (never stored, never shown again)."""
+    label = request.form.get("label", "").strip()[:200]
+    issued = accounts.issue_token(get_store(), slug, label=label, actor=g.admin.actor)
+    notice("ok", "Token issued. Copy it now: it is shown only once.")
+    return _scim(slug, issued)
+
+
+@bp.post("/<slug>/scim/tokens/<int:token_id>/revoke")
+def revoke_token(slug: str, token_id: int) -> ResponseReturnValue:
+    accounts.revoke_token(get_store(), slug, token_id, actor=g.admin.actor)
+    return redirect(url_for("console.scim", revoked=token_id))

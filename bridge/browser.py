@@ -7,13 +7,13 @@ and CSRF tokens are derived from it (bridge.sessions). Adapters never read the c
 from __future__ import annotations
 
 from flask import Response, current_app, request
-from itsdangerous import BadSignature, URLSafeSerializer
+from itsdangerous import URLSafeSerializer
 
-COOKIE = "bridge_session"
+from bridge.sessions import COOKIE, COOKIE_SALT, cookie_secret
 
 
 def _serializer() -> URLSafeSerializer:
-    return URLSafeSerializer(current_app.config["SECRET_KEY"], salt="bridge-session")
+    return URLSafeSerializer(current_app.config["SECRET_KEY"], salt=COOKIE_SALT)
 
 
 def set_session_cookie(response: Response, secret: str, minutes: int, *, secure: bool) -> None:
@@ -35,10 +35,4 @@ def clear_session_cookie(response: Response) -> None:
 
 def session_secret() -> str | None:
     """The session secret the request's cookie carries, if its signature holds."""
-    raw = request.cookies.get(COOKIE)
-    if not raw:
-        return None
-    try:
-        return str(_serializer().loads(raw))
-    except BadSignature:
-        return None
+    return cookie_secret(current_app.config["SECRET_KEY"], request.cookies.get(COOKIE))

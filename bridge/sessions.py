@@ -12,6 +12,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from bridge import audit, authcodes
+from bridge.errors import NotFound
 from bridge.models import LoginSession, User, utcnow
 from bridge.store import Store
 
@@ -127,6 +128,56 @@ def end_for_name_id(
         if session_index:
             stmt = stmt.where(LoginSession.session_index == session_index)
         return int(db.execute(stmt.values(ended=utcnow())).rowcount)  # type: ignore[attr-defined]
+
+    return store.write(work)
+
+
+def live_for_user(db: Session, user_id: uuid.UUID) -> list[LoginSession]:
+    """The user's sessions that are still live, newest first."""
+    return list(
+        db.scalars(
+            select(LoginSession)
+            .where(
+                LoginSession.user_id == user_id,
+                LoginSession.ended.is_(None),
+                LoginSession.expires > utcnow(),
+            )
+            .order_by(LoginSession.created.desc(), LoginSession.id.desc())
+        )
+    )
+
+
+def end_by_admin(
+    store: Store, account_id: int, user_id: uuid.UUID, session_id: int | None, *, actor: str
+) -> int:
+    """An admin ends one of a user's sessions (`session_id`) or all of them; each ending is
+    audited as `session.end` (so the event feed and back-channel logout hear of it, as with a
+    sign-out) with the admin as actor."""
+
+    def work(db: Session) -> int:
+        stmt = select(LoginSession).where(
+            LoginSession.account_id == account_id,
+            LoginSession.user_id == user_id,
+            LoginSession.ended.is_(None),
+        )
+        if session_id is not None:
+            stmt = stmt.where(LoginSession.id == session_id)
+        live = db.scalars(stmt.with_for_update()).all()
+        if not live:
+            raise NotFound("no live session of this user to end")
+        for login in live:
+            login.ended = utcnow()
+            authcodes.revoke_for_session(db, login.id)
+            audit.record(
+                db,
+                account_id,
+                actor=actor,
+                action="session.end",
+                target_type="user",
+                target_id=str(user_id),
+                after={"sid": str(login.id)},
+            )
+        return len(live)
 
     return store.write(work)
 

@@ -14,11 +14,12 @@ from bridge import web
 
 
 def init_app(app: Flask) -> None:
-    from console import base, connect, signin, views  # noqa: F401  (modules add routes to bp)
+    from console import base, connect, signin, users, views  # noqa: F401  (they add routes)
 
     def render(status: int, detail: str, exc: Exception) -> ResponseReturnValue:
         return base.error_page(status, detail)
 
+    app.jinja_env.add_extension("jinja2.ext.do")
     app.register_blueprint(base.bp)
     app.after_request(base.secure_headers)
     web.register_renderer(app, "/console/", render)

@@ -73,6 +73,7 @@ def _require_admin() -> ResponseReturnValue | None:
 # The sections in the navigation, in order (endpoint, label).
 NAV = [
     ("console.overview", "Overview"),
+    ("console.users", "Users"),
     ("console.idps", "IdP connection"),
     ("console.scim", "SCIM"),
     ("console.logins", "Logins"),

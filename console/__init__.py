@@ -14,7 +14,14 @@ from bridge import web
 
 
 def init_app(app: Flask) -> None:
-    from console import base, connect, signin, users, views  # noqa: F401  (they add routes)
+    from console import (  # noqa: F401  (each module adds its routes to bp)
+        base,
+        connect,
+        signin,
+        users,
+        views,
+        webhooks,
+    )
 
     def render(status: int, detail: str, exc: Exception) -> ResponseReturnValue:
         return base.error_page(status, detail)

@@ -78,6 +78,7 @@ NAV = [
     ("console.scim", "SCIM"),
     ("console.logins", "Logins"),
     ("console.audit", "Audit"),
+    ("console.webhooks", "Webhooks"),
 ]
 
 

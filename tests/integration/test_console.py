@@ -4,12 +4,13 @@ security headers, and the screens built on the bridge/ services (tokens, IdPs, l
 import io
 import re
 import secrets
+from dataclasses import replace
 from html import unescape
 
 import pytest
 from sqlalchemy import func, select, update
 
-from bridge import accounts, logins
+from bridge import accounts, logins, webhooks
 from bridge.models import AuditEvent, IdentityProvider, ScimToken
 from tests.console_support import ConsoleLogin
 from tests.saml_idp import TestIdP
@@ -239,3 +240,35 @@ def test_unknown_account_is_a_person_facing_404(client):
     page = client.get("/console/no-such-account/")
     assert page.status_code == 404 and "no account 'no-such-account'" in _text(page)
     assert page.mimetype == "text/html"
+
+
+def test_webhooks_add_secret_once_redeliver_remove(console, store, settings, monkeypatch):
+    """An endpoint added from the console: its secret shown once, listed, its log, removed."""
+    config = console.client.application.config
+    lenient = replace(config["BRIDGE_SETTINGS"], allow_private_webhooks=True)
+    monkeypatch.setitem(config, "BRIDGE_SETTINGS", lenient)
+    console.sign_in("ann@example.com")
+    added = console.post("/webhooks", {"url": "http://127.0.0.1:9/hooks", "events": "user.created"})
+    text = _text(added)
+    assert added.status_code == 200 and "shown only once" in text
+    secret = re.search(r'id="new-secret"[^>]*>(whsec_[^<]+)<', text)[1]
+    listing = _text(console.client.get(f"/console/{console.slug}/webhooks"))
+    assert "http://127.0.0.1:9/hooks" in listing and secret not in listing
+    assert "user.created" in listing
+    with store.read() as db:
+        endpoint = webhooks.list_for(db, console.slug)[0]["id"]
+    log = console.client.get(f"/console/{console.slug}/webhooks/{endpoint}")
+    assert log.status_code == 200
+    assert console.post(f"/webhooks/{endpoint}/remove").status_code == 302
+    with store.read() as db:
+        assert webhooks.list_for(db, console.slug) == []
+    actors = {e.actor for e in _events(store, console.account, "webhook.add")}
+    assert actors == {"console:ann@example.com"}
+
+
+def test_a_webhook_to_a_private_address_is_refused(console, store):
+    console.sign_in("ann@example.com")
+    refused = console.post("/webhooks", {"url": "https://127.0.0.1/hooks"})
+    assert refused.status_code == 400 and "non-public address" in _text(refused)
+    with store.read() as db:
+        assert webhooks.list_for(db, console.slug) == []

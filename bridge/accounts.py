@@ -118,50 +118,53 @@ def issue_token(
     """A new SCIM bearer token. The raw value is returned once; only its hash is stored. With
     `replace`, the account's live tokens of the same label are revoked in the same transaction
     (the demo's token: one live token however often `make run` runs)."""
+    return store.write(
+        lambda db: issue_token_in(db, slug, label=label, actor=actor, replace=replace)
+    )
+
+
+def issue_token_in(
+    db: Session, slug: str, *, label: str = "", actor: str, replace: bool = False
+) -> IssuedToken:
+    """`issue_token` inside the caller's transaction (a set-up link claims its step with it)."""
     raw = TOKEN_PREFIX + secrets.token_urlsafe(32)
     prefix = raw[: len(TOKEN_PREFIX) + 6]
-
-    def work(db: Session) -> IssuedToken:
-        account = get_account(db, slug)
-        if replace:
-            # the account row's lock queues concurrent replacers (PostgreSQL; SQLite's write
-            # transactions already queue), so exactly one token stays live
-            db.execute(select(Account.id).where(Account.id == account.id).with_for_update())
-            for old in db.scalars(
-                select(ScimToken).where(
-                    ScimToken.account_id == account.id,
-                    ScimToken.label == label,
-                    ScimToken.revoked.is_(None),
-                )
-            ):
-                old.revoked = utcnow()
-                audit.record(
-                    db,
-                    account.id,
-                    actor=actor,
-                    action="token.revoke",
-                    target_type="token",
-                    target_id=str(old.id),
-                    before={"revoked": None},
-                    after={"revoked": old.revoked.isoformat(), "replaced": True},
-                )
-        token = ScimToken(
-            account_id=account.id, label=label, prefix=prefix, token_hash=hash_token(raw)
-        )
-        db.add(token)
-        db.flush()
-        audit.record(
-            db,
-            account.id,
-            actor=actor,
-            action="token.issue",
-            target_type="token",
-            target_id=str(token.id),
-            after={"label": label, "prefix": prefix},
-        )
-        return IssuedToken(token.id, raw, prefix)
-
-    return store.write(work)
+    account = get_account(db, slug)
+    if replace:
+        # the account row's lock queues concurrent replacers (PostgreSQL; SQLite's write
+        # transactions already queue), so exactly one token stays live
+        db.execute(select(Account.id).where(Account.id == account.id).with_for_update())
+        for old in db.scalars(
+            select(ScimToken).where(
+                ScimToken.account_id == account.id,
+                ScimToken.label == label,
+                ScimToken.revoked.is_(None),
+            )
+        ):
+            old.revoked = utcnow()
+            audit.record(
+                db,
+                account.id,
+                actor=actor,
+                action="token.revoke",
+                target_type="token",
+                target_id=str(old.id),
+                before={"revoked": None},
+                after={"revoked": old.revoked.isoformat(), "replaced": True},
+            )
+    token = ScimToken(account_id=account.id, label=label, prefix=prefix, token_hash=hash_token(raw))
+    db.add(token)
+    db.flush()
+    audit.record(
+        db,
+        account.id,
+        actor=actor,
+        action="token.issue",
+        target_type="token",
+        target_id=str(token.id),
+        after={"label": label, "prefix": prefix},
+    )
+    return IssuedToken(token.id, raw, prefix)
 
 
 def list_tokens(db: Session, slug: str) -> list[ScimToken]:

@@ -86,7 +86,7 @@ def signed_in(store: Store, slug: str, secret: str | None) -> Admin | None:
         return _admin(db, account, found[1])
 
 
-def _hash(raw: str) -> str:
+def link_hash(raw: str) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
@@ -108,7 +108,7 @@ def issue_link(
             account_id=account.id,
             purpose=SIGN_IN,
             user_id=user.id,
-            token_hash=_hash(raw),
+            token_hash=link_hash(raw),
             scopes=[],
             created_by=actor,
             expires=utcnow() + timedelta(minutes=minutes),
@@ -129,10 +129,10 @@ def issue_link(
     return store.write(work)
 
 
-def _usable(db: Session, account: Account, raw: str, purpose: str) -> OneTimeLink:
+def usable_link(db: Session, account: Account, raw: str, purpose: str) -> OneTimeLink:
     link = db.scalar(
         select(OneTimeLink).where(
-            OneTimeLink.token_hash == _hash(raw),
+            OneTimeLink.token_hash == link_hash(raw),
             OneTimeLink.account_id == account.id,
             OneTimeLink.purpose == purpose,
         )
@@ -150,7 +150,7 @@ def peek_link(store: Store, slug: str, raw: str) -> str:
     """Whose sign-in link this is, without using it up (a mail scanner's GET must not)."""
     with store.read() as db:
         account = get_account(db, slug)
-        link = _usable(db, account, raw, SIGN_IN)
+        link = usable_link(db, account, raw, SIGN_IN)
         return db.get_one(User, link.user_id).user_name
 
 
@@ -159,7 +159,7 @@ def redeem_link(store: Store, slug: str, raw: str, secret: str) -> tuple[Admin, 
 
     def work(db: Session) -> tuple[Admin, int]:
         account = get_account(db, slug)
-        link = _usable(db, account, raw, SIGN_IN)
+        link = usable_link(db, account, raw, SIGN_IN)
         claimed = db.execute(
             update(OneTimeLink)
             .where(OneTimeLink.id == link.id, OneTimeLink.used.is_(None))

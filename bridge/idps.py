@@ -165,47 +165,71 @@ def add(
     actor: str,
 ) -> IdentityProvider:
     """Register an IdP with an account from its metadata."""
-    meta = parse_metadata(xml)
-    name = name or urlsplit(meta.entity_id).hostname or "idp"
-
-    def work(db: Session) -> IdentityProvider:
-        account = get_account(db, slug)
-        taken = db.scalar(
-            select(IdentityProvider).where(
-                IdentityProvider.account_id == account.id,
-                (IdentityProvider.name == name) | (IdentityProvider.entity_id == meta.entity_id),
-            )
-        )
-        if taken is not None:
-            raise Conflict(f"account {slug!r} already has IdP {taken.name!r} ({taken.entity_id})")
-        idp = IdentityProvider(
-            account_id=account.id,
+    return store.write(
+        lambda db: add_in(
+            db,
+            slug,
+            xml,
             name=name,
-            entity_id=meta.entity_id,
             metadata_url=metadata_url,
-            metadata_xml=xml,
-            sso_url=meta.sso_url,
-            slo_url=meta.slo_url,
-            certificates={"signing": list(meta.certificates)},
             allow_idp_initiated=allow_idp_initiated,
             allow_jit=allow_jit,
             match_by=match_by,
-            refreshed=utcnow(),
-        )
-        db.add(idp)
-        db.flush()
-        audit.record(
-            db,
-            account.id,
             actor=actor,
-            action="idp.add",
-            target_type="idp",
-            target_id=name,
-            after=_describe(idp),
         )
-        return idp
+    )
 
-    return store.write(work)
+
+def add_in(
+    db: Session,
+    slug: str,
+    xml: str,
+    *,
+    name: str | None = None,
+    metadata_url: str | None = None,
+    allow_idp_initiated: bool = False,
+    allow_jit: bool = True,
+    match_by: str = "name_id",
+    actor: str,
+) -> IdentityProvider:
+    """`add` inside the caller's transaction (a set-up link claims its step in the same one)."""
+    meta = parse_metadata(xml)
+    name = name or urlsplit(meta.entity_id).hostname or "idp"
+    account = get_account(db, slug)
+    taken = db.scalar(
+        select(IdentityProvider).where(
+            IdentityProvider.account_id == account.id,
+            (IdentityProvider.name == name) | (IdentityProvider.entity_id == meta.entity_id),
+        )
+    )
+    if taken is not None:
+        raise Conflict(f"account {slug!r} already has IdP {taken.name!r} ({taken.entity_id})")
+    idp = IdentityProvider(
+        account_id=account.id,
+        name=name,
+        entity_id=meta.entity_id,
+        metadata_url=metadata_url,
+        metadata_xml=xml,
+        sso_url=meta.sso_url,
+        slo_url=meta.slo_url,
+        certificates={"signing": list(meta.certificates)},
+        allow_idp_initiated=allow_idp_initiated,
+        allow_jit=allow_jit,
+        match_by=match_by,
+        refreshed=utcnow(),
+    )
+    db.add(idp)
+    db.flush()
+    audit.record(
+        db,
+        account.id,
+        actor=actor,
+        action="idp.add",
+        target_type="idp",
+        target_id=name,
+        after=_describe(idp),
+    )
+    return idp
 
 
 def refresh(store: Store, slug: str, name: str, *, xml: str, actor: str) -> bool:

@@ -17,6 +17,7 @@ def init_app(app: Flask) -> None:
     from console import (  # noqa: F401  (each module adds its routes to bp)
         base,
         connect,
+        setup,
         signin,
         users,
         views,

@@ -27,6 +27,9 @@ PUBLIC = {
     "console.sign_out",
     "console.link",
     "console.redeem_link",
+    "console.setup",
+    "console.setup_idp",
+    "console.setup_scim",
 }
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from bridge import admins
+from bridge import admins, setup_links
 from bridge.cli.base import Context, fails_cleanly, pass_ctx
 
 
@@ -33,6 +33,31 @@ def link(ctx: Context, slug: str, user_name: str, minutes: int) -> None:
         f"valid until {issued.expires:%Y-%m-%d %H:%M} UTC, usable once:"
     )
     click.echo(f"{ctx.settings.base_url}/console/{slug}/link/{issued.raw}")
+
+
+@console.command("setup-link")
+@click.argument("slug")
+@click.option("--sso", is_flag=True, help="The link may connect an IdP from its metadata.")
+@click.option("--scim", is_flag=True, help="The link may issue one SCIM token.")
+@click.option(
+    "--expires",
+    "hours",
+    default=72,
+    show_default=True,
+    type=click.IntRange(1, setup_links.MAX_HOURS),
+    help="Hours the link works.",
+)
+@pass_ctx
+@fails_cleanly
+def setup_link(ctx: Context, slug: str, sso: bool, scim: bool, hours: int) -> None:
+    """Print a set-up link for SLUG's IT admin (both steps when neither flag is given)."""
+    steps = [name for name, wanted in (("sso", sso), ("scim", scim)) if wanted]
+    issued = setup_links.issue(ctx.store, slug, steps, hours=hours, actor=ctx.actor)
+    click.echo(
+        f"set-up link for {slug} ({', '.join(issued.steps)}), "
+        f"valid until {issued.expires:%Y-%m-%d %H:%M} UTC, each step once:"
+    )
+    click.echo(f"{ctx.settings.base_url}/console/{slug}/setup/{issued.raw}")
 
 
 COMMANDS = (console,)

@@ -172,7 +172,12 @@ def main() -> None:
                 [tool("idbridge"), "worker"], env=env, cwd=harness.root, stderr=subprocess.DEVNULL
             )
             harness.procs.append(worker)
-            time.sleep(1.0)  # the worker is up before the load starts
+            # The worker is up (its first delivery arrived) before the load starts.
+            _, warm = create_load(server, 1)
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and not set(warm) <= set(receiver.arrived):
+                time.sleep(0.05)
+                receiver.drain()
             rate, done = create_load(server, per_client)
             on.append(rate)
             deadline = time.monotonic() + 60

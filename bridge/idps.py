@@ -1,15 +1,12 @@
 """Identity providers of an account: added from metadata (file or URL), listed, refreshed,
 removed. Several signing certificates are kept, so an IdP can roll its key without an outage.
 
-Metadata URLs are fetched over https only, never from loopback, private or link-local
-addresses unless the deployment allows it (an SSRF guard), with size and time limits.
+Metadata URLs are fetched by bridge.fetch: https only, never from loopback, private or
+link-local addresses unless the deployment allows it (an SSRF guard on every redirect hop).
 """
 
 from __future__ import annotations
 
-import ipaddress
-import socket
-import urllib.request
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
@@ -22,13 +19,12 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from bridge import audit, authcodes
+from bridge import fetch as fetching
 from bridge.accounts import get_account
 from bridge.errors import Conflict, InvalidInput, NotFound
 from bridge.models import Account, IdentityProvider, LoginSession, utcnow
 from bridge.store import Store
 
-MAX_METADATA = 1_048_576
-FETCH_SECONDS = 10
 EXPIRY_WARNING = timedelta(days=30)
 
 
@@ -123,33 +119,8 @@ def expiry_warnings(idp: IdentityProvider, now: datetime | None = None) -> list[
 
 
 def fetch(url: str, *, allow_private: bool = False) -> str:
-    """Metadata from `url`: https only, public addresses only, at most 1 MiB, 10 seconds."""
-    parts = urlsplit(url)
-    if parts.scheme != "https" or not parts.hostname:
-        raise InvalidInput(f"metadata URL {url!r} must be https")
-    try:
-        addresses = {info[4][0] for info in socket.getaddrinfo(parts.hostname, parts.port or 443)}
-    except OSError as exc:
-        raise InvalidInput(f"cannot resolve {parts.hostname}: {exc.strerror}") from exc
-    for address in addresses:
-        ip = ipaddress.ip_address(str(address).split("%")[0])
-        if not allow_private and not ip.is_global:
-            raise InvalidInput(
-                f"metadata URL {url!r} points at a non-public address ({ip}); "
-                "set BRIDGE_ALLOW_PRIVATE_METADATA=1 to allow it"
-            )
-    request = urllib.request.Request(  # noqa: S310 - https and a public address checked above
-        url, headers={"Accept": "application/samlmetadata+xml"}
-    )
-    try:
-        # https and a public address were checked above
-        with urllib.request.urlopen(request, timeout=FETCH_SECONDS) as response:  # noqa: S310
-            body = response.read(MAX_METADATA + 1)
-    except OSError as exc:
-        raise InvalidInput(f"cannot fetch {url}: {exc}") from exc
-    if len(body) > MAX_METADATA:
-        raise InvalidInput(f"metadata at {url} is larger than {MAX_METADATA} bytes")
-    return str(body.decode("utf-8", errors="replace"))
+    """Metadata from `url`: https only, public addresses only, every redirect checked again."""
+    return fetching.fetch(url, allow_private=allow_private)
 
 
 def add(

@@ -75,9 +75,10 @@ class PolicyRegistry:
                             ),
                         )
                     )
-            except policies.PolicyError as exc:
-                log.error("policy file %s is broken; keeping its last good version: %s", path, exc)
-                entry = _Entry(stamp, previous, str(exc))
+            except Exception as exc:  # any unloadable file (PolicyError or not) is a policy error
+                why = str(exc) if isinstance(exc, policies.PolicyError) else _unexpected(path, exc)
+                log.error("policy file %s is broken; keeping its last good version: %s", path, why)
+                entry = _Entry(stamp, previous, why)
             else:
                 if entry is not None:
                     log.warning("policy file %s reloaded", path)
@@ -93,9 +94,15 @@ class PolicyRegistry:
         for path in sorted(self.directory.iterdir()):
             if path.suffix in SUFFIXES:
                 entry = self.load(path)
-                if entry.error:
-                    found[path.name] = entry.error
+                if entry.error:  # unauthenticated readers (/readyz) see file names only
+                    found[path.name] = entry.error.replace(str(path), path.name)
         return found
+
+
+def _unexpected(path: Path, exc: Exception) -> str:
+    """A loader failure that is not a PolicyError (a bug to fix), said like one."""
+    log.exception("policy file %s: unexpected loader failure", path)
+    return f"{path}: cannot load the policy file ({type(exc).__name__})"
 
 
 @dataclass(frozen=True)

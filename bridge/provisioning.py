@@ -68,6 +68,7 @@ MULTI_VALUED: dict[str, type[UserEmail | UserPhoneNumber | UserAddress]] = {
     "phone_numbers": UserPhoneNumber,
     "addresses": UserAddress,
 }
+MAX_ENTRIES = 100  # values of one multi-valued attribute (README: limits)
 ENTRY_KEYS = {
     "emails": ("value", "type", "primary", "display"),
     "phone_numbers": ("value", "type", "primary", "display"),
@@ -343,7 +344,7 @@ def _write(
     _set_identity(db, account, user, profile)
     if is_new:
         db.add(user)
-    _set_fields(db, user, profile.fields)
+    _set_fields(db, account, user, profile.fields)
     _link_identity(db, account, user, profile.idp)
     if profile.source == policies.Source.SAML:  # kept so a policy can be re-applied later
         user.saml_attributes = profiles.saml_state(profile)
@@ -455,15 +456,30 @@ def _set_identity(db: Session, account: Account, user: User, profile: policies.P
             raise Conflict(f"userName {name!r} is already taken")
     user.user_name, user.user_name_key = name, key
     if profile.external_id is not None and "external_id" not in profile.fields:
-        user.external_id = profile.external_id
+        _set_external_id(db, account, user, profile.external_id)
 
 
-def _set_fields(db: Session, user: User, fields: Mapping[str, Any]) -> None:
+def _set_external_id(db: Session, account: Account, user: User, value: Any) -> None:
+    """externalId names one user of the account (RFC 7643 §3.1): a taken one is a Conflict."""
+    if value is not None and value != user.external_id:
+        taken = db.scalar(
+            select(User.id).where(
+                User.account_id == account.id, User.external_id == value, User.id != user.id
+            )
+        )
+        if taken is not None:
+            raise Conflict("externalId is already taken by another user")
+    user.external_id = value
+
+
+def _set_fields(db: Session, account: Account, user: User, fields: Mapping[str, Any]) -> None:
     for key, value in fields.items():
         if key in MULTI_VALUED:
             _set_multi(user, key, value or [])
         elif key == "manager_id":
             _set_manager(db, user, value)
+        elif key == "external_id":
+            _set_external_id(db, account, user, value)
         elif key in SCALAR_FIELDS:
             if key == "active" and value is not None and not isinstance(value, bool):
                 raise InvalidInput("active must be true or false")
@@ -475,6 +491,8 @@ def _set_fields(db: Session, user: User, fields: Mapping[str, Any]) -> None:
 
 def _set_multi(user: User, key: str, entries: list[Mapping[str, Any]]) -> None:
     keys = ENTRY_KEYS[key]
+    if len(entries) > MAX_ENTRIES:
+        raise InvalidInput(f"{key} may hold at most {MAX_ENTRIES} values")
     wanted: list[dict[str, Any]] = [{k: entry.get(k) for k in keys} for entry in entries]
     for entry in wanted:
         entry["primary"] = bool(entry["primary"])
@@ -495,10 +513,18 @@ def _set_multi(user: User, key: str, entries: list[Mapping[str, Any]]) -> None:
 
 def _set_manager(db: Session, user: User, manager_id: str | None) -> None:
     """The manager's id as sent: IdPs may name a manager before provisioning them."""
-    if manager_id is not None and manager_id == str(user.id):
+    if manager_id is not None and _same_id(manager_id, user.id):
         raise InvalidInput("a user cannot be their own manager")
     if user.manager_id != manager_id:
         user.manager_id = manager_id
+
+
+def _same_id(text: str, user_id: uuid.UUID) -> bool:
+    """Whether `text` names `user_id` in any spelling a UUID has (case, braces, no dashes)."""
+    try:
+        return uuid.UUID(text.strip()) == user_id
+    except (ValueError, AttributeError):
+        return False
 
 
 def _link_identity(

@@ -10,6 +10,11 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_INSTANCE = "instance"
+MIN_SECRET_BYTES = 32  # the key seals SP private keys (HKDF-SHA256 -> AES-256-GCM): 256 bits
+
+
+class SettingsError(ValueError):
+    """A setting the service refuses to start with; the message says what to change."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,14 @@ class Settings:
     def ensure_secret_key(self) -> Settings:
         """Settings with a secret key: the configured one, or one kept in the instance folder."""
         if self.secret_key:
+            size = len(self.secret_key.encode("utf-8"))
+            if size < MIN_SECRET_BYTES:
+                raise SettingsError(
+                    f"BRIDGE_SECRET_KEY is {size} bytes; it must be at least {MIN_SECRET_BYTES} "
+                    "(it signs sessions and seals SP private keys). Make one with "
+                    "`python -c 'import secrets; print(secrets.token_hex(32))'`, or unset it "
+                    "to use the key generated in the instance folder."
+                )
             return self
         path = self.instance_path / "secret_key"
         if not path.exists():

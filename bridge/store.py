@@ -8,7 +8,9 @@ so two writers queue on the database lock instead of failing on a read-to-write 
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -22,7 +24,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
 
-from bridge import metrics
+from bridge import metrics, values
 from bridge.errors import Conflict, Unavailable
 from bridge.policy import PolicyRegistry
 
@@ -40,7 +42,7 @@ def make_engine(url: str) -> Engine:
     if parsed.get_backend_name() != "sqlite":
         return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
     if parsed.database and parsed.database != ":memory:":
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        _private_file(Path(parsed.database))
     engine = create_engine(url, connect_args={"timeout": 30})
 
     @event.listens_for(engine, "connect")
@@ -60,6 +62,22 @@ def make_engine(url: str) -> Engine:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
     return engine
+
+
+def _private_file(path: Path) -> None:
+    """Create the SQLite file readable by its owner only (it holds PII, token hashes and sealed
+    keys); SQLite gives its -wal and -shm files the database file's mode."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        # Never open (and close) a file SQLite may have open: closing any descriptor of it drops
+        # the process's POSIX locks on it (sqlite.org/howtocorrupt.html §2.2). Create or chmod.
+        if not path.exists():
+            with contextlib.suppress(FileExistsError):
+                os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
+        if path.stat().st_mode & 0o077:
+            path.chmod(0o600)
+    except PermissionError:  # a file someone else owns: SQLite will say what is wrong
+        log.warning("cannot make %s private to its owner", path)
 
 
 def _retryable(exc: Exception) -> bool:
@@ -85,6 +103,7 @@ class Store:
         self.policies = PolicyRegistry(policy_dir)
         self.engine = make_engine(url)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        event.listen(self.sessions, "before_flush", values.check_flush)
         self.attempts = attempts
 
     @property

@@ -10,9 +10,12 @@ other inputs (department, title, idp, source, declared ones) compare exactly. A 
 may set `ignore_case` for all its checks and any single check may set `ignore_case: true|false`.
 
 Patterns are checked when the file loads: no quantifier or alternation inside a repeated group
-(`(a+)+`, `(a|a)*`) and at most MAX_VARIABLE_REPEATS variable quantifiers. At evaluation a value
-longer than MAX_MATCH_LENGTH is an InputError for the rule rather than a mismatch, so that a
-`not:` around a pattern can never turn an oversized value into access.
+(`(a+)+`, `(a|a)*`) and at most MAX_VARIABLE_REPEATS variable quantifiers. `matches` then runs on
+RE2 (google-re2), whose time is linear in the value whatever the pattern (`.*-.*-.*-admins` over
+1 KB values was cubic on Python's backtracking engine); a pattern RE2 cannot run (lookaround,
+backreferences) is refused at load. At evaluation a value longer than MAX_MATCH_LENGTH is an
+InputError for the rule rather than a mismatch, so that a `not:` around a pattern can never turn
+an oversized value into access.
 """
 
 from __future__ import annotations
@@ -25,7 +28,9 @@ import re
 import re._parser as _sre  # type: ignore[import-not-found]
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
+
+import re2
 
 OPERATORS: tuple[str, ...] = ("equals", "in", "contains", "matches", "glob", "present", "absent")
 MAX_MATCH_LENGTH = 1024
@@ -34,6 +39,12 @@ _SHOWN_VALUES = 5
 _SHOWN_CHARS = 80
 
 Lookup = Callable[[str], tuple[str, ...]]
+
+
+class Matcher(Protocol):
+    """A compiled pattern (Python's re for globs, RE2 for `matches`)."""
+
+    def fullmatch(self, text: str) -> object | None: ...
 
 
 class InputError(Exception):
@@ -49,7 +60,7 @@ class Check:
     operands: tuple[str, ...]
     ignore_case: bool
     keys: frozenset[str] = frozenset()
-    pattern: re.Pattern[str] | None = None
+    pattern: Matcher | None = None
     text: str = field(init=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -102,12 +113,22 @@ def make_check(input_name: str, op: str, operands: tuple[str, ...], ignore_case:
     return Check(input_name, op, operands, ignore_case, keys or frozenset(), pattern)
 
 
-def compile_regex(text: str, ignore_case: bool) -> re.Pattern[str]:
-    """Compile a full-match pattern, refusing shapes that backtrack catastrophically."""
+def compile_regex(text: str, ignore_case: bool) -> Matcher:
+    """Compile a full-match pattern for RE2, refusing shapes that backtrack catastrophically."""
     try:
-        pattern = re.compile(text, re.IGNORECASE if ignore_case else 0)
+        re.compile(text, re.IGNORECASE if ignore_case else 0)
     except re.error as exc:
         raise ValueError(f"invalid regex {text!r}: {exc}") from None
+    options = re2.Options()
+    options.log_errors = False
+    options.case_sensitive = not ignore_case
+    try:
+        pattern: Matcher = re2.compile(text, options)
+    except re2.error as exc:
+        why = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else exc
+        raise ValueError(
+            f"regex {text!r} is not supported by the linear-time engine (RE2): {why}"
+        ) from None
     tree = _sre.parse(text)
     problem = _backtracking(tree, inside_repeat=False)
     repeats = _variable_repeats(tree)

@@ -50,6 +50,7 @@ TOP_KEYS = (
 )
 INPUT_KEYS = ("saml", "scim", "ignore_case")
 MAX_FILE_CHARS = 1_000_000
+MAX_DEPTH = 64  # nested lists and mappings: composing and building recurse once per level
 _INPUT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.:-]*")
 
 
@@ -78,12 +79,20 @@ def _compose(text: str, reader: Reader) -> yaml.Node | None:
     if len(text) > MAX_FILE_CHARS:
         reader.at(None, f"the policy file is larger than {MAX_FILE_CHARS} characters")
         return None
+    depth = 0
     try:
-        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):  # a stream: never recurses
             if isinstance(event, yaml.AliasEvent):
                 reader.at(
                     event.start_mark, "YAML aliases (*name) are not supported; repeat the value"
                 )
+            elif isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    reader.at(event.start_mark, f"lists and mappings nest deeper than {MAX_DEPTH}")
+                    return None
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
         root = None if reader.problems else yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
         reader.at(exc.problem_mark or exc.context_mark, f"invalid YAML: {exc.problem or exc}")

@@ -3,12 +3,16 @@
 Operations run in order, each in its own transaction (as RFC 7644 allows), dispatched to the very
 view that would serve it alone, so there is no second write path. `bulkId:x` references in paths
 and data are replaced by the id the operation with bulkId x created. `failOnErrors` stops the run
-after that many errors; more than `maxOperations` operations is a 413.
+after that many errors; more than `maxOperations` operations is a 413. An operation may only name
+a User or Group (never `/Bulk` itself: nesting would escape maxOperations), and each one that
+fails is reported in its own result (its own transaction rolled back), never as a 500 of the whole.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import re
 from typing import Any
 
 from flask import Response, current_app, g, request
@@ -16,8 +20,13 @@ from flask import Response, current_app, g, request
 from scim import errors, schema
 from scim.errors import SCIM_JSON
 
+log = logging.getLogger(__name__)
 MAX_OPERATIONS = 1000
 METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+# RFC 7644 §3.7: a path is a resource endpoint, "/Users" or "/Users/<id>" (bulkId:x resolved).
+RESOURCE_PATH = re.compile(r"/(?:Users|Groups)(?:/[^/?#\s]+)?")
+# An ETag as sent in If-Match (RFC 9110 §8.8.3): printable ASCII, no control characters.
+VERSION = re.compile(r'(?:W/)?"?[\x21\x23-\x7e]{1,64}"?')
 
 
 def run(doc: Any) -> dict[str, Any]:
@@ -59,18 +68,28 @@ def _one(op: Any, created: dict[str, str]) -> dict[str, Any]:
         return _failed(op, 400, "path must be a resource path such as /Users", "invalidPath")
     if method == "POST" and not isinstance(bulk_id, str):
         return _failed(op, 400, "a POST needs a bulkId", "invalidValue")
+    version = op.get("version")
+    if version not in (None, "") and not (isinstance(version, str) and VERSION.fullmatch(version)):
+        return _failed(op, 400, 'version must be an ETag such as W/"3"', "invalidValue")
     try:
         path = _resolve(path, created)
         data = _resolve(op.get("data"), created)
     except KeyError as missing:
         return _failed(op, 409, f"bulkId {missing.args[0]!r} names no earlier POST", "invalidValue")
+    if not RESOURCE_PATH.fullmatch(path) or (method == "POST") == (path.count("/") > 1):
+        return _failed(
+            op,
+            400,
+            f"{method} path must be /Users or /Groups (with an id unless POST)",
+            "invalidPath",
+        )
     headers = {
         "Authorization": request.headers.get("Authorization", ""),
         "X-Request-ID": g.get("request_id", ""),
         "Content-Type": SCIM_JSON,
     }
-    if op.get("version"):
-        headers["If-Match"] = str(op["version"])
+    if version:
+        headers["If-Match"] = version
     body = None if data is None else json.dumps(data)
     with current_app.test_request_context(
         f"/scim/v2{path}", method=method, data=body, headers=headers

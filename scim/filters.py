@@ -26,6 +26,7 @@ from scim.errors import InvalidFilter, InvalidPath
 
 OPERATORS = {"eq", "ne", "co", "sw", "ew", "gt", "ge", "lt", "le", "pr"}
 MAX_FILTER = 4096
+MAX_NESTING = 32  # parentheses and brackets: the parser and the compilers recurse per level
 
 
 class _Lexer(SCIMLexer):  # type: ignore[misc]
@@ -114,13 +115,48 @@ def parse(text: str) -> Expr:
 def _tree(text: str) -> Any:
     if len(text) > MAX_FILTER:
         raise InvalidFilter(f"the filter is longer than {MAX_FILTER} characters")
+    _check_text(text)
     try:
         tree = SCIMParser().parse(_Lexer().tokenize(text))
     except Exception as exc:  # the library raises bare exceptions of several kinds
         raise InvalidFilter(f"cannot parse filter {text!r}: {_why(exc)}") from exc
+    _check_values(tree)
     if tree is None:
         raise InvalidFilter("the filter is empty")
     return tree
+
+
+def _check_text(text: str) -> None:
+    """Refuse what no database can compare (NUL, lone surrogates) and nesting past MAX_NESTING."""
+    _check_chars(text)
+    depth = 0
+    for char in re.sub(r'"(?:[^"\\]|\\.)*"', '""', text):  # outside quoted strings
+        if char in "([":
+            depth += 1
+            if depth > MAX_NESTING:
+                raise InvalidFilter(f"the filter nests deeper than {MAX_NESTING} levels")
+        elif char in ")]":
+            depth -= 1
+
+
+def _check_chars(text: str) -> None:
+    if "\x00" in text:
+        raise InvalidFilter("a filter may not contain a NUL character")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidFilter("the filter contains a lone surrogate (not valid Unicode)") from None
+
+
+def _check_values(tree: Any) -> None:
+    """Escaped values (`"\\u0000"`) are decoded by the lexer: check them once decoded."""
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, str):
+            _check_chars(node)
+        elif isinstance(node, lib.AST):
+            stack.extend(getattr(node, name) for name in node._fields)
 
 
 def _why(exc: Exception) -> str:

@@ -143,13 +143,23 @@ class Query:
         )
 
 
+MAX_INDEX = 2**31 - 1  # what an OFFSET/LIMIT may be on both databases
+
+
 def _int(value: Any, default: int, name: str) -> int:
-    if value in (None, ""):
+    if value is None or value == "":
         return default
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # JSON 10.0
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise InvalidValue(f"{name} must be an integer")
     try:
-        return int(value)
-    except (TypeError, ValueError):
+        number = int(value)
+    except ValueError:
         raise InvalidValue(f"{name} must be an integer") from None
+    if abs(number) > MAX_INDEX:
+        raise InvalidValue(f"{name} must be between -{MAX_INDEX} and {MAX_INDEX}")
+    return number
 
 
 def page(

@@ -16,12 +16,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bridge.groups import KEEP, GroupChange
+from bridge.provisioning import MAX_ENTRIES
 from scim import schema
-from scim.errors import InvalidPath, InvalidSyntax, InvalidValue, Mutability, NoTarget
+from scim.errors import (
+    InvalidPath,
+    InvalidSyntax,
+    InvalidValue,
+    Mutability,
+    NoTarget,
+    PayloadTooLarge,
+)
 from scim.filters import And, Compare, Expr, Or, PatchPath, Path, matches, parse_path
 from scim.mapping import canonical, canonical_value, member_ids
 
 OPS = ("add", "replace", "remove")
+MAX_OPERATIONS = 1000
 ECHOED = {"id", "meta", "schemas", "groups"}  # read-only keys IdPs echo in path-less values
 
 
@@ -37,11 +46,13 @@ def operations(body: Any) -> list[Operation]:
     if not isinstance(body, Mapping):
         raise InvalidSyntax("the body must be a PatchOp object")
     schemas = body.get("schemas")
-    if schemas is not None and schema.PATCH_OP not in (schemas or []):
-        raise InvalidSyntax(f"schemas must contain {schema.PATCH_OP}")
+    if schemas is not None and (not isinstance(schemas, list) or schema.PATCH_OP not in schemas):
+        raise InvalidSyntax(f"schemas must be a list containing {schema.PATCH_OP}")
     raw = body.get("Operations", body.get("operations"))
     if not isinstance(raw, list) or not raw:
         raise InvalidSyntax("Operations must be a non-empty list")
+    if len(raw) > MAX_OPERATIONS:  # refused before any is applied (README: limits)
+        raise PayloadTooLarge(f"{len(raw)} operations is more than {MAX_OPERATIONS} in one PATCH")
     out = []
     for item in raw:
         if not isinstance(item, Mapping):
@@ -157,6 +168,20 @@ def _apply_multi(
     value: Any,
 ) -> None:
     entries: list[dict[str, Any]] = list(holder.get(attr.name) or [])
+    _apply_entries(entries, holder, op, attr, flt, sub, value)
+    if len(holder.get(attr.name) or ()) > MAX_ENTRIES:  # checked after every operation
+        raise InvalidValue(f"{attr.name} may hold at most {MAX_ENTRIES} values")
+
+
+def _apply_entries(
+    entries: list[dict[str, Any]],
+    holder: dict[str, Any],
+    op: str,
+    attr: schema.Attr,
+    flt: Expr | None,
+    sub: schema.Attr | None,
+    value: Any,
+) -> None:
     if flt is None and sub is None:
         if op == "remove":
             if value is None:

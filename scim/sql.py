@@ -356,8 +356,14 @@ def timestamp(value: Any, path: Path | str) -> datetime:
             parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError:
             parsed = None
-        if parsed is not None:
-            return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+        try:
+            if parsed is not None:
+                aware = parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed
+                return aware.astimezone(UTC)
+        except OverflowError:  # "9999-12-31T23:59:59-14:00" is past year 9999 in UTC
+            raise InvalidFilter(
+                f"{path}: {value!r} is outside the years 1 to 9999 in UTC"
+            ) from None
     raise InvalidFilter(f"{path} is a dateTime; compare it with a quoted xsd:dateTime")
 
 

@@ -16,7 +16,7 @@ from bridge import accounts, groups, provisioning
 from bridge.errors import BridgeError, PreconditionFailed, Unauthorized
 from bridge.models import Group, User
 from bridge.web import get_store
-from scim import bulk, errors, listing, mapping, patch, schema
+from scim import bulk, errors, inputs, listing, mapping, patch, schema
 from scim.errors import SCIM_JSON
 from scim.sql import GROUP_MAP, USER_MAP
 
@@ -57,11 +57,7 @@ def scim_response(doc: Any, status: int = 200, *, version: int | None = None) ->
 
 def body() -> Any:
     """The request's JSON (application/scim+json or application/json), or invalidSyntax."""
-    raw = request.get_data(cache=False)
-    try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise errors.InvalidSyntax("the request body is not valid JSON") from None
+    return inputs.parse_json(request.get_data(cache=False))
 
 
 def resource_id(raw: str) -> uuid.UUID:
@@ -421,18 +417,25 @@ def search_all() -> ResponseReturnValue:
 @bp.post("/Bulk")
 def post_bulk() -> ResponseReturnValue:
     doc = _object(body())
-    schemas = doc.get("schemas")
-    if schemas is not None and schema.BULK_REQUEST not in schemas:
-        raise errors.InvalidSyntax(f"schemas must contain {schema.BULK_REQUEST}")
+    _require_schema(doc, schema.BULK_REQUEST)
     return scim_response(bulk.run(doc))
 
 
 def _search_body() -> dict[str, Any]:
     doc = _object(body())
-    schemas = doc.get("schemas")
-    if schemas is not None and schema.SEARCH_REQUEST not in schemas:
-        raise errors.InvalidSyntax(f"schemas must contain {schema.SEARCH_REQUEST}")
+    _require_schema(doc, schema.SEARCH_REQUEST)
     return {k: v for k, v in doc.items() if k != "schemas"}
+
+
+def _require_schema(doc: dict[str, Any], urn: str) -> None:
+    """`schemas`, when sent, is a list of URNs naming `urn` (RFC 7644 §3.7, §3.4.3)."""
+    schemas = doc.get("schemas")
+    if schemas is None:
+        return
+    if not isinstance(schemas, list) or not all(isinstance(s, str) for s in schemas):
+        raise errors.InvalidSyntax("schemas must be a list of schema URNs")
+    if urn not in schemas:
+        raise errors.InvalidSyntax(f"schemas must contain {urn}")
 
 
 def _object(doc: Any) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import click
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from bridge.errors import BridgeError
-from bridge.settings import Settings
+from bridge.settings import Settings, SettingsError
 from bridge.store import Store
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -55,6 +55,8 @@ def fails_cleanly(fn: F) -> F:
             return fn(*args, **kwargs)
         except BridgeError as exc:
             raise click.ClickException(exc.detail) from exc
+        except SettingsError as exc:
+            raise click.ClickException(str(exc)) from exc
         except (OperationalError, ProgrammingError) as exc:
             detail = str(exc.orig).strip().splitlines()[0]
             raise click.ClickException(

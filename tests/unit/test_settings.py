@@ -21,13 +21,13 @@ def test_environment_overrides():
             "BRIDGE_DATABASE_URL": "postgresql+psycopg://db/bridge",
             "BRIDGE_BASE_URL": "https://sso.example.com/",
             "BRIDGE_POLICY_DIR": "/etc/bridge/policies",
-            "BRIDGE_SECRET_KEY": "k",
+            "BRIDGE_SECRET_KEY": "k" * 32,
         }
     )
     assert settings.database_url == "postgresql+psycopg://db/bridge"
     assert settings.base_url == "https://sso.example.com"
     assert settings.policy_dir == Path("/etc/bridge/policies")
-    assert settings.ensure_secret_key().secret_key == "k"
+    assert settings.ensure_secret_key().secret_key == "k" * 32
 
 
 def test_secret_key_generated_once_and_kept(tmp_path):

@@ -1,0 +1,51 @@
+"""Every value checked against its column before a flush: both databases store the same things.
+
+SQLite would take 300 characters in a String(256) column, a dict where text belongs or a lone
+surrogate (then fail to encode it); PostgreSQL refuses the first two and any NUL. Checking every
+new and changed row here, before the SQL is sent, makes each of those an InvalidInput (a 4xx) on
+every write path (SCIM, SAML, CLI) instead of a database error (a 500), whatever the adapter.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Boolean, String, inspect
+from sqlalchemy.orm import Session
+
+from bridge.errors import InvalidInput
+
+
+def check_flush(db: Session, _context: Any, _instances: Any) -> None:
+    """Refuse the flush if a new or changed row holds a value its column cannot store."""
+    for obj in (*db.new, *db.dirty):
+        check_row(obj)
+
+
+def check_row(obj: Any) -> None:
+    """Raise InvalidInput naming the first column of `obj` whose value does not fit."""
+    state = inspect(obj)
+    for attr in state.mapper.column_attrs:
+        column = attr.columns[0]
+        value = getattr(obj, attr.key, None)
+        if value is None:
+            continue
+        what = f"{column.table.name}.{column.name}"
+        if isinstance(column.type, String):
+            check_text(value, what, column.type.length)
+        elif isinstance(column.type, Boolean) and not isinstance(value, bool):
+            raise InvalidInput(f"{what} must be true or false")
+
+
+def check_text(value: Any, what: str, limit: int | None = None) -> None:
+    """`value` is text every database can store, at most `limit` characters."""
+    if not isinstance(value, str):
+        raise InvalidInput(f"{what} must be a string, not {type(value).__name__}")
+    if limit is not None and len(value) > limit:
+        raise InvalidInput(f"{what} is {len(value)} characters long; at most {limit}")
+    if "\x00" in value:
+        raise InvalidInput(f"{what} contains a NUL character")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInput(f"{what} contains a lone surrogate (not valid Unicode)") from None

@@ -2,13 +2,13 @@
 
 Every row belongs to exactly one account. Case-insensitive uniqueness (userName, group displayName)
 uses a normalised shadow column so both databases compare the same way (SQLite's lower() only
-folds ASCII). Membership, role, environment-access and grant rows carry provenance: `scim`, `saml`,
+folds ASCII); the key is bridge.identifiers.fold (RFC 8265 UsernameCaseMapped). Membership,
+role, environment-access and grant rows carry provenance: `scim`, `saml`,
 `policy:<rule>` or `manual`.
 """
 
 from __future__ import annotations
 
-import unicodedata
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -33,6 +33,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column, relationship
 
+from bridge import identifiers
+
 
 def utcnow() -> datetime:
     """The current time, timezone-aware UTC."""
@@ -40,8 +42,8 @@ def utcnow() -> datetime:
 
 
 def fold(value: str) -> str:
-    """The case-insensitive key of a name: the same on every database."""
-    return unicodedata.normalize("NFC", value).casefold()
+    """The case-insensitive key of a name: the same on every database (bridge.identifiers)."""
+    return identifiers.fold(value)
 
 
 class UTCDateTime(TypeDecorator[datetime]):

@@ -19,9 +19,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 import policies
-from bridge import access, audit, metrics, profiles, sessions, tracing
+from bridge import access, audit, guards, metrics, profiles, sessions, tracing
 from bridge.access import access_of
 from bridge.errors import Conflict, InvalidInput, NotFound, PreconditionFailed
+from bridge.identifiers import identifier_problem
 from bridge.models import (
     Account,
     IdentityProvider,
@@ -251,7 +252,8 @@ def _decide(
     decision = policies.evaluate(choice.policy, profile) if choice.policy is not None else None
     result = "no_policy" if decision is None else "applied" if decision.ok else "error"
     metrics.on_commit(db, metrics.POLICY_EVALUATIONS.labels(result).inc)
-    if decision is not None and decision.ok:
+    if choice.policy is not None and decision is not None and decision.ok:
+        decision = guards.hold(db, account, user, choice.policy, decision, actor=actor)
         access.apply(db, account, user, decision)
         return decision
     why = list(decision.errors) if decision is not None else [choice.error or "no policy"]
@@ -445,6 +447,9 @@ def _set_identity(db: Session, account: Account, user: User, profile: policies.P
     name = profile.user_name.strip()
     if not name:
         raise InvalidInput("userName must not be empty")
+    problem = identifier_problem(name) if name != user.user_name else None
+    if problem is not None:  # a new or changed name only: stored ones keep working
+        raise InvalidInput(f"userName {name!r} {problem}; see RFC 8265 (PRECIS)")
     key = fold(name)
     if key != user.user_name_key:
         taken = db.scalar(

@@ -14,7 +14,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from bridge import errors, idps, metrics, schema
+from bridge import errors, guards, idps, metrics, schema
 from bridge.store import Store
 
 log = logging.getLogger(__name__)
@@ -215,7 +215,10 @@ def readyz() -> ResponseReturnValue:
         body["policy_errors"] = broken
     with store.read() as db:
         expiring = idps.expiring(db)
+        breaches = guards.all_breaches(db, store.policies)
     metrics.CERTIFICATES_EXPIRING.set(len(expiring))
     if expiring:
         body["certificate_warnings"] = expiring
+    if breaches:  # still serving: the live path keeps each guarded role (bridge.guards)
+        body["policy_guard_breaches"] = breaches
     return jsonify(body)

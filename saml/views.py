@@ -16,7 +16,7 @@ from sqlalchemy import select
 from bridge import accounts, browser, idps, logins, provisioning, redirects, sessions
 from bridge import sp_keys as keys
 from bridge.access import access_of
-from bridge.errors import NotFound
+from bridge.errors import InvalidInput, NotFound
 from bridge.models import (
     Account,
     Environment,
@@ -239,6 +239,8 @@ def _log_in(account: Account, idp: IdentityProvider, assertion: sso.Assertion) -
             raise SamlRejected(
                 "user_not_provisioned", f"no user {profile.user_name!r}", 403
             ) from None
+        except InvalidInput as exc:  # e.g. a NameID RFC 8265 refuses (bridge.identifiers)
+            raise SamlRejected("invalid_identifier", exc.detail, 403) from None
         user = db.get(User, out.user_id)
         if user.active is False:
             raise SamlRejected("user_deactivated", f"user {user.user_name!r} is deactivated", 403)

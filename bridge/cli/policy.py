@@ -9,7 +9,8 @@ from pathlib import Path
 import click
 
 import policies
-from bridge import planning
+from bridge import guards, planning
+from bridge.accounts import get_account
 from bridge.cli.base import Context, emit, fails_cleanly, main, pass_ctx
 
 
@@ -20,9 +21,14 @@ def policy_group() -> None:
 
 @policy_group.command("check")
 @click.argument("files", nargs=-1, type=click.Path(dir_okay=False))
+@click.option(
+    "--store", "against_store", is_flag=True, help="Also check guards against the stored users."
+)
 @pass_ctx
-def policy_check(ctx: Context, files: tuple[str, ...]) -> None:
-    """Validate policy FILES (default: every file in BRIDGE_POLICY_DIR) and run their tests."""
+@fails_cleanly
+def policy_check(ctx: Context, files: tuple[str, ...], against_store: bool) -> None:
+    """Validate policy FILES (default: every file in BRIDGE_POLICY_DIR) and run their tests;
+    with --store, also whether each would break a guard on its account's stored users."""
     paths = [Path(f) for f in files] or sorted(
         p for p in Path(ctx.settings.policy_dir).glob("*") if p.suffix in (".yaml", ".yml")
     )
@@ -40,6 +46,12 @@ def policy_check(ctx: Context, files: tuple[str, ...]) -> None:
         for result in results:
             click.echo(str(result), err=not result.passed)
         failed = failed or not all(r.passed for r in results)
+        if against_store:
+            with ctx.store.read() as db:
+                broken = guards.breaches(db, get_account(db, policy.account), policy)
+            for breach in broken:
+                click.echo(f"{path}: breaks {breach} (account {policy.account})", err=True)
+            failed = failed or bool(broken)
         click.echo(f"{path}: valid, {sum(r.passed for r in results)}/{len(results)} tests pass")
     if failed:
         sys.exit(1)

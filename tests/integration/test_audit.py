@@ -86,3 +86,83 @@ def test_tail_shows_newest_events(store, account, cli):
     lines = result.stdout.strip().splitlines()
     assert len(lines) == 2
     assert lines[0].split()[0] == "5" and "user.create" in lines[1]
+
+
+def _rewrite_whole_chain(store, account, seq, **values):
+    """What someone with write access to the database can do: edit an event, then recompute
+    every later hash and the head, so the chain agrees with itself again."""
+    from sqlalchemy import select
+
+    from bridge import audit
+    from bridge.models import Account
+
+    def work(db):
+        events = db.scalars(
+            select(AuditEvent).where(AuditEvent.account_id == account.id).order_by(AuditEvent.seq)
+        ).all()
+        prev = ""
+        for event in events:
+            if event.seq == seq:
+                for key, value in values.items():
+                    setattr(event, key, value)
+            event.prev_hash = prev
+            event.hash = audit.event_hash(event)
+            prev = event.hash
+        db.get(Account, account.id).audit_head = prev
+
+    store.write(work)
+
+
+def test_checkpoint_catches_a_rewritten_chain(store, account, cli, tmp_path):
+    """A whole-chain rewrite passes the chain check but not a checkpoint kept off the database:
+    `audit verify --checkpoint FILE` names the line and the rewritten event."""
+    _with_events(store, account)
+    book = tmp_path / "checkpoints.jsonl"
+    taken = cli("audit", "checkpoint", account.slug, "--append", str(book))
+    assert taken.exit_code == 0, taken.output
+    assert f"checkpoint of {account.slug} at event 6 appended" in taken.stdout
+    provisioning.provision(store, account.id, profile("later"), actor="t")  # still holds after
+    ok = cli("audit", "verify", account.slug, "--checkpoint", str(book))
+    assert ok.exit_code == 0, ok.output
+    assert "1 checkpoints of" in ok.stdout and "7 events intact" in ok.stdout
+
+    _rewrite_whole_chain(store, account, 4, actor="someone-else")
+    assert cli("audit", "verify", account.slug).exit_code == 0  # the chain alone is fooled
+    caught = cli("audit", "verify", account.slug, "--checkpoint", str(book))
+    assert caught.exit_code == 1
+    assert "does NOT match checkpoint checkpoints.jsonl:1" in caught.stderr
+    assert "event 6 no longer has the hash it had: the chain was rewritten" in caught.stderr
+
+
+def test_forged_checkpoint_is_refused(store, account, cli, tmp_path):
+    """A checkpoint written without the secret key (after a rewrite) does not verify."""
+    import json
+
+    _with_events(store, account)
+    book = tmp_path / "checkpoints.jsonl"
+    cli("audit", "checkpoint", account.slug, "--append", str(book))
+    _rewrite_whole_chain(store, account, 2, actor="x")
+    line = json.loads(book.read_text())
+    with store.read() as db:
+        from bridge.models import Account
+
+        line["hash"] = db.get(Account, account.id).audit_head  # the attacker's new head
+    book.write_text(json.dumps(line) + "\n")
+    caught = cli("audit", "verify", account.slug, "--checkpoint", str(book))
+    assert caught.exit_code == 1
+    assert "its MAC does not match" in caught.stderr
+
+
+def test_checkpoint_of_a_broken_chain_is_refused(store, account, cli):
+    """No checkpoint vouches for a chain that is already broken."""
+    _with_events(store, account)
+    store.write(
+        lambda db: db.execute(
+            update(AuditEvent)
+            .where(AuditEvent.account_id == account.id, AuditEvent.seq == 2)
+            .values(actor="edited")
+        )
+    )
+    result = cli("audit", "checkpoint", account.slug)
+    assert result.exit_code == 1
+    assert "the chain is broken at event 2" in result.stderr

@@ -1,5 +1,6 @@
 """Migrations build the schema the models describe, on SQLite and PostgreSQL."""
 
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, text
@@ -53,5 +54,53 @@ def test_models_match_migrations(database_url):
                 MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata
             )
         assert diff == []
+    finally:
+        store.dispose()
+
+
+def test_identifier_keys_are_recomputed(empty_database_url):
+    """0003 recomputes the key columns under RFC 8265: `STRAßE` stops sharing `strasse`'s key,
+    a LONG S name keeps itself as its key; a downgrade puts the casefold() keys back."""
+    store = Store(empty_database_url())
+    names = {"STRAßE@a.test": "strasse@a.test", "\u017fam@a.test": "sam@a.test", "Ann": "ann"}
+    try:
+        schema.upgrade(store.engine, "0002")
+        with store.engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO accounts (id, slug, name, default_role, created, audit_seq,"
+                    " audit_head, session_minutes) VALUES (1, 'a', 'A', 'media_library_user',"
+                    " '2026-01-01 00:00:00', 0, '', 480)"
+                )
+            )
+            for i, (name, old) in enumerate(names.items()):
+                conn.execute(
+                    text(
+                        "INSERT INTO users (id, account_id, user_name, user_name_key, version,"
+                        " created, last_modified) VALUES (:id, 1, :n, :k, 1, :t, :t)"
+                    ),
+                    {
+                        "id": f"0000000000000000000000000000000{i}",
+                        "n": name,
+                        "k": old,
+                        "t": "2026-01-01 00:00:00",
+                    },
+                )
+        schema.upgrade(store.engine)
+
+        def keys():
+            with store.engine.connect() as conn:
+                return dict(conn.execute(text("SELECT user_name, user_name_key FROM users")).all())
+
+        assert keys() == {
+            "STRAßE@a.test": "straße@a.test",
+            "\u017fam@a.test": "\u017fam@a.test",
+            "Ann": "ann",
+        }
+        config = schema.alembic_config(store.url)
+        with store.engine.begin() as conn:
+            config.attributes["connection"] = conn
+            command.downgrade(config, "0003_harden_identifier_keys-1")
+        assert keys() == names
     finally:
         store.dispose()

@@ -7,8 +7,11 @@ from pathlib import Path
 
 bind = os.environ.get("BIND") or f"0.0.0.0:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+# An asyncio worker reads requests (a client sending its header slowly costs a coroutine, not a
+# thread: slowloris cannot starve the app); `threads` run the WSGI app (bridge/serving.py).
+worker_class = "bridge.serving.Worker"
 threads = int(os.environ.get("GUNICORN_THREADS", "4"))
-worker_class = "gthread"
+worker_connections = int(os.environ.get("GUNICORN_CONNECTIONS", "1000"))
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
 graceful_timeout = 20
 keepalive = 5

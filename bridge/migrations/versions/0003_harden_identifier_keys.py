@@ -8,7 +8,7 @@ holding a compatibility, control or format character keeps itself as its key
 the code cannot change what this migration did.
 
 Revision ID: 0003_harden_identifier_keys
-Revises: 0002
+Revises: 0003_api_keys
 """
 
 import unicodedata
@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0003_harden_identifier_keys"
-down_revision: str | None = "0002"
+down_revision: str | None = "0003_api_keys"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,0 +1,184 @@
+"""How gunicorn serves the app: an event loop reads requests, a thread pool runs Flask.
+
+gunicorn's threaded worker gives each connection a thread while it reads the request, so 40
+clients each holding half a header stopped every thread (and /healthz) for as long as they held
+on. Here gunicorn's asyncio worker reads and parses requests, so a slow client costs a coroutine,
+never a thread; only a complete request header reaches the pool of `threads` that runs the WSGI
+app (Flask and SQLAlchemy stay synchronous, exactly as before). The body is streamed to the app
+as it reads it, and the response streamed back as the app yields it (PEP 3333 over ASGI 3).
+Selected in gunicorn.conf.py: `worker_class = "bridge.serving.Worker"`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Callable, Coroutine, Iterable, MutableMapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+from urllib.parse import unquote_to_bytes
+
+from gunicorn.workers.gasgi import ASGIWorker
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Coroutine[Any, Any, MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Coroutine[Any, Any, None]]
+WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+class Worker(ASGIWorker):  # type: ignore[misc]
+    """gunicorn's asyncio worker, serving the WSGI app through `WsgiOnAsgi`."""
+
+    @classmethod
+    def check_config(cls, cfg: Any, log: Any) -> None:
+        """`threads` sizes the app's thread pool here (the parent warns it is unused)."""
+
+    def load_wsgi(self) -> None:
+        super().load_wsgi()
+        wsgi: WsgiApp = self.__dict__["asgi"]  # what `bridge:create_app()` made: a Flask app
+        self.asgi = WsgiOnAsgi(wsgi, threads=max(1, int(self.cfg.threads)))
+
+
+class WsgiOnAsgi:
+    """An ASGI 3 application running a WSGI application in a thread pool."""
+
+    def __init__(self, app: WsgiApp, *, threads: int) -> None:
+        self.app = app
+        self.pool = ThreadPoolExecutor(threads, thread_name_prefix="wsgi")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        loop = asyncio.get_running_loop()
+        environ = _environ(scope, _Body(receive, loop))
+        await loop.run_in_executor(self.pool, _run, self.app, environ, send, loop)
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+def _run(app: WsgiApp, environ: dict[str, Any], send: Send, loop: Any) -> None:
+    """Call the WSGI app in this (pool) thread, sending its response through the loop."""
+
+    def call(message: dict[str, Any]) -> None:
+        asyncio.run_coroutine_threadsafe(send(message), loop).result()
+
+    head: dict[str, Any] = {"sent": False}
+
+    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        if exc_info is not None and head["sent"]:  # PEP 3333: too late to change the status
+            raise exc_info[1].with_traceback(exc_info[2])
+        head["status"] = int(status.split(" ", 1)[0])
+        head["headers"] = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
+        return lambda data: None  # the legacy write() callable: unused by Flask
+
+    def send_head() -> None:
+        if not head["sent"]:
+            head["sent"] = True
+            call(
+                {
+                    "type": "http.response.start",
+                    "status": head["status"],
+                    "headers": head["headers"],
+                }
+            )
+
+    result = app(environ, start_response)
+    try:
+        for chunk in result:
+            if chunk:
+                send_head()
+                call({"type": "http.response.body", "body": bytes(chunk), "more_body": True})
+        send_head()
+        call({"type": "http.response.body", "body": b"", "more_body": False})
+    finally:
+        close = getattr(result, "close", None)
+        if close is not None:
+            close()
+
+
+class _Body:
+    """wsgi.input: the request body, read from the event loop as the app asks for it."""
+
+    def __init__(self, receive: Receive, loop: Any) -> None:
+        self._receive, self._loop = receive, loop
+        self._buffer = bytearray()
+        self._done = False
+
+    def _fill(self) -> None:
+        message = asyncio.run_coroutine_threadsafe(self._receive(), self._loop).result()
+        if message["type"] != "http.request":  # http.disconnect
+            self._done = True
+            return
+        self._buffer += message.get("body", b"")
+        self._done = not message.get("more_body", False)
+
+    def read(self, size: int | None = -1) -> bytes:
+        while not self._done and (size is None or size < 0 or len(self._buffer) < size):
+            self._fill()
+        n = len(self._buffer) if size is None or size < 0 else min(size, len(self._buffer))
+        out = bytes(self._buffer[:n])
+        del self._buffer[:n]
+        return out
+
+    def readline(self, size: int | None = -1) -> bytes:
+        while b"\n" not in self._buffer and not self._done:
+            if size is not None and size >= 0 and len(self._buffer) >= size:
+                break
+            self._fill()
+        end = self._buffer.find(b"\n") + 1 or len(self._buffer)
+        if size is not None and size >= 0:
+            end = min(end, size)
+        out = bytes(self._buffer[:end])
+        del self._buffer[:end]
+        return out
+
+    def __iter__(self) -> Any:
+        return iter(self.readline, b"")
+
+
+def _environ(scope: Scope, body: _Body) -> dict[str, Any]:
+    """The PEP 3333 environ of an ASGI HTTP scope (PATH_INFO as latin-1 of the raw bytes)."""
+    raw_path = scope.get("raw_path")
+    path = (
+        unquote_to_bytes(raw_path.split(b"?", 1)[0]) if raw_path else scope["path"].encode("utf-8")
+    )
+    server = scope.get("server") or ("localhost", 80)
+    client = scope.get("client") or ("", 0)
+    environ: dict[str, Any] = {
+        "REQUEST_METHOD": scope["method"],
+        "SCRIPT_NAME": scope.get("root_path", ""),
+        "PATH_INFO": path.decode("latin-1"),
+        "QUERY_STRING": scope.get("query_string", b"").decode("latin-1"),
+        "SERVER_NAME": str(server[0]),
+        "SERVER_PORT": str(server[1]),
+        "SERVER_PROTOCOL": f"HTTP/{scope.get('http_version', '1.1')}",
+        "REMOTE_ADDR": str(client[0]),
+        "REMOTE_PORT": str(client[1]),
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": scope.get("scheme", "http"),
+        "wsgi.input": body,
+        "wsgi.errors": sys.stderr,
+        "wsgi.multithread": True,
+        "wsgi.multiprocess": True,
+        "wsgi.run_once": False,
+        "wsgi.input_terminated": True,  # the worker de-chunks: read to the end (Werkzeug)
+    }
+    for raw_name, raw_value in scope.get("headers", []):
+        name, value = (
+            raw_name.decode("latin-1").upper().replace("-", "_"),
+            raw_value.decode("latin-1"),
+        )
+        key = name if name in ("CONTENT_TYPE", "CONTENT_LENGTH") else f"HTTP_{name}"
+        environ[key] = f"{environ[key]},{value}" if key in environ else value
+    return environ

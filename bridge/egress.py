@@ -1,6 +1,8 @@
 """Outbound HTTP to addresses customers give us (webhook and logout endpoints): https only, and
 only to public addresses unless the deployment allows private ones (local development), so a
 tenant cannot make the bridge call into its own network (SSRF). Redirects are never followed.
+Every DNS answer is checked, and the connection goes to a checked address (bridge.fetch's
+pinned connections), so a second lookup cannot rebind the name to a private one.
 """
 
 from __future__ import annotations
@@ -12,13 +14,15 @@ import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from bridge import fetch
 from bridge.errors import InvalidInput
 
 EXCERPT = 500
 
 
-def check_url(url: str, *, allow_private: bool, what: str = "URL") -> None:
-    """Refuse a URL that is not https, or resolves to a non-public address (unless allowed)."""
+def check_url(url: str, *, allow_private: bool, what: str = "URL") -> str:
+    """Refuse a URL that is not https, or resolves to a non-public address (unless allowed);
+    return the checked address to connect to."""
     parts = urlsplit(url)
     if not parts.hostname or len(url) > 2048:
         raise InvalidInput(f"{what} {url[:200]!r} is not an absolute URL")
@@ -35,6 +39,9 @@ def check_url(url: str, *, allow_private: bool, what: str = "URL") -> None:
                 f"{what} {url[:200]!r} points at a non-public address ({ip}); "
                 "set BRIDGE_ALLOW_PRIVATE_WEBHOOKS=1 to allow it (development only)"
             )
+    if not infos:
+        raise InvalidInput(f"{what} {url[:200]!r} resolves to no address")
+    return str(infos[0][4][0])
 
 
 @dataclass(frozen=True)
@@ -51,12 +58,11 @@ def post(
     """POST `body`; the answer's status and first bytes, or the error (never raises)."""
     started = time.monotonic()
     try:
-        check_url(url, allow_private=allow_private)
+        address = check_url(url, allow_private=allow_private)
         parts = urlsplit(url)
-        kind = (
-            http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-        )
-        conn = kind(parts.hostname or "", parts.port, timeout=timeout)
+        kind = fetch.PinnedHTTPS if parts.scheme == "https" else fetch.PinnedHTTP
+        default_port = 443 if parts.scheme == "https" else 80
+        conn = kind(parts.hostname or "", parts.port or default_port, address, timeout=timeout)
         try:
             path = parts.path or "/"
             conn.request("POST", f"{path}?{parts.query}" if parts.query else path, body, headers)

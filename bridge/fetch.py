@@ -45,7 +45,7 @@ def fetch(url: str, *, allow_private: bool = False, resolver: Resolver | None = 
             raise InvalidInput(f"metadata URL {url!r} must be https")
         port = parts.port or 443
         address = _checked_address(url, resolver(parts.hostname, port), allow_private)
-        conn = _PinnedHTTPS(parts.hostname, port, address)
+        conn = PinnedHTTPS(parts.hostname, port, address, timeout=TIMEOUT_SECONDS)
         try:
             target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
             conn.request("GET", target, headers={"Accept": "application/samlmetadata+xml"})
@@ -87,13 +87,24 @@ def _checked_address(url: str, addresses: list[str], allow_private: bool) -> str
     return addresses[0]
 
 
-class _PinnedHTTPS(http.client.HTTPSConnection):
+class PinnedHTTPS(http.client.HTTPSConnection):
     """HTTPS to a checked address, the certificate verified for the URL's name."""
 
-    def __init__(self, host: str, port: int, address: str) -> None:
-        super().__init__(host, port, timeout=TIMEOUT_SECONDS, context=ssl.create_default_context())
+    def __init__(self, host: str, port: int, address: str, *, timeout: float) -> None:
+        super().__init__(host, port, timeout=timeout, context=ssl.create_default_context())
         self._address = address
 
     def connect(self) -> None:
         sock = socket.create_connection((self._address, self.port), self.timeout)
         self.sock = self._context.wrap_socket(sock, server_hostname=self.host)  # type: ignore[attr-defined]
+
+
+class PinnedHTTP(http.client.HTTPConnection):
+    """Plain HTTP to a checked address (development only: private addresses allowed)."""
+
+    def __init__(self, host: str, port: int, address: str, *, timeout: float) -> None:
+        super().__init__(host, port, timeout=timeout)
+        self._address = address
+
+    def connect(self) -> None:
+        self.sock = socket.create_connection((self._address, self.port), self.timeout)

@@ -172,3 +172,39 @@ def test_redirect_loops_stop(cli, account, server, monkeypatch):
     result = idps(cli, account, url)
     assert result.exit_code == 1
     assert "more than 5 redirects" in result.output
+
+
+def test_webhook_posts_go_to_the_checked_address(monkeypatch):
+    """Webhook and logout deliveries (bridge.egress) pin the checked address too: a name that
+    answers 127.0.0.1 once, then 127.0.0.2 (rebinding), is posted to where it was checked."""
+    import http.server
+    import threading
+
+    from bridge import egress
+
+    got = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            got.append(self.rfile.read(int(self.headers["Content-Length"])))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer((PUBLIC, 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        lookups = dns(monkeypatch, {"hooks.test": [[PUBLIC], [PRIVATE]]})
+        url = f"http://hooks.test:{httpd.server_address[1]}/in"
+        answer = egress.post(url, b"{}", {}, allow_private=True, timeout=5)
+        assert answer.status == 204, answer
+        assert got == [b"{}"] and lookups == ["hooks.test"]
+        refused = egress.post(
+            url.replace("http:", "https:"), b"{}", {}, allow_private=False, timeout=5
+        )
+        assert refused.status is None and "non-public address" in refused.error
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

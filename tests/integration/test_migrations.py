@@ -100,7 +100,7 @@ def test_identifier_keys_are_recomputed(empty_database_url):
         config = schema.alembic_config(store.url)
         with store.engine.begin() as conn:
             config.attributes["connection"] = conn
-            command.downgrade(config, "0005_harden_identifier_keys-1")
+            command.downgrade(config, "0006_harden_identifier_keys-1")
         assert keys() == names
     finally:
         store.dispose()

@@ -7,8 +7,8 @@ holding a compatibility, control or format character keeps itself as its key
 (bridge.identifiers). The rule is copied here as it stands at this revision, so later changes to
 the code cannot change what this migration did.
 
-Revision ID: 0005_harden_identifier_keys
-Revises: 0004_handoff_webhooks
+Revision ID: 0006_harden_identifier_keys
+Revises: 0005_console_links
 """
 
 import unicodedata
@@ -17,8 +17,8 @@ from collections.abc import Callable, Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0005_harden_identifier_keys"
-down_revision: str | None = "0004_handoff_webhooks"
+revision: str = "0006_harden_identifier_keys"
+down_revision: str | None = "0005_console_links"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -20,7 +20,7 @@ def create_app(config: Mapping[str, Any] | Settings | None = None) -> Flask:
 
     if not isinstance(config, Settings):
         config = Settings.from_env(**dict(config or {}))
-    settings = config.ensure_secret_key()
+    settings = config.ensure_folders().ensure_secret_key()
     app = Flask(__name__, instance_path=str(settings.instance_path))
     app.config.update(
         SECRET_KEY=settings.secret_key,

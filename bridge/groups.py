@@ -5,6 +5,13 @@ only that member's row (and the group's version, which serialises concurrent cha
 concurrent writer's commit makes ours retry, so parallel member adds all land). Only `scim` rows
 are written here; policy-managed memberships are the policy's. Members whose SCIM groups changed
 are re-evaluated against the account's policy in the same transaction.
+
+Groups have an owner (`managed_by`): `scim` (an IdP pushed or adopted it) or `policy` (only the
+account's policy names it). A SCIM create of a name only the policy manages adopts that group
+(same id); from then on the IdP's and the policy's memberships sit side by side, each with its
+provenance, and each side removes only its own. A group no IdP adopted is read-only over SCIM
+(Forbidden, naming the policy rule); deleting an adopted group the policy still uses hands it
+back to the policy instead of deleting the policy's rows.
 """
 
 from __future__ import annotations
@@ -18,11 +25,13 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from bridge import audit, provisioning, tracing
-from bridge.errors import Conflict, InvalidInput, NotFound, PreconditionFailed
-from bridge.models import Account, Group, Membership, User, fold
+from bridge.errors import Conflict, Forbidden, InvalidInput, NotFound, PreconditionFailed
+from bridge.models import Account, Grant, Group, Membership, User, fold
 from bridge.store import Store
 
 SCIM = "scim"
+POLICY_OWNED = "policy"  # managed_by of a group only the policy names (see bridge.access)
+POLICY = "policy:"  # provenance prefix of what a policy rule wrote
 KEEP: Any = object()  # "leave this attribute as it is" in a GroupChange
 
 
@@ -63,19 +72,30 @@ def create_group(
 
     def work(db: Session) -> GroupOutcome:
         account = _account(db, account_id)
-        group = Group(id=uuid.uuid4(), account_id=account.id, managed_by=SCIM)
-        _rename(db, account, group, display_name)
+        group = _policy_only(db, account, display_name)
+        adopted = group is not None
+        if group is not None:  # the IdP adopts what only the policy managed: same id
+            before: dict[str, Any] | None = _attrs(group)
+            group.managed_by = SCIM
+            if group.display_name != display_name.strip():  # the IdP's spelling wins
+                _rename(db, account, group, display_name)
+            group.touch()
+        else:
+            before = None
+            group = Group(id=uuid.uuid4(), account_id=account.id, managed_by=SCIM)
+            _rename(db, account, group, display_name)
+            db.add(group)
         group.external_id = external_id
-        db.add(group)
         db.flush()
         added, _ = _apply_members(db, account, group, GroupChange(replace=wanted))
         audit.record(
             db,
             account.id,
             actor=actor,
-            action="group.create",
+            action="group.adopt" if adopted else "group.create",
             target_type="group",
             target_id=str(group.id),
+            before=before,
             after={**_attrs(group), "members_added": sorted(map(str, added))},
         )
         provisioning.reevaluate(
@@ -100,6 +120,7 @@ def update_group(
     def work(db: Session) -> GroupOutcome:
         account = _account(db, account_id)
         group = _group(db, account, group_id)
+        _writable(db, group)
         if if_version is not None and group.version != if_version:
             raise PreconditionFailed(f"group {group_id} is at version {group.version}")
         change = build(db, group)
@@ -148,23 +169,25 @@ def delete_group(
     def work(db: Session) -> None:
         account = _account(db, account_id)
         group = _group(db, account, group_id)
+        _writable(db, group)
         if if_version is not None and group.version != if_version:
             raise PreconditionFailed(f"group {group_id} is at version {group.version}")
-        members = set(
-            db.scalars(
-                select(Membership.user_id).where(
-                    Membership.group_id == group.id, Membership.provenance == SCIM
-                )
-            )
-        )
+        members = _scim_members(db, group)
         before = _attrs(group)
-        db.delete(group)
+        if _policy_rules(db, group):  # the policy still uses it: remove only the IdP's side
+            _apply_members(db, account, group, GroupChange(remove_all=True))
+            group.managed_by, group.external_id = POLICY_OWNED, None
+            group.touch()
+            action = "group.release"
+        else:
+            db.delete(group)
+            action = "group.delete"
         db.flush()
         audit.record(
             db,
             account.id,
             actor=actor,
-            action="group.delete",
+            action=action,
             target_type="group",
             target_id=str(group_id),
             before=before,
@@ -190,6 +213,55 @@ def _group(db: Session, account: Account, group_id: uuid.UUID) -> Group:
     if group is None:
         raise NotFound(f"no group {group_id}")
     return group
+
+
+def _policy_only(db: Session, account: Account, display_name: Any) -> Group | None:
+    """The group of this name (any case) that only the policy manages, locked; None if there
+    is none (a name an IdP already owns is left for `_rename` to refuse as taken)."""
+    if not isinstance(display_name, str) or not display_name.strip():
+        return None
+    return db.scalar(
+        select(Group)
+        .where(
+            Group.account_id == account.id,
+            Group.display_name_key == fold(display_name.strip()),
+            Group.managed_by == POLICY_OWNED,
+        )
+        .with_for_update()
+    )
+
+
+def _policy_rules(db: Session, group: Group) -> list[str]:
+    """The policy rules whose memberships or grants this group carries."""
+    found = set(
+        db.scalars(
+            select(Membership.provenance).where(
+                Membership.group_id == group.id, Membership.provenance.startswith(POLICY)
+            )
+        )
+    ) | set(
+        db.scalars(
+            select(Grant.provenance).where(
+                Grant.group_id == group.id, Grant.provenance.startswith(POLICY)
+            )
+        )
+    )
+    return sorted(p.removeprefix(POLICY) for p in found)
+
+
+def _writable(db: Session, group: Group) -> None:
+    """A group no IdP adopted is the policy's: read-only over SCIM (adopt it with a POST)."""
+    if group.managed_by != POLICY_OWNED:
+        return
+    rules = _policy_rules(db, group)
+    named = (
+        ", ".join("its grants: section" if r == "grants" else f"rule {r!r}" for r in rules)
+        or "its rules"
+    )
+    raise Forbidden(
+        f"group {group.display_name!r} is managed by the account's policy ({named}) and is "
+        "read-only over SCIM; an IdP adopts it by creating a group of the same name (POST /Groups)"
+    )
 
 
 def _attrs(group: Group) -> dict[str, Any]:

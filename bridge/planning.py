@@ -55,6 +55,8 @@ class Access:
     kept_environments: set[str] = field(default_factory=set)
     kept_groups: set[str] = field(default_factory=set)
     kept_grants: set[str] = field(default_factory=set)
+    # groups compare case-insensitively (folded) but are shown as the file or the IdP spells them
+    group_names: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -349,6 +351,7 @@ def _access(db: Session, ids: list[uuid.UUID]) -> dict[uuid.UUID, Access]:
     ):
         if user_id in found:
             _add(found[user_id], "groups", fold(name), prov)
+            found[user_id].group_names.setdefault(fold(name), name)
     for grantee, env, kind, path, level, prov in db.execute(
         select(
             Grant.user_id, Environment.name, Grant.kind, Grant.path, Grant.level, Grant.provenance
@@ -379,6 +382,7 @@ def _after(now: Access, decision: policies.Decision, names: set[str]) -> Access:
         role_manual=now.role_manual,
         environments=now.kept_environments | envs,
         groups=now.kept_groups | {fold(g.name) for g in decision.groups},
+        group_names={**now.group_names, **{fold(g.name): g.name for g in decision.groups}},
         grants=now.kept_grants
         | {
             f"{g.environment}:{g.kind}:{g.path}:{g.level}"
@@ -395,6 +399,11 @@ def _diff(user: Any, now: Access, after: Access, errors: tuple[str, ...]) -> Cha
     losses = {
         k: sorted(getattr(now, k) - getattr(after, k)) for k in ("environments", "groups", "grants")
     }
+    if "all" in after.environments:  # `all` covers every environment: moving to it loses none
+        losses["environments"] = []
+    names = {**now.group_names, **after.group_names}
+    for found in (gains, losses):
+        found["groups"] = sorted(names.get(g, g) for g in found["groups"])
     role = (now.role, after.role) if now.role != after.role else None
     if not role and not any(gains.values()) and not any(losses.values()) and not errors:
         return None

@@ -57,6 +57,13 @@ class Settings:
         )
         return replace(settings, **overrides)
 
+    def ensure_folders(self) -> Settings:
+        """The instance folder and its policy folder exist (the README's walk-through copies
+        files into the policy folder before anything else would make it)."""
+        self.instance_path.mkdir(parents=True, exist_ok=True)
+        self.policy_dir.mkdir(parents=True, exist_ok=True)
+        return self
+
     def ensure_secret_key(self) -> Settings:
         """Settings with a secret key: the configured one, or one kept in the instance folder."""
         if self.secret_key:

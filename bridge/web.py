@@ -152,6 +152,8 @@ def _drain(length: int) -> None:
 def _echo_request_id(response: Any) -> Any:
     if "request_id" in g:
         response.headers["X-Request-ID"] = g.request_id
+    if response.status_code == 204:  # no body, so no type (Flask's default is text/html)
+        response.headers.pop("Content-Type", None)
     return response
 
 

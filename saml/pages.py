@@ -64,6 +64,8 @@ _MESSAGE = _HEAD + "<h1>{{ title }}</h1><p>{{ text }}</p>{{ extra }}</body></htm
 
 def origin(provenance: str) -> str:
     """Where an access row came from, in words (provenance: scim, saml, policy:<rule>, manual)."""
+    if provenance == "policy:grants":
+        return "from the account's policy (its grants: for this group)"
     if provenance.startswith("policy:"):
         return f"from the account's policy, rule {provenance.removeprefix('policy:')}"
     return {

@@ -430,6 +430,8 @@ def single_logout(slug: str) -> ResponseReturnValue:
         )
     if name_id:
         sessions.end_for_name_id(get_store(), account.id, idp.id, name_id, session_index)
-    if url:
+    # python3-saml answers an IdP without a logout endpoint by redirecting to the RelayState
+    # itself (Auth.redirect_to): never follow that, the RelayState is the IdP's, not a target
+    if url and idp.slo_url and url.startswith(idp.slo_url):
         return redirect(url)
     return _html(pages.message("Signed out", "You are signed out."))

@@ -64,6 +64,7 @@ class NotFound(ScimError):
 DOMAIN: dict[type[errors.BridgeError], tuple[int, str | None]] = {
     errors.InvalidInput: (400, "invalidValue"),
     errors.Unauthorized: (401, None),
+    errors.Forbidden: (403, None),
     errors.NotFound: (404, None),
     errors.Conflict: (409, "uniqueness"),
     errors.PreconditionFailed: (412, None),

@@ -226,7 +226,7 @@ def user_resources(db: Session, users: list[User], base: str) -> list[dict[str, 
                 {
                     "value": str(group_id),
                     "$ref": f"{base}/Groups/{group_id}",
-                    "display": display,
+                    **({"display": display} if display is not None else {}),  # absent, not null
                     "type": "direct",
                 }
             )
@@ -326,7 +326,8 @@ def group_members(db: Session, group_id: uuid.UUID, base: str) -> Iterator[dict[
             yield {
                 "value": str(user_id),
                 "$ref": f"{base}/Users/{user_id}",
-                "display": display,
+                # RFC 7643 §2.5: an unassigned attribute is omitted, never sent as null
+                **({"display": display} if display is not None else {}),
                 "type": "User",
             }
 

@@ -12,6 +12,7 @@ from bridge.cli import (  # noqa: F401  (each module adds its group to main)
     policy,
     sp_keys,
     tokens,
+    vocabulary,
     webhooks,
 )
 from bridge.cli.base import add_adapter_commands, main

@@ -28,6 +28,7 @@ class Context:
     @property
     def store(self) -> Store:
         if self._store is None:
+            self.settings.ensure_folders()
             self._store = Store(self.settings.database_url, policy_dir=self.settings.policy_dir)
         return self._store
 

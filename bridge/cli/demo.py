@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from importlib import resources
+from pathlib import Path
+
 import click
 
 from bridge import accounts, schema
@@ -25,6 +28,7 @@ def demo(ctx: Context, slug: str) -> None:
             accounts.add_environment(
                 ctx.store, slug, name, default=name == "production", actor=ctx.actor
             )
+    policy = _install_demo_policy(ctx.settings.policy_dir / f"{slug}.yaml", slug)
     token = accounts.issue_token(ctx.store, slug, label="demo", actor=ctx.actor, replace=True)
     base = ctx.settings.base_url
     click.echo(f"account:            {slug} (environments: production, staging)")
@@ -33,5 +37,20 @@ def demo(ctx: Context, slug: str) -> None:
     click.echo(
         f"SAML login:         {base}/saml/{slug}/login (after `idbridge dev-idp register {slug}`)"
     )
+    click.echo(f"policy file:        {policy}")
     click.echo("SCIM bearer token (label demo, shown once; the previous demo token is revoked):")
     click.echo(token.raw)
+
+
+def _install_demo_policy(path: Path, slug: str) -> str:
+    """Copy policies/examples/demo.yaml to the account's policy file unless one is there (an
+    edited demo policy is never overwritten); say which."""
+    if path.exists():
+        return f"{path} (kept as it is)"
+    text = (resources.files("policies") / "examples" / "demo.yaml").read_text()
+    if slug != "demo":
+        text = text.replace("\naccount: demo\n", f"\naccount: {slug}\n", 1)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)  # the running service never reads a half-written file
+    return f"{path} (installed from policies/examples/demo.yaml)"

@@ -85,13 +85,17 @@ def policy_explain(
     )
     data = planning.decision_json(decision)
     click.echo(f"role: {data['role']['value']} (rule {data['role']['rule']})")
-    click.echo(
-        f"environments: {data['environments']['value']} (rule {data['environments']['rule']})"
-    )
+    envs = data["environments"]["value"]
+    shown = envs if isinstance(envs, str) else ", ".join(envs) or "none"
+    click.echo(f"environments: {shown} (rule {data['environments']['rule']})")
     for g in data["groups"]:
         click.echo(f"group: {g['name']} (rule {g['rule']})")
-    for g in data["grants"]:
-        click.echo(f"grant: {g}")
+    for grant in decision.grants:
+        who = f"members of group {grant.group}" if grant.group else "the user"
+        click.echo(
+            f"grant: {grant.level} on {grant.kind} {grant.path} in {grant.environment}"
+            f" to {who} (rule {grant.rule})"
+        )
     for error in data["errors"]:
         click.echo(f"ERROR: {error} (access would be kept as it is)")
     click.echo("why:")

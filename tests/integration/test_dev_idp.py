@@ -45,3 +45,52 @@ def test_dev_idp_round_trip(app, client, cli, tmp_path, monkeypatch):
     session = client.get("/session").json
     assert session["user"]["userName"] == "dev.user@example.com"
     assert session["environments"] == ["production"]
+
+
+def _dev_login(client, tmp_path, slug, **fields):
+    """The README's browser steps: /login without next -> the dev IdP's page, submitted with
+    its pre-filled values (overridden by `fields`) -> the ACS; returns the ACS's answer."""
+    idp = devidp.create_app(tmp_path / "dev-idp", "http://127.0.0.1:8100").test_client()
+    login = client.get(f"/saml/{slug}/login", query_string={"idp": "dev"})
+    page = idp.get(f"/sso?{urlsplit(login.headers['Location']).query}").get_data(as_text=True)
+    form = {k: unescape(v) for k, v in re.findall(r"name=\"(\w+)\" value=\"([^\"]*)\"", page)}
+    prefilled = dict(re.findall(r"name=(\w+) value='([^']*)'", page))
+    posted = idp.post("/sso", data={**prefilled, **form, **fields}).get_data(as_text=True)
+    answer = {"SAMLResponse": re.search(r'name=SAMLResponse value="([^"]+)"', posted)[1]}
+    relay = re.search(r'name=RelayState value="([^"]*)"', posted)
+    if relay:
+        answer["RelayState"] = unescape(relay[1])
+    return client.post(f"/saml/{slug}/acs", data=answer)
+
+
+def test_make_run_demo_shows_the_policy_at_work(app, client, cli, settings, tmp_path):
+    """`idbridge demo` installs the commented demo policy; the first dev-IdP login, with the
+    page's pre-filled groups and department, lands on the signed-in page showing role admin,
+    every environment, the policy group Marketing and its folder grant, each with its rule."""
+    slug = f"demo-{secrets.token_hex(3)}"
+    cli.env["BRIDGE_POLICY_DIR"] = str(settings.policy_dir)
+    shown = cli("demo", "--slug", slug)
+    assert shown.exit_code == 0, shown.output
+    installed = settings.policy_dir / f"{slug}.yaml"
+    assert f"policy file:        {installed} (installed from" in shown.stdout
+    assert installed.read_text().startswith("# The demo account's policy")
+    assert cli("dev-idp", "register", slug).exit_code == 0
+    again = cli("demo", "--slug", slug)  # a second run keeps an edited policy as it is
+    assert f"{installed} (kept as it is)" in again.stdout
+
+    done = _dev_login(client, tmp_path, slug)
+    assert done.status_code == 302 and done.headers["Location"] == "/session"
+    doc = client.get("/session").json
+    assert doc["role"] == "admin" and doc["environments"] == ["all"]
+    assert doc["groups"] == ["Marketing"]
+    assert {
+        "group": "Marketing",
+        "environment": "production",
+        "kind": "folder",
+        "path": "marketing/",
+        "level": "editor",
+        "provenance": "policy:grants",
+    } in doc["grants"]
+    html = client.get("/session", headers={"Accept": "text/html"}).get_data(as_text=True)
+    for seen in ("rule platform-admins", "rule marketing", "<code>marketing/</code>"):
+        assert seen in html

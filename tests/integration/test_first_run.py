@@ -54,3 +54,78 @@ def test_demo_twice_leaves_one_live_labelled_token(cli, store):
     with pytest.raises(Unauthorized):
         accounts.authenticate(store, raw1)
     assert accounts.authenticate(store, raw2)[0].slug == slug
+
+
+def _readme_block(after: str) -> str:
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("```sh\n", readme.index(after)) + len("```sh\n")
+    return readme[start : readme.index("```", start)]
+
+
+@pytest.fixture
+def live_server(database_url, tmp_path):
+    """The service on a free port, with the default instance layout under `tmp_path`."""
+    import threading
+
+    from werkzeug.serving import make_server
+
+    from bridge import create_app
+    from bridge.settings import Settings
+
+    settings = Settings.from_env(
+        {"BRIDGE_DATABASE_URL": database_url, "BRIDGE_INSTANCE_PATH": str(tmp_path / "instance")}
+    )
+    server = make_server("127.0.0.1", 0, create_app(settings), threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.skipif(
+    not (VENV_BIN / "idbridge").exists(), reason="needs the console script `make` installs"
+)
+def test_readme_policy_walk_through_runs_as_written(database_url, tmp_path, live_server):
+    """Every command of the README's policy walk-through runs as written from the project
+    folder with the default settings (the service it talks to on its own port), writes the
+    policy into instance/policies/ (never to /), and prints the sample output the README shows."""
+    (tmp_path / "policies").symlink_to(ROOT / "policies")
+    block = _readme_block("A walk through with the example")
+    env = {
+        "PATH": f"{VENV_BIN}:/usr/bin:/bin",  # what `source .venv/bin/activate` does
+        "HOME": str(tmp_path),
+        "BRIDGE_DATABASE_URL": database_url,
+        "BRIDGE_BASE_URL": live_server,
+    }
+    out = subprocess.run(
+        ["bash", "-e", "-o", "pipefail", "-c", block],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert (tmp_path / "instance" / "policies" / "acme-media.yaml").is_file()
+    printed = set(out.stdout.splitlines())
+    samples = [line[4:] for line in block.splitlines() if line.startswith("#   ")]
+    assert len(samples) > 10
+    missing = [line for line in samples if line not in printed]
+    assert not missing, f"README sample lines not printed: {missing}\n{out.stdout}"
+
+
+def test_policy_vocabulary_lists_roles_and_levels(cli):
+    """`idbridge policy vocabulary` lists role names by rank and grant levels, as the README
+    and policies/README.md document them."""
+    import policies
+
+    out = cli("policy", "vocabulary")
+    assert out.exit_code == 0
+    assert "  1. master_admin" in out.stdout and "  7. media_library_user" in out.stdout
+    assert "  1. viewer" in out.stdout and "  4. manager" in out.stdout
+    data = json.loads(cli("policy", "vocabulary", "--json").stdout)
+    assert data["roles"] == list(policies.ROLES) and data["levels"] == list(policies.LEVELS)
+    docs = (ROOT / "policies" / "README.md").read_text() + (ROOT / "README.md").read_text()
+    ranked = " > ".join(f"`{r}`" for r in policies.ROLES)
+    assert ranked in docs and " < ".join(f"`{lv}`" for lv in policies.LEVELS) in docs

@@ -258,3 +258,23 @@ def test_refusals_without_an_account_go_to_the_json_log(client, caplog):
     with client.application.test_request_context():
         line = json.loads(JsonFormatter().format(lines[0]))
     assert line["reason"] == "unknown_account" and line["reference"].endswith("req-unknown-1")
+
+
+def test_idp_logout_request_never_redirects_to_its_relay_state(saml, store):
+    """An IdP without a logout endpoint: python3-saml would redirect to the LogoutRequest's
+    RelayState; the session still ends, and the answer is our page, not that URL."""
+
+    def no_slo(db):
+        idps.get(db, saml.account.id, "test").slo_url = None
+
+    store.write(no_slo)
+    _sign_in(saml, name_id="slo@example.com", session_index="_s9")
+    message = saml.idp.logout_request(
+        f"{BASE}/saml/{saml.account.slug}/sls",
+        "slo@example.com",
+        "_s9",
+        relay_state="https://evil.example/after",
+    )
+    resp = saml.client.get(f"/saml/{saml.account.slug}/sls?{message.query_string}")
+    assert resp.status_code == 200 and "Location" not in resp.headers
+    assert saml.client.get("/session").status_code == 401

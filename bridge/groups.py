@@ -235,15 +235,15 @@ def _policy_rules(db: Session, group: Group) -> list[str]:
     """The policy rules whose memberships or grants this group carries."""
     found = set(
         db.scalars(
-            select(Membership.provenance).where(
-                Membership.group_id == group.id, Membership.provenance.startswith(POLICY)
-            )
+            select(Membership.provenance)
+            .where(Membership.group_id == group.id, Membership.provenance.startswith(POLICY))
+            .distinct()  # one row per rule, however many members
         )
     ) | set(
         db.scalars(
-            select(Grant.provenance).where(
-                Grant.group_id == group.id, Grant.provenance.startswith(POLICY)
-            )
+            select(Grant.provenance)
+            .where(Grant.group_id == group.id, Grant.provenance.startswith(POLICY))
+            .distinct()
         )
     )
     return sorted(p.removeprefix(POLICY) for p in found)

@@ -27,7 +27,7 @@ _SIGNED_IN = (
     + """<h1>Signed in</h1>
 <p>You are <strong>{{ doc.user.userName }}</strong>{% if doc.user.displayName %}
 ({{ doc.user.displayName }}){% endif %} in the account <code>{{ doc.account }}</code>.
-This session ends at {{ doc.expires }} UTC.</p>
+This session ends at {{ doc.expires }}.</p>
 <h2>Role</h2>
 {% if role %}<p><strong>{{ role.role }}</strong> <small>{{ origin(role.provenance) }}</small></p>
 {% else %}<p>No role yet.</p>{% endif %}

@@ -58,7 +58,8 @@ def test_demo_twice_leaves_one_live_labelled_token(cli, store):
 
 def _readme_block(after: str) -> str:
     readme = (ROOT / "README.md").read_text()
-    start = readme.index("```sh\n", readme.index(after)) + len("```sh\n")
+    fence = readme.index("```", readme.index(after))
+    start = readme.index("\n", fence) + 1
     return readme[start : readme.index("```", start)]
 
 
@@ -75,12 +76,14 @@ def live_server(database_url, tmp_path):
     settings = Settings.from_env(
         {"BRIDGE_DATABASE_URL": database_url, "BRIDGE_INSTANCE_PATH": str(tmp_path / "instance")}
     )
-    server = make_server("127.0.0.1", 0, create_app(settings), threaded=True)
+    app = create_app(settings)
+    server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_port}"
     server.shutdown()
     server.server_close()
+    app.extensions["bridge.store"].dispose()  # close its connections (ResourceWarning otherwise)
 
 
 @pytest.mark.skipif(
@@ -131,3 +134,22 @@ def test_policy_vocabulary_lists_roles_and_levels(cli):
     for doc in (ROOT / "policies" / "README.md", ROOT / "README.md"):
         words = " ".join(doc.read_text().split())  # as rendered: line breaks are spaces
         assert ranked in words and levels in words, doc
+
+
+def test_every_command_in_the_readme_cli_reference_exists(cli):
+    """Each `idbridge ...` line of the README's CLI reference names a real command (its words
+    before the first argument answer `--help`)."""
+    block = _readme_block("## CLI")
+    checked = 0
+    for line in block.splitlines():
+        if not line.startswith("idbridge "):
+            continue
+        words = []
+        for word in line.split()[1:]:
+            if not word.islower() or not word.replace("-", "").isalpha():
+                break
+            words.append(word)
+        result = cli(*words, "--help")
+        assert result.exit_code == 0, f"{line}: {result.output}"
+        checked += 1
+    assert checked >= 25

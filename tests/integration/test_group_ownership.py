@@ -191,3 +191,35 @@ def test_an_idp_group_the_policy_does_not_use_is_deleted(scim, store):
     created = body_of(scim.post("Groups", {"schemas": [GROUP], "displayName": "Plain"}), 201)
     assert scim.delete(f"Groups/{created['id']}").status_code == 204
     error_of(scim.get(f"Groups/{created['id']}"), 404)
+
+
+def test_parallel_pushes_adopt_once(scim, store, policy_group):
+    """Eight IdP pushes of the policy group's name at once: one adopts it (201, its id), seven
+    get 409 uniqueness, and the group is still one group with the policy's member."""
+    from collections import Counter
+
+    from tests.conftest import ScimClient
+    from tests.integration.test_concurrency import THREADS, _race
+
+    group_id, mia = policy_group
+    clients = [
+        ScimClient(scim.client.application.test_client(), scim.token, scim.account)
+        for _ in range(THREADS)
+    ]
+    create = {"schemas": [GROUP], "displayName": "Marketing", "members": []}
+
+    def push(i):
+        resp = clients[i].post("Groups", create)
+        return resp.status_code, resp.get_json()  # read in the thread that made the request
+
+    results = _race(push)
+    assert Counter(status for status, _ in results) == {201: 1, 409: THREADS - 1}, results
+    assert [doc["id"] for status, doc in results if status == 201] == [group_id]
+    with store.read() as db:
+        same_name = db.scalars(
+            select(Group.id).where(
+                Group.account_id == scim.account.id, Group.display_name_key == "marketing"
+            )
+        ).all()
+    assert [str(i) for i in same_name] == [group_id]
+    assert rows(store, group_id) == {(mia, "policy:marketing")}

@@ -172,7 +172,9 @@ def _project_logout(db: Session, client_pk: int, grab: Grab | None) -> tuple[int
     return len(found), _queue(db, found, grab)
 
 
-LOGOUT_TYPES = frozenset({"user.deactivated", "user.deleted", "session.ended", "idp.removed"})
+LOGOUT_TYPES = frozenset(
+    {"user.deactivated", "user.deleted", "session.ended", "idp.removed", "idp.disabled"}
+)
 
 
 def _logouts(found: list[events.Event]) -> list[tuple[events.Event, dict[str, str]]]:
@@ -180,7 +182,7 @@ def _logouts(found: list[events.Event]) -> list[tuple[events.Event, dict[str, st
     `sub` for all of a user's sessions, `sid` for one)."""
     out: list[tuple[events.Event, dict[str, str]]] = []
     for event in found:
-        if event.type == "idp.removed":
+        if event.type in ("idp.removed", "idp.disabled"):
             for n, ended in enumerate(event.data.get("ended_sessions", [])):
                 out.append((event, {"sub": ended["user"], "sid": ended["sid"], "#": str(n)}))
         elif event.type == "session.ended":

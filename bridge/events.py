@@ -38,6 +38,8 @@ TYPES = (
     "client.removed",
     "idp.added",
     "idp.removed",
+    "idp.disabled",
+    "idp.enabled",
     "session.ended",
     "login.succeeded",
     "login.failed",
@@ -134,11 +136,16 @@ def meanings(event: AuditEvent) -> Iterator[tuple[str, dict[str, Any]]]:
         yield "policy.applied", dict(after or {})
     elif action == "session.end":
         yield "session.ended", {"user": {"id": target}, "sid": (after or {}).get("sid")}
-    elif action in ("idp.add", "idp.remove"):
-        name = "idp.added" if action == "idp.add" else "idp.removed"
+    elif action in ("idp.add", "idp.remove", "idp.disable", "idp.enable"):
+        name = {
+            "idp.add": "idp.added",
+            "idp.remove": "idp.removed",
+            "idp.disable": "idp.disabled",
+            "idp.enable": "idp.enabled",
+        }[action]
         state = before if action == "idp.remove" else after
         data = {"name": (state or {}).get("name"), "entity_id": (state or {}).get("entity_id")}
-        if action == "idp.remove":
+        if action in ("idp.remove", "idp.disable"):
             data["ended_sessions"] = (after or {}).get("ended_sessions", [])
         yield name, data
 

@@ -15,14 +15,14 @@ from urllib.parse import urlsplit
 
 from cryptography import x509
 from onelogin.saml2.idp_metadata_parser import OneLogin_Saml2_IdPMetadataParser
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from bridge import audit, authcodes
+from bridge import audit, sessions
 from bridge import fetch as fetching
 from bridge.accounts import get_account
 from bridge.errors import Conflict, InvalidInput, NotFound
-from bridge.models import Account, IdentityProvider, LoginSession, utcnow
+from bridge.models import Account, IdentityProvider, utcnow
 from bridge.store import Store
 
 EXPIRY_WARNING = timedelta(days=30)
@@ -133,6 +133,7 @@ def add(
     allow_idp_initiated: bool = False,
     allow_jit: bool = True,
     match_by: str = "name_id",
+    accept_response_signature: bool = False,
     actor: str,
 ) -> IdentityProvider:
     """Register an IdP with an account from its metadata."""
@@ -146,6 +147,7 @@ def add(
             allow_idp_initiated=allow_idp_initiated,
             allow_jit=allow_jit,
             match_by=match_by,
+            accept_response_signature=accept_response_signature,
             actor=actor,
         )
     )
@@ -161,6 +163,7 @@ def add_in(
     allow_idp_initiated: bool = False,
     allow_jit: bool = True,
     match_by: str = "name_id",
+    accept_response_signature: bool = False,
     actor: str,
 ) -> IdentityProvider:
     """`add` inside the caller's transaction (a set-up link claims its step in the same one)."""
@@ -187,6 +190,7 @@ def add_in(
         allow_idp_initiated=allow_idp_initiated,
         allow_jit=allow_jit,
         match_by=match_by,
+        accept_response_signature=accept_response_signature,
         refreshed=utcnow(),
     )
     db.add(idp)
@@ -235,21 +239,16 @@ def refresh(store: Store, slug: str, name: str, *, xml: str, actor: str) -> bool
     return store.write(work)
 
 
-def remove(store: Store, slug: str, name: str, *, actor: str) -> None:
-    def work(db: Session) -> None:
+def remove(store: Store, slug: str, name: str, *, actor: str) -> int:
+    """Remove an IdP and end every session opened through it; returns how many ended."""
+
+    def work(db: Session) -> int:
         account = get_account(db, slug)
         idp = get(db, account.id, name)
         before = _describe(idp)
         # Its people's sessions end with it (and, through the audit event, their sessions at
         # the product: back-channel logout).
-        ended = db.execute(
-            update(LoginSession)
-            .where(LoginSession.idp_id == idp.id, LoginSession.ended.is_(None))
-            .values(ended=utcnow())
-            .returning(LoginSession.id, LoginSession.user_id)
-        ).all()
-        for session_id, _ in ended:
-            authcodes.revoke_for_session(db, session_id)
+        ended = sessions.end_for_idp(db, idp.id)
         db.delete(idp)
         audit.record(
             db,
@@ -259,10 +258,39 @@ def remove(store: Store, slug: str, name: str, *, actor: str) -> None:
             target_type="idp",
             target_id=name,
             before=before,
-            after={"ended_sessions": [{"sid": str(i), "user": str(u)} for i, u in ended]},
+            after={"ended_sessions": ended},
         )
+        return len(ended)
 
-    store.write(work)
+    return store.write(work)
+
+
+def set_disabled(store: Store, slug: str, name: str, disabled: bool, *, actor: str) -> int:
+    """Disable an IdP (no login through it; its sessions end) or enable it again; returns how
+    many sessions ended."""
+
+    def work(db: Session) -> int:
+        account = get_account(db, slug)
+        idp = get(db, account.id, name)
+        ended = sessions.end_for_idp(db, idp.id) if disabled else []
+        if idp.disabled == disabled and not ended:
+            return 0
+        before = _describe(idp)
+        idp.disabled = disabled
+        idp.touch()
+        audit.record(
+            db,
+            account.id,
+            actor=actor,
+            action="idp.disable" if disabled else "idp.enable",
+            target_type="idp",
+            target_id=name,
+            before=before,
+            after={**_describe(idp), "ended_sessions": ended},
+        )
+        return len(ended)
+
+    return store.write(work)
 
 
 def get(db: Session, account_id: int, name: str) -> IdentityProvider:
@@ -296,4 +324,6 @@ def _describe(idp: IdentityProvider) -> dict[str, Any]:
         "allow_idp_initiated": idp.allow_idp_initiated,
         "allow_jit": idp.allow_jit,
         "match_by": idp.match_by,
+        "accept_response_signature": idp.accept_response_signature,
+        "disabled": idp.disabled,
     }

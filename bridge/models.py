@@ -382,6 +382,13 @@ class IdentityProvider(Versioned, Base):
     match_by: Mapped[str] = mapped_column(String(256), default="name_id")
     # Link a first login to an existing user with the same e-mail (verified domains only).
     link_by_email: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # Accept a Response signed as a whole with its assertion unsigned (SAML Profiles 4.1.3.5
+    # allows either; Keycloak and others sign only the Response by default).
+    accept_response_signature: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=false()
+    )
+    # A disabled IdP signs nobody in; disabling it ended its sessions.
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     refreshed: Mapped[datetime | None] = mapped_column()
 
 
@@ -409,6 +416,9 @@ class AuthnRequest(Base):
     account_id: Mapped[int] = _account_fk()
     idp_id: Mapped[int] = mapped_column(ForeignKey("identity_providers.id", ondelete="CASCADE"))
     relay_state: Mapped[str | None] = mapped_column(String(2048))
+    # SHA-256 of the nonce in the cookie of the browser that started the login: its answer is
+    # accepted from that browser only (login CSRF).
+    browser_hash: Mapped[str | None] = mapped_column(String(64))
     created: Mapped[datetime] = mapped_column(default=utcnow)
     expires: Mapped[datetime] = mapped_column(index=True)
 
@@ -459,7 +469,15 @@ class LoginSession(Base):
         ForeignKey("identity_providers.id", ondelete="SET NULL")
     )
     name_id: Mapped[str | None] = mapped_column(String(1024))
+    # The rest of the assertion's NameID, sent back whole in our LogoutRequest (SAML Profiles
+    # 4.4.4.1: it must strongly match the one in the assertion).
+    name_id_format: Mapped[str | None] = mapped_column(String(256))
+    name_qualifier: Mapped[str | None] = mapped_column(String(1024))
+    sp_name_qualifier: Mapped[str | None] = mapped_column(String(1024))
+    sp_provided_id: Mapped[str | None] = mapped_column(String(1024))
     session_index: Mapped[str | None] = mapped_column(String(256))
+    # The ID of the LogoutRequest we sent when this session ended: the IdP's answer names it.
+    logout_request_id: Mapped[str | None] = mapped_column(String(128), index=True)
     created: Mapped[datetime] = mapped_column(default=utcnow)
     expires: Mapped[datetime] = mapped_column()
     ended: Mapped[datetime | None] = mapped_column()

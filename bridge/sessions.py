@@ -1,10 +1,16 @@
-"""Server-side login sessions: what the product trusts after a SAML login."""
+"""Server-side login sessions: what the product trusts after a SAML login.
+
+A session keeps the IdP's whole NameID and SessionIndex so single logout can name it back, and
+ends with its user (deactivation, deletion) or its IdP (removal, disabling). Each change is one
+UPDATE inside the caller's transaction or one of its own.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
 import uuid
+from dataclasses import dataclass
 from datetime import timedelta
 
 from itsdangerous import BadSignature, URLSafeSerializer
@@ -32,6 +38,45 @@ def cookie_secret(secret_key: str, raw: str | None) -> str | None:
         return None
 
 
+@dataclass(frozen=True)
+class NameId:
+    """A SAML NameID as the IdP sent it: value, Format and qualifiers (SAML Core 2.2.3)."""
+
+    value: str
+    format: str | None = None
+    name_qualifier: str | None = None
+    sp_name_qualifier: str | None = None
+    sp_provided_id: str | None = None
+
+
+def name_id_of(login: LoginSession) -> NameId | None:
+    """The NameID a session was opened with (None for sessions without an IdP)."""
+    if login.name_id is None:
+        return None
+    return NameId(
+        login.name_id,
+        login.name_id_format,
+        login.name_qualifier,
+        login.sp_name_qualifier,
+        login.sp_provided_id,
+    )
+
+
+def end_for_idp(db: Session, idp_id: int) -> list[dict[str, str]]:
+    """End every live session opened through an IdP (removal, disabling) and the product
+    sessions built on them; returns each as {sid, user} for the audit event (back-channel
+    logout reads them from there)."""
+    ended = db.execute(
+        update(LoginSession)
+        .where(LoginSession.idp_id == idp_id, LoginSession.ended.is_(None))
+        .values(ended=utcnow())
+        .returning(LoginSession.id, LoginSession.user_id)
+    ).all()
+    for session_id, _ in ended:
+        authcodes.revoke_for_session(db, session_id)
+    return [{"sid": str(i), "user": str(u)} for i, u in ended]
+
+
 def end_for_user(db: Session, user_id: uuid.UUID) -> int:
     """End every live session of a user (deactivation, deletion); return how many."""
     result = db.execute(
@@ -54,7 +99,7 @@ def start_in(
     *,
     minutes: int,
     idp_id: int | None = None,
-    name_id: str | None = None,
+    name_id: NameId | None = None,
     session_index: str | None = None,
 ) -> None:
     """A new session for `secret`, inside the caller's transaction."""
@@ -64,7 +109,11 @@ def start_in(
             account_id=account_id,
             user_id=user_id,
             idp_id=idp_id,
-            name_id=name_id,
+            name_id=name_id.value if name_id else None,
+            name_id_format=name_id.format if name_id else None,
+            name_qualifier=name_id.name_qualifier if name_id else None,
+            sp_name_qualifier=name_id.sp_name_qualifier if name_id else None,
+            sp_provided_id=name_id.sp_provided_id if name_id else None,
             session_index=session_index,
             expires=utcnow() + timedelta(minutes=minutes),
         )
@@ -195,3 +244,25 @@ def csrf_ok(secret: str | None, given: str | None) -> bool:
     if not secret or not given:
         return False
     return hmac.compare_digest(csrf_token(secret), given.encode("ascii", "replace").decode())
+
+
+def await_logout(store: Store, session_id: int, request_id: str) -> None:
+    """Remember the LogoutRequest sent for an ended session, so its answer finds the IdP."""
+
+    def work(db: Session) -> None:
+        db.execute(
+            update(LoginSession)
+            .where(LoginSession.id == session_id)
+            .values(logout_request_id=request_id)
+        )
+
+    store.write(work)
+
+
+def idp_awaiting(db: Session, account_id: int, request_id: str) -> int | None:
+    """The IdP a LogoutRequest of ours went to (by its ID), if we sent it for this account."""
+    return db.scalar(
+        select(LoginSession.idp_id).where(
+            LoginSession.account_id == account_id, LoginSession.logout_request_id == request_id
+        )
+    )

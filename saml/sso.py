@@ -8,14 +8,20 @@ first parsed here with a parser that refuses DTDs, its transforms are limited to
 enveloped-signature and exclusive c14n, and after the library's signature and condition checks
 the signed assertion's Destination, Recipient, Audience, expiry and InResponseTo are checked
 exactly, and its ID is recorded in the shared replay cache.
+
+Each IdP of an account has its own ACS and SLS (`/acs/<idp>`, `/sls/<idp>`) and a metadata
+document naming them, so every flow of every IdP is told apart by the URL it arrives at; the
+account-wide `/acs` and `/sls` stay for one-IdP set-ups and answers to our own requests.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import secrets
 import threading
+from copy import deepcopy
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
@@ -29,11 +35,12 @@ from onelogin.saml2.constants import OneLogin_Saml2_Constants as C
 from onelogin.saml2.errors import OneLogin_Saml2_ValidationError as VE
 from onelogin.saml2.response import OneLogin_Saml2_Response
 from onelogin.saml2.settings import OneLogin_Saml2_Settings
+from onelogin.saml2.utils import OneLogin_Saml2_Utils
 from onelogin.saml2.xml_utils import OneLogin_Saml2_XML
 from sqlalchemy import delete, select
 
-import policies
 from bridge.models import Account, AuthnRequest, IdentityProvider, SeenAssertion, utcnow
+from bridge.sessions import NameId
 from bridge.sp_keys import KeyPair
 from bridge.store import Store
 from saml.errors import SamlRejected
@@ -111,9 +118,23 @@ class Sp:
     def sls_url(self) -> str:
         return f"{self.base_url}/saml/{self.slug}/sls"
 
+    def acs_url_for(self, idp_name: str) -> str:
+        """The ACS an IdP is given: its own, so an unsolicited response names its IdP."""
+        return f"{self.acs_url}/{idp_name}"
+
+    def sls_url_for(self, idp_name: str) -> str:
+        return f"{self.sls_url}/{idp_name}"
+
+    def metadata_url_for(self, idp_name: str) -> str:
+        return f"{self.entity_id}/{idp_name}"
+
+
+IdpKey = tuple[str, str, str, str | None, tuple[str, ...], bool]
+
 
 def settings(sp: Sp, idp: IdentityProvider | None, *, key: KeyPair | None = None) -> Any:
-    """python3-saml settings for this SP (and IdP), with every security switch set explicitly."""
+    """python3-saml settings for this SP (and IdP), with every security switch set explicitly;
+    with an IdP, the SP endpoints are that IdP's own."""
     previous = sp.keys[1].cert_b64 if len(sp.keys) > 1 else None
     return _settings(sp, _idp_key(idp), key or sp.keys[0], previous, False)
 
@@ -124,27 +145,35 @@ def slo_settings(sp: Sp, idp: IdentityProvider) -> Any:
     return _settings(sp, _idp_key(idp), sp.keys[0], previous, True)
 
 
-def _idp_key(idp: IdentityProvider | None) -> tuple[str, str, str | None, tuple[str, ...]] | None:
+def _idp_key(idp: IdentityProvider | None) -> IdpKey | None:
     if idp is None:
         return None
-    return (idp.entity_id, idp.sso_url, idp.slo_url, tuple(idp.certificates.get("signing", [])))
+    return (
+        idp.name,
+        idp.entity_id,
+        idp.sso_url,
+        idp.slo_url,
+        tuple(idp.certificates.get("signing", [])),
+        bool(idp.accept_response_signature),
+    )
 
 
 @lru_cache(maxsize=512)
 def _settings(
     sp: Sp,
-    idp: tuple[str, str, str | None, tuple[str, ...]] | None,
+    idp: IdpKey | None,
     key: KeyPair,
     previous_cert: str | None,
     signed_messages: bool,
 ) -> Any:
+    acs, sls = (sp.acs_url_for(idp[0]), sp.sls_url_for(idp[0])) if idp else (sp.acs_url, sp.sls_url)
     data: dict[str, Any] = {
         "strict": True,
         "debug": False,
         "sp": {
             "entityId": sp.entity_id,
-            "assertionConsumerService": {"url": sp.acs_url, "binding": C.BINDING_HTTP_POST},
-            "singleLogoutService": {"url": sp.sls_url, "binding": C.BINDING_HTTP_REDIRECT},
+            "assertionConsumerService": {"url": acs, "binding": C.BINDING_HTTP_POST},
+            "singleLogoutService": {"url": sls, "binding": C.BINDING_HTTP_REDIRECT},
             "NameIDFormat": C.NAMEID_UNSPECIFIED,
             "x509cert": key.cert_b64,
             "privateKey": key.key_pem,
@@ -153,7 +182,9 @@ def _settings(
             "authnRequestsSigned": True,
             "logoutRequestSigned": True,
             "logoutResponseSigned": True,
-            "wantAssertionsSigned": True,
+            # strict by default; per IdP, a signed Response may cover an unsigned assertion
+            # (SAML Profiles 4.1.3.5). python3-saml always demands one of the two signatures.
+            "wantAssertionsSigned": not (idp and idp[5]),
             # one switch in python3-saml for POST Responses and Redirect logout messages: on for
             # logout only, since most IdPs sign the assertion rather than the Response
             "wantMessagesSigned": signed_messages,
@@ -171,7 +202,7 @@ def _settings(
     if previous_cert:  # published during a rotation so IdPs can still encrypt to it
         data["sp"]["x509certNew"] = previous_cert
     if idp is not None:
-        entity_id, sso, slo, certs = idp
+        _name, entity_id, sso, slo, certs, _response_signature = idp
         data["idp"] = {
             "entityId": entity_id,
             "singleSignOnService": {"url": sso, "binding": C.BINDING_HTTP_REDIRECT},
@@ -182,15 +213,16 @@ def _settings(
     return OneLogin_Saml2_Settings(data, sp_validation_only=idp is None)
 
 
-def metadata(sp: Sp) -> str:
-    """SP metadata: entity ID, ACS, SLS, and every published key for signing and encryption
-    (python3-saml lists encryption keys only when it requires encryption; we accept either)."""
-    config = settings(sp, None)
+def metadata(sp: Sp, idp: IdentityProvider | None = None) -> str:
+    """SP metadata: entity ID, ACS, SLS (the IdP's own with `idp`), WantAssertionsSigned as
+    enforced, and every published key for signing and encryption (python3-saml lists encryption
+    keys only when it requires encryption; we accept either)."""
+    config = settings(sp, idp)
     builder = config.metadata_class
     xml = builder.builder(
         config.get_sp_data(),
         True,
-        True,
+        config.get_security_data()["wantAssertionsSigned"],
         None,
         None,
         config.get_contacts(),
@@ -223,6 +255,7 @@ class Assertion:
     idp: IdentityProvider
     name_id: str
     name_id_format: str | None
+    subject: NameId
     session_index: str | None
     attributes: dict[str, list[str]]
     in_response_to: str | None
@@ -283,13 +316,16 @@ def issuer(root: etree._Element) -> str | None:
     return None if found is None else (found.text or "").strip()
 
 
-def validate(sp: Sp, idp: IdentityProvider, form: dict[str, str], path: str) -> Assertion:
-    """Run python3-saml's checks and ours (no writes: `claim` then records the assertion)."""
+def validate(
+    sp: Sp, idp: IdentityProvider, form: dict[str, str], path: str, acs_url: str
+) -> Assertion:
+    """Run python3-saml's checks and ours (no writes: `claim` then records the assertion);
+    `acs_url` is the ACS it was posted to, which Destination and Recipient must name exactly."""
     raw = form["SAMLResponse"]
     response = None
     for key in sp.keys:  # during a rotation the IdP may still encrypt to the previous key
         try:
-            response = OneLogin_Saml2_Response(settings(sp, idp, key=key), raw)
+            response = _Response(settings(sp, idp, key=key), raw)
             break
         except Exception as exc:  # decryption and parse errors of every kind
             last = exc
@@ -308,11 +344,11 @@ def validate(sp: Sp, idp: IdentityProvider, form: dict[str, str], path: str) -> 
     assertion = document.find("saml:Assertion", NS)
     if assertion is None:
         assertion = document.find(".//saml:Assertion", NS)
-    _exact(document.get("Destination"), sp.acs_url, "wrong_destination", "Destination")
+    _exact(document.get("Destination"), acs_url, "wrong_destination", "Destination")
     data = assertion.find("saml:Subject/saml:SubjectConfirmation/saml:SubjectConfirmationData", NS)
     if data is None:
         raise SamlRejected("wrong_recipient", "the assertion has no SubjectConfirmationData")
-    _exact(data.get("Recipient"), sp.acs_url, "wrong_recipient", "Recipient")
+    _exact(data.get("Recipient"), acs_url, "wrong_recipient", "Recipient")
     audiences = [
         a.text
         for a in assertion.iterfind("saml:Conditions/saml:AudienceRestriction/saml:Audience", NS)
@@ -334,6 +370,7 @@ def validate(sp: Sp, idp: IdentityProvider, form: dict[str, str], path: str) -> 
         idp=idp,
         name_id=name_id,
         name_id_format=response.get_nameid_format(),
+        subject=_subject(response, assertion, name_id),
         session_index=response.get_session_index(),
         attributes={k: [str(v) for v in vs] for k, vs in response.get_attributes().items()},
         in_response_to=in_response_to,
@@ -341,6 +378,69 @@ def validate(sp: Sp, idp: IdentityProvider, form: dict[str, str], path: str) -> 
         assertion_id=assertion.get("ID"),
         expires=_instant(expiry),
     )
+
+
+def _subject(response: Any, assertion: etree._Element, value: str) -> NameId:
+    """The whole NameID: value, Format and qualifiers (SPProvidedID only when not encrypted)."""
+    data = response.get_nameid_data()
+    plain = assertion.find("saml:Subject/saml:NameID", NS)
+    return NameId(
+        value,
+        data.get("Format"),
+        data.get("NameQualifier"),
+        data.get("SPNameQualifier"),
+        plain.get("SPProvidedID") if plain is not None else None,
+    )
+
+
+class _Response(OneLogin_Saml2_Response):  # type: ignore[misc]
+    """python3-saml's Response, with the decrypted assertion kept as the IdP signed it.
+
+    The library decrypts the assertion inside its EncryptedAssertion and then moves it into the
+    Response with lxml, which drops namespace declarations the new parent already has under
+    another prefix and re-prefixes the assertion: its exclusive-c14n form changes and a valid
+    signature fails (python3-saml#180, the same bug in php-saml with ADFS). Here the assertion
+    is decrypted in a document of its own, serialised with its own prefixes, and put into the
+    Response as text, so the signature is checked on the assertion the IdP signed; every other
+    check runs unchanged on the resulting document.
+    """
+
+    def _decrypt_assertion(self, xml: Any) -> Any:
+        found = OneLogin_Saml2_XML.query(xml, "/samlp:Response/saml:EncryptedAssertion")
+        if not found:
+            return xml
+        alone = deepcopy(found[0])  # a document of its own, ancestors' declarations copied
+        data = alone.find("xenc:EncryptedData", NS)
+        keyinfo = None if data is None else data.find("ds:KeyInfo", NS)
+        if keyinfo is None or len(keyinfo) == 0:
+            raise VE("the EncryptedData has no KeyInfo", VE.KEYINFO_NOT_FOUND_IN_ENCRYPTED_DATA)
+        for method in keyinfo.findall("ds:RetrievalMethod", NS):  # XML Encryption 3.5.2
+            if method.get("Type") != "http://www.w3.org/2001/04/xmlenc#EncryptedKey":
+                raise VE("unsupported RetrievalMethod", VE.UNSUPPORTED_RETRIEVAL_METHOD)
+            uri = method.get("URI") or ""
+            for encrypted_key in alone.xpath(
+                "./xenc:EncryptedKey[@Id=$id]", namespaces=NS, id=uri.removeprefix("#")
+            ):
+                keyinfo.append(encrypted_key)
+        assertion = OneLogin_Saml2_Utils.decrypt_element(
+            data, self._settings.get_sp_key(), inplace=True
+        )
+        if (
+            not isinstance(assertion, etree._Element)
+            or assertion.tag != f"{{{C.NS_SAML}}}Assertion"
+            or len(alone) != 1
+        ):
+            raise VE(
+                "the EncryptedAssertion holds no single assertion", VE.WRONG_NUMBER_OF_ASSERTIONS
+            )
+        plaintext = etree.tostring(assertion)
+        target = f"bridge-assertion-{secrets.token_hex(16)}"
+        found[0].getparent().replace(found[0], etree.ProcessingInstruction(target))
+        text = etree.tostring(xml)
+        marker = f"<?{target} ?>".encode()
+        if text.count(marker) != 1:
+            raise VE("the response cannot be rebuilt around its assertion", VE.MISSING_ID)
+        return etree.fromstring(text.replace(marker, plaintext), _PARSER)
 
 
 def _exact(value: str | None, wanted: str, reason: str, what: str) -> None:
@@ -353,10 +453,21 @@ def _instant(text: str) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+def browser_hash(nonce: str) -> str:
+    """What a pending login keeps of the nonce in its browser's cookie."""
+    return hashlib.sha256(nonce.encode()).hexdigest()
+
+
 def remember_request(
-    store: Store, account: Account, idp: IdentityProvider, request_id: str, relay_state: str | None
+    store: Store,
+    account: Account,
+    idp: IdentityProvider,
+    request_id: str,
+    relay_state: str | None,
+    nonce: str,
 ) -> None:
-    """Keep an AuthnRequest ID until it comes back (once) or expires."""
+    """Keep an AuthnRequest ID, bound to the browser holding `nonce`, until it comes back (once,
+    to that browser) or expires."""
 
     def work(db: Any) -> None:
         db.execute(delete(AuthnRequest).where(AuthnRequest.expires < utcnow()))
@@ -366,6 +477,7 @@ def remember_request(
                 account_id=account.id,
                 idp_id=idp.id,
                 relay_state=relay_state,
+                browser_hash=browser_hash(nonce),
                 expires=utcnow() + REQUEST_TTL,
             )
         )
@@ -373,10 +485,12 @@ def remember_request(
     store.write(work)
 
 
-def claim(db: Any, account: Account, idp: IdentityProvider, assertion: Assertion) -> str | None:
+def claim(
+    db: Any, account: Account, idp: IdentityProvider, assertion: Assertion, nonce: str | None
+) -> str | None:
     """Inside the login's transaction: use up the AuthnRequest the assertion answers (once, this
-    IdP's, not expired) and record the assertion ID in the replay cache; returns the RelayState
-    kept with the request."""
+    IdP's, not expired, posted by the browser that started it: `nonce` from its cookie) and
+    record the assertion ID in the replay cache; returns the RelayState kept with the request."""
     relay = None
     if assertion.in_response_to:
         row = db.scalar(
@@ -389,6 +503,11 @@ def claim(db: Any, account: Account, idp: IdentityProvider, assertion: Assertion
         if row is None or row.idp_id != idp.id or row.expires < utcnow():
             raise SamlRejected(
                 "unknown_in_response_to", "the response answers no pending login of ours"
+            )
+        if nonce is None or row.browser_hash != browser_hash(nonce):
+            # login CSRF: someone else's answer, posted from a browser that did not ask for it
+            raise SamlRejected(
+                "wrong_browser", "the response answers a login started in another browser"
             )
         relay = row.relay_state
         db.delete(row)
@@ -404,64 +523,3 @@ def claim(db: Any, account: Account, idp: IdentityProvider, assertion: Assertion
     keep_until = max(assertion.expires, utcnow()) + timedelta(minutes=5)  # beyond clock skew
     db.add(SeenAssertion(idp_id=idp.id, assertion_id=assertion.assertion_id, expires=keep_until))
     return relay
-
-
-def profile(assertion: Assertion) -> policies.Profile:
-    """The neutral Profile of a login (source saml)."""
-    idp = assertion.idp
-    if idp.match_by == "name_id":
-        user_name = assertion.name_id
-    else:
-        values = assertion.attributes.get(idp.match_by) or []
-        if not values:
-            raise SamlRejected(
-                "missing_attribute", f"the assertion has no {idp.match_by!r} attribute"
-            )
-        user_name = values[0]
-    fields: dict[str, Any] = {}
-    if idp.allow_jit:  # a JIT account's users are described by their logins; SCIM owns the rest
-        email = _first(assertion.attributes, EMAIL_ATTRS) or (
-            user_name if "@" in user_name else None
-        )
-        if email:
-            fields["emails"] = [{"value": email, "type": "work", "primary": True}]
-        for field_name, names in NAME_ATTRS.items():
-            value = _first(assertion.attributes, names)
-            if value:
-                fields[field_name] = value
-    return policies.Profile(
-        source=policies.Source.SAML,
-        user_name=user_name,
-        idp=policies.IdpLink(idp.entity_id, assertion.name_id),
-        attributes={k: tuple(v) for k, v in assertion.attributes.items()},
-        fields=fields,
-    )
-
-
-EMAIL_ATTRS = (
-    "email",
-    "mail",
-    "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/emailaddress",
-)
-NAME_ATTRS = {
-    "given_name": (
-        "givenName",
-        "firstName",
-        "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/givenname",
-    ),
-    "family_name": (
-        "surname",
-        "sn",
-        "lastName",
-        "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/surname",
-    ),
-    "display_name": ("displayName", "http://schemas.microsoft.com/identity/claims/displayname"),
-}
-
-
-def _first(attributes: dict[str, list[str]], names: tuple[str, ...]) -> str | None:
-    for name in names:
-        values = [v.strip() for v in attributes.get(name, []) if v.strip()]
-        if values:
-            return values[0]
-    return None

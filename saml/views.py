@@ -9,8 +9,8 @@ from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, current_app, g, jsonify, redirect, request
 from flask.typing import ResponseReturnValue
+from itsdangerous import BadSignature, URLSafeSerializer
 from onelogin.saml2.auth import OneLogin_Saml2_Auth
-from onelogin.saml2.logout_request import OneLogin_Saml2_Logout_Request
 from sqlalchemy import select
 
 from bridge import accounts, browser, idps, logins, provisioning, redirects, sessions
@@ -28,11 +28,13 @@ from bridge.models import (
     User,
 )
 from bridge.web import get_store
-from saml import pages, sso
+from saml import mapping, pages, slo, sso
 from saml.errors import SamlRejected, page
 
 log = logging.getLogger(__name__)
 bp = Blueprint("saml", __name__)
+# Binds a pending AuthnRequest to the browser that started it (login CSRF, issue 9 item 3).
+LOGIN_COOKIE = "bridge_login"
 
 
 def _settings_of_app() -> Any:
@@ -106,9 +108,12 @@ def record_refusal(
 
 
 @bp.get("/saml/<slug>/metadata")
-def get_metadata(slug: str) -> ResponseReturnValue:
-    sp = _sp(_account(slug))
-    return Response(sso.metadata(sp), mimetype="application/samlmetadata+xml")
+@bp.get("/saml/<slug>/metadata/<idp_name>")
+def get_metadata(slug: str, idp_name: str | None = None) -> ResponseReturnValue:
+    """The SP metadata: account-wide, or an IdP's own (its ACS and SLS, its signing rule)."""
+    account = _account(slug)
+    idp = _choose(account, idp_name) if idp_name else None
+    return Response(sso.metadata(_sp(account), idp), mimetype="application/samlmetadata+xml")
 
 
 @bp.get("/saml/<slug>/login")
@@ -122,8 +127,33 @@ def login(slug: str) -> ResponseReturnValue:
         old_settings=sso.settings(sp, idp),
     )
     url = auth.login(return_to=target)
-    sso.remember_request(get_store(), account, idp, auth.get_last_request_id(), target)
-    return redirect(url)
+    nonce = _login_nonce() or secrets.token_urlsafe(32)
+    sso.remember_request(get_store(), account, idp, auth.get_last_request_id(), target, nonce)
+    response = redirect(url)
+    secure = _settings_of_app().base_url.startswith("https://")
+    response.set_cookie(
+        LOGIN_COOKIE,
+        _serializer(LOGIN_COOKIE).dumps(nonce),
+        max_age=int(sso.REQUEST_TTL.total_seconds()),
+        httponly=True,
+        # the IdP's answer is a cross-site POST: only SameSite=None cookies ride on it, and
+        # browsers take those over https only (on plain http, the dev set-up, IdP and SP share
+        # the site and Lax suffices)
+        samesite="None" if secure else "Lax",
+        secure=secure,
+        path=f"/saml/{slug}/",
+    )
+    return response
+
+
+def _login_nonce() -> str | None:
+    raw = request.cookies.get(LOGIN_COOKIE)
+    if not raw:
+        return None
+    try:
+        return str(_serializer(LOGIN_COOKIE).loads(raw))
+    except BadSignature:
+        return None
 
 
 def _choose(account: Account, name: str | None) -> IdentityProvider:
@@ -131,13 +161,19 @@ def _choose(account: Account, name: str | None) -> IdentityProvider:
     if name:
         for idp in found:
             if idp.name == name:
-                return idp
+                return _enabled(idp)
         raise SamlRejected("unknown_idp", f"account {account.slug!r} has no IdP {name!r}", 404)
     if len(found) == 1:
-        return found[0]
+        return _enabled(found[0])
     if not found:
         raise SamlRejected("unknown_idp", f"account {account.slug!r} has no IdP yet", 404)
     raise SamlRejected("unknown_idp", "this account has several IdPs: add ?idp=<name>", 400)
+
+
+def _enabled(idp: IdentityProvider) -> IdentityProvider:
+    if idp.disabled:
+        raise SamlRejected("idp_disabled", f"IdP {idp.name!r} is disabled", 403)
+    return idp
 
 
 def safe_next(value: str | None, account: Account) -> str | None:
@@ -182,14 +218,16 @@ def consume(slug: str, idp_name: str | None = None) -> ResponseReturnValue:
         idp = _idp_for(account, idp_name, root.get("InResponseTo"))
         sp = _sp(account)
         path = request.path.removeprefix(urlsplit(sp.base_url).path)
-        assertion = sso.validate(sp, idp, form, path)
-        secret, target = _log_in(account, idp, assertion)
+        acs_url = sp.acs_url_for(idp.name) if idp_name else sp.acs_url
+        assertion = sso.validate(sp, idp, form, path, acs_url)
+        secret, target = _log_in(account, idp, assertion, _login_nonce())
     except SamlRejected as exc:  # recorded by `rejected`, with what is known of the login
         exc.idp_id = idp.id if idp is not None else None
         exc.name_id = assertion.name_id if assertion is not None else None
         raise
     response = redirect(target)
     _set_cookie(response, secret, account.session_minutes)
+    response.delete_cookie(LOGIN_COOKIE, path=f"/saml/{slug}/")
     return response
 
 
@@ -203,25 +241,27 @@ def _idp_for(account: Account, name: str | None, in_response_to: str | None) -> 
 
             pending = db.get(AuthnRequest, in_response_to)
             if pending is not None and pending.account_id == account.id:
-                return db.get_one(IdentityProvider, pending.idp_id)
+                return _enabled(db.get_one(IdentityProvider, pending.idp_id))
     found = _idps(account)
     if len(found) == 1:
-        return found[0]
+        return _enabled(found[0])
     raise SamlRejected(
         "unknown_idp", "several IdPs: an IdP-initiated login must use /saml/<account>/acs/<idp>"
     )
 
 
-def _log_in(account: Account, idp: IdentityProvider, assertion: sso.Assertion) -> tuple[str, str]:
+def _log_in(
+    account: Account, idp: IdentityProvider, assertion: sso.Assertion, nonce: str | None
+) -> tuple[str, str]:
     """The login in one transaction: the request and assertion used up, the user found or made
     (JIT or SCIM-only) through the policy, the session opened, the login logged. Returns the
     session's secret and where to send the person."""
     store = get_store()
-    profile = sso.profile(assertion)
+    profile = mapping.profile(assertion)
     secret = secrets.token_urlsafe(32)
 
     def work(db: Any) -> str:
-        relay = sso.claim(db, account, idp, assertion)
+        relay = sso.claim(db, account, idp, assertion, nonce)
         linked = (
             provisioning.verified_email_owner(db, account, profile) if idp.link_by_email else None
         )
@@ -251,7 +291,7 @@ def _log_in(account: Account, idp: IdentityProvider, assertion: sso.Assertion) -
             out.user_id,
             minutes=account.session_minutes,
             idp_id=idp.id,
-            name_id=assertion.name_id,
+            name_id=assertion.subject,
             session_index=assertion.session_index,
         )
         logins.record_in(
@@ -269,6 +309,10 @@ def _log_in(account: Account, idp: IdentityProvider, assertion: sso.Assertion) -
         )
 
     return secret, store.write(work)
+
+
+def _serializer(salt: str) -> URLSafeSerializer:
+    return URLSafeSerializer(current_app.config["SECRET_KEY"], salt=salt)
 
 
 def _set_cookie(response: Response, secret: str, minutes: int) -> None:
@@ -387,13 +431,11 @@ def logout() -> ResponseReturnValue:
             idp = db.get(IdentityProvider, ended.idp_id)
             account = db.get_one(Account, ended.account_id)
         if idp is not None and idp.slo_url:
-            sp = _sp(account)
-            auth = OneLogin_Saml2_Auth(
-                sso.request_data(sp, "/logout"), old_settings=sso.settings(sp, idp)
+            url, request_id = slo.logout_redirect(
+                _sp(account), idp, sessions.name_id_of(ended), ended.session_index
             )
-            response = redirect(
-                auth.logout(name_id=ended.name_id, session_index=ended.session_index)
-            )
+            sessions.await_logout(get_store(), ended.id, request_id)
+            response = redirect(url)
             browser.clear_session_cookie(response)
             return response
     response = _html(pages.message("Signed out", "You are signed out."))
@@ -402,24 +444,22 @@ def logout() -> ResponseReturnValue:
 
 
 @bp.get("/saml/<slug>/sls")
-def single_logout(slug: str) -> ResponseReturnValue:
+@bp.get("/saml/<slug>/sls/<idp_name>")
+def single_logout(slug: str, idp_name: str | None = None) -> ResponseReturnValue:
     """IdP-initiated LogoutRequest (validated, sessions ended, LogoutResponse sent back), or
-    the IdP's LogoutResponse to ours."""
+    the IdP's LogoutResponse to ours. The IdP comes from the route (`/sls/<idp>`), from the
+    LogoutRequest of ours the response answers, or is the account's only one."""
     account = _account(slug)
-    idp = _choose(account, request.args.get("idp"))
     sp = _sp(account)
-    data = sso.request_data(sp, f"/saml/{slug}/sls", get=request.args.to_dict())
-    settings = sso.slo_settings(sp, idp)
-    auth = OneLogin_Saml2_Auth(data, old_settings=settings)
-    name_id = session_index = None
-    if "SAMLRequest" in request.args:
-        try:
-            xml = OneLogin_Saml2_Logout_Request(settings, request.args["SAMLRequest"]).get_xml()
-            name_id = OneLogin_Saml2_Logout_Request.get_nameid(xml)
-            indexes = OneLogin_Saml2_Logout_Request.get_session_indexes(xml)
-            session_index = indexes[0] if indexes else None
-        except Exception:  # malformed requests are refused below by process_slo's checks
-            name_id = None
+    message = slo.logout_message(request.args)
+    idp = _slo_idp(account, idp_name or request.args.get("idp"), message)
+    sls_url = sp.sls_url_for(idp_name) if idp_name else sp.sls_url
+    if message.destination is not None and message.destination != sls_url:
+        raise SamlRejected("wrong_destination", f"Destination is not {sls_url!r}")
+    path = request.path.removeprefix(urlsplit(sp.base_url).path)
+    data = sso.request_data(sp, path, get=request.args.to_dict())
+    auth = OneLogin_Saml2_Auth(data, old_settings=sso.slo_settings(sp, idp))
+    name_id, session_index = message.name_id, message.session_index
     try:
         url = auth.process_slo(keep_local_session=True)
     except Exception as exc:
@@ -435,3 +475,30 @@ def single_logout(slug: str) -> ResponseReturnValue:
     if url and idp.slo_url and url.startswith(idp.slo_url):
         return redirect(url)
     return _html(pages.message("Signed out", "You are signed out."))
+
+
+def _slo_idp(account: Account, name: str | None, message: slo.LogoutMessage) -> IdentityProvider:
+    """The IdP of a logout message: named by the route, or the one our LogoutRequest went to
+    (never the unsigned Issuer)."""
+    if name:
+        return _idp_named(account, name)
+    if message.in_response_to:
+        with get_store().read() as db:
+            idp_id = sessions.idp_awaiting(db, account.id, message.in_response_to)
+            idp = db.get(IdentityProvider, idp_id) if idp_id is not None else None
+        if idp is not None:
+            return idp
+    found = _idps(account)
+    if len(found) == 1:
+        return found[0]
+    raise SamlRejected(
+        "unknown_idp", "several IdPs: logout messages must use /saml/<account>/sls/<idp>"
+    )
+
+
+def _idp_named(account: Account, name: str) -> IdentityProvider:
+    """An IdP by name, disabled or not (a disabled IdP's logouts are still answered)."""
+    for idp in _idps(account):
+        if idp.name == name:
+            return idp
+    raise SamlRejected("unknown_idp", f"account {account.slug!r} has no IdP {name!r}", 404)

@@ -28,6 +28,11 @@ def idps_group() -> None:
 @click.option(
     "--link-by-email", is_flag=True, help="Link first logins by e-mail (verified domains)."
 )
+@click.option(
+    "--accept-response-signature",
+    is_flag=True,
+    help="Accept a signed Response whose assertion is unsigned (default: assertion signed).",
+)
 @pass_ctx
 @fails_cleanly
 def idps_add(
@@ -39,6 +44,7 @@ def idps_add(
     no_jit: bool,
     match_by: str,
     link_by_email: bool,
+    accept_response_signature: bool,
 ) -> None:
     """Register an IdP with account SLUG from its metadata; takes effect at once."""
     url = source if source.startswith(("https://", "http://")) else None
@@ -56,15 +62,18 @@ def idps_add(
         allow_idp_initiated=allow_idp_initiated,
         allow_jit=not no_jit,
         match_by=match_by,
+        accept_response_signature=accept_response_signature,
         actor=ctx.actor,
     )
     if link_by_email:
         ctx.store.write(lambda db: _set_link_by_email(db, idp.id))
-    base = ctx.settings.base_url
+    sp = f"{ctx.settings.base_url}/saml/{slug}"
     click.echo(f"added IdP {idp.name} ({idp.entity_id}) to {slug}")
-    click.echo(
-        f"give the IdP: SP entity ID {base}/saml/{slug}/metadata, ACS {base}/saml/{slug}/acs"
-    )
+    click.echo("give the IdP (or let it read the metadata URL):")
+    click.echo(f"  SP entity ID    {sp}/metadata")
+    click.echo(f"  ACS (HTTP-POST) {sp}/acs/{idp.name}")
+    click.echo(f"  SLS (Redirect)  {sp}/sls/{idp.name}")
+    click.echo(f"  metadata URL    {sp}/metadata/{idp.name}")
     with ctx.store.read() as db:
         for warning in idps.expiry_warnings(idps.get(db, idp.account_id, idp.name)):
             click.echo(f"warning: {warning}", err=True)
@@ -101,6 +110,8 @@ def idps_list(ctx: Context, slug: str, as_json: bool) -> None:
                 "sso_url": i.sso_url,
                 "idp_initiated": i.allow_idp_initiated,
                 "jit": i.allow_jit,
+                "response_signature": i.accept_response_signature,
+                "disabled": i.disabled,
                 "certificates": len(i.certificates.get("signing", [])),
                 "warnings": idps.expiry_warnings(i),
             }
@@ -110,8 +121,15 @@ def idps_list(ctx: Context, slug: str, as_json: bool) -> None:
         emit(rows)
         return
     for row in rows:
-        flags = ("idp-initiated " if row["idp_initiated"] else "") + (
-            "jit" if row["jit"] else "scim-only"
+        flags = " ".join(
+            word
+            for word, on in (
+                ("DISABLED", row["disabled"]),
+                ("idp-initiated", row["idp_initiated"]),
+                ("jit" if row["jit"] else "scim-only", True),
+                ("response-signature", row["response_signature"]),
+            )
+            if on
         )
         click.echo(f"{row['name']}\t{row['entity_id']}\t{row['certificates']} cert(s)\t{flags}")
         for warning in list(row["warnings"]):  # type: ignore[call-overload]
@@ -124,9 +142,31 @@ def idps_list(ctx: Context, slug: str, as_json: bool) -> None:
 @pass_ctx
 @fails_cleanly
 def idps_remove(ctx: Context, slug: str, name: str) -> None:
-    """Remove IdP NAME from SLUG; its logins stop at once."""
-    idps.remove(ctx.store, slug, name, actor=ctx.actor)
-    click.echo(f"removed IdP {name} from {slug}")
+    """Remove IdP NAME from SLUG; its logins stop and its sessions end at once."""
+    ended = idps.remove(ctx.store, slug, name, actor=ctx.actor)
+    click.echo(f"removed IdP {name} from {slug}; {ended} session(s) ended")
+
+
+@idps_group.command("disable")
+@click.argument("slug")
+@click.argument("name")
+@pass_ctx
+@fails_cleanly
+def idps_disable(ctx: Context, slug: str, name: str) -> None:
+    """Disable IdP NAME of SLUG: nobody signs in through it, its sessions end at once."""
+    ended = idps.set_disabled(ctx.store, slug, name, True, actor=ctx.actor)
+    click.echo(f"disabled IdP {name} of {slug}; {ended} session(s) ended")
+
+
+@idps_group.command("enable")
+@click.argument("slug")
+@click.argument("name")
+@pass_ctx
+@fails_cleanly
+def idps_enable(ctx: Context, slug: str, name: str) -> None:
+    """Enable IdP NAME of SLUG again."""
+    idps.set_disabled(ctx.store, slug, name, False, actor=ctx.actor)
+    click.echo(f"enabled IdP {name} of {slug}")
 
 
 @idps_group.command("refresh")

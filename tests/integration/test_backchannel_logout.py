@@ -103,8 +103,10 @@ def test_no_logout_uri_no_delivery(live, store, scim):
     assert delivery.project(store) == (0, [])
 
 
-def test_idp_removal_ends_its_sessions_and_logs_them_out(setup, live, store, scim):
-    """Removing an IdP ends the sessions it opened, and each gets a logout token with its sid."""
+@pytest.mark.parametrize("how", ["remove", "disable"])
+def test_idp_removal_ends_its_sessions_and_logs_them_out(setup, live, store, scim, how):
+    """Removing or disabling an IdP ends the sessions it opened, and each gets a logout token
+    with its sid."""
     receiver, _ = setup
     idp = TestIdP()
     idps.add(store, scim.account.slug, idp.metadata_xml(), name="test", actor="t")
@@ -113,7 +115,10 @@ def test_idp_removal_ends_its_sessions_and_logs_them_out(setup, live, store, sci
         f"{live.base_url}/saml/{scim.account.slug}/login?next=/session", stop=lambda url: False
     )
     sid_user = page.json()["user"]["id"]
-    idps.remove(store, scim.account.slug, "test", actor="t")
+    if how == "remove":
+        idps.remove(store, scim.account.slug, "test", actor="t")
+    else:
+        assert idps.set_disabled(store, scim.account.slug, "test", True, actor="t") == 1
     assert browser.http.get(f"{live.base_url}/session", timeout=10).status_code == 401
     (token,) = _tokens(live, receiver, 1)
     assert token.claims["sub"] == sid_user and token.claims["sid"]

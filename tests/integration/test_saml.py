@@ -87,7 +87,8 @@ def test_sp_initiated_login_and_session(saml):
     meta = parse_sp_metadata(
         saml.client.get(f"/saml/{saml.account.slug}/metadata").get_data(as_text=True)
     )
-    assert request.acs_url == saml.acs and request.signature_valid_with(meta.signing_certs[0])
+    assert request.acs_url == f"{saml.acs}/test"  # the IdP's own ACS
+    assert request.signature_valid_with(meta.signing_certs[0])
     resp = saml.post(
         saml.response(
             in_response_to=request.id,
@@ -562,3 +563,87 @@ def test_email_linking_only_on_verified_domains(saml, store, scim):
     )
     assert saml.client.get("/session").json["user"]["userName"] == "bob@elsewhere.org"
     assert saml.users() == before + 1
+
+
+def test_login_answer_is_bound_to_the_browser_that_asked(saml):
+    """Login CSRF (issue 9 item 3): the answer to a login one browser started is refused from
+    a browser without its cookie, or with a forged one (`wrong_browser`), and nothing is
+    written; from the browser that started it, the same answer signs in."""
+    rid = _fresh(saml)  # saml.client now holds the login cookie
+    xml = saml.response(in_response_to=rid, name_id="mallory@example.com")
+    victim = saml.client.application.test_client()
+    form = saml.idp.post_form(xml)
+    refused = victim.post(f"/saml/{saml.account.slug}/acs", data=form)
+    assert refused.status_code == 400 and saml.last_reason() == "wrong_browser"
+    assert saml.users() == 0 and victim.get("/session").status_code == 401
+    victim.set_cookie("bridge_login", "forged.value", path=f"/saml/{saml.account.slug}/")
+    forged = victim.post(f"/saml/{saml.account.slug}/acs", data=form)
+    assert forged.status_code == 400 and saml.last_reason() == "wrong_browser"
+    assert saml.users() == 0
+    resp = saml.post(xml)
+    assert resp.status_code == 302 and saml.users() == 1
+    cleared = [h for h in resp.headers.getlist("Set-Cookie") if h.startswith("bridge_login=")]
+    assert cleared and "Max-Age=0" in cleared[0]  # the binding is used up with the request
+
+
+def test_login_cookie_attributes(saml):
+    """The binding cookie lives as long as a pending request, HttpOnly, on the account's SAML
+    paths only."""
+    resp = saml.client.get(f"/saml/{saml.account.slug}/login")
+    (cookie,) = [h for h in resp.headers.getlist("Set-Cookie") if h.startswith("bridge_login=")]
+    assert "HttpOnly" in cookie and "Max-Age=600" in cookie
+    assert f"Path=/saml/{saml.account.slug}/" in cookie and "SameSite=Lax" in cookie
+
+
+@pytest.mark.parametrize("how", ["remove", "disable"])
+def test_removing_or_disabling_an_idp_ends_its_sessions(saml, cli, how):
+    """Issue 9 item 5: `idps remove` or `idps disable` ends the sessions opened through the IdP
+    at once; a disabled IdP signs nobody in (`idp_disabled`) until enabled again."""
+    other = TestIdP(entity_id="https://keep.example.test/metadata")
+    idps.add(saml.store, saml.account.slug, other.metadata_xml(), name="keep", actor="t")
+    keep_client = saml.client.application.test_client()
+    start = keep_client.get(f"/saml/{saml.account.slug}/login", query_string={"idp": "keep"})
+    keep_request = parse_authn_request(start.headers["Location"])
+    kept = keep_client.post(
+        f"/saml/{saml.account.slug}/acs/keep",
+        data=other.post_form(
+            other.response(
+                destination=keep_request.acs_url,
+                audience=saml.entity_id,
+                in_response_to=keep_request.id,
+                name_id="kept@example.com",
+            )
+        ),
+    )
+    assert kept.status_code == 302
+    start = saml.client.get(f"/saml/{saml.account.slug}/login", query_string={"idp": "test"})
+    request = parse_authn_request(start.headers["Location"])
+    assert saml.post(saml.response(in_response_to=request.id, name_id="gone@example.com"))
+    assert saml.client.get("/session").status_code == 200
+    result = cli("idps", how, saml.account.slug, "test")
+    assert result.exit_code == 0 and "1 session(s) ended" in result.stdout, result.output
+    assert saml.client.get("/session").status_code == 401
+    assert keep_client.get("/session").status_code == 200  # another IdP's session stays
+    login = saml.client.get(f"/saml/{saml.account.slug}/login", query_string={"idp": "test"})
+    assert login.status_code == (404 if how == "remove" else 403)
+    if how == "disable":
+        assert "DISABLED" in cli("idps", "list", saml.account.slug).stdout
+        before = saml.users()
+        unsolicited = saml.post(
+            saml.response(name_id="late@example.com", destination=f"{saml.acs}/test"),
+            path=f"/saml/{saml.account.slug}/acs/test",
+        )
+        assert unsolicited.status_code == 403 and saml.last_reason() == "idp_disabled"
+        assert saml.users() == before
+        assert cli("idps", "enable", saml.account.slug, "test").exit_code == 0
+        start = saml.client.get(f"/saml/{saml.account.slug}/login?idp=test")
+        request = parse_authn_request(start.headers["Location"])
+        back = saml.post(
+            saml.response(
+                in_response_to=request.id,
+                name_id="gone@example.com",
+                destination=f"{saml.acs}/test",
+            ),
+            path=f"/saml/{saml.account.slug}/acs/test",
+        )
+        assert back.status_code == 302, saml.last_reason()

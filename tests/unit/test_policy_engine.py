@@ -1,8 +1,19 @@
 """The engine: precedence, stop, defaults, how outputs combine, explanations and errors."""
 
 import textwrap
+from collections.abc import Mapping
 
-from policies import GrantSpec, GroupSpec, Policy, Profile, Source, evaluate, loads
+from policies import (
+    Decision,
+    GrantSpec,
+    GroupSpec,
+    Policy,
+    Profile,
+    Source,
+    Step,
+    evaluate,
+    loads,
+)
 
 HEAD = """\
 account: acme
@@ -262,3 +273,216 @@ def test_a_rule_after_stop_cannot_error():
     )
     profile = Profile(Source.SCIM, "ann", attributes={"title": 42}, groups=("staff",))
     assert evaluate(p, profile).ok
+
+
+def test_environments_follow_the_declared_order_not_the_alphabet():
+    """Environments are listed in the file's declared order (production before development)."""
+    p = policy(
+        """\
+        rules:
+          - name: devs
+            then: {environments: [development]}
+          - name: prod
+            then: {environments: [production]}
+        """
+    )
+    decision = evaluate(p, member())
+    assert (decision.environments, decision.environments_rule) == (
+        ("production", "development"),
+        "devs",
+    )
+
+
+def test_every_grant_of_every_rule_is_kept():
+    """Two grants of one rule and one of another on different paths all reach the Decision."""
+    p = policy(
+        """\
+        rules:
+          - name: brand
+            then:
+              grants:
+                - {environment: production, folder: brand/, level: viewer}
+                - {environment: staging, folder: brand/, level: editor}
+          - name: campaigns
+            then: {grants: [{environment: production, collection: Campaigns, level: manager}]}
+        """
+    )
+    assert evaluate(p, member()).grants == (
+        GrantSpec("user", "production", "folder", "brand/", "viewer", "brand"),
+        GrantSpec("user", "staging", "folder", "brand/", "editor", "brand"),
+        GrantSpec("user", "production", "collection", "Campaigns", "manager", "campaigns"),
+    )
+
+
+def test_a_lower_grant_from_a_later_rule_keeps_the_higher_one():
+    """A later viewer grant on a path an earlier rule made editor of changes nothing."""
+    p = policy(
+        """\
+        rules:
+          - name: editors
+            then: {grants: [{environment: production, folder: brand/, level: editor}]}
+          - name: viewers
+            then: {grants: [{environment: production, folder: brand/, level: viewer}]}
+          - name: also-editors
+            then: {grants: [{environment: production, folder: brand/, level: editor}]}
+        """
+    )
+    decision = evaluate(p, member())
+    assert decision.ok
+    assert decision.grants == (
+        GrantSpec("user", "production", "folder", "brand/", "editor", "editors"),
+    )
+    editors, viewers, also, _ = decision.explanation
+    assert editors.detail == ("always => grant editor on production folder 'brand/'")
+    assert viewers.detail == (
+        "always => grant viewer on production folder 'brand/'; "
+        "grant viewer on production folder 'brand/' lost to editor from 'editors'"
+    )
+    assert also.detail == (
+        "always => grant editor on production folder 'brand/'; "
+        "grant editor on production folder 'brand/' already given by 'editors'"
+    )
+
+
+def test_same_path_in_another_environment_or_kind_is_another_grant():
+    """A folder and a collection of the same name, or another environment, do not compete."""
+    p = policy(
+        """\
+        rules:
+          - name: a
+            then: {grants: [{environment: production, folder: brand, level: manager}]}
+          - name: b
+            then:
+              grants:
+                - {environment: production, collection: brand, level: viewer}
+                - {environment: staging, folder: brand, level: viewer}
+        """
+    )
+    assert [g.level for g in evaluate(p, member()).grants] == ["manager", "viewer", "viewer"]
+
+
+def test_highest_precedence_ties_keep_the_earlier_rule():
+    """Two rules giving the same role: the earlier is credited."""
+    p = policy(
+        """\
+        rules:
+          - name: one
+            then: {role: admin}
+          - name: two
+            then: {role: admin}
+          - name: three
+            then: {role: billing}
+        """
+    )
+    decision = evaluate(p, member())
+    assert (decision.role, decision.role_rule) == ("admin", "one")
+    assert decision.explanation[2].detail == (
+        "always => role billing; role billing lost to admin from 'one' (precedence highest)"
+    )
+
+
+def test_explanation_lists_everything_a_rule_gives():
+    """A matched rule's step names its role, environments, groups, grants and stop."""
+    p = policy(
+        """\
+        rules:
+          - name: all-of-it
+            when: {groups: {contains: staff}}
+            then:
+              role: admin
+              environments: [production, staging]
+              groups: [Brand, Ops]
+              grants: [{environment: staging, collection: C, level: manager}]
+              stop: true
+          - name: everything
+            then: {environments: all}
+          - name: stopper
+            then: {stop: true}
+        """
+    )
+    steps = evaluate(p, member("staff")).explanation
+    assert steps[0].detail == (
+        "groups contains 'staff': matched value 'staff' => role admin, environments "
+        "production, staging, groups Brand, Ops, grant manager on staging collection 'C', stop"
+    )
+    assert steps[1:] == (
+        Step("everything", False, "not evaluated: stopped by 'all-of-it'"),
+        Step("stopper", False, "not evaluated: stopped by 'all-of-it'"),
+        Step("defaults", False, "not used: rules decided"),
+    )
+    steps = evaluate(p, member()).explanation
+    assert steps[1:] == (
+        Step("everything", True, "always => environments all"),
+        Step("stopper", True, "always => stop"),
+        Step("defaults", True, "role reports"),
+    )
+
+
+class _FailingAttributes(Mapping):
+    """Attributes read from a store that fails mid-evaluation (a bug, not bad input)."""
+
+    def __getitem__(self, key):
+        raise RuntimeError("store went away")
+
+    def __contains__(self, key):
+        return True
+
+    def __iter__(self):
+        return iter(())
+
+    def __len__(self):
+        return 0
+
+
+def test_an_unexpected_error_gives_the_error_decision_not_an_exception():
+    """A failure other than bad input still gives least access, with every part credited to
+    'error', and no rule after it grants anything."""
+    p = policy(
+        """\
+        rules:
+          - name: admins
+            when: {title: {equals: Boss}}
+            then: {role: admin}
+          - name: everyone
+            then: {role: billing, environments: all, groups: [Staff]}
+        """
+    )
+    profile = Profile(Source.SCIM, "ann", attributes=_FailingAttributes())
+    decision = evaluate(p, profile)
+    assert decision == Decision(
+        role="media_library_user",
+        role_rule="error",
+        environments=(),
+        environments_rule="error",
+        explanation=(
+            Step("admins", False, "error: RuntimeError: store went away"),
+            Step("everyone", True, "always => role billing, environments all, groups Staff"),
+            Step("defaults", False, "not used: rules decided"),
+        ),
+        errors=("rule 'admins': unexpected RuntimeError: store went away",),
+    )
+
+
+def test_the_error_decision_credits_error_for_input_errors_too():
+    """An input error: role and environments both come from rule 'error', nothing else given."""
+    p = policy(
+        """\
+        rules:
+          - name: everyone
+            then: {role: admin, environments: all, groups: [Staff],
+                   grants: [{environment: production, folder: f, level: manager}]}
+          - name: titled
+            when: {title: {equals: Boss}}
+            then: {role: billing}
+        """
+    )
+    decision = evaluate(p, Profile(Source.SCIM, "ann", attributes={"title": "Boss"}))
+    assert (decision.role, decision.role_rule) == ("media_library_user", "error")
+    assert (decision.environments, decision.environments_rule) == ((), "error")
+    assert (decision.groups, decision.grants) == ((), ())
+    assert decision.errors == (
+        "rule 'titled': attribute 'title' holds a str, not a list of strings",
+    )
+    assert decision.explanation[1] == Step(
+        "titled", False, "error: attribute 'title' holds a str, not a list of strings"
+    )

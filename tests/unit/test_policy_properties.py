@@ -7,7 +7,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import policies
-from policies import IdpLink, PolicyError, Profile, Source, evaluate, load, loads
+from policies import GroupSpec, IdpLink, PolicyError, Profile, Source, evaluate, load, loads
+from policies.model import ROLES
 
 EXAMPLE = load(Path(policies.__file__).parent / "examples" / "cloudinary.yaml")
 NAMES = st.sampled_from(
@@ -54,11 +55,93 @@ def test_evaluate_never_raises(profile):
     assert decision.ok or decision.role == "media_library_user"
 
 
-@SETTINGS
-@given(PROFILES)
-def test_evaluate_is_deterministic(profile):
-    """The same policy and profile give equal Decisions."""
-    assert evaluate(EXAMPLE, profile) == evaluate(EXAMPLE, profile)
+GROUP_NAMES = ["staff", "Admins", "admins", "ops", "contractors"]
+ENVIRONMENT_NAMES = ["production", "staging", "development"]  # declared; not alphabetical
+RULES = st.lists(
+    st.fixed_dictionaries(
+        {
+            "group": st.sampled_from(GROUP_NAMES),
+            "role": st.one_of(st.none(), st.sampled_from(ROLES)),
+            "environments": st.one_of(
+                st.none(),
+                st.just("all"),
+                st.lists(st.sampled_from(ENVIRONMENT_NAMES), min_size=1, max_size=3, unique=True),
+            ),
+            "groups": st.lists(
+                st.sampled_from(["Brand", "brand", "Ops"]), max_size=2, unique_by=str.casefold
+            ),
+            "stop": st.booleans(),
+        }
+    ).filter(lambda r: r["role"] or r["environments"] or r["groups"] or r["stop"]),
+    min_size=1,
+    max_size=5,
+)
+
+
+def _policy_of(rules, precedence):
+    return {
+        "account": "a",
+        "environments": ENVIRONMENT_NAMES,
+        "roles": {"precedence": precedence},
+        "defaults": {"role": "reports", "environments": ["development"]},
+        "rules": [
+            {
+                "name": f"r{i}",
+                "when": {"groups": {"contains": r["group"]}},
+                "then": {k: v for k, v in r.items() if k != "group" and v not in (None, [], False)},
+            }
+            for i, r in enumerate(rules)
+        ],
+    }
+
+
+def _expected(rules, precedence, member_of):
+    """The Decision DESIGN describes, computed independently of the engine."""
+    hits = []
+    for i, r in enumerate(rules):
+        if r["group"].casefold() in {g.casefold() for g in member_of}:
+            hits.append((f"r{i}", r))
+            if r["stop"]:
+                break
+    givers = [(n, r) for n, r in hits if r["role"]]
+    if not givers:
+        role = ("reports", "defaults")
+    elif precedence == "first-match":
+        role = (givers[0][1]["role"], givers[0][0])
+    else:
+        best = min(givers, key=lambda g: ROLES.index(g[1]["role"]))  # min keeps the earliest
+        role = (best[1]["role"], best[0])
+    envs = [(n, r["environments"]) for n, r in hits if r["environments"]]
+    if not envs:
+        environments = (("development",), "defaults")
+    elif any(e == "all" for _, e in envs):
+        environments = ("all", next(n for n, e in envs if e == "all"))
+    else:
+        named = {e for _, es in envs for e in es}
+        environments = (tuple(e for e in ENVIRONMENT_NAMES if e in named), envs[0][0])
+    groups = {}
+    for n, r in hits:
+        for g in r["groups"]:
+            groups.setdefault(g.casefold(), GroupSpec(g, n))
+    return role, environments, tuple(groups.values())
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    rules=RULES,
+    precedence=st.sampled_from(["highest", "first-match"]),
+    member_of=st.lists(st.sampled_from([*GROUP_NAMES, "STAFF", "nobody"]), max_size=4),
+)
+def test_evaluate_gives_the_decision_the_design_describes(rules, precedence, member_of):
+    """Role precedence, stop, environments in declared order ('all' wins), groups united
+    case-insensitively and defaults: the engine agrees with an independent statement of them."""
+    policy = loads(yaml.safe_dump(_policy_of(rules, precedence)))
+    decision = evaluate(policy, Profile(Source.SCIM, "ann", groups=tuple(member_of)))
+    role, environments, groups = _expected(rules, precedence, member_of)
+    assert decision.ok
+    assert (decision.role, decision.role_rule) == role
+    assert (decision.environments, decision.environments_rule) == environments
+    assert decision.groups == groups
 
 
 WORDS = st.sampled_from(

@@ -5,7 +5,17 @@ import pytest
 from tests.integration.test_scim_protocol import scim_error
 
 ENT = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+# Created in an order no sort below produces, so that a sort the database skipped shows.
 PEOPLE = [
+    {
+        "userName": "carol@other.org",
+        "externalId": "E-3",
+        "title": None,
+        "active": True,
+        "name": {"givenName": "Carol"},
+        "displayName": "Carol C",
+        ENT: {"department": "R&D", "employeeNumber": "300"},
+    },
     {
         "userName": "alice@example.com",
         "externalId": "E-1",
@@ -20,6 +30,13 @@ PEOPLE = [
         ENT: {"department": "R&D", "employeeNumber": "100"},
     },
     {
+        "userName": "dave_100%@example.com",
+        "externalId": "E-4",
+        "title": "Designer",
+        "active": True,
+        "name": {"givenName": "Dave", "familyName": "Dunn"},
+    },
+    {
         "userName": "Bob@Example.com",
         "externalId": "e-2",
         "title": "Engineering Manager",
@@ -27,22 +44,6 @@ PEOPLE = [
         "name": {"givenName": "Bob", "familyName": "Baker"},
         "emails": [{"value": "bob@example.com", "type": "work"}],
         ENT: {"department": "Sales", "employeeNumber": "200"},
-    },
-    {
-        "userName": "carol@other.org",
-        "externalId": "E-3",
-        "title": None,
-        "active": True,
-        "name": {"givenName": "Carol"},
-        "displayName": "Carol C",
-        ENT: {"department": "R&D", "employeeNumber": "300"},
-    },
-    {
-        "userName": "dave_100%@example.com",
-        "externalId": "E-4",
-        "title": "Designer",
-        "active": True,
-        "name": {"givenName": "Dave", "familyName": "Dunn"},
     },
 ]
 
@@ -109,7 +110,34 @@ def found(scim, flt, **params):
             ["alice@example.com", "carol@other.org"],
         ),
         ('meta.resourceType eq "User" and userName sw "a"', ["alice@example.com"]),
+        ('meta.resourceType eq "Group"', []),
+        ('meta.resourceType ne "User"', []),
         ('id eq "not-a-uuid"', []),
+        # `ne` keeps everyone else, and never someone whose value is the one excluded
+        ("active ne true", ["Bob@Example.com"]),
+        ("active ne false", ["alice@example.com", "carol@other.org", "dave_100%@example.com"]),
+        ('title ne "Engineer"', ["Bob@Example.com", "dave_100%@example.com"]),
+        # Entra sends booleans as the strings "True" and "False"
+        ('active eq "True"', ["alice@example.com", "carol@other.org", "dave_100%@example.com"]),
+        ('active eq "False"', ["Bob@Example.com"]),
+        ('active ne "False"', ["alice@example.com", "carol@other.org", "dave_100%@example.com"]),
+        # `_` and `%` are characters, never LIKE wildcards
+        ('userName sw "dave_"', ["dave_100%@example.com"]),
+        ('userName sw "_"', []),
+        ('userName sw "%"', []),
+        ('userName sw "d_ve"', []),
+        ('userName ew "0%@example.com"', ["dave_100%@example.com"]),
+        ('userName ew "%"', []),
+        ('userName ew "_100%@example.com"', ["dave_100%@example.com"]),
+        ('userName ew "%example.com"', []),
+        ('userName co "a_e"', []),
+        # `eq null`: no value at all; `ne null`: some value (simple and multi-valued)
+        ("title eq null", ["carol@other.org"]),
+        ("title ne null", ["Bob@Example.com", "alice@example.com", "dave_100%@example.com"]),
+        ("emails eq null", ["carol@other.org", "dave_100%@example.com"]),
+        ("emails ne null", ["Bob@Example.com", "alice@example.com"]),
+        ("emails.value eq null", ["carol@other.org", "dave_100%@example.com"]),
+        ("not (emails eq null)", ["Bob@Example.com", "alice@example.com"]),
     ],
 )
 def test_filter(scim, people, flt, expected):
@@ -118,9 +146,15 @@ def test_filter(scim, people, flt, expected):
 
 
 def test_filter_by_id_and_dates(scim, people):
-    """id eq, and meta.lastModified compared as a dateTime."""
+    """id eq and ne, and meta.lastModified compared as a dateTime."""
     alice = people["alice@example.com"]
     assert found(scim, f'id eq "{alice}"') == ["alice@example.com"]
+    assert found(scim, f'id ne "{alice}"') == [
+        "Bob@Example.com",
+        "carol@other.org",
+        "dave_100%@example.com",
+    ]
+    assert len(found(scim, 'id ne "not-a-uuid"')) == 4
     assert len(found(scim, 'meta.lastModified gt "2000-01-01T00:00:00Z"')) == 4
     assert found(scim, 'meta.created lt "2000-01-01T00:00:00Z"') == []
 
@@ -137,6 +171,15 @@ def test_filter_by_id_and_dates(scim, people):
         'name eq "x"',
         'emails[nosuch eq "x"]',
         "urn:nope:Thing:attr eq 1",
+        "title gt null",
+        'active eq "yes"',
+        'active co "t"',
+        "id gt 5",
+        'meta.created co "2020"',
+        'meta.resourceType gt "User"',
+        "emails.nosuch eq 1",
+        'emails[type eq "work"] eq "x"',
+        'title[value eq "x"]',
     ],
 )
 def test_bad_filter_is_invalid_filter(scim, people, flt):
@@ -199,6 +242,20 @@ def test_sorting(scim, people, sort_by, order, expected):
     """sortBy on simple, sub- and extension attributes; absent values sort last."""
     page = scim.get("Users", query_string={"sortBy": sort_by, "sortOrder": order}).json
     assert [r["userName"].split("@")[0].lower() for r in page["Resources"]] == expected
+
+
+def test_sorting_by_a_multi_valued_attribute_uses_the_primary_value(scim):
+    """sortBy emails.value orders by each user's primary e-mail, not their smallest one."""
+    # created in the reverse of the expected order; x2's non-primary address sorts first of all
+    for name, emails in [
+        ("x2", [{"value": "a@x.example"}, {"value": "c@x.example", "primary": True}]),
+        ("x1", [{"value": "b@x.example", "primary": True}, {"value": "z@x.example"}]),
+        ("x3", [{"value": "d@x.example"}]),
+    ]:
+        scim.post("Users", json={"userName": name, "emails": emails})
+    for order, expected in [("ascending", ["x1", "x2", "x3"]), ("descending", ["x3", "x2", "x1"])]:
+        page = scim.get("Users", query_string={"sortBy": "emails.value", "sortOrder": order}).json
+        assert [r["userName"] for r in page["Resources"]] == expected, order
 
 
 def test_bad_sort_is_400(scim, people):

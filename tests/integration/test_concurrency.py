@@ -1,5 +1,6 @@
 """Concurrent writers settle in the database: no duplicates, no lost updates (both databases)."""
 
+import multiprocessing
 import threading
 from collections import Counter
 
@@ -111,4 +112,90 @@ def test_concurrent_creates_of_different_users_all_land(store, account):
     )
     assert all(isinstance(r, provisioning.Outcome) and r.created for r in results), results
     with store.read() as db:
+        assert audit.verify(db, account.id)[1] is None
+
+
+PROCESSES = 4
+
+
+def _provision_in_process(url, account_id, jobs, barrier, results):
+    """One writer process with its own engine: provision each (userName, fields, must_create)."""
+    from bridge.store import Store  # a fresh interpreter: its own connections and pool
+
+    store = Store(url)
+    barrier.wait(60)
+    for name, fields, must_create in jobs:
+        try:
+            outcome = provisioning.provision(
+                store,
+                account_id,
+                profile(name, fields=fields),
+                actor="proc",
+                must_create=must_create,
+            )
+            results.put(("created" if outcome.created else "updated", str(outcome.user_id)))
+        except Conflict:
+            results.put(("conflict", None))
+        except Exception as exc:  # reported to the parent, which fails on it
+            results.put(("error", repr(exc)))
+    store.dispose()
+
+
+def _race_processes(store, account, jobs_of):
+    """Run PROCESSES writer processes released at once; return every result they report."""
+    ctx = multiprocessing.get_context("spawn")
+    barrier, results = ctx.Barrier(PROCESSES), ctx.Queue()
+    procs = [
+        ctx.Process(
+            target=_provision_in_process,
+            args=(store.url, account.id, jobs_of(i), barrier, results),
+        )
+        for i in range(PROCESSES)
+    ]
+    for p in procs:
+        p.start()
+    expected = sum(len(jobs_of(i)) for i in range(PROCESSES))
+    out = [results.get(timeout=120) for _ in range(expected)]
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    return out
+
+
+def test_processes_racing_to_create_one_user_make_one(store, account):
+    """Writer processes (several connections, on SQLite too) racing to create one userName:
+    one creates it, the others are refused as conflicts, and one row exists."""
+    results = _race_processes(
+        store,
+        account,
+        lambda i: [
+            ("proc-race@example.com".upper() if i % 2 else "proc-race@example.com", {}, True)
+        ],
+    )
+    assert Counter(kind for kind, _ in results) == {"created": 1, "conflict": PROCESSES - 1}, (
+        results
+    )
+    assert _count(store, account, "proc-race@example.com") == 1
+
+
+def test_processes_updating_one_user_lose_nothing(store, account):
+    """Writer processes each setting their own attributes of one user, several times: every
+    change lands, the version counts every write and the audit chain stays whole."""
+    fields = ["title", "department", "division", "organization"]
+    base = provisioning.provision(store, account.id, profile("proc-busy@example.com"), actor="t")
+    rounds = 3
+    results = _race_processes(
+        store,
+        account,
+        lambda i: [
+            ("proc-busy@example.com", {fields[i]: f"v{i}-{n}"}, False) for n in range(rounds)
+        ],
+    )
+    assert [kind for kind, _ in results] == ["updated"] * (PROCESSES * rounds), results
+    with store.read() as db:
+        user = db.get(User, base.user_id)
+        assert {f: getattr(user, f) for f in fields} == {
+            f: f"v{i}-{rounds - 1}" for i, f in enumerate(fields)
+        }
+        assert user.version == 1 + PROCESSES * rounds
         assert audit.verify(db, account.id)[1] is None

@@ -194,20 +194,31 @@ operation = st.fixed_dictionaries(
 )
 
 
+PATCH_SCIM_TYPES = {"invalidPath", "noTarget", "invalidValue", "mutability", "invalidSyntax"}
+PATCH_SCIM_TYPES |= {"invalidFilter", "uniqueness"}
+
+
 @settings(
     max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(ops=st.lists(operation, min_size=1, max_size=3), kind=st.sampled_from(["Users", "Groups"]))
 def test_random_patches_never_500(scim, ops, kind):
-    """Any PATCH body is applied or refused with a SCIM 4xx, never a 500."""
+    """Any PATCH body is applied or refused with a SCIM 4xx naming its scimType, never a 500;
+    a refused PATCH leaves the resource as it was."""
     if not hasattr(scim, "ids"):
         scim.ids = {
             "Users": scim.post("Users", json={"userName": "fuzz@example.com"}).json["id"],
             "Groups": scim.post("Groups", json={"displayName": "Fuzz"}).json["id"],
         }
+    before = scim.get(f"{kind}/{scim.ids[kind]}").json
     resp = scim.patch(f"{kind}/{scim.ids[kind]}", json={"Operations": ops})
     assert resp.status_code < 500, resp.get_data(as_text=True)
     assert resp.status_code == 204 or resp.mimetype == "application/scim+json"
+    if resp.status_code >= 400:
+        # RFC 7644 §3.5.2: a PATCH is atomic, so a refused one changes nothing, and says why
+        assert resp.status_code in (400, 409), resp.json
+        assert resp.json["scimType"] in PATCH_SCIM_TYPES, resp.json
+        assert scim.get(f"{kind}/{scim.ids[kind]}").json == before
 
 
 @settings(

@@ -1,5 +1,6 @@
 """Loading: every problem names file, line and column, with a did-you-mean for typos."""
 
+import json
 import textwrap
 
 import pytest
@@ -262,3 +263,69 @@ def test_guards_and_precedence_are_parsed():
     )
     assert policy.guards == Guards(("master_admin",))
     assert policy.precedence == "first-match"
+
+
+def _pattern_problem(pattern: str) -> str | None:
+    """The load problem for a rule matching `pattern` (None when the policy loads)."""
+    text = textwrap.dedent(
+        """\
+        rules:
+          - name: r
+            when: {title: {matches: PATTERN}}
+            then: {role: admin}
+        """
+    ).replace("PATTERN", json.dumps(pattern))
+    try:
+        loads(HEAD + text, "p.yaml")
+    except PolicyError as exc:
+        (line,) = str(exc).splitlines()
+        return line.removeprefix("p.yaml:5:29: ")
+    return None
+
+
+NESTED = "a quantifier inside a repeated group, like (a+)+"
+ALTERNATION = "an alternation inside a repeated group, like (a|a)*"
+
+
+@pytest.mark.parametrize(
+    ("pattern", "why"),
+    [
+        ("(a+)+", NESTED),
+        ("(ab{1,2})*", NESTED),
+        ("(?:x(a?))+", NESTED),  # a quantifier nested two groups deep
+        ("(?=(a+)+x)x", NESTED),  # inside a lookahead
+        ("(?!(a+)+x)x", NESTED),  # inside a negative lookahead
+        ("(a)?(?(1)(b+)+|c)", NESTED),  # inside a conditional's yes branch
+        ("(a)?(?(1)c|(b+)+)", NESTED),  # inside its no branch
+        ("(?>(a+)+)", NESTED),  # inside an atomic group
+        ("(ab|cd)*", ALTERNATION),
+        ("(ab|cd){2}", ALTERNATION),
+        ("(a+b+)(c+)(d+)", "4 variable quantifiers (at most 3)"),
+        ("(a+)(b+)(c+)(d+)", "4 variable quantifiers (at most 3)"),
+        ("a{1,2}b{1,2}c{1,2}d{1,2}", "4 variable quantifiers (at most 3)"),
+    ],
+)
+def test_backtracking_shapes_are_refused_with_the_reason(pattern, why):
+    """Each shape that backtracks catastrophically is refused at load, saying which shape."""
+    assert _pattern_problem(pattern) == (
+        f"regex {pattern!r} could backtrack catastrophically: {why}"
+    )
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [
+        "a+b+c+",  # exactly the limit of variable quantifiers
+        "(a+)(b+)(c+)",
+        "a?b?c?d?e?",  # optional characters do not backtrack
+        "a{2}b{2}c{2}d{2}x+",  # fixed counts are not variable
+        "(a{2})+",  # a fixed count inside a repeated group
+        "(a|b)",  # alternation outside any repeat
+        "(ab|cd){1}",
+        "(?:ab)+",
+        "(?=a+)a",
+    ],
+)
+def test_safe_patterns_load(pattern):
+    """Patterns within the limits load."""
+    assert _pattern_problem(pattern) is None

@@ -5,6 +5,8 @@ import pytest
 from tests.integration.test_scim_protocol import scim_error
 
 ENT = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+CORE = "urn:ietf:params:scim:schemas:core:2.0:User"
+ALL = ["Bob@Example.com", "alice@example.com", "carol@other.org", "dave_100%@example.com"]
 # Created in an order no sort below produces, so that a sort the database skipped shows.
 PEOPLE = [
     {
@@ -138,6 +140,28 @@ def found(scim, flt, **params):
         ("emails ne null", ["Bob@Example.com", "alice@example.com"]),
         ("emails.value eq null", ["carol@other.org", "dave_100%@example.com"]),
         ("not (emails eq null)", ["Bob@Example.com", "alice@example.com"]),
+        # a number compares as its text; an attribute named with its core schema URN
+        (f"{ENT}:employeeNumber eq 100", ["alice@example.com"]),
+        (f'{CORE}:userName sw "ALICE"', ["alice@example.com"]),
+        (f'{CORE}:name.familyName eq "baker"', ["Bob@Example.com"]),
+        # schemas compare exactly; meta.resourceType ignores case
+        (f'schemas eq "{CORE}"', ALL),
+        (f'schemas eq "{CORE.upper()}"', []),
+        ('meta.resourceType eq "user"', ALL),
+        ("meta.resourceType pr", ALL),
+        ("not (meta.resourceType pr)", []),
+        # ordering is by code point on both databases, punctuation included ('&' < '-' < 'a')
+        (f'{ENT}:department gt "r-"', ["Bob@Example.com"]),
+        (f'{ENT}:department lt "r-"', ["alice@example.com", "carol@other.org"]),
+        # a longer chain: and binds tighter than or on either side
+        (
+            'title eq "Designer" or active eq false and title pr or userName sw "carol"',
+            ["Bob@Example.com", "carol@other.org", "dave_100%@example.com"],
+        ),
+        (
+            'not (title eq "Designer" or active eq false) and title pr',
+            ["alice@example.com"],
+        ),
     ],
 )
 def test_filter(scim, people, flt, expected):
@@ -160,31 +184,54 @@ def test_filter_by_id_and_dates(scim, people):
 
 
 @pytest.mark.parametrize(
-    "flt",
+    ("flt", "detail"),
     [
-        'userName regex "x"',
-        "userName eq",
-        "((",
-        'nosuch eq "x"',
-        "active gt true",
-        'meta.created eq "yesterday"',
-        'name eq "x"',
-        'emails[nosuch eq "x"]',
-        "urn:nope:Thing:attr eq 1",
-        "title gt null",
-        'active eq "yes"',
-        'active co "t"',
-        "id gt 5",
-        'meta.created co "2020"',
-        'meta.resourceType gt "User"',
-        "emails.nosuch eq 1",
-        'emails[type eq "work"] eq "x"',
-        'title[value eq "x"]',
+        ('userName regex "x"', "unexpected 'regex' at position 10"),
+        ("userName eq", "it ends too early"),
+        ("((", "cannot parse filter '(('"),
+        ('nosuch eq "x"', "attribute 'nosuch' cannot be filtered on"),
+        ("active gt true", "active is a boolean: only eq, ne and pr apply"),
+        ('meta.created eq "yesterday"', "meta.created is a dateTime; compare it with a quoted"),
+        ('name eq "x"', "attribute 'name' cannot be filtered on"),
+        ('emails[nosuch eq "x"]', "emails[...] has no sub-attribute 'nosuch'"),
+        ("urn:nope:Thing:attr eq 1", "unknown schema 'urn:nope:Thing'"),
+        ("title gt null", "title gt null compares nothing"),
+        ('active eq "yes"', "active is a boolean; compare it with true or false"),
+        ("active eq 1", "active is a boolean; compare it with true or false"),
+        ('active co "t"', "active is a boolean: only eq, ne and pr apply"),
+        ("id gt 5", "id is an identifier: only eq, ne and pr apply"),
+        ('meta.created co "2020"', "meta.created is a dateTime: co does not apply"),
+        ('meta.resourceType gt "User"', "can only be compared with eq or ne and a string"),
+        ("meta.resourceType eq true", "can only be compared with eq or ne and a string"),
+        ("emails.nosuch eq 1", "emails.nosuch has no sub-attribute 'nosuch'"),
+        ('emails[type eq "work"] eq "x"', "a value path must name a sub-attribute to compare"),
+        ('emails[type eq "work"].value.x eq "x"', "cannot parse filter"),
+        ('title[value eq "x"]', "title is not a multi-valued attribute"),
+        ('title.x eq "y"', "title.x has no sub-attribute 'x'"),
+        ('emails[value.x eq "y"]', "emails[...] has no sub-attribute 'value.x'"),
+        ("x" * 4097, "the filter is longer than 4096 characters"),
     ],
 )
-def test_bad_filter_is_invalid_filter(scim, people, flt):
-    """Unparseable filters, unknown attributes and wrong comparisons are 400 invalidFilter."""
-    scim_error(scim.get("Users", query_string={"filter": flt}), 400, "invalidFilter")
+def test_bad_filter_is_invalid_filter(scim, people, flt, detail):
+    """Unparseable filters, unknown attributes and wrong comparisons are 400 invalidFilter,
+    and the detail says what is wrong."""
+    body = scim_error(scim.get("Users", query_string={"filter": flt}), 400, "invalidFilter")
+    assert detail in body["detail"]
+
+
+def test_filter_at_the_length_limit_is_answered(scim, people):
+    """A filter of exactly 4096 characters is evaluated."""
+    flt = 'userName eq "' + "x" * (4096 - len('userName eq ""')) + '"'
+    assert len(flt) == 4096 and found(scim, flt) == []
+
+
+def test_escaped_strings_and_numbers_in_filters(scim):
+    """JSON escapes in a compValue are decoded; multi-digit and negative numbers compare as text."""
+    scim.post("Users", json={"userName": "q@example.com", "nickName": 'The "Boss" \\ \u00fc'})
+    scim.post("Users", json={"userName": "n@example.com", "nickName": "-12.5"})
+    assert found(scim, 'nickName eq "The \\"Boss\\" \\\\ \\u00fc"') == ["q@example.com"]
+    assert found(scim, "nickName eq -12.5") == ["n@example.com"]
+    assert found(scim, "nickName eq -12") == []
 
 
 def test_plus_encoded_query_string(scim, people):
@@ -236,6 +283,9 @@ def test_count_zero_and_limits(scim, people):
         ("title", "ascending", ["dave_100%", "alice", "bob", "carol"]),
         ("emails.value", "ascending", ["alice", "bob", "carol", "dave_100%"]),
         (f"{ENT}:employeeNumber", "descending", ["carol", "bob", "alice", "dave_100%"]),
+        # externalId is caseExact: "e-2" sorts after every "E-"
+        ("externalId", "ascending", ["alice", "carol", "dave_100%", "bob"]),
+        ("meta.created", "descending", ["bob", "dave_100%", "alice", "carol"]),
     ],
 )
 def test_sorting(scim, people, sort_by, order, expected):
@@ -258,9 +308,21 @@ def test_sorting_by_a_multi_valued_attribute_uses_the_primary_value(scim):
         assert [r["userName"] for r in page["Resources"]] == expected, order
 
 
-def test_bad_sort_is_400(scim, people):
-    """An unknown sort attribute or order is a 400."""
-    scim_error(scim.get("Users", query_string={"sortBy": "nosuch"}), 400, "invalidFilter")
+@pytest.mark.parametrize(
+    "sort_by",
+    [
+        "nosuch",
+        "meta.resourceType",
+        "schemas",
+        'emails[type eq "work"].value',
+        "userName.x",
+        "emails.nosuch",
+    ],
+)
+def test_bad_sort_is_400(scim, people, sort_by):
+    """An unknown or unsortable sort attribute, or an unknown order, is a 400."""
+    body = scim_error(scim.get("Users", query_string={"sortBy": sort_by}), 400, "invalidFilter")
+    assert sort_by in body["detail"] or "cannot be filtered on" in body["detail"], body
     scim_error(
         scim.get("Users", query_string={"sortBy": "userName", "sortOrder": "sideways"}),
         400,

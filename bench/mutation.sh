@@ -7,6 +7,8 @@
 #   bench/mutation.sh scim/sql.py           # one module (must be listed in only_mutate)
 #   KEEP=1 bench/mutation.sh                # reuse mutants/ (mutmut re-runs only what changed)
 #   JOBS=1 bench/mutation.sh                # mutmut --max-children (default: 2)
+#   SAMPLE=60 bench/mutation.sh             # a random sample of 60 mutants per module (for a
+#                                           # busy machine); the table says how many were checked
 #
 # Runs on SQLite with CI=1 so that Hypothesis is derandomized (the same examples every run).
 # Survivors: `.venv/bin/mutmut results`, then `.venv/bin/mutmut show NAME`.
@@ -26,6 +28,15 @@ import tomllib
 print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["tool"]["mutmut"]["only_mutate"]))')
 fi
 
+sample_of() {  # SAMPLE mutant names of module $1, the same ones every run
+  "$venv/bin/python" -c '
+import json, random, sys
+from pathlib import Path
+codes = json.loads(Path("mutants", sys.argv[1] + ".meta").read_text())["exit_code_by_key"]
+names = sorted(codes)
+print("\n".join(random.Random(16).sample(names, min(int(sys.argv[2]), len(names)))))' "$1" "$SAMPLE"
+}
+
 [ -n "${KEEP:-}" ] || rm -rf mutants
 export CI=1
 unset BRIDGE_TEST_DATABASE_URL
@@ -34,21 +45,28 @@ for module in "${modules[@]}"; do
   name=${name//\//.}
   echo "== mutmut: $module"
   started=$(date +%s)
-  # mutmut names a mutant module.function__mutmut_N (methods: module.xǁClassǁmethod__mutmut_N).
   mkdir -p mutants
-  nice "$venv/bin/mutmut" run --max-children "${JOBS:-2}" "$name.*" >"mutants/run.$name.log" 2>&1 \
-    || { tail -20 "mutants/run.$name.log"; exit 1; }
+  # mutmut names a mutant module.function__mutmut_N (methods: module.xǁClassǁmethod__mutmut_N).
+  selection=("$name.*")
+  if [ -n "${SAMPLE:-}" ]; then
+    if [ ! -f "mutants/$module.meta" ]; then  # generate the mutants (and test stats) first
+      nice "$venv/bin/mutmut" run "no mutant has this name" >/dev/null 2>&1 || true
+    fi
+    mapfile -t selection < <(sample_of "$module")
+  fi
+  nice "$venv/bin/mutmut" run --max-children "${JOBS:-2}" "${selection[@]}" \
+    >"mutants/run.$name.log" 2>&1 || { tail -20 "mutants/run.$name.log"; exit 1; }
   echo "   $(($(date +%s) - started)) s"
 done
 
 "$venv/bin/python" - "${modules[@]}" <<'EOF'
-"""One line per module: mutants, killed, survived, timeouts, score."""
+"""One line per module: mutants, checked, killed, survived, other outcomes, score."""
 import json
 import sys
 from pathlib import Path
 
-print(f"| module | mutants | killed | survived | other | score |")
-print("| --- | --- | --- | --- | --- | --- |")
+print("| module | mutants | checked | killed | survived | other | score |")
+print("| --- | --- | --- | --- | --- | --- | --- |")
 for module in sys.argv[1:]:
     codes = json.loads(Path("mutants", module + ".meta").read_text())["exit_code_by_key"]
     checked = [c for c in codes.values() if c is not None]
@@ -56,10 +74,10 @@ for module in sys.argv[1:]:
     survived = sum(c == 0 for c in checked)
     # timeouts count as killed: the mutant made a test hang, so the suite noticed it
     timeouts = sum(c in (-24, 24, 36, 152, 255) for c in checked)
-    other = len(checked) - killed - survived - timeouts
+    other = len(checked) - killed - survived - timeouts  # no tests, suspicious, segfault
     score = (killed + timeouts) / len(checked) if checked else 0.0
     print(
-        f"| `{module}` | {len(codes)} | {killed + timeouts} | {survived} | {other} "
-        f"| {score:.0%} |"
+        f"| `{module}` | {len(codes)} | {len(checked)} | {killed + timeouts} | {survived} "
+        f"| {other} | {score:.0%} |"
     )
 EOF

@@ -486,3 +486,12 @@ def test_the_error_decision_credits_error_for_input_errors_too():
     assert decision.explanation[1] == Step(
         "titled", False, "error: attribute 'title' holds a str, not a list of strings"
     )
+
+
+def test_a_rule_built_in_code_that_gives_nothing_says_so():
+    """A Policy built directly (not loaded) may hold a rule giving nothing; its step says so."""
+    from policies.model import Rule
+
+    decision = evaluate(Policy("acme", rules=(Rule("empty"),)), member())
+    assert decision.explanation[0] == Step("empty", True, "always => nothing")
+    assert (decision.role, decision.role_rule) == ("media_library_user", "defaults")

@@ -56,6 +56,9 @@ spec = SpecTree(
         "RFC 9457 problem documents."
     ),
     mode="strict",
+    # Model names are unique across api/ (one name, one meaning), so the document uses them bare.
+    naming_strategy=lambda model: model.__name__,
+    nested_naming_strategy=lambda _parent, child: child,
     annotations=False,
     validation_error_status=400,
     validation_error_model=Problem,

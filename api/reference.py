@@ -3,19 +3,29 @@ rendered from it by the app itself: no CDN, no JavaScript."""
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from flask import current_app, jsonify, render_template
 from flask.typing import ResponseReturnValue
 
+from api import PROBLEM_JSON
 from api.base import bp, spec
 from bridge.web import HTTP_PROBLEM_TYPES, PROBLEM_TYPES
 
 
 def document() -> dict[str, Any]:
     """The OpenAPI 3.1 document, with the deployment's base URL as its server."""
-    doc = dict(spec.spec)
+    doc = copy.deepcopy(spec.spec)
     doc["servers"] = [{"url": current_app.config["BRIDGE_SETTINGS"].base_url}]
+    for operations in doc["paths"].values():
+        for operation in operations.values():
+            for response in operation["responses"].values():
+                content = response.get("content", {})
+                body = content.get("application/json")
+                if body and body["schema"].get("$ref", "").endswith("/Problem"):
+                    # RFC 9457 §3: problems are application/problem+json (spectree says json)
+                    content[PROBLEM_JSON] = content.pop("application/json")
     return doc
 
 

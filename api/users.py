@@ -208,20 +208,11 @@ def explain_user(user_id: uuid.UUID) -> ResponseReturnValue:
         account = db.get_one(Account, account_id())
         user = directory.get_user(db, account.id, user_id)
         choice, decision, access = directory.explain(db, account, user, store.policies)
-    rows = []
-    if access["role"]:
-        rows.append(("role", access["role"]["role"], access["role"]["provenance"]))
-    rows += [("environment", e["environment"], e["provenance"]) for e in access["environments"]]
-    rows += [("group", g["group"], g["provenance"]) for g in access["groups"]]
-    rows += [
-        ("grant", f"{r['environment']}:{r['kind']}:{r['path']}:{r['level']}", r["provenance"])
-        for r in access["grants"]
-    ]
     return Explanation(
         policy=choice.source,
         policy_error=choice.error,
         decision=None if decision is None else DecisionDoc(**planning.decision_json(decision)),
-        rows=[Reason(what=w, value=v, provenance=p, why=directory.why(p)) for w, v, p in rows],
+        rows=[Reason(**row) for row in directory.reasons(access)],
     )
 
 

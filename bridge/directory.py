@@ -15,7 +15,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, exists, false, or_, select
+from sqlalchemy import Select, exists, false, func, or_, select
 from sqlalchemy.orm import Session
 
 import policies
@@ -145,10 +145,7 @@ def list_users(
     stmt = _filtered(account_id, f).order_by(User.user_name_key, User.id).limit(limit + 1)
     if cursor:
         key, last_id = decode_cursor(cursor, 2)
-        try:
-            after = uuid.UUID(last_id)
-        except ValueError:
-            raise InvalidInput("the cursor is not one this API gave out") from None
+        after = _uuid(last_id)
         stmt = stmt.where(
             or_(
                 User.user_name_key > key,
@@ -282,6 +279,20 @@ def why(provenance: str) -> str:
     return WHY.get(provenance, provenance)
 
 
+def reasons(access: dict[str, Any]) -> list[dict[str, str]]:
+    """Every row of effective access as (what, value, provenance, why)."""
+    rows: list[tuple[str, str, str]] = []
+    if access["role"]:
+        rows.append(("role", access["role"]["role"], access["role"]["provenance"]))
+    rows += [("environment", e["environment"], e["provenance"]) for e in access["environments"]]
+    rows += [("group", g["group"], g["provenance"]) for g in access["groups"]]
+    rows += [
+        ("grant", f"{r['environment']}:{r['kind']}:{r['path']}:{r['level']}", r["provenance"])
+        for r in access["grants"]
+    ]
+    return [{"what": w, "value": v, "provenance": p, "why": why(p)} for w, v, p in rows]
+
+
 def explain(
     db: Session, account: Account, user: User, registry: PolicyRegistry | None
 ) -> tuple[Choice, policies.Decision | None, dict[str, Any]]:
@@ -301,3 +312,117 @@ def environment_names(db: Session, account_id: int) -> list[Environment]:
             .order_by(Environment.name)
         )
     )
+
+
+def list_groups(
+    db: Session, account_id: int, *, text: str | None, cursor: str | None, limit: int
+) -> tuple[list[tuple[Group, int]], str | None]:
+    """A page of the account's groups by name, each with its member count."""
+    members = (
+        select(func.count(func.distinct(Membership.user_id)))
+        .where(Membership.group_id == Group.id)
+        .correlate(Group)
+        .scalar_subquery()
+    )
+    stmt = (
+        select(Group, members)
+        .where(Group.account_id == account_id)
+        .order_by(Group.display_name_key, Group.id)
+        .limit(limit + 1)
+    )
+    if text:
+        stmt = stmt.where(Group.display_name_key.contains(fold(text), autoescape=True))
+    if cursor:
+        key, last = decode_cursor(cursor, 2)
+        after = _uuid(last)
+        stmt = stmt.where(
+            or_(Group.display_name_key > key, (Group.display_name_key == key) & (Group.id > after))
+        )
+    rows = [(g, int(n)) for g, n in db.execute(stmt)]
+    more = len(rows) > limit
+    rows = rows[:limit]
+    last_group = rows[-1][0] if rows else None
+    nxt = (
+        encode_cursor(last_group.display_name_key, str(last_group.id))
+        if more and last_group
+        else None
+    )
+    return rows, nxt
+
+
+def get_group(db: Session, account_id: int, group_id: uuid.UUID) -> Group:
+    """A group of the account, or NotFound."""
+    group = db.scalar(select(Group).where(Group.account_id == account_id, Group.id == group_id))
+    if group is None:
+        raise NotFound(f"no group {group_id}")
+    return group
+
+
+def group_members(
+    db: Session, group: Group, *, cursor: str | None, limit: int
+) -> tuple[list[dict[str, Any]], str | None]:
+    """A page of a group's memberships (a user once per provenance), by userName."""
+    stmt = (
+        select(User, Membership.provenance)
+        .join(Membership, Membership.user_id == User.id)
+        .where(Membership.group_id == group.id)
+        .order_by(User.user_name_key, User.id, Membership.provenance)
+        .limit(limit + 1)
+    )
+    if cursor:
+        key, last, prov = decode_cursor(cursor, 3)
+        after = _uuid(last)
+        stmt = stmt.where(
+            or_(
+                User.user_name_key > key,
+                (User.user_name_key == key) & (User.id > after),
+                (User.user_name_key == key) & (User.id == after) & (Membership.provenance > prov),
+            )
+        )
+    rows = list(db.execute(stmt))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    nxt = None
+    if more and rows:
+        user, prov = rows[-1]
+        nxt = encode_cursor(user.user_name_key, str(user.id), prov)
+    return [{**_who(u), "provenance": p} for u, p in rows], nxt
+
+
+def _uuid(raw: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        raise InvalidInput("the cursor is not one this API gave out") from None
+
+
+def member_count(db: Session, group: Group) -> int:
+    """How many distinct users are in the group (through any provenance)."""
+    return int(
+        db.scalar(
+            select(func.count(func.distinct(Membership.user_id))).where(
+                Membership.group_id == group.id
+            )
+        )
+        or 0
+    )
+
+
+def user_by_name(db: Session, account_id: int, user_name: str) -> User:
+    """A user of the account by userName (case-insensitive), or NotFound."""
+    user = db.scalar(
+        select(User).where(User.account_id == account_id, User.user_name_key == fold(user_name))
+    )
+    if user is None:
+        raise NotFound(f"no user {user_name!r}")
+    return user
+
+
+def group_by_name(db: Session, account_id: int, name: str) -> Group:
+    """A group of the account by display name (case-insensitive), or NotFound."""
+    group = db.scalar(
+        select(Group).where(Group.account_id == account_id, Group.display_name_key == fold(name))
+    )
+    if group is None:
+        raise NotFound(f"no group {name!r}")
+    return group

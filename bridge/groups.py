@@ -66,13 +66,16 @@ def create_group(
     external_id: str | None = None,
     members: Iterable[uuid.UUID] = (),
     actor: str,
+    managed_by: str = SCIM,
 ) -> GroupOutcome:
-    """A new SCIM group with its initial members; a taken displayName (any case) is a Conflict."""
+    """A new group (SCIM's, or `manual` from the API) with its initial members; a taken
+    displayName (any case) is a Conflict."""
     wanted = frozenset(members)
 
     def work(db: Session) -> GroupOutcome:
         account = _account(db, account_id)
-        group = _policy_only(db, account, display_name)
+        # Only the IdP adopts a policy-only group; a manual group is always new.
+        group = _policy_only(db, account, display_name) if managed_by == SCIM else None
         adopted = group is not None
         if group is not None:  # the IdP adopts what only the policy managed: same id
             before: dict[str, Any] | None = _attrs(group)
@@ -82,7 +85,7 @@ def create_group(
             group.touch()
         else:
             before = None
-            group = Group(id=uuid.uuid4(), account_id=account.id, managed_by=SCIM)
+            group = Group(id=uuid.uuid4(), account_id=account.id, managed_by=managed_by)
             _rename(db, account, group, display_name)
             db.add(group)
         group.external_id = external_id
@@ -96,7 +99,11 @@ def create_group(
             target_type="group",
             target_id=str(group.id),
             before=before,
-            after={**_attrs(group), "members_added": sorted(map(str, added))},
+            after={
+                **_attrs(group),
+                "managed_by": group.managed_by,
+                "members_added": sorted(map(str, added)),
+            },
         )
         provisioning.reevaluate(
             db, account, added, registry=store.policies, actor=actor, changed_input="groups"
@@ -114,12 +121,14 @@ def update_group(
     *,
     actor: str,
     if_version: int | None = None,
+    managed_by: str | None = None,
 ) -> GroupOutcome:
-    """Apply the change `build` makes from the group's current state, atomically."""
+    """Apply the change `build` makes from the group's current state, atomically.
+    `managed_by` refuses (Conflict) a group someone else manages (the API changes only its own)."""
 
     def work(db: Session) -> GroupOutcome:
         account = _account(db, account_id)
-        group = _group(db, account, group_id)
+        group = _group(db, account, group_id, managed_by)
         _writable(db, group)
         if if_version is not None and group.version != if_version:
             raise PreconditionFailed(f"group {group_id} is at version {group.version}")
@@ -162,13 +171,19 @@ def update_group(
 
 
 def delete_group(
-    store: Store, account_id: int, group_id: uuid.UUID, *, actor: str, if_version: int | None = None
+    store: Store,
+    account_id: int,
+    group_id: uuid.UUID,
+    *,
+    actor: str,
+    if_version: int | None = None,
+    managed_by: str | None = None,
 ) -> None:
     """Remove a group, its memberships and its grants; re-evaluate its former members."""
 
     def work(db: Session) -> None:
         account = _account(db, account_id)
-        group = _group(db, account, group_id)
+        group = _group(db, account, group_id, managed_by)
         _writable(db, group)
         if if_version is not None and group.version != if_version:
             raise PreconditionFailed(f"group {group_id} is at version {group.version}")
@@ -206,12 +221,18 @@ def _account(db: Session, account_id: int) -> Account:
     return account
 
 
-def _group(db: Session, account: Account, group_id: uuid.UUID) -> Group:
+def _group(
+    db: Session, account: Account, group_id: uuid.UUID, managed_by: str | None = None
+) -> Group:
     group = db.scalar(  # FOR UPDATE: concurrent member changes queue on the group's row
         select(Group).where(Group.account_id == account.id, Group.id == group_id).with_for_update()
     )
     if group is None:
         raise NotFound(f"no group {group_id}")
+    if managed_by is not None and group.managed_by != managed_by:
+        raise Conflict(
+            f"group {group.display_name!r} is managed by {group.managed_by}; change it there"
+        )
     return group
 
 

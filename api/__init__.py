@@ -12,7 +12,20 @@ PROBLEM_JSON = "application/problem+json"
 
 def init_app(app: Flask) -> None:
     # Each module adds its routes to the one blueprint (one module per resource).
-    from api import base, clients, environments, events, groups, keys, reference, users  # noqa: F401
+    from api import (  # noqa: F401
+        base,
+        clients,
+        environments,
+        events,
+        groups,
+        idps,
+        keys,
+        logs,
+        policy,
+        reference,
+        tokens,
+        users,
+    )
 
     def render(status: int, detail: str, exc: Exception) -> ResponseReturnValue:
         body = web.problem(status, detail, exc)

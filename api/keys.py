@@ -40,7 +40,7 @@ def list_api_keys() -> ResponseReturnValue:
     return ApiKeyList(api_keys=keys)
 
 
-@bp.delete("/api-keys/<int:key_id>")
+@bp.delete("/api-keys/<int(max=2147483647):key_id>")
 @requires("admin")
 @spec.validate(resp=responses(HTTP_200=ApiKeyDoc, HTTP_409=Problem), tags=[TAG])
 def revoke_api_key(key_id: int) -> ResponseReturnValue:

@@ -19,6 +19,7 @@ Role = Literal[
 Level = Literal["viewer", "contributor", "editor", "manager"]
 Kind = Literal["folder", "collection"]
 Scope = Literal["read", "write", "admin"]
+INT_MAX = 2**31 - 1  # integer ids and numbers fit a 32-bit column on every database
 
 
 class Strict(BaseModel):

@@ -186,3 +186,33 @@ def describe(event: AuditEvent) -> dict[str, Any]:
 
 def _iso(at: datetime) -> str:
     return at.isoformat(timespec="seconds")
+
+
+def events(
+    db: Session,
+    account_id: int,
+    *,
+    before: int | None = None,
+    after: int | None = None,
+    target: tuple[str, str] | None = None,
+    action: str | None = None,
+    limit: int = 50,
+) -> list[AuditEvent]:
+    """A page of the account's events: newest first (below `before`), or oldest first after
+    `after` (to follow the log); narrowed to a target and an action (`user.` for a prefix)."""
+    stmt = select(AuditEvent).where(AuditEvent.account_id == account_id)
+    if target is not None:
+        stmt = stmt.where(AuditEvent.target_type == target[0], AuditEvent.target_id == target[1])
+    if action:
+        stmt = stmt.where(
+            AuditEvent.action.startswith(action, autoescape=True)
+            if action.endswith(".")
+            else AuditEvent.action == action
+        )
+    if after is not None:
+        stmt = stmt.where(AuditEvent.seq > after).order_by(AuditEvent.seq)
+    else:
+        if before is not None:
+            stmt = stmt.where(AuditEvent.seq < before)
+        stmt = stmt.order_by(AuditEvent.seq.desc())
+    return list(db.scalars(stmt.limit(limit)))

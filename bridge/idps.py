@@ -293,6 +293,54 @@ def set_disabled(store: Store, slug: str, name: str, disabled: bool, *, actor: s
     return store.write(work)
 
 
+SETTINGS = ("allow_idp_initiated", "allow_jit", "match_by", "link_by_email")
+
+
+def change_settings(
+    store: Store, account_id: int, name: str, changes: dict[str, Any], *, actor: str
+) -> IdentityProvider:
+    """Change an IdP's login settings (IdP-initiated, JIT, matching, e-mail linking)."""
+    unknown = set(changes) - set(SETTINGS)
+    if unknown:
+        raise InvalidInput(f"unknown IdP setting {sorted(unknown)[0]!r}")
+
+    def work(db: Session) -> IdentityProvider:
+        idp = get(db, account_id, name)
+        before = _describe(idp)
+        for key, value in changes.items():
+            setattr(idp, key, value)
+        after = _describe(idp)
+        if after != before:
+            idp.touch()
+            audit.record(
+                db,
+                account_id,
+                actor=actor,
+                action="idp.update",
+                target_type="idp",
+                target_id=name,
+                before=before,
+                after=after,
+            )
+        return idp
+
+    return store.write(work)
+
+
+def certificates(idp: IdentityProvider) -> list[dict[str, str]]:
+    """The IdP's signing certificates: subject and expiry."""
+    found = []
+    for b64 in idp.certificates.get("signing", []):
+        cert = _certificate(b64)
+        found.append(
+            {
+                "subject": cert.subject.rfc4514_string(),
+                "not_after": cert.not_valid_after_utc.isoformat(timespec="seconds"),
+            }
+        )
+    return found
+
+
 def get(db: Session, account_id: int, name: str) -> IdentityProvider:
     idp = db.scalar(
         select(IdentityProvider).where(
@@ -326,4 +374,5 @@ def _describe(idp: IdentityProvider) -> dict[str, Any]:
         "match_by": idp.match_by,
         "accept_response_signature": idp.accept_response_signature,
         "disabled": idp.disabled,
+        "link_by_email": idp.link_by_email,
     }

@@ -160,3 +160,50 @@ def successes_since(db: Session, account_id: int, since: datetime) -> int:
         )
         or 0
     )
+
+
+def search(
+    db: Session,
+    account_id: int,
+    *,
+    failed: bool = False,
+    idp: str | None = None,
+    user_id: uuid.UUID | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    before_id: int | None = None,
+    limit: int = 50,
+) -> list[dict[str, Any]]:
+    """Login-log lines, newest first, filtered; `before_id` pages back."""
+    stmt = (
+        select(LoginAttempt, IdentityProvider.name)
+        .outerjoin(IdentityProvider, IdentityProvider.id == LoginAttempt.idp_id)
+        .where(LoginAttempt.account_id == account_id)
+        .order_by(LoginAttempt.id.desc())
+        .limit(limit)
+    )
+    if failed:
+        stmt = stmt.where(LoginAttempt.ok.is_(False))
+    if idp is not None:
+        stmt = stmt.where(IdentityProvider.name == idp)
+    if user_id is not None:
+        stmt = stmt.where(LoginAttempt.user_id == user_id)
+    if since is not None:
+        stmt = stmt.where(LoginAttempt.at >= since)
+    if until is not None:
+        stmt = stmt.where(LoginAttempt.at < until)
+    if before_id is not None:
+        stmt = stmt.where(LoginAttempt.id < before_id)
+    return [
+        {
+            "id": a.id,
+            "at": a.at,
+            "ok": a.ok,
+            "reason": a.reason,
+            "idp": name,
+            "name_id": a.name_id,
+            "user_id": a.user_id and str(a.user_id),
+            "detail": a.detail,
+        }
+        for a, name in db.execute(stmt)
+    ]

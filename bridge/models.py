@@ -699,3 +699,29 @@ class OneTimeLink(Base):
     created_by: Mapped[str] = mapped_column(String(200))
     expires: Mapped[datetime] = mapped_column()
     used: Mapped[datetime | None] = mapped_column()
+
+
+class PolicyVersion(Base):
+    """One version of an account's policy, immutable once stored; at most one is active."""
+
+    __tablename__ = "policy_versions"
+    __table_args__ = (
+        UniqueConstraint("account_id", "number"),
+        Index(
+            "uq_policy_versions_active",
+            "account_id",
+            unique=True,
+            sqlite_where=text("active"),
+            postgresql_where=text("active"),
+        ),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = _account_fk()
+    number: Mapped[int] = mapped_column(Integer)
+    source: Mapped[str] = mapped_column(Text)
+    content_hash: Mapped[str] = mapped_column(String(64))
+    author: Mapped[str] = mapped_column(String(200))
+    origin: Mapped[str] = mapped_column(String(200))
+    created: Mapped[datetime] = mapped_column(default=utcnow)
+    active: Mapped[bool] = mapped_column(Boolean, default=False)
+    activated: Mapped[datetime | None] = mapped_column()

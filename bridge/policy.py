@@ -1,4 +1,7 @@
-"""Which policy applies to an account: its file in BRIDGE_POLICY_DIR, reloaded when it changes.
+"""Which policy applies to an account: its active version in the store (bridge.policy_versions),
+read on every request so every process sees a new activation at once; parsed once per content
+hash. An account with no stored version falls back to its file in BRIDGE_POLICY_DIR (the hot
+reload of earlier releases, kept until the folder is synced with `idbridge policy sync`).
 
 `<dir>/<slug>.yaml` (or `.yml`) is the account's policy. An edited file is picked up on the next
 request, only if it is valid: a broken edit keeps the last good policy serving, is logged loudly
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,10 +22,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 import policies
-from bridge.models import Account, Environment
+from bridge.models import Account, Environment, PolicyVersion
 
 log = logging.getLogger(__name__)
 SUFFIXES = (".yaml", ".yml")
+STORED_CACHE = 256  # parsed stored versions kept per process
 
 
 @dataclass
@@ -37,7 +42,21 @@ class PolicyRegistry:
     def __init__(self, directory: Path | None) -> None:
         self.directory = directory
         self._entries: dict[Path, _Entry] = {}
+        self._stored: dict[str, _Entry] = {}
         self._lock = threading.Lock()
+
+    def stored(self, slug: str, digest: str, source: Callable[[], str]) -> _Entry:
+        """The parsed stored version with this content hash (parsed once per process)."""
+        with self._lock:
+            entry = self._stored.get(digest)
+        if entry is not None:
+            return entry
+        entry = _parse_stored(slug, source())
+        with self._lock:
+            if len(self._stored) >= STORED_CACHE:
+                self._stored.pop(next(iter(self._stored)))
+            self._stored[digest] = entry
+        return entry
 
     def path_for(self, slug: str) -> Path | None:
         if self.directory is None:
@@ -114,8 +133,35 @@ class Choice:
     error: str | None = None
 
 
+def _parse_stored(slug: str, source: str) -> _Entry:
+    """A stored version was valid when stored; an engine upgrade could still refuse it."""
+    try:
+        return _Entry((0, 0), policies.loads(source, f"{slug}.yaml"), None)
+    except policies.PolicyError as exc:
+        log.error("stored policy of %s does not load any more: %s", slug, exc)
+        return _Entry((0, 0), None, str(exc))
+
+
 def policy_for(db: Session, account: Account, registry: PolicyRegistry | None) -> Choice:
-    """The account's policy now."""
+    """The account's policy now: its active stored version, else its file, else its defaults."""
+    active = db.execute(
+        select(PolicyVersion.id, PolicyVersion.number, PolicyVersion.content_hash).where(
+            PolicyVersion.account_id == account.id, PolicyVersion.active.is_(True)
+        )
+    ).first()
+    if active is not None:
+
+        def source() -> str:
+            return db.scalars(
+                select(PolicyVersion.source).where(PolicyVersion.id == active.id)
+            ).one()
+
+        entry = (
+            registry.stored(account.slug, active.content_hash, source)
+            if registry is not None
+            else _parse_stored(account.slug, source())
+        )
+        return Choice(entry.good, f"store: version {active.number}", entry.error)
     path = registry.path_for(account.slug) if registry is not None else None
     if registry is not None and path is not None:
         entry = registry.load(path, account.slug)

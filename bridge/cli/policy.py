@@ -9,14 +9,15 @@ from pathlib import Path
 import click
 
 import policies
-from bridge import guards, planning
+from bridge import guards, planning, policy_versions
 from bridge.accounts import get_account
 from bridge.cli.base import Context, emit, fails_cleanly, main, pass_ctx
+from bridge.errors import PolicyInvalid
 
 
 @main.group("policy")
 def policy_group() -> None:
-    """Policy files: check, explain, plan, apply."""
+    """Policies: check, explain, plan, apply; push, pull, sync (versions in the store)."""
 
 
 @policy_group.command("check")
@@ -189,3 +190,73 @@ def _print_plan(result: planning.Plan, as_json: bool) -> None:
     click.echo(result.summary())
     if result.refused:
         click.echo(f"REFUSED: {result.refused}", err=True)
+
+
+@policy_group.command("push")
+@click.argument("slug")
+@click.argument("file", type=click.Path(dir_okay=False, exists=True))
+@click.option("--dry-run", is_flag=True, help="Check and print the plan; store nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_ctx
+@fails_cleanly
+def policy_push(ctx: Context, slug: str, file: str, dry_run: bool, as_json: bool) -> None:
+    """Check FILE, plan it and apply it as SLUG's active policy in one step (a guard refuses)."""
+    _push(ctx, slug, Path(file), dry_run=dry_run, as_json=as_json)
+
+
+def _push(ctx: Context, slug: str, path: Path, *, dry_run: bool, as_json: bool) -> None:
+    source = _read_source(path)
+    try:
+        if dry_run:
+            _print_plan(policy_versions.plan(ctx.store, slug, source), as_json)
+            return
+        created = policy_versions.create(
+            ctx.store, slug, source, origin=f"cli:{path.name}", actor=ctx.actor
+        )
+        number = created.version.number
+        result = policy_versions.activate(ctx.store, slug, number, actor=ctx.actor)
+    except PolicyInvalid as exc:
+        raise click.ClickException(
+            f"{path}: the policy does not load:\n" + "\n".join(exc.problems)
+        ) from exc
+    _print_plan(result, as_json)
+    if not as_json:
+        state = "new version" if created.new else "unchanged, version"
+        click.echo(f"{slug}: {state} {number} is active")
+
+
+def _read_source(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise click.ClickException(f"{path}: cannot read ({exc})") from exc
+
+
+@policy_group.command("pull")
+@click.argument("slug")
+@pass_ctx
+@fails_cleanly
+def policy_pull(ctx: Context, slug: str) -> None:
+    """Print SLUG's active policy source (as stored)."""
+    with ctx.store.read() as db:
+        account = get_account(db, slug)
+        version = policy_versions.active(db, account.id)
+        if version is None:
+            raise click.ClickException(f"{slug} has no active policy version in the store")
+        source = version.source
+    click.echo(source, nl=not source.endswith("\n"))
+
+
+@policy_group.command("sync")
+@click.argument("directory", type=click.Path(file_okay=False, exists=True))
+@click.option("--dry-run", is_flag=True, help="Check and print the plans; store nothing.")
+@pass_ctx
+@fails_cleanly
+def policy_sync(ctx: Context, directory: str, dry_run: bool) -> None:
+    """Push every <slug>.yaml of DIRECTORY to its account (GitOps); stops at the first refusal."""
+    paths = sorted(p for p in Path(directory).iterdir() if p.suffix in (".yaml", ".yml"))
+    if not paths:
+        raise click.ClickException(f"no <slug>.yaml files in {directory}")
+    for path in paths:
+        click.echo(f"== {path.name}")
+        _push(ctx, path.stem, path, dry_run=dry_run, as_json=False)

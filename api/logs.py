@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from flask import request
 from flask.typing import ResponseReturnValue
@@ -13,7 +13,7 @@ from pydantic import AwareDatetime, BaseModel, Field
 
 from api.base import account_id, bp, requires, responses, spec
 from api.models import INT_MAX, Page, Problem, Strict
-from bridge import audit, logins
+from bridge import audit, logins, scim_log
 from bridge.web import get_store
 
 
@@ -140,3 +140,57 @@ def verify_audit() -> ResponseReturnValue:
         broken_at=broken.seq if broken else None,
         reason=broken.reason if broken else None,
     )
+
+
+class ScimRequestDoc(BaseModel):
+    id: int
+    at: datetime
+    token: str | None = Field(description="The SCIM token: id, prefix, label.")
+    method: str
+    path: str
+    status: int
+    scim_type: str | None
+    duration_ms: int
+    detail: str | None
+    body: str | None = Field(description="Failures only, secrets redacted, at most 4 KB.")
+
+
+class ScimRequestList(Page):
+    requests: list[ScimRequestDoc]
+
+
+class ScimRequestQuery(Strict):
+    failed: bool = False
+    status: int | None = Field(None, ge=100, le=599)
+    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] | None = None
+    since: AwareDatetime | None = None
+    until: AwareDatetime | None = None
+    cursor: int | None = Field(None, ge=1, le=INT_MAX, description="`next` of the previous page")
+    limit: int = Field(50, ge=1, le=200)
+
+
+@bp.get("/scim-requests")
+@requires("read")
+@spec.validate(
+    query=ScimRequestQuery,
+    resp=responses(HTTP_200=ScimRequestList, HTTP_400=Problem),
+    tags=["logs"],
+)
+def list_scim_requests() -> ResponseReturnValue:
+    """The SCIM requests the IdP made, newest first: when a sync fails, what it sent and what it
+    got back (failures keep the body, secrets redacted). Kept BRIDGE_SCIM_LOG_DAYS days."""
+    q: ScimRequestQuery = request.context.query  # type: ignore[attr-defined]
+    with get_store().read() as db:
+        rows = scim_log.search(
+            db,
+            account_id(),
+            failed=q.failed,
+            status=q.status,
+            method=q.method,
+            since=q.since,
+            until=q.until,
+            before_id=q.cursor,
+            limit=q.limit,
+        )
+    nxt = str(rows[-1]["id"]) if len(rows) == q.limit else None
+    return ScimRequestList(requests=[ScimRequestDoc(**r) for r in rows], next=nxt)

@@ -725,3 +725,22 @@ class PolicyVersion(Base):
     created: Mapped[datetime] = mapped_column(default=utcnow)
     active: Mapped[bool] = mapped_column(Boolean, default=False)
     activated: Mapped[datetime | None] = mapped_column()
+
+
+class ScimRequest(Base):
+    """One SCIM request an IdP made: what, how it ended, how long it took; for a failure, the
+    body with secrets redacted. Kept for BRIDGE_SCIM_LOG_DAYS days."""
+
+    __tablename__ = "scim_requests"
+    __table_args__ = (Index("ix_scim_requests_account_at", "account_id", "at"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    token_id: Mapped[int | None] = mapped_column(ForeignKey("scim_tokens.id", ondelete="SET NULL"))
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    method: Mapped[str] = mapped_column(String(10))
+    path: Mapped[str] = mapped_column(String(2048))
+    status: Mapped[int] = mapped_column(Integer)
+    scim_type: Mapped[str | None] = mapped_column(String(64))
+    duration_ms: Mapped[int] = mapped_column(Integer)
+    detail: Mapped[str | None] = mapped_column(String(1024))
+    body: Mapped[str | None] = mapped_column(Text)

@@ -34,6 +34,7 @@ class Settings:
     metrics_bind: str | None = None
     metrics_account_label: bool = False
     otlp_endpoint: str | None = None
+    scim_log_days: int = 14
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -54,6 +55,7 @@ class Settings:
             metrics_bind=env.get("BRIDGE_METRICS_BIND") or None,
             metrics_account_label=env.get("BRIDGE_METRICS_ACCOUNT_LABEL", "") in ("1", "true"),
             otlp_endpoint=env.get("BRIDGE_OTLP_ENDPOINT") or None,
+            scim_log_days=int(env.get("BRIDGE_SCIM_LOG_DAYS") or 14),
         )
         return replace(settings, **overrides)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
@@ -12,7 +13,7 @@ from flask import Blueprint, Response, current_app, g, request, stream_with_cont
 from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 
-from bridge import accounts, groups, provisioning
+from bridge import accounts, groups, provisioning, scim_log
 from bridge.errors import BridgeError, PreconditionFailed, Unauthorized
 from bridge.models import Group, User
 from bridge.web import get_store
@@ -32,6 +33,11 @@ def actor() -> str:
 
 
 @bp.before_request
+def start_clock() -> None:
+    g.scim_started = time.perf_counter()
+
+
+@bp.before_request
 def authenticate() -> None:
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
@@ -39,6 +45,35 @@ def authenticate() -> None:
         raise Unauthorized("send the account's SCIM token as `Authorization: Bearer <token>`")
     account, token_row = accounts.authenticate(get_store(), token.strip())
     g.account_id, g.scim_token_id = account.id, token_row.id
+
+
+@bp.after_request
+def log_request(response: Response) -> Response:
+    """Every authenticated SCIM request goes to the account's SCIM request log."""
+    if "account_id" not in g:  # unauthenticated: no account to attribute it to
+        return response
+    scim_type = detail = None
+    if response.status_code >= 400 and not response.is_streamed:
+        try:
+            doc = json.loads(response.get_data())
+            scim_type, detail = doc.get("scimType"), doc.get("detail")
+        except (ValueError, AttributeError):
+            pass
+    query = request.query_string.decode("utf-8", errors="replace")
+    scim_log.record(
+        get_store(),
+        g.account_id,
+        token_id=g.scim_token_id,
+        method=request.method,
+        path=request.path + (f"?{query}" if query else ""),
+        status=response.status_code,
+        scim_type=scim_type,
+        duration_ms=round((time.perf_counter() - g.scim_started) * 1000),
+        detail=detail,
+        body=request.get_data() if response.status_code >= 400 else b"",
+        retention_days=current_app.config["BRIDGE_SETTINGS"].scim_log_days,
+    )
+    return response
 
 
 @bp.errorhandler(errors.ScimError)
@@ -57,7 +92,8 @@ def scim_response(doc: Any, status: int = 200, *, version: int | None = None) ->
 
 def body() -> Any:
     """The request's JSON (application/scim+json or application/json), or invalidSyntax."""
-    return inputs.parse_json(request.get_data(cache=False))
+    # kept (cache): a failure's body goes, redacted, to the SCIM request log
+    return inputs.parse_json(request.get_data())
 
 
 def resource_id(raw: str) -> uuid.UUID:

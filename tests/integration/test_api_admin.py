@@ -1,10 +1,12 @@
 """IdPs, SCIM tokens, logins and audit over the API: admin scope for changes, an IdP's removal
 ends its sessions, a SCIM token is shown once and works, logs filter, the chain verifies."""
 
+from datetime import timedelta
+
 from sqlalchemy import select, update
 
-from bridge import idps, logins, provisioning, sessions
-from bridge.models import AuditEvent, LoginSession
+from bridge import idps, logins, provisioning, scim_log, sessions
+from bridge.models import AuditEvent, LoginSession, ScimRequest, ScimToken, utcnow
 from tests import factories
 from tests.integration.api_client import problem_type
 from tests.saml_idp import TestIdP
@@ -127,3 +129,43 @@ def test_audit_cursor_filters_and_verify(api, account, store):
     )
     broken = api.post("audit/verify").json
     assert broken["ok"] is False and broken["broken_at"] == 2 and "changed" in broken["reason"]
+
+
+def test_scim_request_log(api, scim, account, store):
+    """Every SCIM request is logged with status, scimType and duration; a failure keeps its body
+    with the password redacted; old rows go after the retention."""
+    ok = scim.post("Users", json={"userName": "log@example.com", "password": "hunter2"})
+    assert ok.status_code == 201
+    dup = scim.post("Users", json={"userName": "log@example.com", "password": "hunter2"})
+    assert dup.status_code == 409
+    scim.get("Users?filter=nope")
+    rows = api.get("scim-requests").json["requests"]
+    assert [(r["method"], r["status"]) for r in rows] == [
+        ("GET", 400),
+        ("POST", 409),
+        ("POST", 201),
+    ]
+    bad_filter, conflict, created = rows
+    assert bad_filter["path"] == "/scim/v2/Users?filter=nope"
+    assert bad_filter["scim_type"] == "invalidFilter"
+    assert conflict["scim_type"] == "uniqueness" and "hunter2" not in conflict["body"]
+    assert '"password": "[redacted]"' in conflict["body"] and "log@example.com" in conflict["body"]
+    assert created["body"] is None and created["duration_ms"] >= 0
+    assert created["token"].startswith(f"{scim_token_id(store, account)} (ibs_")
+    failed = api.get("scim-requests", query_string={"failed": "true", "method": "POST"}).json
+    assert [r["status"] for r in failed["requests"]] == [409]
+    store.write(
+        lambda db: db.execute(
+            update(ScimRequest)
+            .where(ScimRequest.account_id == account.id)
+            .values(at=utcnow() - timedelta(days=15))
+        )
+    )
+    scim_log._purged.clear()  # the purge runs at most once a minute per process
+    scim.get("Users")
+    assert len(api.get("scim-requests").json["requests"]) == 1
+
+
+def scim_token_id(store, account):
+    with store.read() as db:
+        return db.scalar(select(ScimToken.id).where(ScimToken.account_id == account.id))

@@ -112,11 +112,26 @@ def authenticate() -> None:
     needed = getattr(view, SCOPE_ATTR, "admin")  # a route that declares nothing needs the most
     if not api_keys.allows(key.scope, needed):
         raise Forbidden(f"this API key has scope {key.scope}; this request needs {needed}")
+    body: Any = None
     if request.method in ("POST", "PUT", "PATCH") and request.content_length:
         try:
-            json.loads(request.get_data(cache=True))
+            body = json.loads(request.get_data(cache=True))
         except (ValueError, UnicodeDecodeError):
             raise InvalidInput("the request body is not valid JSON") from None
+    # PostgreSQL text cannot hold NUL (psycopg refuses it): refuse it here as bad input.
+    given = [*request.args.values(), *map(str, (request.view_args or {}).values())]
+    if any("\x00" in v for v in given) or _has_nul(body):
+        raise InvalidInput("NUL characters are not allowed")
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
 
 
 def actor() -> str:

@@ -171,3 +171,16 @@ def test_openapi_document_and_reference_need_no_key(client):
     assert page.status_code == 200 and b"/api/v1/users/{user_id}" in page.data
     assert b"<script" not in page.data and b"https://" not in page.data
     assert b'id="problem-guard-refused"' in page.data
+
+
+def test_nul_characters_are_400_not_500(api, store, account):
+    """NUL in a body, query or path (PostgreSQL text cannot hold it) is a 400; nothing written."""
+    before = audit_seq(store, account)
+    r = api.post("groups", json={"display_name": "bad\x00name"})
+    assert r.status_code == 400 and problem_type(r) == "invalid-input"
+    assert "NUL" in r.json["detail"]
+    assert api.get("users", query_string={"q": "a\x00b"}).status_code == 400
+    assert (
+        api.put("users/00000000-0000-0000-0000-000000000000/environments/a%00b").status_code == 400
+    )
+    assert audit_seq(store, account) == before

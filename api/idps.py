@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field, model_validator
 
 from api.base import account_id, actor, bp, requires, responses, spec
 from api.models import Problem, Strict
+from bridge import fetch as fetching
 from bridge import idps
 from bridge.errors import InvalidInput
 from bridge.models import IdentityProvider
@@ -57,7 +58,7 @@ class IdpList(BaseModel):
 class NewIdp(Strict):
     name: str | None = Field(None, min_length=1, max_length=64)
     metadata_url: str | None = Field(None, max_length=2048, description="https only")
-    metadata_xml: str | None = Field(None, max_length=idps.MAX_METADATA)
+    metadata_xml: str | None = Field(None, max_length=fetching.MAX_BYTES)
     allow_idp_initiated: bool = False
     allow_jit: bool = True
     match_by: str = Field("name_id", min_length=1, max_length=256)
@@ -79,7 +80,7 @@ class IdpSettings(Strict):
 
 class Refresh(Strict):
     metadata_xml: str | None = Field(
-        None, max_length=idps.MAX_METADATA, description="Omit to re-read the metadata URL."
+        None, max_length=fetching.MAX_BYTES, description="Omit to re-read the metadata URL."
     )
 
 

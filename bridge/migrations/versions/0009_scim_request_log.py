@@ -1,7 +1,7 @@
 """The SCIM request log (every SCIM request; redacted bodies of failures)
 
-Revision ID: 0008_scim_request_log
-Revises: 0007_policy_versions
+Revision ID: 0009_scim_request_log
+Revises: 0008_policy_versions
 Create Date: 2026-12-01 15:57:13.785673
 """
 
@@ -10,8 +10,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0008_scim_request_log"
-down_revision: str | None = "0007_policy_versions"
+revision: str = "0009_scim_request_log"
+down_revision: str | None = "0008_policy_versions"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,7 +1,7 @@
 """Policy versions in the store (one active per account)
 
-Revision ID: 0007_policy_versions
-Revises: 0006_harden_identifier_keys
+Revision ID: 0008_policy_versions
+Revises: 0007_saml_interop
 Create Date: 2026-12-01 15:46:10.386749
 """
 
@@ -10,8 +10,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0007_policy_versions"
-down_revision: str | None = "0006_harden_identifier_keys"
+revision: str = "0008_policy_versions"
+down_revision: str | None = "0007_saml_interop"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

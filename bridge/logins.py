@@ -90,32 +90,10 @@ def recent(
     before: int | None = None,
     limit: int = 50,
 ) -> list[dict[str, Any]]:
-    """The newest login-log lines first; `before` (a line's id) pages back through older ones."""
-    stmt = (
-        select(LoginAttempt, IdentityProvider.name)
-        .outerjoin(IdentityProvider, IdentityProvider.id == LoginAttempt.idp_id)
-        .where(LoginAttempt.account_id == account_id)
-        .order_by(LoginAttempt.id.desc())
-        .limit(limit)
-    )
-    if failed:
-        stmt = stmt.where(LoginAttempt.ok.is_(False))
-    if reason:
-        stmt = stmt.where(LoginAttempt.reason == reason)
-    if before is not None:
-        stmt = stmt.where(LoginAttempt.id < before)
-    return [
-        {
-            "id": a.id,
-            "at": a.at.isoformat(timespec="seconds"),
-            "ok": a.ok,
-            "reason": a.reason,
-            "idp": idp,
-            "name_id": a.name_id,
-            "detail": a.detail,
-        }
-        for a, idp in db.execute(stmt)
-    ]
+    """The newest login-log lines first, times as ISO text (the CLI and the console print them);
+    `before` (a line's id) pages back through older ones."""
+    rows = search(db, account_id, failed=failed, reason=reason, before_id=before, limit=limit)
+    return [{**row, "at": row["at"].isoformat(timespec="seconds")} for row in rows]
 
 
 _KINDS: dict[int, str] = {}  # an IdP's id never changes, nor (in practice) its vendor
@@ -167,6 +145,7 @@ def search(
     account_id: int,
     *,
     failed: bool = False,
+    reason: str | None = None,
     idp: str | None = None,
     user_id: uuid.UUID | None = None,
     since: datetime | None = None,
@@ -184,6 +163,8 @@ def search(
     )
     if failed:
         stmt = stmt.where(LoginAttempt.ok.is_(False))
+    if reason:
+        stmt = stmt.where(LoginAttempt.reason == reason)
     if idp is not None:
         stmt = stmt.where(IdentityProvider.name == idp)
     if user_id is not None:

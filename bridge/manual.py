@@ -167,16 +167,41 @@ def set_environment(
     return _change_user(store, account_id, user_id, change, actor=actor)
 
 
-def _grant_row(db: Session, where: Any, env_id: int, spec: GrantSpec) -> Grant | None:
-    return db.scalar(
+def _put_grant(
+    db: Session, account: Account, holder: dict[str, Any], spec: GrantSpec, *, present: bool
+) -> None:
+    """Add, re-level (present) or remove the manual grant `spec` of one holder: `holder` is
+    {"user_id": ...} or {"group_id": ...}."""
+    (column, holder_id), *_ = holder.items()
+    env = _environment(db, account, spec.environment)
+    row = db.scalar(
         select(Grant).where(
-            where,
-            Grant.environment_id == env_id,
+            getattr(Grant, column) == holder_id,
+            Grant.environment_id == env.id,
             Grant.kind == spec.kind,
             Grant.path == spec.path,
             Grant.provenance == MANUAL,
         )
     )
+    if not present:
+        if row is None:
+            who = "user" if column == "user_id" else "group"
+            raise NotFound(f"the {who} has no manual grant on {spec.kind} {spec.path!r}")
+        db.delete(row)
+    elif row is not None:
+        row.level = spec.level
+    else:
+        db.add(
+            Grant(
+                account_id=account.id,
+                environment_id=env.id,
+                kind=spec.kind,
+                path=spec.path,
+                level=spec.level,
+                provenance=MANUAL,
+                **holder,
+            )
+        )
 
 
 def set_user_grant(
@@ -192,27 +217,7 @@ def set_user_grant(
     spec.check()
 
     def change(db: Session, account: Account, user: User) -> None:
-        env = _environment(db, account, spec.environment)
-        row = _grant_row(db, Grant.user_id == user.id, env.id, spec)
-        if present:
-            if row is None:
-                db.add(
-                    Grant(
-                        account_id=account.id,
-                        user_id=user.id,
-                        environment_id=env.id,
-                        kind=spec.kind,
-                        path=spec.path,
-                        level=spec.level,
-                        provenance=MANUAL,
-                    )
-                )
-            else:
-                row.level = spec.level
-        else:
-            if row is None:
-                raise NotFound(f"the user has no manual grant on {spec.kind} {spec.path!r}")
-            db.delete(row)
+        _put_grant(db, account, {"user_id": user.id}, spec, present=present)
 
     return _change_user(store, account_id, user_id, change, actor=actor)
 
@@ -238,28 +243,8 @@ def set_group_grant(
         )
         if group is None:
             raise NotFound(f"no group {group_id}")
-        env = _environment(db, account, spec.environment)
-        row = _grant_row(db, Grant.group_id == group.id, env.id, spec)
         before = group_grants(db, group)
-        if present:
-            if row is None:
-                db.add(
-                    Grant(
-                        account_id=account.id,
-                        group_id=group.id,
-                        environment_id=env.id,
-                        kind=spec.kind,
-                        path=spec.path,
-                        level=spec.level,
-                        provenance=MANUAL,
-                    )
-                )
-            else:
-                row.level = spec.level
-        elif row is None:
-            raise NotFound(f"the group has no manual grant on {spec.kind} {spec.path!r}")
-        else:
-            db.delete(row)
+        _put_grant(db, account, {"group_id": group.id}, spec, present=present)
         db.flush()
         after = group_grants(db, group)
         if after != before:

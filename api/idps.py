@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field, model_validator
 from api.base import account_id, actor, bp, requires, responses, spec
 from api.models import Problem, Strict
 from bridge import fetch as fetching
-from bridge import idps
+from bridge import idps, test_logins
 from bridge.errors import InvalidInput
 from bridge.models import IdentityProvider
 from bridge.web import get_store
@@ -195,3 +195,28 @@ def remove_idp(name: str) -> ResponseReturnValue:
     """Remove an IdP; the sessions it opened end at once."""
     ended = idps.remove(get_store(), g.account_slug, name, actor=actor())
     return Removed(name=name, sessions_ended=ended)
+
+
+class TestLogin(BaseModel):
+    """A one-time URL: open it in a browser to run a login at the IdP that signs nobody in."""
+
+    url: str
+    idp: str
+    expires: datetime
+
+
+@bp.post(f"/idps/{NAME}/test-login")
+@requires("admin")
+@spec.validate(resp=responses(HTTP_201=TestLogin, HTTP_409=Problem), tags=[TAG])
+def test_login(name: str) -> ResponseReturnValue:
+    """A test-login URL (ten minutes, used once): it runs a real SAML login at this IdP and shows
+    what the IdP sent and what the policy would decide, without provisioning anyone or opening a
+    session."""
+    issued = test_logins.issue(
+        get_store(),
+        g.account_slug,
+        name,
+        base_url=current_app.config["BRIDGE_SETTINGS"].base_url,
+        actor=actor(),
+    )
+    return TestLogin(url=issued.url, idp=issued.idp, expires=issued.expires), 201

@@ -81,6 +81,26 @@ def record_in(
     )
 
 
+def record_test_in(
+    db: Session, account_id: int, *, idp_id: int, name_id: str | None, detail: str
+) -> None:
+    """A test login's line (bridge.test_logins): validated, but nobody signed in, so it has no
+    user, counts as no sign-in, and sends no `login.*` event (its audit event is its own)."""
+    db.add(
+        LoginAttempt(
+            account_id=account_id,
+            ok=True,
+            reason=TEST_LOGIN,
+            idp_id=idp_id,
+            name_id=(name_id or "")[:1024] or None,
+            detail=detail[:1024],
+        )
+    )
+
+
+TEST_LOGIN = "test_login"
+
+
 def recent(
     db: Session,
     account_id: int,
@@ -133,6 +153,7 @@ def successes_since(db: Session, account_id: int, since: datetime) -> int:
             select(func.count()).where(
                 LoginAttempt.account_id == account_id,
                 LoginAttempt.ok.is_(True),
+                LoginAttempt.reason != TEST_LOGIN,
                 LoginAttempt.at >= since,
             )
         )

@@ -405,6 +405,13 @@ def _account(db: Session, account_id: int) -> Account:
     return account
 
 
+def match(
+    db: Session, account: Account, profile: policies.Profile, user_id: uuid.UUID | None = None
+) -> User | None:
+    """The stored user a login or SCIM request with `profile` would update (row locked)."""
+    return _find(db, account, profile, user_id)
+
+
 @tracing.step("provisioning.match")
 def _find(
     db: Session, account: Account, profile: policies.Profile, user_id: uuid.UUID | None

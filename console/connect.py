@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import current_app, g, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
-from bridge import accounts, idps, sp_keys
+from bridge import accounts, idps, sp_keys, test_logins
 from bridge.errors import InvalidInput
 from bridge.settings import Settings
 from bridge.web import get_store
@@ -56,6 +56,15 @@ def add_idp(slug: str) -> ResponseReturnValue:
 def remove_idp(slug: str, name: str) -> ResponseReturnValue:
     idps.remove(get_store(), slug, name, actor=g.admin.actor)
     return redirect(url_for("console.idps", removed=name))
+
+
+@bp.post("/<slug>/idp/<name>/test-login")
+def test_idp_login(slug: str, name: str) -> ResponseReturnValue:
+    """Start a test login at this IdP: its one-time page, where a button sends the browser on."""
+    issued = test_logins.issue(
+        get_store(), slug, name, base_url=_settings().base_url, actor=g.admin.actor
+    )
+    return redirect(test_logins.start_url("", slug, issued.raw), code=303)
 
 
 @bp.get("/<slug>/scim", endpoint="scim")

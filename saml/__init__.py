@@ -13,7 +13,7 @@ REASONS = {404: "not_found", 405: "wrong_method", 413: "too_large", 503: "unavai
 
 
 def init_app(app: Flask) -> None:
-    from saml import errors, views
+    from saml import errors, testlogin, views  # noqa: F401  (testlogin adds routes to bp)
 
     def render(status: int, detail: str, exc: Exception) -> ResponseReturnValue:
         reason = REASONS.get(status, "internal" if status >= 500 else "invalid")

@@ -100,3 +100,102 @@ def confirm_sign_out(user_name: str, csrf_token: str) -> str:
 def message(title: str, text: str) -> str:
     """A one-paragraph page (signed out, not signed in, a refused sign-out)."""
     return render_template_string(_MESSAGE, title=title, text=text, extra="")
+
+
+_TEST_START = (
+    _HEAD
+    + """<h1>Test login with {{ idp }}</h1>
+<p>This runs a real sign-in at <strong>{{ idp }}</strong> for the account
+<code>{{ slug }}</code> and shows what the IdP sends and what the account's policy would decide.
+<strong>Nobody is signed in here and nobody is created or changed.</strong></p>
+<p>Sign in at the IdP as the person whose login you want to check. This link works once, until
+{{ expires }}.</p>
+<form method=post><button type=submit>Continue to {{ idp }}</button></form>
+</body></html>"""
+)
+
+_TEST_RESULT = (
+    _HEAD
+    + """<h1>Test login: what {{ idp }} sent</h1>
+<p role=status><strong>This was a test: nobody was signed in, nobody was created or changed, and
+no session was opened.</strong> The response passed every check a real sign-in makes.</p>
+<h2>The IdP sent</h2>
+<dl><dt>NameID</dt><dd><code id=name-id>{{ name_id }}</code>
+{% if name_id_format %}<small>({{ name_id_format }})</small>{% endif %}</dd>
+{% if session_index %}<dt>SessionIndex</dt><dd><code>{{ session_index }}</code></dd>{% endif %}
+</dl>
+<h3>Attributes</h3>
+{% if attributes %}<table id=attributes cellpadding=4><tr><th align=left>name</th>
+<th align=left>values</th></tr>
+{% for name, values in attributes %}<tr><td><code>{{ name }}</code></td>
+<td>{% for v in values %}<code>{{ v }}</code>{% if not loop.last %}, {% endif %}{% endfor %}</td>
+</tr>{% endfor %}</table>{% else %}<p>None.</p>{% endif %}
+<h2>A real sign-in would</h2>
+<p id=outcome>{% if p.outcome == "create" %}create the user <strong>{{ p.user_name }}</strong>
+(just-in-time) and sign them in.
+{% elif p.outcome == "update" %}sign in the existing user <strong>{{ p.user_name }}</strong>.
+{% else %}be refused: <code>{{ p.outcome }}</code> ({{ p.detail }}).{% endif %}</p>
+<h2>What the policy would decide</h2>
+<p>Policy: {{ p.policy_source or "none" }}{% if p.policy_error %};
+<strong>error:</strong> {{ p.policy_error }}{% endif %}</p>
+{% set d = p.decision %}
+{% if d %}
+{% if d.errors %}<p><strong>The policy cannot decide</strong> (access would be kept as it is):
+{{ d.errors|join("; ") }}</p>{% endif %}
+<dl id=decision>
+<dt>Role</dt><dd><strong>{{ d.role.value or "none" }}</strong>
+{% if d.role.rule %}<small>rule {{ d.role.rule }}</small>{% endif %}</dd>
+<dt>Environments</dt><dd>{% if d.environments.value is string %}{{ d.environments.value }}
+{% else %}{{ d.environments.value|join(", ") or "none" }}{% endif %}
+{% if d.environments.rule %}<small>rule {{ d.environments.rule }}</small>{% endif %}</dd>
+<dt>Groups</dt><dd>{% for g in d.groups %}{{ g.name }} <small>rule {{ g.rule }}</small>
+{% if not loop.last %}, {% endif %}{% else %}none{% endfor %}</dd>
+</dl>
+<h3>Grants</h3>
+{% if d.grants %}<table id=grants cellpadding=4><tr><th align=left>for</th>
+<th align=left>environment</th><th align=left>what</th><th align=left>level</th>
+<th align=left>rule</th></tr>
+{% for g in d.grants %}<tr>
+<td>{{ "group " ~ g.subject if g.subject != "user" else "the user" }}</td>
+<td>{{ g.environment }}</td><td>{% if g.folder %}folder <code>{{ g.folder }}</code>
+{% else %}collection <code>{{ g.collection }}</code>{% endif %}</td><td>{{ g.level }}</td>
+<td>{{ g.rule }}</td></tr>{% endfor %}</table>{% else %}<p>None.</p>{% endif %}
+<h3>Why</h3>
+<ul>{% for s in d.explanation %}<li><code>{{ s.rule }}</code>:
+{{ "matched" if s.matched else "did not match" }}{% if s.detail %}: {{ s.detail }}{% endif %}</li>
+{% endfor %}</ul>
+{% else %}<p>No policy applies, so access would be kept as it is.</p>{% endif %}
+<p><a href="{{ back }}">Back to the IdP connection</a></p>
+</body></html>"""
+)
+
+
+def test_start(idp: str, slug: str, expires: str) -> str:
+    """A test login's one-time start page: a button, so a link preview cannot use it up."""
+    return render_template_string(
+        _TEST_START, title=f"Test login with {idp}", idp=idp, slug=slug, expires=expires
+    )
+
+
+def test_result(
+    *,
+    idp: str,
+    name_id: str,
+    name_id_format: str | None,
+    session_index: str | None,
+    attributes: dict[str, list[str]],
+    preview: Any,
+    back: str,
+) -> str:
+    """What the IdP sent and what the policy would decide; nothing was written but the logs."""
+    return render_template_string(
+        _TEST_RESULT,
+        title=f"Test login with {idp}",
+        idp=idp,
+        name_id=name_id,
+        name_id_format=name_id_format,
+        session_index=session_index,
+        attributes=sorted(attributes.items()),
+        p=preview,
+        back=back,
+    )

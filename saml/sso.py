@@ -39,6 +39,7 @@ from onelogin.saml2.utils import OneLogin_Saml2_Utils
 from onelogin.saml2.xml_utils import OneLogin_Saml2_XML
 from sqlalchemy import delete, select
 
+from bridge import test_logins
 from bridge.models import Account, AuthnRequest, IdentityProvider, SeenAssertion, utcnow
 from bridge.sessions import NameId
 from bridge.sp_keys import KeyPair
@@ -468,30 +469,47 @@ def remember_request(
 ) -> None:
     """Keep an AuthnRequest ID, bound to the browser holding `nonce`, until it comes back (once,
     to that browser) or expires."""
+    store.write(lambda db: remember_request_in(db, account, idp, request_id, relay_state, nonce))
 
-    def work(db: Any) -> None:
-        db.execute(delete(AuthnRequest).where(AuthnRequest.expires < utcnow()))
-        db.add(
-            AuthnRequest(
-                id=request_id,
-                account_id=account.id,
-                idp_id=idp.id,
-                relay_state=relay_state,
-                browser_hash=browser_hash(nonce),
-                expires=utcnow() + REQUEST_TTL,
-            )
+
+def remember_request_in(
+    db: Any,
+    account: Account,
+    idp: IdentityProvider,
+    request_id: str,
+    relay_state: str | None,
+    nonce: str,
+) -> None:
+    """`remember_request` inside the caller's transaction (a test login claims its link in it)."""
+    db.execute(delete(AuthnRequest).where(AuthnRequest.expires < utcnow()))
+    db.add(
+        AuthnRequest(
+            id=request_id,
+            account_id=account.id,
+            idp_id=idp.id,
+            relay_state=relay_state,
+            browser_hash=browser_hash(nonce),
+            expires=utcnow() + REQUEST_TTL,
         )
-
-    store.write(work)
+    )
 
 
 def claim(
-    db: Any, account: Account, idp: IdentityProvider, assertion: Assertion, nonce: str | None
+    db: Any,
+    account: Account,
+    idp: IdentityProvider,
+    assertion: Assertion,
+    nonce: str | None,
+    *,
+    test: bool = False,
 ) -> str | None:
     """Inside the login's transaction: use up the AuthnRequest the assertion answers (once, this
     IdP's, not expired, posted by the browser that started it: `nonce` from its cookie) and
-    record the assertion ID in the replay cache; returns the RelayState kept with the request."""
+    record the assertion ID in the replay cache; returns the RelayState kept with the request.
+    A test login's request (bridge.test_logins) answers only `test=True`, and only it does."""
     relay = None
+    if test and not assertion.in_response_to:
+        raise SamlRejected("unknown_in_response_to", "a test login answers a request of ours")
     if assertion.in_response_to:
         row = db.scalar(
             select(AuthnRequest)
@@ -504,6 +522,12 @@ def claim(
             raise SamlRejected(
                 "unknown_in_response_to", "the response answers no pending login of ours"
             )
+        if test_logins.link_of(row.relay_state) is not None and not test:
+            raise SamlRejected(
+                "test_login_only", "the response answers a test login: it signs nobody in"
+            )
+        if test and test_logins.link_of(row.relay_state) is None:
+            raise SamlRejected("unknown_in_response_to", "the response answers no test login")
         if nonce is None or row.browser_hash != browser_hash(nonce):
             # login CSRF: someone else's answer, posted from a browser that did not ask for it
             raise SamlRejected(

@@ -130,6 +130,12 @@ def login(slug: str) -> ResponseReturnValue:
     nonce = _login_nonce() or secrets.token_urlsafe(32)
     sso.remember_request(get_store(), account, idp, auth.get_last_request_id(), target, nonce)
     response = redirect(url)
+    login_cookie(response, slug, nonce)
+    return response
+
+
+def login_cookie(response: Response, slug: str, nonce: str) -> None:
+    """Bind the pending login to this browser (its answer is accepted from it only)."""
     secure = _settings_of_app().base_url.startswith("https://")
     response.set_cookie(
         LOGIN_COOKIE,
@@ -143,7 +149,6 @@ def login(slug: str) -> ResponseReturnValue:
         secure=secure,
         path=f"/saml/{slug}/",
     )
-    return response
 
 
 def _login_nonce() -> str | None:
@@ -208,22 +213,30 @@ def _landing(target: str | None) -> str:
 @bp.post("/saml/<slug>/acs")
 @bp.post("/saml/<slug>/acs/<idp_name>")
 def consume(slug: str, idp_name: str | None = None) -> ResponseReturnValue:
+    from saml import testlogin
+
     account = _account(slug)
     idp: IdentityProvider | None = None
     assertion: sso.Assertion | None = None
+    test = False
     try:
         form = request.form.to_dict()
         safe_next(form.get("RelayState"), account)
         root = sso.inspect(sso.decode(form.get("SAMLResponse")))
+        test = testlogin.is_test(account, root.get("InResponseTo"))  # labels a refusal only
         idp = _idp_for(account, idp_name, root.get("InResponseTo"))
         sp = _sp(account)
         path = request.path.removeprefix(urlsplit(sp.base_url).path)
         acs_url = sp.acs_url_for(idp.name) if idp_name else sp.acs_url
         assertion = sso.validate(sp, idp, form, path, acs_url)
+        if testlogin.is_test(account, assertion.in_response_to):
+            return testlogin.finish(account, idp, assertion)
         secret, target = _log_in(account, idp, assertion, _login_nonce())
     except SamlRejected as exc:  # recorded by `rejected`, with what is known of the login
         exc.idp_id = idp.id if idp is not None else None
         exc.name_id = assertion.name_id if assertion is not None else None
+        if test:
+            exc.detail = f"{exc.detail} (test login)"
         raise
     response = redirect(target)
     _set_cookie(response, secret, account.session_minutes)

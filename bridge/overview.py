@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
-from bridge import accounts, audit, idps, logins
+from bridge import accounts, audit, idps, logins, scim_log
 from bridge.models import IdentityProvider, utcnow
 from bridge.policy import policy_for
 from bridge.store import Store
@@ -49,6 +50,7 @@ class Overview:
     policy_error: str | None
     audit: AuditHealth
     since: datetime = field(default_factory=lambda: utcnow() - DAY)
+    last_scim_request: dict[str, Any] | None = None
 
 
 def of(store: Store, slug: str) -> Overview:
@@ -82,6 +84,7 @@ def of(store: Store, slug: str) -> Overview:
             policy_error=choice.error,
             audit=chain,
             since=since,
+            last_scim_request=next(iter(scim_log.search(db, account.id, limit=1)), None),
         )
 
 

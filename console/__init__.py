@@ -17,6 +17,8 @@ def init_app(app: Flask) -> None:
     from console import (  # noqa: F401  (each module adds its routes to bp)
         base,
         connect,
+        groups,
+        policy,
         setup,
         signin,
         users,

@@ -77,6 +77,8 @@ def _require_admin() -> ResponseReturnValue | None:
 NAV = [
     ("console.overview", "Overview"),
     ("console.users", "Users"),
+    ("console.groups", "Groups"),
+    ("console.policy", "Policy"),
     ("console.idps", "IdP connection"),
     ("console.scim", "SCIM"),
     ("console.logins", "Logins"),

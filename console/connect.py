@@ -5,11 +5,11 @@ from __future__ import annotations
 from flask import current_app, g, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
-from bridge import accounts, idps, sp_keys, test_logins
+from bridge import accounts, idps, scim_log, sp_keys, test_logins
 from bridge.errors import InvalidInput
 from bridge.settings import Settings
 from bridge.web import get_store
-from console.base import bp, notice
+from console.base import bp, notice, page_args
 
 
 def _settings() -> Settings:
@@ -74,13 +74,22 @@ def scim_page(slug: str) -> ResponseReturnValue:
 
 
 def _scim(slug: str, issued: accounts.IssuedToken | None = None) -> ResponseReturnValue:
+    before, size = page_args()
+    failed = request.args.get("failed") == "1"
     with get_store().read() as db:
         tokens = accounts.list_tokens(db, slug)
+        requests = scim_log.search(
+            db, g.admin.account_id, failed=failed, before_id=before, limit=size + 1
+        )
     return render_template(
         "console/scim.html",
         tokens=list(reversed(tokens)),
         base_url=f"{_settings().base_url}/scim/v2",
         issued=issued,
+        requests=requests[:size],
+        older=requests[size - 1]["id"] if len(requests) > size else None,
+        failed=failed,
+        retention_days=_settings().scim_log_days,
     )
 
 

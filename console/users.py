@@ -112,7 +112,7 @@ def _back(user_id: uuid.UUID, done: str) -> ResponseReturnValue:
 @bp.post("/<slug>/users/<uuid:user_id>/grants")
 def add_grant(slug: str, user_id: uuid.UUID) -> ResponseReturnValue:
     """Give the user a manual grant (or change its level)."""
-    spec = _grant_spec(level=request.form.get("level", ""))
+    spec = grant_spec(level=request.form.get("level", ""))
     manual.set_user_grant(
         get_store(), g.admin.account_id, user_id, spec, present=True, actor=g.admin.actor
     )
@@ -122,14 +122,14 @@ def add_grant(slug: str, user_id: uuid.UUID) -> ResponseReturnValue:
 @bp.post("/<slug>/users/<uuid:user_id>/grants/remove")
 def remove_grant(slug: str, user_id: uuid.UUID) -> ResponseReturnValue:
     """Take away a manual grant (grants of other provenance stay)."""
-    spec = _grant_spec(level="viewer")
+    spec = grant_spec(level="viewer")
     manual.set_user_grant(
         get_store(), g.admin.account_id, user_id, spec, present=False, actor=g.admin.actor
     )
     return _back(user_id, "grant-removed")
 
 
-def _grant_spec(*, level: str) -> manual.GrantSpec:
+def grant_spec(*, level: str) -> manual.GrantSpec:
     form = request.form
     spec = manual.GrantSpec(
         form.get("environment", "").strip(),

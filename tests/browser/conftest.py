@@ -167,7 +167,12 @@ class Console:
         try:
             self.browser.refresh()
             width = self.browser.execute_script("return document.documentElement.scrollWidth")
-            assert width <= 390, f"{name}: the page is {width}px wide on a 390px phone"
+            wide = self.browser.execute_script(
+                "return [...document.querySelectorAll('body *')]"
+                ".filter(e => e.getBoundingClientRect().right > 391)"
+                ".map(e => e.tagName + '.' + e.className + '#' + e.id).slice(0, 8)"
+            )
+            assert width <= 390, f"{name}: the page is {width}px wide on a 390px phone: {wide}"
             return self.shot(name)
         finally:
             desktop(self.browser)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import re
-import unicodedata
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from scim2_filter_parser import ast as lib
 from scim2_filter_parser.lexer import SCIMLexer
 from scim2_filter_parser.parser import SCIMParser
 
+from bridge.identifiers import fold
 from scim.errors import InvalidFilter, InvalidPath
 
 OPERATORS = {"eq", "ne", "co", "sw", "ew", "gt", "ge", "lt", "le", "pr"}
@@ -317,8 +317,8 @@ def compare(actual: Any, op: str, expected: Any, kind: str, case_exact: bool) ->
         return same if op == "eq" else (op == "ne" and not same)
     a = str(actual)
     e = ("true" if expected else "false") if isinstance(expected, bool) else str(expected)
-    if not case_exact:
-        a, e = _fold(a), _fold(e)
+    if not case_exact:  # the one identifier rule (RFC 8265), as the key columns hold it
+        a, e = fold(a), fold(e)
     if op == "co":
         return e in a
     if op == "sw":
@@ -326,10 +326,6 @@ def compare(actual: Any, op: str, expected: Any, kind: str, case_exact: bool) ->
     if op == "ew":
         return a.endswith(e)
     return _ordered(a, op, e)
-
-
-def _fold(text: str) -> str:
-    return unicodedata.normalize("NFC", text).casefold()
 
 
 def _instant(value: Any) -> datetime:

@@ -106,3 +106,44 @@ def test_group_names_with_such_characters_stay_distinct(scim, name):
     made = scim.post("Groups", json={"displayName": name})
     assert made.status_code == 201
     assert made.json["displayName"] == name
+
+
+def _emails(scim, user_id):
+    return [
+        (e["value"], e.get("type")) for e in scim.get(f"Users/{user_id}").json.get("emails", [])
+    ]
+
+
+def test_patch_value_filters_compare_under_the_same_rule_as_queries(scim):
+    """A PATCH value filter (`emails[value eq ...]`, `emails[type eq ...]`) matches exactly the
+    strings a GET filter does: a change of case matches, LONG S, KELVIN SIGN and `ss` for `ß`
+    match nothing (casefold() made them `sam`, `kate` and `strasse`), so nothing is removed."""
+    user = scim.post(
+        "Users",
+        json={
+            "userName": "u@a.test",
+            "emails": [
+                {"value": "sam@a.test", "type": "work"},
+                {"value": "kate@a.test", "type": "Straße"},
+            ],
+        },
+    ).json
+    kept = [("sam@a.test", "work"), ("kate@a.test", "Straße")]
+    for flt in (f'value eq "{LONG_S}"', f'value eq "{KELVIN}"', 'type eq "STRASSE"'):
+        query = scim.get("Users", query_string={"filter": f"emails[{flt}]"}).json
+        assert query["totalResults"] == 0, flt
+        patch = {"Operations": [{"op": "remove", "path": f"emails[{flt}]"}]}
+        assert scim.patch(f"Users/{user['id']}", json=patch).status_code == 200
+        assert _emails(scim, user["id"]) == kept, flt
+        replace = {"Operations": [{"op": "replace", "path": f"emails[{flt}]", "value": {}}]}
+        scim_error(scim.patch(f"Users/{user['id']}", json=replace), 400, "noTarget")
+    for flt, left in (
+        ('value eq "SAM@A.TEST"', [("kate@a.test", "Straße")]),
+        ('type eq "STRAẞE"', []),  # U+1E9E CAPITAL SHARP S lowercases to ß
+    ):
+        assert (
+            scim.get("Users", query_string={"filter": f"emails[{flt}]"}).json["totalResults"] == 1
+        ), flt
+        patch = {"Operations": [{"op": "remove", "path": f"emails[{flt}]"}]}
+        assert scim.patch(f"Users/{user['id']}", json=patch).status_code == 200
+        assert _emails(scim, user["id"]) == left, flt

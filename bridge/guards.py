@@ -8,6 +8,11 @@ refusal is audited with the rule and the guard. Concurrency: the check locks the
 (FOR NO KEY UPDATE, as the audit chain's head does), so two demotions of the last two holders
 queue and the second one sees the first. `breaches` tells /readyz and `idbridge policy check`
 whether the active version would break a guard, evaluating only the holders unless they all lose.
+
+A holder is an *active* user with the role (a deactivated one cannot act on it). Deleting or
+deactivating the last one (SCIM DELETE, `active: false` by PATCH, PUT or Bulk) is refused
+whatever gave them the role: `keep_active_holder` raises `Refused`, the change rolls back whole,
+and the refusal is audited on its own (`Refused.record`) once it has.
 """
 
 from __future__ import annotations
@@ -15,12 +20,14 @@ from __future__ import annotations
 import dataclasses
 import time
 import uuid
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 import policies
 from bridge import audit, profiles
+from bridge.errors import GuardRefused
 from bridge.models import Account, RoleAssignment, User
 from bridge.policy import PolicyRegistry, policy_for
 
@@ -47,18 +54,7 @@ def hold(
         or not current.provenance.startswith(POLICY)  # a manual role is never changed by policy
     ):
         return decision
-    db.scalar(select(Account.id).where(Account.id == account.id).with_for_update(key_share=True))
-    others = db.scalar(
-        select(RoleAssignment.id)
-        .join(User, User.id == RoleAssignment.user_id)
-        .where(
-            User.account_id == account.id,
-            RoleAssignment.role == current.role,
-            RoleAssignment.user_id != user.id,
-        )
-        .limit(1)
-    )
-    if others is not None:
+    if other_holder(db, account, current.role, user):
         return decision
     guard = f"keep_at_least_one: {current.role}"
     audit.record(
@@ -78,6 +74,71 @@ def hold(
     )
     return dataclasses.replace(
         decision, role=current.role, role_rule=current.provenance.removeprefix(POLICY)
+    )
+
+
+def other_holder(db: Session, account: Account, role: str, user: User) -> bool:
+    """Whether an active user other than `user` holds `role`, asked under the account row's
+    lock (FOR NO KEY UPDATE; SQLite's write lock), so two concurrent removals of the last two
+    holders queue and the second sees the first (READ COMMITTED: a fresh snapshot per query)."""
+    db.scalar(select(Account.id).where(Account.id == account.id).with_for_update(key_share=True))
+    found = db.scalar(
+        select(RoleAssignment.id)
+        .join(User, User.id == RoleAssignment.user_id)
+        .where(
+            User.account_id == account.id,
+            User.active.is_not(False),
+            RoleAssignment.role == role,
+            RoleAssignment.user_id != user.id,
+        )
+        .limit(1)
+    )
+    return found is not None
+
+
+class Refused(GuardRefused):
+    """Deleting or deactivating the last active holder of a guarded role; `record` audits it in a
+    transaction of its own, after the refused one rolled back."""
+
+    def __init__(self, guard: str, detail: str, *, account_id: int, event: dict[str, Any]):
+        super().__init__(guard, detail)
+        self.account_id, self.event = account_id, event
+
+    def record(self, db: Session) -> None:
+        audit.record(db, self.account_id, action="user.guard_refused", **self.event)
+
+
+def keep_active_holder(
+    db: Session,
+    account: Account,
+    user: User,
+    policy: policies.Policy | None,
+    *,
+    change: str,
+    actor: str,
+) -> None:
+    """Refuse (`Refused`) `change` ("delete" or "deactivate") of the last active user holding a
+    role the policy keeps at least one of, whatever gave them the role."""
+    if policy is None or not policy.guards.keep_at_least_one:
+        return
+    current = db.scalar(select(RoleAssignment).where(RoleAssignment.user_id == user.id))
+    if current is None or current.role not in policy.guards.keep_at_least_one:
+        return
+    if other_holder(db, account, current.role, user):
+        return
+    guard = f"keep_at_least_one: {current.role}"
+    raise Refused(
+        guard,
+        f"{user.user_name!r} is the last active {current.role} of the account, so the {change} "
+        f"is refused; give another active user the role {current.role} first",
+        account_id=account.id,
+        event={
+            "actor": actor,
+            "target_type": "user",
+            "target_id": str(user.id),
+            "before": {"role": current.role, "provenance": current.provenance, "active": True},
+            "after": {"refused": change, "guard": guard, "kept": current.role},
+        },
     )
 
 
@@ -119,7 +180,11 @@ def _kept(db: Session, account: Account, policy: policies.Policy, role: str) -> 
     holders = db.execute(
         select(User, RoleAssignment.provenance)
         .join(RoleAssignment, RoleAssignment.user_id == User.id)
-        .where(User.account_id == account.id, RoleAssignment.role == role)
+        .where(
+            User.account_id == account.id,
+            User.active.is_not(False),
+            RoleAssignment.role == role,
+        )
     ).all()
     for user, provenance in holders:
         if not provenance.startswith(POLICY):
@@ -129,7 +194,12 @@ def _kept(db: Session, account: Account, policy: policies.Policy, role: str) -> 
             return True  # an error keeps access as it is
     last: uuid.UUID | None = None
     while True:  # nobody holding it keeps it: would anyone gain it?
-        stmt = select(User).where(User.account_id == account.id).order_by(User.id).limit(500)
+        stmt = (
+            select(User)
+            .where(User.account_id == account.id, User.active.is_not(False))
+            .order_by(User.id)
+            .limit(500)
+        )
         if last is not None:
             stmt = stmt.where(User.id > last)
         users = db.scalars(stmt).all()

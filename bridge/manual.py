@@ -98,14 +98,21 @@ def _change_user(
 
 
 def check_guards(db: Session, account: Account, policy: policies.Policy) -> None:
-    """Refuse (GuardRefused) when a role the policy must keep has no user left."""
+    """Refuse (GuardRefused) when a role the policy must keep has no active user left."""
     db.flush()
+    # Counted under the account row's lock: two concurrent removals of the last two holders
+    # queue, and the second counts after the first committed (bridge.guards.other_holder).
+    db.scalar(select(Account.id).where(Account.id == account.id).with_for_update(key_share=True))
     for role in policy.guards.keep_at_least_one:
         held = db.scalar(
             select(func.count())
             .select_from(RoleAssignment)
             .join(User, User.id == RoleAssignment.user_id)
-            .where(User.account_id == account.id, RoleAssignment.role == role)
+            .where(
+                User.account_id == account.id,
+                User.active.is_not(False),  # a deactivated holder cannot act on the role
+                RoleAssignment.role == role,
+            )
         )
         if not held:
             raise GuardRefused(f"keep_at_least_one: {role}", f"no user would keep the role {role}")

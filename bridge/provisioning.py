@@ -13,7 +13,7 @@ import logging
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -37,6 +37,7 @@ from bridge.policy import Choice, PolicyRegistry, policy_for
 from bridge.store import Store
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 SCALAR_FIELDS = frozenset(
     {
@@ -116,7 +117,8 @@ def provision(
     `must_create=True` refuses a profile that matches a stored user (Conflict).
     """
 
-    return store.write(
+    return _write_guarded(
+        store,
         lambda db: provision_in(
             db,
             store.policies,
@@ -126,7 +128,7 @@ def provision(
             user_id=user_id,
             create=create,
             must_create=must_create,
-        )
+        ),
     )
 
 
@@ -181,7 +183,17 @@ def update_user(
             raise PreconditionFailed(f"user {user_id} is at version {user.version}")
         return _write(db, account, user, build(db, user), registry=store.policies, actor=actor)
 
-    return store.write(work)
+    return _write_guarded(store, work)
+
+
+def _write_guarded(store: Store, work: Callable[[Session], T]) -> T:
+    """`store.write(work)`; a guard's refusal (guards.Refused) rolls the whole change back and
+    is then audited in a transaction of its own."""
+    try:
+        return store.write(work)
+    except guards.Refused as refused:
+        store.write(refused.record)
+        raise
 
 
 def reevaluate(
@@ -314,6 +326,9 @@ def delete_user(
             raise NotFound(f"no user {user_id} in account {account.slug!r}")
         if if_version is not None and user.version != if_version:
             raise PreconditionFailed(f"user {user_id} is at version {user.version}")
+        if user.active is not False:
+            policy = policy_for(db, account, store.policies).policy
+            guards.keep_active_holder(db, account, user, policy, change="delete", actor=actor)
         before = snapshot(db, user)
         db.delete(user)
         audit.record(
@@ -326,7 +341,7 @@ def delete_user(
             before=before,
         )
 
-    store.write(work)
+    _write_guarded(store, work)
 
 
 @tracing.step("provisioning.write")
@@ -351,8 +366,13 @@ def _write(
     if profile.source == policies.Source.SAML:  # kept so a policy can be re-applied later
         user.saml_attributes = profiles.saml_state(profile)
     choice = policy_for(db, account, registry)
+    deactivated = was_active and user.active is False and not is_new
+    if deactivated:
+        guards.keep_active_holder(
+            db, account, user, choice.policy, change="deactivate", actor=actor
+        )
     decision = _decide(db, account, user, choice, profiles.stored(db, user, profile), actor=actor)
-    if was_active and user.active is False and not is_new:
+    if deactivated:
         sessions.end_for_user(db, user.id)  # suspension takes effect at once
     if is_new:
         after = snapshot(db, user)

@@ -66,6 +66,9 @@ DOMAIN: dict[type[errors.BridgeError], tuple[int, str | None]] = {
     errors.Unauthorized: (401, None),
     errors.Forbidden: (403, None),
     errors.NotFound: (404, None),
+    # RFC 7644 §3.12 defines no scimType for a refusal by a business rule (uniqueness means a
+    # duplicate; mutability is a 400): a guard's 409 carries none, its detail names the guard.
+    errors.GuardRefused: (409, None),
     errors.Conflict: (409, "uniqueness"),
     errors.PreconditionFailed: (412, None),
     errors.Unavailable: (503, None),

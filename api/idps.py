@@ -8,11 +8,12 @@ from datetime import datetime
 from flask import current_app, g, request
 from flask.typing import ResponseReturnValue
 from pydantic import BaseModel, Field, model_validator
+from sqlalchemy.orm import Session
 
 from api.base import account_id, actor, bp, requires, responses, spec
 from api.models import Problem, Strict
 from bridge import fetch as fetching
-from bridge import idps, test_logins
+from bridge import idp_domains, idps, test_logins
 from bridge.errors import InvalidInput
 from bridge.models import IdentityProvider
 from bridge.web import get_store
@@ -45,6 +46,9 @@ class IdpDoc(BaseModel):
     allow_jit: bool
     match_by: str
     link_by_email: bool
+    domains: list[str] = Field(
+        description="E-mail domains whose login_hint /oidc/authorize routes to this IdP"
+    )
     refreshed: datetime | None
     certificates: list[Certificate]
     warnings: list[str]
@@ -63,6 +67,7 @@ class NewIdp(Strict):
     allow_jit: bool = True
     match_by: str = Field("name_id", min_length=1, max_length=256)
     link_by_email: bool = False
+    domains: list[str] = Field(default_factory=list, max_length=idp_domains.MAX_PER_IDP)
 
     @model_validator(mode="after")
     def one_source(self) -> NewIdp:
@@ -76,6 +81,11 @@ class IdpSettings(Strict):
     allow_jit: bool | None = None
     match_by: str | None = Field(None, min_length=1, max_length=256)
     link_by_email: bool | None = None
+    domains: list[str] | None = Field(
+        None,
+        max_length=idp_domains.MAX_PER_IDP,
+        description="The IdP's whole list of e-mail domains (declared by you, not checked in DNS)",
+    )
 
 
 class Refresh(Strict):
@@ -89,7 +99,7 @@ class Removed(BaseModel):
     sessions_ended: int
 
 
-def _doc(idp: IdentityProvider) -> IdpDoc:
+def _doc(db: Session, idp: IdentityProvider) -> IdpDoc:
     return IdpDoc(
         name=idp.name,
         entity_id=idp.entity_id,
@@ -100,6 +110,7 @@ def _doc(idp: IdentityProvider) -> IdpDoc:
         allow_jit=idp.allow_jit,
         match_by=idp.match_by,
         link_by_email=idp.link_by_email,
+        domains=idp_domains.of_idp(db, idp.id),
         refreshed=idp.refreshed,
         certificates=[Certificate(**c) for c in idps.certificates(idp)],
         warnings=idps.expiry_warnings(idp),
@@ -113,7 +124,7 @@ def _fetch(url: str) -> str:
 
 def _get(name: str) -> IdpDoc:
     with get_store().read() as db:
-        return _doc(idps.get(db, account_id(), name))
+        return _doc(db, idps.get(db, account_id(), name))
 
 
 @bp.get("/idps")
@@ -123,7 +134,7 @@ def list_idps() -> ResponseReturnValue:
     """The account's IdPs with certificate expiry, and the SP values to give an IdP."""
     base = f"{current_app.config['BRIDGE_SETTINGS'].base_url}/saml/{g.account_slug}"
     with get_store().read() as db:
-        found = [_doc(i) for i in idps.list_for(db, account_id())]
+        found = [_doc(db, i) for i in idps.list_for(db, account_id())]
     sp = ServiceProvider(
         entity_id=f"{base}/metadata",
         acs_url=f"{base}/acs",
@@ -151,6 +162,7 @@ def add_idp() -> ResponseReturnValue:
         allow_idp_initiated=body.allow_idp_initiated,
         allow_jit=body.allow_jit,
         match_by=body.match_by,
+        domains=body.domains,
         actor=actor(),
     )
     if body.link_by_email:

@@ -18,7 +18,7 @@ from onelogin.saml2.idp_metadata_parser import OneLogin_Saml2_IdPMetadataParser
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from bridge import audit, sessions
+from bridge import audit, idp_domains, sessions
 from bridge import fetch as fetching
 from bridge.accounts import get_account
 from bridge.errors import Conflict, InvalidInput, NotFound
@@ -134,6 +134,7 @@ def add(
     allow_jit: bool = True,
     match_by: str = "name_id",
     accept_response_signature: bool = False,
+    domains: list[str] | None = None,
     actor: str,
 ) -> IdentityProvider:
     """Register an IdP with an account from its metadata."""
@@ -148,6 +149,7 @@ def add(
             allow_jit=allow_jit,
             match_by=match_by,
             accept_response_signature=accept_response_signature,
+            domains=domains,
             actor=actor,
         )
     )
@@ -164,6 +166,7 @@ def add_in(
     allow_jit: bool = True,
     match_by: str = "name_id",
     accept_response_signature: bool = False,
+    domains: list[str] | None = None,
     actor: str,
 ) -> IdentityProvider:
     """`add` inside the caller's transaction (a set-up link claims its step in the same one)."""
@@ -195,6 +198,9 @@ def add_in(
     )
     db.add(idp)
     db.flush()
+    after = _describe(idp)
+    if domains:
+        after["domains"] = idp_domains.set_in(db, idp, domains, actor=actor)[1]
     audit.record(
         db,
         account.id,
@@ -202,7 +208,7 @@ def add_in(
         action="idp.add",
         target_type="idp",
         target_id=name,
-        after=_describe(idp),
+        after=after,
     )
     return idp
 
@@ -293,16 +299,21 @@ def set_disabled(store: Store, slug: str, name: str, disabled: bool, *, actor: s
     return store.write(work)
 
 
-SETTINGS = ("allow_idp_initiated", "allow_jit", "match_by", "link_by_email")
+SETTINGS = ("allow_idp_initiated", "allow_jit", "match_by", "link_by_email", "domains")
 
 
 def change_settings(
     store: Store, account_id: int, name: str, changes: dict[str, Any], *, actor: str
 ) -> IdentityProvider:
-    """Change an IdP's login settings (IdP-initiated, JIT, matching, e-mail linking)."""
+    """Change an IdP's login settings (IdP-initiated, JIT, matching, e-mail linking, e-mail
+    domains for login_hint routing: the whole list) in one transaction."""
     unknown = set(changes) - set(SETTINGS)
     if unknown:
         raise InvalidInput(f"unknown IdP setting {sorted(unknown)[0]!r}")
+    changes = dict(changes)
+    domains = changes.pop("domains", None)
+    if domains is not None:
+        idp_domains.normalize_all(domains)  # refused before the transaction starts
 
     def work(db: Session) -> IdentityProvider:
         idp = get(db, account_id, name)
@@ -310,6 +321,8 @@ def change_settings(
         for key, value in changes.items():
             setattr(idp, key, value)
         after = _describe(idp)
+        if domains is not None:
+            before["domains"], after["domains"] = idp_domains.set_in(db, idp, domains, actor=actor)
         if after != before:
             idp.touch()
             audit.record(

@@ -390,6 +390,26 @@ class IdentityProvider(Versioned, Base):
     # A disabled IdP signs nobody in; disabling it ended its sessions.
     disabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     refreshed: Mapped[datetime | None] = mapped_column()
+    # SHA-256 of each signing certificate -> the tightest expiry threshold (days) already
+    # announced by an `idp.certificate_expiring` audit event (bridge.expiry): once each.
+    expiry_notices: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, server_default="{}")
+
+
+class IdpDomain(Base):
+    """An e-mail domain an account's admin declared for one of its IdPs: /oidc/authorize sends a
+    `login_hint` on this domain straight to that IdP. One IdP per domain within an account;
+    other accounts may declare the same domain (routing never leaves the client's account)."""
+
+    __tablename__ = "idp_domains"
+    __table_args__ = (UniqueConstraint("account_id", "domain"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = _account_fk()
+    idp_id: Mapped[int] = mapped_column(
+        ForeignKey("identity_providers.id", ondelete="CASCADE"), index=True
+    )
+    domain: Mapped[str] = mapped_column(String(253))
+    created: Mapped[datetime] = mapped_column(default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(200))
 
 
 class SpKey(Base):

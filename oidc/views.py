@@ -16,7 +16,7 @@ from authlib.oauth2 import OAuth2Error
 from flask import Blueprint, Response, current_app, jsonify, redirect, request
 from flask.typing import ResponseReturnValue
 
-from bridge import claims, clients, idps, sessions, signing_keys
+from bridge import claims, clients, idp_domains, idps, sessions, signing_keys
 from bridge.web import get_store
 from oidc.server import SCOPES, Person, make_server
 
@@ -137,15 +137,20 @@ def _signed_in(info: clients.ClientInfo) -> Person | None:
 
 
 def _to_login(info: clients.ClientInfo) -> ResponseReturnValue:
+    """Send the browser to the account's SAML login: `idp=` if it names one of the account's
+    IdPs, else the only enabled IdP, else the one whose declared e-mail domain is the
+    `login_hint`'s (bridge.idp_domains, this account's only), else a page to choose."""
     back = request.full_path if request.query_string else request.path
     with get_store().read() as db:
-        found = idps.list_for(db, info.account_id)
+        found = [idp for idp in idps.list_for(db, info.account_id) if not idp.disabled]
+        hinted = idp_domains.route(db, info.account_id, request.args.get("login_hint"))
     if not found:
-        return _page("Sign-in not set up", "<p>This account has no identity provider yet.</p>", 409)
-    chosen = request.args.get("idp")
+        body = "<p>This account has no identity provider (or none enabled).</p>"
+        return _page("Sign-in not set up", body, 409)
     names = [idp.name for idp in found]
+    chosen = request.args.get("idp")
     if chosen not in names:
-        chosen = names[0] if len(names) == 1 else None
+        chosen = names[0] if len(names) == 1 else hinted.name if hinted is not None else None
     if chosen is not None:
         query = urlencode({"idp": chosen, "next": back})
         return redirect(f"/saml/{info.account}/login?{query}")

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from bridge import accounts, idps
+from bridge import accounts, idp_domains, idps
 from bridge.cli.base import Context, emit, fails_cleanly, main, pass_ctx
 from bridge.errors import BridgeError
 
@@ -33,6 +33,12 @@ def idps_group() -> None:
     is_flag=True,
     help="Accept a signed Response whose assertion is unsigned (default: assertion signed).",
 )
+@click.option(
+    "--domain",
+    "domains",
+    multiple=True,
+    help="An e-mail domain whose login_hint goes to this IdP (repeatable; see `idps domains`).",
+)
 @pass_ctx
 @fails_cleanly
 def idps_add(
@@ -45,6 +51,7 @@ def idps_add(
     match_by: str,
     link_by_email: bool,
     accept_response_signature: bool,
+    domains: tuple[str, ...],
 ) -> None:
     """Register an IdP with account SLUG from its metadata; takes effect at once."""
     url = source if source.startswith(("https://", "http://")) else None
@@ -63,6 +70,7 @@ def idps_add(
         allow_jit=not no_jit,
         match_by=match_by,
         accept_response_signature=accept_response_signature,
+        domains=list(domains),
         actor=ctx.actor,
     )
     if link_by_email:
@@ -113,6 +121,7 @@ def idps_list(ctx: Context, slug: str, as_json: bool) -> None:
                 "response_signature": i.accept_response_signature,
                 "disabled": i.disabled,
                 "certificates": len(i.certificates.get("signing", [])),
+                "domains": idp_domains.of_idp(session, i.id),
                 "warnings": idps.expiry_warnings(i),
             }
             for i in idps.list_for(session, account.id)
@@ -132,8 +141,36 @@ def idps_list(ctx: Context, slug: str, as_json: bool) -> None:
             if on
         )
         click.echo(f"{row['name']}\t{row['entity_id']}\t{row['certificates']} cert(s)\t{flags}")
+        if row["domains"]:
+            click.echo(f"  domains: {', '.join(row['domains'])}")  # type: ignore[arg-type]
         for warning in list(row["warnings"]):  # type: ignore[call-overload]
             click.echo(f"  warning: {warning}")
+
+
+@idps_group.command("domains")
+@click.argument("slug")
+@click.argument("name")
+@click.argument("domains", nargs=-1)
+@click.option("--clear", is_flag=True, help="Remove all of the IdP's domains.")
+@pass_ctx
+@fails_cleanly
+def idps_domains(ctx: Context, slug: str, name: str, domains: tuple[str, ...], clear: bool) -> None:
+    """Show IdP NAME's e-mail domains, or make DOMAINS its whole list (--clear: none).
+
+    /oidc/authorize sends a login_hint on one of these domains straight to this IdP. They are
+    declared by you, not checked in DNS; a domain belongs to one IdP of the account."""
+    if clear and domains:
+        raise click.UsageError("give domains or --clear, not both")
+    with ctx.store.read() as session:
+        account_id = accounts.get_account(session, slug).id
+        idp_id = idps.get(session, account_id, name).id
+    if domains or clear:
+        idps.change_settings(
+            ctx.store, account_id, name, {"domains": list(domains)}, actor=ctx.actor
+        )
+    with ctx.store.read() as session:
+        found = idp_domains.of_idp(session, idp_id)
+    click.echo(f"IdP {name} of {slug}: " + (", ".join(found) if found else "no domains"))
 
 
 @idps_group.command("remove")

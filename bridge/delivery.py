@@ -31,7 +31,7 @@ from sqlalchemy import Select, func, or_, select, update
 from sqlalchemy.orm import Session
 from standardwebhooks.webhooks import Webhook
 
-from bridge import authcodes, egress, events, metrics, sealing, signing_keys
+from bridge import authcodes, egress, events, expiry, metrics, sealing, signing_keys
 from bridge.models import (
     Account,
     Delivery,
@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 LOGOUT_EVENT = "http://schemas.openid.net/event/backchannel-logout"
 BATCH = 500
 ENDPOINT_TTL = 5.0  # seconds a worker trusts its copy of an endpoint's URL and secrets
-PURGE_EVERY = 300.0  # seconds between sweeps of expired codes and tokens
+SWEEP_EVERY = 300.0  # seconds between sweeps: expired codes and tokens, certificate expiry
 BACKLOG_EVERY = 2.0  # seconds between counts of pending deliveries (metrics)
 
 
@@ -400,6 +400,12 @@ def _aware(at: datetime) -> datetime:
     return at if at.tzinfo is not None else at.replace(tzinfo=UTC)  # SQLite drops the zone
 
 
+def sweep(store: Store) -> None:
+    """The periodic chores: expired codes and tokens go, due certificate notices are written."""
+    authcodes.purge(store)
+    expiry.check(store)
+
+
 def run(
     store: Store,
     sender: Sender,
@@ -411,14 +417,14 @@ def run(
     worker = worker or f"w-{secrets.token_hex(4)}"
     tuning = sender.tuning
     inflight: set[Future[None]] = set()
-    purged = counted = 0.0
+    swept = counted = -SWEEP_EVERY  # the first sweep runs at once
     with ThreadPoolExecutor(tuning.threads, thread_name_prefix=worker) as pool:
         while not stop.is_set():
             busy = False
             try:
-                if time.monotonic() - purged > PURGE_EVERY:
-                    authcodes.purge(store)
-                    purged = time.monotonic()
+                if time.monotonic() - swept > SWEEP_EVERY:
+                    swept = time.monotonic()
+                    sweep(store)
                 if time.monotonic() - counted > BACKLOG_EVERY:
                     count_backlog(store)
                     counted = time.monotonic()

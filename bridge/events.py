@@ -40,9 +40,11 @@ TYPES = (
     "idp.removed",
     "idp.disabled",
     "idp.enabled",
+    "idp.certificate_expiring",
     "session.ended",
     "login.succeeded",
     "login.failed",
+    "policy.activated",
     "policy.applied",
 )
 PAGE = 100
@@ -134,6 +136,17 @@ def meanings(event: AuditEvent) -> Iterator[tuple[str, dict[str, Any]]]:
         yield name, {"user": who, **(after or {})}
     elif action == "policy.apply":
         yield "policy.applied", dict(after or {})
+    elif action == "policy.activate":  # push, sync, apply of a stored version, rollback
+        yield (
+            "policy.activated",
+            {
+                "version": (after or {}).get("active"),
+                "previous": (before or {}).get("active"),
+                "content_hash": (after or {}).get("hash"),
+            },
+        )
+    elif action == "idp.certificate_expiring":  # bridge.expiry: once per certificate and threshold
+        yield "idp.certificate_expiring", dict(after or {})
     elif action == "session.end":
         yield "session.ended", {"user": {"id": target}, "sid": (after or {}).get("sid")}
     elif action in ("idp.add", "idp.remove", "idp.disable", "idp.enable"):

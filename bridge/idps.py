@@ -100,6 +100,11 @@ def _certificate(b64: str) -> x509.Certificate:
         raise InvalidInput("a signing certificate in the metadata does not parse") from exc
 
 
+def parse_certificate(b64: str) -> x509.Certificate:
+    """A signing certificate as kept in `certificates` (base64 DER), parsed (and cached)."""
+    return _certificate(b64)
+
+
 def certificate_expiries(idp: IdentityProvider) -> list[datetime]:
     """When each of the IdP's signing certificates expires, soonest first."""
     return sorted(

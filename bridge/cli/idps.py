@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from bridge import accounts, idp_domains, idps
+from bridge import accounts, expiry, idp_domains, idps
 from bridge.cli.base import Context, emit, fails_cleanly, main, pass_ctx
 from bridge.errors import BridgeError
 
@@ -171,6 +171,19 @@ def idps_domains(ctx: Context, slug: str, name: str, domains: tuple[str, ...], c
     with ctx.store.read() as session:
         found = idp_domains.of_idp(session, idp_id)
     click.echo(f"IdP {name} of {slug}: " + (", ".join(found) if found else "no domains"))
+
+
+@idps_group.command("check-expiry")
+@pass_ctx
+@fails_cleanly
+def idps_check_expiry(ctx: Context) -> None:
+    """Write an idp.certificate_expiring event for each IdP signing certificate (all accounts)
+    that crossed 30, 7 or 1 day(s) before expiry, or expired, since it was last announced.
+
+    `idbridge worker` does this every five minutes; each certificate and threshold is announced
+    once, however many workers or cron jobs check."""
+    written = expiry.check(ctx.store)
+    click.echo(f"{written} idp.certificate_expiring event(s) written")
 
 
 @idps_group.command("remove")

@@ -213,6 +213,9 @@ def authenticate(store: Store, raw: str) -> tuple[Account, ScimToken]:
             .join(Account, Account.id == ScimToken.account_id)
             .where(ScimToken.token_hash == digest)
         ).first()
+        if row is not None:  # values, not live rows: the last-used write below expires those
+            db.expunge(row.ScimToken)
+            db.expunge(row.Account)
     # The lookup is by hash, so timing reveals nothing of the token; compare again regardless.
     if row is None or not hmac.compare_digest(row.ScimToken.token_hash, digest):
         raise Unauthorized("unknown bearer token")

@@ -134,6 +134,9 @@ def authenticate(store: Store, raw: str) -> tuple[Account, ApiKey]:
             .join(Account, Account.id == ApiKey.account_id)
             .where(ApiKey.key_hash == digest)
         ).first()
+        if row is not None:  # values, not live rows: the last-used write below expires those
+            db.expunge(row.ApiKey)
+            db.expunge(row.Account)
     if row is None or not hmac.compare_digest(row.ApiKey.key_hash, digest):
         raise Unauthorized("unknown API key")
     key, account = row.ApiKey, row.Account

@@ -4,6 +4,17 @@ Concurrency is settled by the database, never by a lock held in one process: uni
 catch a duplicate insert, version columns catch a lost update, and the whole unit of work is run
 again from the start when either fires. On SQLite, write transactions start with BEGIN IMMEDIATE
 so two writers queue on the database lock instead of failing on a read-to-write upgrade.
+
+Inside a request (`Store.scope`, opened by bridge.web for every request) one session serves
+every `read` of that request, authentication included: one read transaction, one identity map.
+Each `write` still runs in a transaction and session of its own (the work reads what it decides
+on inside it, under its locks, and is retried as a whole): it ends the request's read
+transaction first, and afterwards what the request had read is expired (read again if used).
+
+Connections are not pinged when taken from the pool (a round trip per checkout): a PostgreSQL
+connection whose server has hung up is noticed without one (its socket is readable while idle)
+and replaced, connections are recycled after an hour, and a write that meets a dead connection
+before its commit runs again on a new one.
 """
 
 from __future__ import annotations
@@ -12,15 +23,17 @@ import contextlib
 import logging
 import os
 import random
+import select
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -32,6 +45,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 WRITE = "bridge_write"
+RECYCLE = 3600  # seconds a PostgreSQL connection is reused before the pool opens a new one
 # PostgreSQL SQLSTATEs worth another try: serialization_failure, deadlock_detected.
 RETRY_SQLSTATES = {"40001", "40P01"}
 
@@ -40,7 +54,11 @@ def make_engine(url: str) -> Engine:
     """An engine for `url`, with SQLite set up for several processes writing one file."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+        engine = create_engine(
+            url, pool_recycle=RECYCLE, pool_size=10, max_overflow=10, pool_use_lifo=True
+        )
+        event.listen(engine, "checkout", _hung_up)
+        return engine
     if parsed.database and parsed.database != ":memory:":
         _private_file(Path(parsed.database))
     engine = create_engine(url, connect_args={"timeout": 30})
@@ -62,6 +80,18 @@ def make_engine(url: str) -> Engine:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
     return engine
+
+
+def _hung_up(dbapi_conn: Any, _record: Any, _proxy: Any) -> None:
+    """A pooled connection the server closed (a restart, a terminated backend) has something to
+    read while idle: its goodbye or EOF. Seen without a round trip; the pool then opens another."""
+    try:
+        fileno = dbapi_conn.fileno()
+        readable, _, _ = select.select([fileno], [], [], 0)
+    except (OSError, ValueError, AttributeError) as exc:  # a closed socket has no descriptor
+        raise DisconnectionError("the connection is closed") from exc
+    if readable or getattr(dbapi_conn, "closed", False):
+        raise DisconnectionError("the server closed this connection")
 
 
 def _private_file(path: Path) -> None:
@@ -90,9 +120,33 @@ def _retryable(exc: Exception) -> bool:
         )
     if isinstance(exc, OperationalError) and "database is locked" in str(exc.orig):
         return True
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True  # a dead connection (the pool now opens new ones): the work never committed
     if isinstance(exc, DBAPIError):
         return getattr(exc.orig, "sqlstate", None) in RETRY_SQLSTATES
     return False
+
+
+class _Scope:
+    """One request's session, opened on first use."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.session: Session | None = None
+        self.writing = False
+
+    def db(self) -> Session:
+        if self.session is None:
+            self.session = self.store.sessions()
+        return self.session
+
+    def close(self) -> None:
+        if self.session is not None:
+            self.session.close()
+            self.session = None
+
+
+_scope: ContextVar[_Scope | None] = ContextVar("bridge_store_scope", default=None)
 
 
 class Store:
@@ -111,24 +165,64 @@ class Store:
         return self.engine.dialect.name
 
     @contextmanager
+    def scope(self) -> Iterator[None]:
+        """Every `read` and `write` inside shares one session (one request's work)."""
+        scope = _Scope(self)
+        token = _scope.set(scope)
+        try:
+            yield
+        finally:
+            _scope.reset(token)
+            scope.close()
+
+    def _scoped(self) -> _Scope | None:
+        scope = _scope.get()
+        if scope is None or scope.store is not self or scope.writing:
+            return None  # outside a request, another store, or a read inside a write's work
+        return scope
+
+    @contextmanager
     def read(self) -> Iterator[Session]:
-        """A session for reading; whatever it began is rolled back on exit."""
-        with self.sessions() as db:
+        """A session for reading: the request's, whose read transaction lasts until its next
+        write or its end; outside a request a session of its own, rolled back on exit."""
+        scope = self._scoped()
+        if scope is None:
+            with self.sessions() as db:
+                yield db
+            return
+        db = scope.db()
+        try:
             yield db
+        except DBAPIError:
+            db.rollback()  # PostgreSQL refuses every statement after an error in a transaction
+            raise
 
     def write(self, work: Callable[[Session], T]) -> T:
         """Run `work` in one transaction; on a conflict with another writer, run it again.
 
         `work` must be safe to repeat: it reads what it needs inside the transaction.
         """
+        scope = self._scoped()
+        if scope is not None and scope.session is not None and scope.session.in_transaction():
+            scope.session.commit()  # the read transaction: nothing was written
         for attempt in range(1, self.attempts + 1):
+            committing = [False]
             try:
-                with self.sessions() as db, db.begin():
-                    db.connection(execution_options={WRITE: True})
-                    return work(db)
+                with self.sessions() as db:
+                    if scope is not None:
+                        scope.writing = True
+                    try:
+                        result = self._attempt(db, work, committing)
+                    finally:
+                        if scope is not None:
+                            scope.writing = False
+                if scope is not None and scope.session is not None:
+                    scope.session.expire_all()  # what the request read before may have changed
+                return result
             except (DBAPIError, StaleDataError) as exc:
-                if not _retryable(exc):
-                    raise
+                dead = isinstance(exc, DBAPIError) and exc.connection_invalidated
+                if not _retryable(exc) or (committing[0] and dead):
+                    raise  # a commit whose answer was lost may have landed: never twice
                 if attempt == self.attempts:
                     if isinstance(exc, OperationalError):
                         raise Unavailable("the database stayed busy; try again") from exc
@@ -137,6 +231,14 @@ class Store:
                 metrics.WRITE_RETRIES.labels(type(exc).__name__).inc()
                 time.sleep(random.uniform(0, min(0.25, 0.002 * 2**attempt)))
         raise AssertionError("unreachable")
+
+    @staticmethod
+    def _attempt(db: Session, work: Callable[[Session], T], committing: list[bool]) -> T:
+        with db.begin():
+            db.connection(execution_options={WRITE: True})
+            result = work(db)
+            committing[0] = True
+        return result
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -113,6 +113,8 @@ def get_store() -> Store:
 
 def init_app(app: Flask, store: Store) -> None:
     app.extensions["bridge.store"] = store
+    app.before_request(_open_scope)
+    app.teardown_request(_close_scope)
     app.before_request(_assign_request_id)
     app.after_request(_echo_request_id)
     app.after_request(_retry_after)
@@ -122,6 +124,19 @@ def init_app(app: Flask, store: Store) -> None:
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected_error)
     app.register_blueprint(bp)
+
+
+def _open_scope() -> None:
+    """One database session for the whole request: authentication, reads and writes."""
+    scope = get_store().scope()
+    scope.__enter__()
+    g.store_scope = scope
+
+
+def _close_scope(_error: BaseException | None) -> None:
+    scope = g.pop("store_scope", None)
+    if scope is not None:
+        scope.__exit__(None, None, None)
 
 
 def _assign_request_id() -> None:

@@ -1,0 +1,207 @@
+"""How many SQL statements each hot path costs, through HTTP (issue 14).
+
+A count is a design fact, not a timing: a change that adds a round trip to a SCIM create or a
+returning login fails here and has to be argued for (then the number below changes with it).
+Statements are counted with a `before_cursor_execute` listener on the app's engine, so SQLite's
+BEGIN (ours) is counted and PostgreSQL's (psycopg's own) is not; commits are counted apart, and
+so are the connections taken from the pool (no ping is sent for those: bridge.store).
+
+Counts are of a steady state: the SCIM token's last-used time and the request log's purge are
+written at most once a minute, so each path is run once before it is counted, and the replay
+cache's sweep (one login in a hundred, at random) is kept out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import pytest
+from sqlalchemy import event, select
+
+from bridge import idps
+from bridge.models import AuditEvent, User
+from tests.saml_idp import TestIdP
+
+BASE = "http://127.0.0.1:8000"
+# (statements, commits) per request, the same on SQLite and PostgreSQL (BEGIN aside). A commit
+# ends each read transaction too (the request's session: bridge.store).
+CREATE = (35, 4)
+GET = (7, 2)
+FILTER = (9, 2)
+PATCH = (13, 3)
+FIRST_LOGIN = (45, 2)
+RETURNING_LOGIN = (39, 2)
+PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
+
+
+@dataclass
+class Counter:
+    statements: list[str] = field(default_factory=list)
+    commits: int = 0
+    checkouts: int = 0
+
+    def reset(self) -> None:
+        self.statements.clear()
+        self.commits = self.checkouts = 0
+
+    def count(self) -> int:
+        """Statements other than SQLite's BEGIN (PostgreSQL's is not seen: see above)."""
+        return sum(1 for s in self.statements if not s.startswith("BEGIN"))
+
+    def __str__(self) -> str:
+        return f"{self.count()} statements, {self.commits} commits:\n" + "\n".join(
+            " ".join(s.split())[:150] for s in self.statements
+        )
+
+
+@pytest.fixture
+def sql(app, monkeypatch) -> Iterator[Counter]:
+    from saml import sso
+
+    # the replay cache's occasional sweep (one login in a hundred) is not part of a login
+    monkeypatch.setattr(sso.secrets, "randbelow", lambda n: n - 1)
+    engine = app.extensions["bridge.store"].engine
+    counter = Counter()
+
+    def on_statement(conn, cursor, statement, parameters, context, executemany):
+        counter.statements.append(statement)
+
+    def on_commit(conn):
+        counter.commits += 1
+
+    def on_checkout(*_args):
+        counter.checkouts += 1
+
+    event.listen(engine, "before_cursor_execute", on_statement)
+    event.listen(engine, "commit", on_commit)
+    event.listen(engine.pool, "checkout", on_checkout)
+    yield counter
+    event.remove(engine, "before_cursor_execute", on_statement)
+    event.remove(engine, "commit", on_commit)
+    event.remove(engine.pool, "checkout", on_checkout)
+
+
+def user_doc(n: int) -> dict:
+    return {
+        "userName": f"user{n}@example.com",
+        "externalId": f"ext-{n}",
+        "name": {"givenName": "Ann", "familyName": f"Lee{n}"},
+        "emails": [{"value": f"user{n}@example.com", "primary": True, "type": "work"}],
+    }
+
+
+def measured(sql: Counter, call) -> tuple[int, int, object]:
+    sql.reset()
+    resp = call()
+    return sql.count(), sql.commits, resp
+
+
+@pytest.fixture
+def warm(scim):
+    """One request first: the token's last-used write and the log's purge are behind us."""
+    assert scim.get("Users", query_string={"count": 1}).status_code == 200
+    return scim
+
+
+def test_scim_create(warm, sql):
+    """POST /Users: auth, the one write (user, e-mail, access, audit) and the request log."""
+    n, commits, resp = measured(sql, lambda: warm.post("Users", json=user_doc(1)))
+    assert resp.status_code == 201, resp.get_data(as_text=True)
+    assert resp.json["emails"][0]["value"] == "user1@example.com"
+    assert (n, commits) == CREATE, str(sql)
+
+
+def test_scim_get_by_id(warm, sql):
+    """GET /Users/<id>: auth, the document, the request log."""
+    made = warm.post("Users", json=user_doc(2)).json
+    n, commits, resp = measured(sql, lambda: warm.get(f"Users/{made['id']}"))
+    assert resp.status_code == 200 and resp.json["userName"] == "user2@example.com"
+    assert (n, commits) == GET, str(sql)
+
+
+def test_scim_filter_username(warm, sql):
+    """GET /Users?filter=userName eq: auth, the page with its count, the documents, the log."""
+    warm.post("Users", json=user_doc(3))
+    query = {"filter": 'userName eq "USER3@example.com"'}
+    n, commits, resp = measured(sql, lambda: warm.get("Users", query_string=query))
+    assert resp.status_code == 200 and resp.json["totalResults"] == 1
+    assert (n, commits) == FILTER, str(sql)
+
+
+def test_scim_patch_one_member(warm, sql):
+    """PATCH /Groups/<id> adding one member: auth, the group write with its audit, the log."""
+    user = warm.post("Users", json=user_doc(4)).json
+    group = warm.post("Groups", json={"displayName": "Counted"}).json
+    op = {"op": "add", "path": "members", "value": [{"value": user["id"]}]}
+    body = {"schemas": [PATCH_OP], "Operations": [op]}
+    n, commits, resp = measured(sql, lambda: warm.patch(f"Groups/{group['id']}", json=body))
+    assert resp.status_code == 204, resp.get_data(as_text=True)
+    assert (n, commits) == PATCH, str(sql)
+
+
+class Logins:
+    """IdP-initiated logins of the test IdP against the account's ACS."""
+
+    def __init__(self, client, store, account):
+        self.client, self.store, self.account = client, store, account
+        self.idp = TestIdP()
+        idps.add(store, account.slug, self.idp.metadata_xml(), name="test", actor="t")
+
+        def allow(db):
+            idps.get(db, account.id, "test").allow_idp_initiated = True
+
+        store.write(allow)
+
+    def post(self, name: str, **attributes):
+        attributes.setdefault("email", [name])
+        xml = self.idp.response(
+            name_id=name,
+            destination=f"{BASE}/saml/{self.account.slug}/acs",
+            audience=f"{BASE}/saml/{self.account.slug}/metadata",
+            attributes=attributes,
+        )
+        form = self.idp.post_form(xml)
+        return self.client.post(f"/saml/{self.account.slug}/acs", data=form)
+
+    def audit_actions(self) -> list[str]:
+        with self.store.read() as db:
+            return list(
+                db.scalars(
+                    select(AuditEvent.action)
+                    .where(AuditEvent.account_id == self.account.id)
+                    .order_by(AuditEvent.seq)
+                )
+            )
+
+
+@pytest.fixture
+def logins(client, store, account):
+    made = Logins(client, store, account)
+    assert made.post("warm@example.com").status_code == 302  # the account's SP key is made
+    return made
+
+
+def test_first_saml_login(logins, sql):
+    """A first login: the replay cache, the user made through the policy, session, log."""
+    n, commits, resp = measured(sql, lambda: logins.post("ann@example.com", givenName=["Ann"]))
+    assert resp.status_code == 302, resp.get_data(as_text=True)
+    assert (n, commits) == FIRST_LOGIN, str(sql)
+
+
+def test_returning_saml_login_unchanged(logins, sql):
+    """A returning user with the same attributes, policy and state: one read of the user, the
+    replay cache, the session row, the login record and its audit event; no provisioning."""
+    assert logins.post("bo@example.com", givenName=["Bo"]).status_code == 302
+    before = logins.audit_actions()
+    n, commits, resp = measured(sql, lambda: logins.post("bo@example.com", givenName=["Bo"]))
+    assert resp.status_code == 302, resp.get_data(as_text=True)
+    assert logins.audit_actions() == [*before, "login.succeed"]  # no user.update
+    assert (n, commits) == RETURNING_LOGIN, str(sql)
+    with logins.store.read() as db:
+        user = db.scalar(
+            select(User).where(
+                User.account_id == logins.account.id, User.user_name == "bo@example.com"
+            )
+        )
+        assert user is not None and user.given_name == "Bo"

@@ -126,7 +126,9 @@ def login(slug: str) -> ResponseReturnValue:
         sso.request_data(sp, f"/saml/{slug}/login", get=request.args.to_dict()),
         old_settings=sso.settings(sp, idp),
     )
-    url = auth.login(return_to=target)
+    # SAML Core §3.4.1: ForceAuthn asks the IdP to authenticate the person again, not to
+    # reuse its own session (OIDC prompt=login / max_age at /oidc/authorize)
+    url = auth.login(return_to=target, force_authn=request.args.get("force") == "1")
     nonce = _login_nonce() or secrets.token_urlsafe(32)
     sso.remember_request(get_store(), account, idp, auth.get_last_request_id(), target, nonce)
     response = redirect(url)

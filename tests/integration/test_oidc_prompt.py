@@ -1,0 +1,177 @@
+"""OIDC Core §3.1.2.1 `prompt` and `max_age` at /oidc/authorize, driven by a stock relying party
+(Authlib's requests client; joserfc checks the ID token) over real HTTP with the test IdP:
+prompt=login and a max_age the session is older than sign the person in again (SAML ForceAuthn)
+and move auth_time; prompt=none never shows a page and answers login_required without a session
+fresh enough."""
+
+import time
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import requests
+from authlib.common.security import generate_token
+from authlib.integrations.requests_client import OAuth2Session
+from joserfc import jwt
+from joserfc.jwk import KeySet
+from sqlalchemy import func, select
+
+from bridge import clients, idps
+from bridge.models import LoginSession, OidcCode
+from tests.browser_flow import Browser
+from tests.saml_idp import TestIdP, parse_authn_request
+
+REDIRECT = "https://product.example.test/callback"
+
+
+@pytest.fixture
+def rp(live, store, account):
+    idp = TestIdP()
+    idps.add(store, account.slug, idp.metadata_xml(), name="test", actor="t")
+    made = clients.add(store, account.slug, name="Product", redirect_uris=[REDIRECT], actor="t")
+    meta = requests.get(f"{live.base_url}/.well-known/openid-configuration", timeout=10).json()
+    return RP(live, store, account, made, meta, Browser(idp, live.base_url, account.slug))
+
+
+class RP:
+    def __init__(self, live, store, account, made, meta, browser):
+        self.live, self.store, self.account, self.meta = live, store, account, meta
+        self.made, self.browser, self.idp_requests = made, browser, []
+
+    def session(self):
+        return OAuth2Session(
+            self.made.client_id,
+            self.made.secret,
+            scope="openid email",
+            redirect_uri=REDIRECT,
+            code_challenge_method="S256",
+        )
+
+    def _stop(self, url):
+        if url.startswith(self.browser.idp.sso_url):
+            self.idp_requests.append(parse_authn_request(url))
+        return url.startswith(REDIRECT)
+
+    def sign_in(self, **params):
+        """The whole flow with the browser; the verified ID token's claims."""
+        session, verifier = self.session(), generate_token(48)
+        url, state = session.create_authorization_url(
+            self.meta["authorization_endpoint"], code_verifier=verifier, **params
+        )
+        callback = self.browser.follow(url, stop=self._stop)
+        assert isinstance(callback, str), getattr(callback, "text", callback)
+        assert parse_qs(urlsplit(callback).query)["state"] == [state]
+        token = session.fetch_token(
+            self.meta["token_endpoint"], authorization_response=callback, code_verifier=verifier
+        )
+        keys = KeySet.import_key_set(requests.get(self.meta["jwks_uri"], timeout=10).json())
+        return jwt.decode(token["id_token"], keys, algorithms=["ES256"]).claims
+
+    def first_hop(self, browser=None, **params):
+        url, state = self.session().create_authorization_url(
+            self.meta["authorization_endpoint"], code_verifier=generate_token(48), **params
+        )
+        http = (browser or self.browser).http if browser is not False else requests
+        return http.get(url, allow_redirects=False, timeout=10), state
+
+
+def _sessions(store, account):
+    with store.read() as db:
+        return db.scalar(
+            select(func.count())
+            .select_from(LoginSession)
+            .where(LoginSession.account_id == account.id)
+        )
+
+
+def _codes(store):
+    with store.read() as db:
+        return db.scalar(select(func.count()).select_from(OidcCode))
+
+
+def test_prompt_login_signs_in_again_with_force_authn(rp, store):
+    """Signed in already, prompt=login still goes to the IdP, with ForceAuthn="true", and the
+    new ID token's auth_time is the new login's; without prompt the session is used as is."""
+    first = rp.sign_in(nonce="a")
+    assert rp.idp_requests[-1].root.get("ForceAuthn") in (None, "false")
+    time.sleep(1.1)  # auth_time has whole seconds
+    rp.idp_requests.clear()
+    reused = rp.sign_in(nonce="b")
+    assert rp.idp_requests == [] and reused["auth_time"] == first["auth_time"]
+    again = rp.sign_in(nonce="c", prompt="login")
+    assert [r.root.get("ForceAuthn") for r in rp.idp_requests] == ["true"]
+    assert again["auth_time"] > first["auth_time"] and again["sub"] == first["sub"]
+    assert abs(again["auth_time"] - time.time()) < 30
+    assert _sessions(store, rp.account) == 2
+
+
+def test_max_age_older_session_signs_in_again(rp):
+    """max_age shorter than the session's age forces a new login (ForceAuthn); a longer one does
+    not; the ID token always carries auth_time."""
+    first = rp.sign_in(nonce="m1")
+    rp.idp_requests.clear()
+    kept = rp.sign_in(nonce="m2", max_age="3600")
+    assert rp.idp_requests == [] and kept["auth_time"] == first["auth_time"]
+    time.sleep(2.1)
+    renewed = rp.sign_in(nonce="m3", max_age="1")
+    assert [r.root.get("ForceAuthn") for r in rp.idp_requests] == ["true"]
+    assert renewed["auth_time"] > first["auth_time"]
+    assert time.time() - renewed["auth_time"] <= 1 + 30
+
+
+def test_prompt_none_without_a_session_answers_login_required(rp, store):
+    """prompt=none in a browser with no session: a redirect to the client with
+    error=login_required and its state, no page, no IdP, no code."""
+    before = _codes(store)
+    answer, state = rp.first_hop(browser=False, prompt="none", nonce="n0")
+    assert answer.status_code == 302
+    location = urlsplit(answer.headers["Location"])
+    assert f"{location.scheme}://{location.netloc}{location.path}" == REDIRECT
+    query = parse_qs(location.query)
+    assert query["error"] == ["login_required"] and query["state"] == [state]
+    assert "code" not in query and _codes(store) == before
+
+
+def test_prompt_none_with_a_session_issues_a_code_at_once(rp):
+    """prompt=none with a bridge session: the code comes back without any page."""
+    rp.sign_in(nonce="s1")
+    answer, state = rp.first_hop(prompt="none", nonce="s2")
+    assert answer.status_code == 302
+    query = parse_qs(urlsplit(answer.headers["Location"]).query)
+    assert query["state"] == [state] and query["code"] and "error" not in query
+
+
+def test_prompt_none_with_a_stale_session_answers_login_required(rp, store):
+    """prompt=none with max_age=0 (any session is too old) or with login: login_required or
+    invalid_request, never a page and never a code."""
+    rp.sign_in(nonce="t1")
+    time.sleep(1.1)
+    before = _codes(store)
+    answer, _ = rp.first_hop(prompt="none", max_age="0", nonce="t2")
+    assert answer.status_code == 302
+    assert parse_qs(urlsplit(answer.headers["Location"]).query)["error"] == ["login_required"]
+    both, _ = rp.first_hop(prompt="none login", nonce="t3")
+    assert both.status_code == 302
+    assert parse_qs(urlsplit(both.headers["Location"]).query)["error"] == ["invalid_request"]
+    assert _codes(store) == before
+
+
+def test_bad_max_age_is_refused_to_the_client(rp, store):
+    """A max_age that is not a whole number of seconds: invalid_request to the client."""
+    before = _codes(store)
+    for bad in ("-1", "1.5", "soon", "9" * 11):
+        answer, state = rp.first_hop(browser=False, max_age=bad, nonce="b" + bad)
+        assert answer.status_code == 302, bad
+        query = parse_qs(urlsplit(answer.headers["Location"]).query)
+        assert query["error"] == ["invalid_request"] and query["state"] == [state]
+        assert "max_age" in query["error_description"][0]
+    assert _codes(store) == before
+
+
+def test_a_forged_auth_after_cannot_loop_or_fail(rp):
+    """Our own `auth_after` marker far in the future or huge is capped at now: one forced login
+    and the code, never a redirect loop or a 500."""
+    rp.sign_in(nonce="f1")
+    for value in ("99999999999999", "999999999999999", "1" * 40):
+        rp.idp_requests.clear()
+        claims = rp.sign_in(nonce=f"f-{value[:5]}-{len(value)}", auth_after=value)
+        assert claims["sub"]

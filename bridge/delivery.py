@@ -31,7 +31,7 @@ from sqlalchemy import Select, func, or_, select, update
 from sqlalchemy.orm import Session
 from standardwebhooks.webhooks import Webhook
 
-from bridge import authcodes, egress, events, expiry, metrics, sealing, signing_keys
+from bridge import authcodes, egress, events, expiry, metrics, retention, sealing, signing_keys
 from bridge.models import (
     Account,
     Delivery,
@@ -61,6 +61,7 @@ class Tuning:
     first_retry: timedelta = timedelta(seconds=5)
     max_retry: timedelta = timedelta(hours=12)
     give_up_after: timedelta = timedelta(days=3)
+    retention: retention.Retention = field(default_factory=retention.Retention)
 
 
 def backoff(attempts: int, tuning: Tuning) -> timedelta:
@@ -400,10 +401,12 @@ def _aware(at: datetime) -> datetime:
     return at if at.tzinfo is not None else at.replace(tzinfo=UTC)  # SQLite drops the zone
 
 
-def sweep(store: Store) -> None:
-    """The periodic chores: expired codes and tokens go, due certificate notices are written."""
+def sweep(store: Store, tuning: Tuning) -> None:
+    """The periodic chores: expired codes and tokens go, due certificate notices are written,
+    finished deliveries and login attempts past their retention go."""
     authcodes.purge(store)
     expiry.check(store)
+    retention.prune(store, tuning.retention)
 
 
 def run(
@@ -424,7 +427,7 @@ def run(
             try:
                 if time.monotonic() - swept > SWEEP_EVERY:
                     swept = time.monotonic()
-                    sweep(store)
+                    sweep(store, tuning)
                 if time.monotonic() - counted > BACKLOG_EVERY:
                     count_backlog(store)
                     counted = time.monotonic()

@@ -35,6 +35,8 @@ class Settings:
     metrics_account_label: bool = False
     otlp_endpoint: str | None = None
     scim_log_days: int = 14
+    delivery_log_days: int = 30
+    login_log_days: int = 90
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -56,6 +58,8 @@ class Settings:
             metrics_account_label=env.get("BRIDGE_METRICS_ACCOUNT_LABEL", "") in ("1", "true"),
             otlp_endpoint=env.get("BRIDGE_OTLP_ENDPOINT") or None,
             scim_log_days=int(env.get("BRIDGE_SCIM_LOG_DAYS") or 14),
+            delivery_log_days=_days(env, "BRIDGE_DELIVERY_LOG_DAYS", 30),
+            login_log_days=_days(env, "BRIDGE_LOGIN_LOG_DAYS", 90),
         )
         return replace(settings, **overrides)
 
@@ -93,3 +97,11 @@ class Settings:
             finally:
                 tmp.unlink()
         return replace(self, secret_key=path.read_text().strip())
+
+
+def _days(env: Mapping[str, str], name: str, default: int) -> int:
+    """A retention in whole days, at least 1."""
+    raw = env.get(name) or str(default)
+    if not raw.isdigit() or int(raw) < 1:
+        raise SettingsError(f"{name} must be a whole number of days, at least 1 (not {raw!r})")
+    return int(raw)

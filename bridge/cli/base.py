@@ -75,7 +75,10 @@ def emit(data: Any) -> None:
 @click.pass_context
 def main(click_ctx: click.Context) -> None:
     """Identity Bridge: SAML SSO and SCIM provisioning into the account store."""
-    click_ctx.obj = Context()
+    try:
+        click_ctx.obj = Context()
+    except (SettingsError, ValueError) as exc:  # a BRIDGE_* variable that is not usable
+        raise click.ClickException(str(exc)) from exc
     click_ctx.call_on_close(click_ctx.obj.close)
 
 

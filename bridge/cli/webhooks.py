@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import signal
 import threading
+from datetime import timedelta
 
 import click
 
-from bridge import accounts, delivery, events, metrics, webhooks
+from bridge import accounts, delivery, events, metrics, retention, webhooks
 from bridge.cli.base import Context, emit, fails_cleanly, main, pass_ctx
 
 
@@ -117,6 +118,25 @@ def webhooks_redeliver(ctx: Context, slug: str, delivery_id: int) -> None:
     click.echo(f"delivery {delivery_id} queued again")
 
 
+@webhooks_group.command("prune")
+@pass_ctx
+@fails_cleanly
+def webhooks_prune(ctx: Context) -> None:
+    """Delete finished deliveries (all accounts) older than BRIDGE_DELIVERY_LOG_DAYS (30) and
+    login attempts older than BRIDGE_LOGIN_LOG_DAYS (90); the worker does it every 5 minutes."""
+    done = retention.prune(ctx.store, _retention(ctx))
+    click.echo(
+        f"deleted {done.deliveries} finished deliveries and {done.login_attempts} login attempts"
+    )
+
+
+def _retention(ctx: Context) -> retention.Retention:
+    return retention.Retention(
+        deliveries=timedelta(days=ctx.settings.delivery_log_days),
+        logins=timedelta(days=ctx.settings.login_log_days),
+    )
+
+
 @main.command("worker")
 @click.option("--threads", default=8, show_default=True, help="Deliveries in flight at once.")
 @click.option(
@@ -129,7 +149,7 @@ def webhooks_redeliver(ctx: Context, slug: str, delivery_id: int) -> None:
 def worker(ctx: Context, threads: int, metrics_bind: str | None) -> None:
     """Deliver webhooks and back-channel logout tokens until SIGTERM/SIGINT (Procfile worker:)."""
     settings = ctx.settings.ensure_secret_key()
-    tuning = delivery.Tuning(threads=threads)
+    tuning = delivery.Tuning(threads=threads, retention=_retention(ctx))
     sender = delivery.Sender(
         ctx.store,
         settings.secret_key or "",

@@ -19,9 +19,9 @@ from urllib.parse import urlsplit
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from bridge import audit
+from bridge import audit, owned
 from bridge.accounts import get_account
-from bridge.errors import InvalidInput, NotFound
+from bridge.errors import InvalidInput
 from bridge.models import Account, OidcClient
 from bridge.store import Store
 
@@ -186,35 +186,24 @@ def logout_targets(db: Session, account_id: int) -> list[ClientInfo]:
 
 
 def _row(db: Session, slug: str, client_id: str) -> tuple[Account, OidcClient]:
-    account = get_account(db, slug)
-    row = db.scalar(
-        select(OidcClient)
-        .where(OidcClient.account_id == account.id, OidcClient.client_id == client_id)
-        .with_for_update()
+    return owned.locked(
+        db, slug, OidcClient, OidcClient.client_id, client_id, f"client {client_id!r}"
     )
-    if row is None:
-        raise NotFound(f"account {slug!r} has no client {client_id!r}")
-    return account, row
 
 
 def remove(store: Store, slug: str, client_id: str, *, actor: str) -> None:
     """Delete a client with its codes and tokens (they stop working at once)."""
-
-    def work(db: Session) -> None:
-        account, row = _row(db, slug, client_id)
-        before = _public_view(row)
-        db.delete(row)
-        audit.record(
-            db,
-            account.id,
-            actor=actor,
-            action="client.remove",
-            target_type="client",
-            target_id=client_id,
-            before=before,
-        )
-
-    store.write(work)
+    owned.remove(
+        store,
+        slug,
+        OidcClient,
+        OidcClient.client_id,
+        client_id,
+        what=f"client {client_id!r}",
+        action="client.remove",
+        describe=_public_view,
+        actor=actor,
+    )
 
 
 def rotate_secret(store: Store, slug: str, client_id: str, *, actor: str) -> Registered:

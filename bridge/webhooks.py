@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from bridge import audit, egress, events, sealing
+from bridge import audit, egress, events, owned, sealing
 from bridge.accounts import get_account
 from bridge.errors import InvalidInput, NotFound
 from bridge.models import Account, Delivery, DeliveryAttempt, WebhookEndpoint, utcnow
@@ -108,35 +108,23 @@ def list_for(db: Session, slug: str) -> list[dict[str, Any]]:
 
 
 def _endpoint(db: Session, slug: str, endpoint_id: int) -> tuple[Account, WebhookEndpoint]:
-    account = get_account(db, slug)
-    row = db.scalar(
-        select(WebhookEndpoint)
-        .where(WebhookEndpoint.account_id == account.id, WebhookEndpoint.id == endpoint_id)
-        .with_for_update()
-    )
-    if row is None:
-        raise NotFound(f"account {slug!r} has no webhook endpoint {endpoint_id}")
-    return account, row
+    what = f"webhook endpoint {endpoint_id}"
+    return owned.locked(db, slug, WebhookEndpoint, WebhookEndpoint.id, endpoint_id, what)
 
 
 def remove(store: Store, slug: str, endpoint_id: int, *, actor: str) -> None:
     """Delete an endpoint with its pending deliveries and log."""
-
-    def work(db: Session) -> None:
-        account, row = _endpoint(db, slug, endpoint_id)
-        before = {"url": row.url, "events": list(row.events)}
-        db.delete(row)
-        audit.record(
-            db,
-            account.id,
-            actor=actor,
-            action="webhook.remove",
-            target_type="webhook",
-            target_id=str(endpoint_id),
-            before=before,
-        )
-
-    store.write(work)
+    owned.remove(
+        store,
+        slug,
+        WebhookEndpoint,
+        WebhookEndpoint.id,
+        endpoint_id,
+        what=f"webhook endpoint {endpoint_id}",
+        action="webhook.remove",
+        describe=lambda row: {"url": row.url, "events": list(row.events)},
+        actor=actor,
+    )
 
 
 def rotate_secret(store: Store, slug: str, endpoint_id: int, *, secret_key: str, actor: str) -> str:

@@ -358,10 +358,14 @@ class Sender:
                 error=answer.error,
             )
         )
-        row = db.get(Delivery, job.id)
+        row = db.get(Delivery, job.id, with_for_update=True)
         if row is None:
             return "missing"
         row.attempts += 1
+        if row.state == "pending" and row.claimed_until is None:
+            # sent again by hand (webhooks.redeliver) while this attempt was in flight: it is
+            # due again, and this older attempt's answer must not settle it
+            return "retrying"
         row.claimed_until = None
         if answer.status is not None and 200 <= answer.status < 300:
             row.state, row.delivered = "delivered", now

@@ -258,6 +258,28 @@ def test_rotation_sends_both_signatures(scim, store, settings, receiver, workers
     assert len(receiver.headers[-1]["webhook-signature"].split()) == 2
 
 
+def test_a_redeliver_during_an_attempt_is_not_lost(scim, store, settings, receiver, workers):
+    """Redeliver while an attempt is in flight: that attempt's answer does not settle the row,
+    which stays due and is sent again."""
+    added = _hook(store, settings, scim.account, receiver.url, types=["user.created"])
+    receiver.secrets = [added.secret]
+    scim.post("Users", {"userName": "inflight@example.com"})
+    delivery.project(store)
+    (job,) = delivery.claim(store, "w-test", 10, FAST)
+    webhooks.redeliver(store, scim.account.slug, job.id, actor="t")  # while it is "in flight"
+    sender = delivery.Sender(store, settings.ensure_secret_key().secret_key, "x", True, FAST)
+    sender.send(job)
+    assert sum(receiver.counts.values()) == 1
+    with store.read() as db:
+        row = db.get(Delivery, job.id)
+        assert (row.state, row.attempts, row.claimed_until) == ("pending", 1, None)
+    workers.start(1)
+    assert receiver.wait_for(lambda r: sum(r.counts.values()) == 2)
+    workers.stop()
+    with store.read() as db:
+        assert db.get(Delivery, job.id).state == "delivered"
+
+
 def _only_delivery(store, endpoint_id):
     with store.read() as db:
         return db.scalar(select(Delivery.id).where(Delivery.endpoint_id == endpoint_id))

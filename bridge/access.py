@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import String, literal, null, select, union_all
 from sqlalchemy.orm import Session
 
 import policies
@@ -27,28 +27,31 @@ from bridge.models import (
     User,
     fold,
 )
+from bridge.policy import environments_of
 
 POLICY = "policy:"
 
 
 @tracing.step("provisioning.access")
-def apply(db: Session, account: Account, user: User, decision: policies.Decision) -> None:
-    """Make the user's policy-provenance rows exactly what `decision` says."""
+def apply(
+    db: Session, account: Account, user: User, decision: policies.Decision, *, fresh: bool = False
+) -> None:
+    """Make the user's policy-provenance rows exactly what `decision` says. `fresh`: a user
+    created in this transaction, who has no such rows yet (none are read)."""
     db.flush()
-    _apply_role(db, user, decision)
-    environments: dict[str, int] = {
-        name: env_id
-        for name, env_id in db.execute(
-            select(Environment.name, Environment.id).where(Environment.account_id == account.id)
-        )
-    }
-    _apply_environments(db, user, decision, environments)
-    _apply_groups(db, account, user, decision)
-    _apply_grants(db, account, user, decision, environments)
+    _apply_role(db, user, decision, fresh)
+    environments = {name: env_id for env_id, name, _default in environments_of(db, account.id)}
+    _apply_environments(db, user, decision, environments, fresh)
+    _apply_groups(db, account, user, decision, fresh)
+    _apply_grants(db, account, user, decision, environments, fresh)
 
 
-def _apply_role(db: Session, user: User, decision: policies.Decision) -> None:
-    assignment = db.scalar(select(RoleAssignment).where(RoleAssignment.user_id == user.id))
+def _apply_role(db: Session, user: User, decision: policies.Decision, fresh: bool) -> None:
+    assignment = (
+        None
+        if fresh
+        else db.scalar(select(RoleAssignment).where(RoleAssignment.user_id == user.id))
+    )
     provenance = POLICY + decision.role_rule
     if assignment is None:
         db.add(RoleAssignment(user_id=user.id, role=decision.role, provenance=provenance))
@@ -59,7 +62,11 @@ def _apply_role(db: Session, user: User, decision: policies.Decision) -> None:
 
 
 def _apply_environments(
-    db: Session, user: User, decision: policies.Decision, environments: Mapping[str, int]
+    db: Session,
+    user: User,
+    decision: policies.Decision,
+    environments: Mapping[str, int],
+    fresh: bool,
 ) -> None:
     provenance = POLICY + decision.environments_rule
     if decision.environments == policies.ALL_ENVIRONMENTS:
@@ -70,11 +77,16 @@ def _apply_environments(
             for name in decision.environments
             if name in environments  # an environment the account lacks grants nothing
         }
-    rows = db.scalars(
-        select(EnvironmentAccess).where(
-            EnvironmentAccess.user_id == user.id, EnvironmentAccess.provenance.startswith(POLICY)
-        )
-    ).all()
+    rows = (
+        []
+        if fresh
+        else db.scalars(
+            select(EnvironmentAccess).where(
+                EnvironmentAccess.user_id == user.id,
+                EnvironmentAccess.provenance.startswith(POLICY),
+            )
+        ).all()
+    )
     have = {(row.environment_id, row.provenance): row for row in rows}
     for key, row in have.items():
         if key not in wanted:
@@ -83,15 +95,21 @@ def _apply_environments(
         db.add(EnvironmentAccess(user_id=user.id, environment_id=env_id, provenance=prov))
 
 
-def _apply_groups(db: Session, account: Account, user: User, decision: policies.Decision) -> None:
+def _apply_groups(
+    db: Session, account: Account, user: User, decision: policies.Decision, fresh: bool
+) -> None:
     wanted: set[tuple[uuid.UUID, str]] = set()
     for spec in decision.groups:
         wanted.add((policy_group(db, account, spec.name).id, POLICY + spec.rule))
-    rows = db.scalars(
-        select(Membership).where(
-            Membership.user_id == user.id, Membership.provenance.startswith(POLICY)
-        )
-    ).all()
+    rows = (
+        []
+        if fresh
+        else db.scalars(
+            select(Membership).where(
+                Membership.user_id == user.id, Membership.provenance.startswith(POLICY)
+            )
+        ).all()
+    )
     have = {(row.group_id, row.provenance): row for row in rows}
     for key, row in have.items():
         if key not in wanted:
@@ -123,6 +141,7 @@ def _apply_grants(
     user: User,
     decision: policies.Decision,
     environments: Mapping[str, int],
+    fresh: bool,
 ) -> None:
     wanted: set[tuple[int, str, str, str, str]] = set()
     for spec in decision.grants:
@@ -139,9 +158,13 @@ def _apply_grants(
             wanted.add(key)
         elif spec.group is not None:
             _ensure_group_grant(db, account, policy_group(db, account, spec.group), key)
-    rows = db.scalars(
-        select(Grant).where(Grant.user_id == user.id, Grant.provenance.startswith(POLICY))
-    ).all()
+    rows = (
+        []
+        if fresh
+        else db.scalars(
+            select(Grant).where(Grant.user_id == user.id, Grant.provenance.startswith(POLICY))
+        ).all()
+    )
     have = {(r.environment_id, r.kind, r.path, r.level, r.provenance): r for r in rows}
     for key, row in have.items():
         if key not in wanted:
@@ -188,30 +211,58 @@ def _ensure_group_grant(
 
 
 def access_of(db: Session, user: User) -> dict[str, Any]:
-    """Role, environments, groups and grants of a user, each with its provenance."""
-    role = db.execute(
-        select(RoleAssignment.role, RoleAssignment.provenance).where(
-            RoleAssignment.user_id == user.id
+    """Role, environments, groups and grants of a user, each with its provenance (one query)."""
+    text = String()
+    none = null().cast(text)
+    rows = db.execute(
+        union_all(
+            select(
+                literal("role", text),
+                RoleAssignment.role.cast(text),
+                RoleAssignment.provenance,
+                none,
+                none,
+                none,
+            ).where(RoleAssignment.user_id == user.id),
+            select(
+                literal("environment", text),
+                Environment.name,
+                EnvironmentAccess.provenance,
+                none,
+                none,
+                none,
+            )
+            .select_from(EnvironmentAccess)
+            .outerjoin(Environment, Environment.id == EnvironmentAccess.environment_id)
+            .where(EnvironmentAccess.user_id == user.id),
+            select(
+                literal("group", text),
+                Group.display_name,
+                Membership.provenance,
+                none,
+                none,
+                none,
+            )
+            .join(Membership, Membership.group_id == Group.id)
+            .where(Membership.user_id == user.id),
+            select(
+                literal("grant", text),
+                Environment.name,
+                Grant.provenance,
+                Grant.kind.cast(text),
+                Grant.path,
+                Grant.level.cast(text),
+            )
+            .join(Environment, Environment.id == Grant.environment_id)
+            .where(Grant.user_id == user.id),
         )
-    ).first()
-    envs = db.execute(
-        select(Environment.name, EnvironmentAccess.provenance)
-        .select_from(EnvironmentAccess)
-        .outerjoin(Environment, Environment.id == EnvironmentAccess.environment_id)
-        .where(EnvironmentAccess.user_id == user.id)
     ).all()
-    groups = db.execute(
-        select(Group.display_name, Membership.provenance)
-        .join(Membership, Membership.group_id == Group.id)
-        .where(Membership.user_id == user.id)
-    ).all()
-    grants = db.execute(
-        select(Environment.name, Grant.kind, Grant.path, Grant.level, Grant.provenance)
-        .join(Environment, Environment.id == Grant.environment_id)
-        .where(Grant.user_id == user.id)
-    ).all()
+    role = next((r for r in rows if r[0] == "role"), None)
+    envs = [(r[1], r[2]) for r in rows if r[0] == "environment"]
+    groups = [(r[1], r[2]) for r in rows if r[0] == "group"]
+    grants = [(r[1], r[3], r[4], r[5], r[2]) for r in rows if r[0] == "grant"]
     return {
-        "role": None if role is None else {"role": role.role, "provenance": role.provenance},
+        "role": None if role is None else {"role": role[1], "provenance": role[2]},
         "environments": sorted(
             [{"environment": name or "all", "provenance": prov} for name, prov in envs],
             key=lambda e: (e["environment"], e["provenance"]),

@@ -22,6 +22,8 @@ from sqlalchemy.orm import Session
 from bridge import tracing
 from bridge.models import Account, AuditEvent, utcnow
 
+HEADS = "bridge.audit_heads"  # db.info: (transaction, {account id: (seq, hash)}) it appended
+
 
 def _canonical(event: AuditEvent) -> bytes:
     body = {
@@ -60,14 +62,23 @@ def record(
     # FOR NO KEY UPDATE: rows this transaction inserted that reference the account (users,
     # groups) hold a KEY SHARE lock on it, which FOR UPDATE would wait on in two concurrent
     # transactions at once (a deadlock); FOR NO KEY UPDATE does not conflict with it.
-    head = db.execute(
-        select(Account.audit_seq, Account.audit_head)
-        .where(Account.id == account_id)
-        .with_for_update(key_share=True)
-    ).one()
+    # The head once per transaction: after the first append this transaction holds its lock,
+    # so the head is what this transaction last wrote.
+    txn = db.get_transaction()
+    nested = db.in_nested_transaction()  # a savepoint may roll back what it appended
+    known = db.info.get(HEADS)
+    if known is not None and known[0] is txn and account_id in known[1] and not nested:
+        seq, prev = known[1][account_id]
+    else:
+        head = db.execute(
+            select(Account.audit_seq, Account.audit_head)
+            .where(Account.id == account_id)
+            .with_for_update(key_share=True)
+        ).one()
+        seq, prev = head.audit_seq, head.audit_head
     event = AuditEvent(
         account_id=account_id,
-        seq=head.audit_seq + 1,
+        seq=seq + 1,
         at=utcnow(),
         actor=actor,
         action=action,
@@ -75,10 +86,15 @@ def record(
         target_id=target_id,
         before=before,
         after=after,
-        prev_hash=head.audit_head,
+        prev_hash=prev,
     )
     event.hash = event_hash(event)
     db.add(event)
+    if known is None or known[0] is not txn:
+        heads: dict[int, tuple[int, str]] = {}
+        known = db.info[HEADS] = (txn, heads)
+    if not nested:
+        known[1][account_id] = (event.seq, event.hash)
     db.execute(
         update(Account)
         .where(Account.id == account_id)

@@ -47,6 +47,7 @@ def record_in(
     ok: bool,
     reason: str,
     idp_id: int | None = None,
+    idp_name: str | None = None,
     name_id: str | None = None,
     user_id: uuid.UUID | None = None,
     detail: str | None = None,
@@ -69,15 +70,17 @@ def record_in(
             detail=(detail or "")[:1024] or None,
         )
     )
-    idp = db.get(IdentityProvider, idp_id) if idp_id is not None else None
+    if idp_name is None and idp_id is not None:
+        idp = db.get(IdentityProvider, idp_id)
+        idp_name = idp.name if idp is not None else None
     audit.record(
         db,
         account_id,
-        actor=f"saml:{idp.name}" if idp is not None else "saml",
+        actor=f"saml:{idp_name}" if idp_name is not None else "saml",
         action="login.succeed" if ok else "login.fail",
         target_type="user" if user_id is not None else "login",
         target_id=str(user_id) if user_id is not None else "-",
-        after={"reason": reason, "idp": idp.name if idp is not None else None},
+        after={"reason": reason, "idp": idp_name},
     )
 
 

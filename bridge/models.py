@@ -473,6 +473,9 @@ class SamlIdentity(Base):
     )
     name_id: Mapped[str] = mapped_column(String(1024))
     created: Mapped[datetime] = mapped_column(default=utcnow)
+    # What this identity's last provisioned login depended on (bridge.provisioning.login_digest):
+    # a returning login with the same digest has nothing to write.
+    login_digest: Mapped[str | None] = mapped_column(String(64))
 
 
 class LoginSession(Base):

@@ -131,6 +131,7 @@ class Choice:
     policy: policies.Policy | None
     source: str
     error: str | None = None
+    key: str = ""  # names this exact policy across processes (content hash, file stamp, defaults)
 
 
 def _parse_stored(slug: str, source: str) -> _Entry:
@@ -140,6 +141,25 @@ def _parse_stored(slug: str, source: str) -> _Entry:
     except policies.PolicyError as exc:
         log.error("stored policy of %s does not load any more: %s", slug, exc)
         return _Entry((0, 0), None, str(exc))
+
+
+ENVIRONMENTS = "bridge.environments"  # db.info: account id -> its environments, once a session
+
+
+def environments_of(db: Session, account_id: int) -> list[tuple[int, str, bool]]:
+    """The account's environments (id, name, default), read once per session: provisioning
+    many users in one transaction asks for them once."""
+    cache: dict[int, list[tuple[int, str, bool]]] = db.info.setdefault(ENVIRONMENTS, {})
+    if account_id not in cache:
+        cache[account_id] = [
+            (env_id, name, bool(default))
+            for env_id, name, default in db.execute(
+                select(Environment.id, Environment.name, Environment.is_default)
+                .where(Environment.account_id == account_id)
+                .order_by(Environment.id)
+            )
+        ]
+    return cache[account_id]
 
 
 def policy_for(db: Session, account: Account, registry: PolicyRegistry | None) -> Choice:
@@ -161,20 +181,22 @@ def policy_for(db: Session, account: Account, registry: PolicyRegistry | None) -
             if registry is not None
             else _parse_stored(account.slug, source())
         )
-        return Choice(entry.good, f"store: version {active.number}", entry.error)
+        return Choice(
+            entry.good,
+            f"store: version {active.number}",
+            entry.error,
+            f"store:{active.content_hash}",
+        )
     path = registry.path_for(account.slug) if registry is not None else None
     if registry is not None and path is not None:
         entry = registry.load(path, account.slug)
-        return Choice(entry.good, str(path), entry.error)
-    defaults = db.scalars(
-        select(Environment.name)
-        .where(Environment.account_id == account.id, Environment.is_default)
-        .order_by(Environment.name)
-    ).all()
+        return Choice(entry.good, str(path), entry.error, f"file:{path}:{entry.stamp}")
+    defaults = sorted(name for _, name, default in environments_of(db, account.id) if default)
     return Choice(
         policies.Policy(
             account=account.slug,
             defaults=policies.Defaults(role=account.default_role, environments=tuple(defaults)),
         ),
         "account defaults",
+        key=f"defaults:{account.default_role}:{','.join(defaults)}",
     )

@@ -9,13 +9,15 @@ rows whose provenance is `policy:*`; `scim`, `saml` and `manual` rows are never 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 import policies
@@ -33,7 +35,7 @@ from bridge.models import (
     UserPhoneNumber,
     fold,
 )
-from bridge.policy import Choice, PolicyRegistry, policy_for
+from bridge.policy import Choice, PolicyRegistry, environments_of, policy_for
 from bridge.store import Store
 
 log = logging.getLogger(__name__)
@@ -96,9 +98,13 @@ class Outcome:
     changed: bool
     version: int
     decision: policies.Decision | None
+    policy_key: str | None = None  # the policy applied as it decided (no error, no guard held)
+    active: bool = True
+    user: User | None = None  # the row as written (its collections loaded), for a reply
 
 
 ProfileBuilder = Callable[[Session, User], policies.Profile]
+SETTLED = "bridge.settled"  # db.info: user id -> key of the policy applied as it decided
 
 
 def provision(
@@ -150,7 +156,15 @@ def provision_in(
     if user is None:
         if user_id is not None or not create:
             raise NotFound(f"no user {profile.user_name!r} in account {account.slug!r}")
-        user = User(id=uuid.uuid4(), account_id=account.id, active=True)
+        # empty collections, known to be empty: nothing to load for a user not yet stored
+        user = User(
+            id=uuid.uuid4(),
+            account_id=account.id,
+            active=True,
+            emails=[],
+            phone_numbers=[],
+            addresses=[],
+        )
     elif must_create:
         taken = "externalId" if user.user_name_key != fold(profile.user_name) else "userName"
         raise Conflict(f"a user with this {taken} already exists")
@@ -259,15 +273,21 @@ def _decide(
     profile: policies.Profile,
     *,
     actor: str,
+    fresh: bool = False,
 ) -> policies.Decision | None:
-    """Evaluate and apply the policy; on any error keep the user's access exactly as it was."""
+    """Evaluate and apply the policy; on any error keep the user's access exactly as it was.
+    db.info[SETTLED] keeps, per user, the key of a policy applied exactly as it decided (None
+    after an error or a guard's hold: their next login must evaluate again)."""
     decision = policies.evaluate(choice.policy, profile) if choice.policy is not None else None
     result = "no_policy" if decision is None else "applied" if decision.ok else "error"
     metrics.on_commit(db, metrics.POLICY_EVALUATIONS.labels(result).inc)
+    db.info.setdefault(SETTLED, {})[user.id] = None
     if choice.policy is not None and decision is not None and decision.ok:
-        decision = guards.hold(db, account, user, choice.policy, decision, actor=actor)
-        access.apply(db, account, user, decision)
-        return decision
+        held = guards.hold(db, account, user, choice.policy, decision, actor=actor)
+        access.apply(db, account, user, held, fresh=fresh)
+        if held is decision:
+            db.info[SETTLED][user.id] = choice.key
+        return held
     why = list(decision.errors) if decision is not None else [choice.error or "no policy"]
     log.warning("policy not applied to user %s: %s", user.id, "; ".join(why))
     db.flush()
@@ -281,6 +301,89 @@ def _decide(
         after={"policy": choice.source, "errors": why, "access": "kept"},
     )
     return decision
+
+
+def login_digest(
+    profile: policies.Profile, policy_key: str, environments: list[Any], version: int
+) -> str:
+    """What a SAML login's provisioning depends on, hashed: the profile it was given, the policy
+    (by key), the account's environments and the stored user's version (bumped by every change
+    to the user or their access, bridge.models.User.touch)."""
+    body = {
+        "user_name": profile.user_name,
+        "external_id": profile.external_id,
+        "idp": None if profile.idp is None else [profile.idp.entity_id, profile.idp.name_id],
+        "fields": profile.fields,
+        "attributes": {k: list(v) for k, v in profile.attributes.items()},
+        "groups": list(profile.groups),
+        "policy": policy_key,
+        "environments": environments,
+        "version": version,
+    }
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def unchanged_login(
+    db: Session, registry: PolicyRegistry | None, account: Account, profile: policies.Profile
+) -> uuid.UUID | None:
+    """The active user a returning SAML login names, when nothing its provisioning depends on
+    changed since their last login (`remember_login`): then there is nothing to write. None
+    sends the login down the one write path (`provision_in`).
+
+    The user's row is share-locked (PostgreSQL): a concurrent change to them waits for this
+    login, or this login for it, as on the write path."""
+    if profile.idp is None:
+        return None
+    row = db.execute(
+        select(User.id, User.version, User.active, SamlIdentity.login_digest)
+        .join(SamlIdentity, SamlIdentity.user_id == User.id)
+        .join(IdentityProvider, IdentityProvider.id == SamlIdentity.idp_id)
+        .where(
+            User.account_id == account.id,
+            IdentityProvider.entity_id == profile.idp.entity_id,
+            SamlIdentity.name_id == profile.idp.name_id,
+        )
+        .with_for_update(read=True, of=User)
+    ).first()
+    if row is None or row.login_digest is None or row.active is False:
+        return None
+    choice = policy_for(db, account, registry)
+    if choice.policy is None or not choice.key:
+        return None
+    digest = login_digest(
+        profile, choice.key, [list(e) for e in environments_of(db, account.id)], row.version
+    )
+    return row.id if digest == row.login_digest else None
+
+
+def remember_login(
+    db: Session, account: Account, profile: policies.Profile, outcome: Outcome
+) -> None:
+    """After a login went down the write path: what it depended on, for `unchanged_login`;
+    nothing (so the next login writes again) when the policy was not applied as it decided."""
+    if profile.idp is None:
+        return
+    digest = None
+    if outcome.policy_key:
+        envs = [list(e) for e in environments_of(db, account.id)]
+        digest = login_digest(profile, outcome.policy_key, envs, outcome.version)
+    db.execute(
+        update(SamlIdentity)
+        .where(
+            SamlIdentity.user_id == outcome.user_id,
+            SamlIdentity.name_id == profile.idp.name_id,
+            SamlIdentity.idp_id
+            == select(IdentityProvider.id)
+            .where(
+                IdentityProvider.account_id == account.id,
+                IdentityProvider.entity_id == profile.idp.entity_id,
+            )
+            .scalar_subquery(),
+        )
+        .values(login_digest=digest)
+        .execution_options(synchronize_session=False)
+    )
 
 
 def verified_email_owner(
@@ -358,20 +461,27 @@ def _write(
     is_new = user not in db
     before = None if is_new else snapshot(db, user)
     was_active = user.active is not False
-    _set_identity(db, account, user, profile)
-    if is_new:
-        db.add(user)
-    _set_fields(db, account, user, profile.fields)
-    _link_identity(db, account, user, profile.idp)
-    if profile.source == policies.Source.SAML:  # kept so a policy can be re-applied later
-        user.saml_attributes = profiles.saml_state(profile)
+    # A new user: `_find` just looked for their userName, externalId and IdP identity in this
+    # transaction and found none of them (a concurrent insert fails the unique keys, and the
+    # work is retried), and they have no rows yet: none of that is read again. Nothing is
+    # flushed until the user row is complete (one INSERT, not an INSERT and an UPDATE).
+    with db.no_autoflush:
+        _set_identity(db, account, user, profile, fresh=is_new)
+        if is_new:
+            db.add(user)
+        free = profile.external_id if is_new else None
+        _set_fields(db, account, user, profile.fields, free_external_id=free)
+        if profile.source == policies.Source.SAML:  # kept so a policy can be re-applied later
+            user.saml_attributes = profiles.saml_state(profile)
+    _link_identity(db, account, user, profile.idp, fresh=is_new)
     choice = policy_for(db, account, registry)
     deactivated = was_active and user.active is False and not is_new
     if deactivated:
         guards.keep_active_holder(
             db, account, user, choice.policy, change="deactivate", actor=actor
         )
-    decision = _decide(db, account, user, choice, profiles.stored(db, user, profile), actor=actor)
+    stored = profiles.stored(db, user, profile, groups=() if is_new else None)
+    decision = _decide(db, account, user, choice, stored, actor=actor, fresh=is_new)
     if deactivated:
         sessions.end_for_user(db, user.id)  # suspension takes effect at once
     if is_new:
@@ -388,7 +498,9 @@ def _write(
         changed = True
     else:
         changed = bool(_record(db, account, user, before, actor=actor, action="user.update"))
-    return Outcome(user.id, is_new, changed, user.version, decision)
+    settled = db.info.get(SETTLED, {}).get(user.id)
+    active = user.active is not False
+    return Outcome(user.id, is_new, changed, user.version, decision, settled, active, user)
 
 
 def _record(
@@ -470,7 +582,9 @@ def _find(
     return by_name
 
 
-def _set_identity(db: Session, account: Account, user: User, profile: policies.Profile) -> None:
+def _set_identity(
+    db: Session, account: Account, user: User, profile: policies.Profile, *, fresh: bool = False
+) -> None:
     name = profile.user_name.strip()
     if not name:
         raise InvalidInput("userName must not be empty")
@@ -478,7 +592,7 @@ def _set_identity(db: Session, account: Account, user: User, profile: policies.P
     if problem is not None:  # a new or changed name only: stored ones keep working
         raise InvalidInput(f"userName {name!r} {problem}; see RFC 8265 (PRECIS)")
     key = fold(name)
-    if key != user.user_name_key:
+    if key != user.user_name_key and not (fresh and key == fold(profile.user_name)):
         taken = db.scalar(
             select(User.id).where(
                 User.account_id == account.id, User.user_name_key == key, User.id != user.id
@@ -488,12 +602,17 @@ def _set_identity(db: Session, account: Account, user: User, profile: policies.P
             raise Conflict(f"userName {name!r} is already taken")
     user.user_name, user.user_name_key = name, key
     if profile.external_id is not None and "external_id" not in profile.fields:
-        _set_external_id(db, account, user, profile.external_id)
+        _set_external_id(
+            db, account, user, profile.external_id, fresh=fresh and bool(profile.external_id)
+        )
 
 
-def _set_external_id(db: Session, account: Account, user: User, value: Any) -> None:
-    """externalId names one user of the account (RFC 7643 §3.1): a taken one is a Conflict."""
-    if value is not None and value != user.external_id:
+def _set_external_id(
+    db: Session, account: Account, user: User, value: Any, *, fresh: bool = False
+) -> None:
+    """externalId names one user of the account (RFC 7643 §3.1): a taken one is a Conflict.
+    `fresh`: `_find` looked this value up in this transaction and found no one."""
+    if value is not None and value != user.external_id and not fresh:
         taken = db.scalar(
             select(User.id).where(
                 User.account_id == account.id, User.external_id == value, User.id != user.id
@@ -504,14 +623,22 @@ def _set_external_id(db: Session, account: Account, user: User, value: Any) -> N
     user.external_id = value
 
 
-def _set_fields(db: Session, account: Account, user: User, fields: Mapping[str, Any]) -> None:
+def _set_fields(
+    db: Session,
+    account: Account,
+    user: User,
+    fields: Mapping[str, Any],
+    *,
+    free_external_id: str | None = None,
+) -> None:
     for key, value in fields.items():
         if key in MULTI_VALUED:
             _set_multi(user, key, value or [])
         elif key == "manager_id":
             _set_manager(db, user, value)
         elif key == "external_id":
-            _set_external_id(db, account, user, value)
+            fresh = value is not None and value == free_external_id
+            _set_external_id(db, account, user, value, fresh=fresh)
         elif key in SCALAR_FIELDS:
             if key == "active" and value is not None and not isinstance(value, bool):
                 raise InvalidInput("active must be true or false")
@@ -560,8 +687,10 @@ def _same_id(text: str, user_id: uuid.UUID) -> bool:
 
 
 def _link_identity(
-    db: Session, account: Account, user: User, link: policies.IdpLink | None
+    db: Session, account: Account, user: User, link: policies.IdpLink | None, *, fresh: bool
 ) -> None:
+    """Link the IdP identity to the user; `fresh`: a new user, whom `_find` looked this identity
+    up for in this transaction (linked to no one)."""
     if link is None:
         return
     idp = db.scalar(
@@ -572,6 +701,9 @@ def _link_identity(
     )
     if idp is None:
         raise InvalidInput(f"IdP {link.entity_id!r} is not registered for this account")
+    if fresh:
+        db.add(SamlIdentity(idp_id=idp.id, user_id=user.id, name_id=link.name_id))
+        return
     db.flush()
     current = db.scalar(
         select(SamlIdentity).where(

@@ -233,6 +233,7 @@ def consume(slug: str, idp_name: str | None = None) -> ResponseReturnValue:
         assertion = sso.validate(sp, idp, form, path, acs_url)
         if testlogin.is_test(account, assertion.in_response_to):
             return testlogin.finish(account, idp, assertion)
+        minutes = account.session_minutes
         secret, target = _log_in(account, idp, assertion, _login_nonce())
     except SamlRejected as exc:  # recorded by `rejected`, with what is known of the login
         exc.idp_id = idp.id if idp is not None else None
@@ -241,7 +242,7 @@ def consume(slug: str, idp_name: str | None = None) -> ResponseReturnValue:
             exc.detail = f"{exc.detail} (test login)"
         raise
     response = redirect(target)
-    _set_cookie(response, secret, account.session_minutes)
+    _set_cookie(response, secret, minutes)
     response.delete_cookie(LOGIN_COOKIE, path=f"/saml/{slug}/")
     return response
 
@@ -274,38 +275,25 @@ def _log_in(
     store = get_store()
     profile = mapping.profile(assertion)
     secret = secrets.token_urlsafe(32)
+    idp_id, idp_name, minutes = idp.id, idp.name, account.session_minutes
 
     def work(db: Any) -> str:
         relay = sso.claim(db, account, idp, assertion, nonce)
-        linked = (
-            provisioning.verified_email_owner(db, account, profile) if idp.link_by_email else None
+        # a returning user whose login would change nothing: no provisioning at all
+        user_id = (
+            None
+            if idp.link_by_email
+            else provisioning.unchanged_login(db, store.policies, account, profile)
         )
-        try:
-            out = provisioning.provision_in(
-                db,
-                store.policies,
-                account.id,
-                profile,
-                actor=f"saml:{idp.name}",
-                user_id=linked,
-                create=idp.allow_jit,
-            )
-        except NotFound:
-            raise SamlRejected(
-                "user_not_provisioned", f"no user {profile.user_name!r}", 403
-            ) from None
-        except InvalidInput as exc:  # e.g. a NameID RFC 8265 refuses (bridge.identifiers)
-            raise SamlRejected("invalid_identifier", exc.detail, 403) from None
-        user = db.get(User, out.user_id)
-        if user.active is False:
-            raise SamlRejected("user_deactivated", f"user {user.user_name!r} is deactivated", 403)
+        if user_id is None:
+            user_id = _provision(db, account, idp, profile)
         sessions.start_in(
             db,
             secret,
             account.id,
-            out.user_id,
-            minutes=account.session_minutes,
-            idp_id=idp.id,
+            user_id,
+            minutes=minutes,
+            idp_id=idp_id,
             name_id=assertion.subject,
             session_index=assertion.session_index,
         )
@@ -314,9 +302,10 @@ def _log_in(
             account.id,
             ok=True,
             reason="ok",
-            idp_id=idp.id,
+            idp_id=idp_id,
+            idp_name=idp_name,
             name_id=assertion.name_id,
-            user_id=out.user_id,
+            user_id=user_id,
         )
         # judged before the login commits: a refused target leaves nothing written
         return _landing(
@@ -324,6 +313,30 @@ def _log_in(
         )
 
     return secret, store.write(work)
+
+
+def _provision(db: Any, account: Account, idp: IdentityProvider, profile: Any) -> Any:
+    """The login's user through the one write path (JIT, or SCIM-only: must exist), active."""
+    linked = provisioning.verified_email_owner(db, account, profile) if idp.link_by_email else None
+    try:
+        out = provisioning.provision_in(
+            db,
+            get_store().policies,
+            account.id,
+            profile,
+            actor=f"saml:{idp.name}",
+            user_id=linked,
+            create=idp.allow_jit,
+        )
+    except NotFound:
+        raise SamlRejected("user_not_provisioned", f"no user {profile.user_name!r}", 403) from None
+    except InvalidInput as exc:  # e.g. a NameID RFC 8265 refuses (bridge.identifiers)
+        raise SamlRejected("invalid_identifier", exc.detail, 403) from None
+    if not out.active:
+        name = out.user.user_name if out.user is not None else profile.user_name
+        raise SamlRejected("user_deactivated", f"user {name!r} is deactivated", 403)
+    provisioning.remember_login(db, account, profile, out)
+    return out.user_id
 
 
 def _serializer(salt: str) -> URLSafeSerializer:

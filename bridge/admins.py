@@ -146,6 +146,19 @@ def usable_link(db: Session, account: Account, raw: str, purpose: str) -> OneTim
     return link
 
 
+def use_up(db: Session, link: OneTimeLink) -> OneTimeLink:
+    """Mark a usable link used, once: a conditional UPDATE, so of two concurrent redeems one
+    wins and the other gets Conflict."""
+    claimed = db.execute(
+        update(OneTimeLink)
+        .where(OneTimeLink.id == link.id, OneTimeLink.used.is_(None))
+        .values(used=utcnow())
+    )
+    if claimed.rowcount != 1:  # type: ignore[attr-defined]
+        raise Conflict("this link was already used: ask for a new one")
+    return link
+
+
 def peek_link(store: Store, slug: str, raw: str) -> str:
     """Whose sign-in link this is, without using it up (a mail scanner's GET must not)."""
     with store.read() as db:
@@ -159,14 +172,7 @@ def redeem_link(store: Store, slug: str, raw: str, secret: str) -> tuple[Admin, 
 
     def work(db: Session) -> tuple[Admin, int]:
         account = get_account(db, slug)
-        link = usable_link(db, account, raw, SIGN_IN)
-        claimed = db.execute(
-            update(OneTimeLink)
-            .where(OneTimeLink.id == link.id, OneTimeLink.used.is_(None))
-            .values(used=utcnow())
-        )
-        if claimed.rowcount != 1:  # type: ignore[attr-defined]
-            raise Conflict("this link was already used: ask for a new one")
+        link = use_up(db, usable_link(db, account, raw, SIGN_IN))
         admin = _admin(db, account, db.get_one(User, link.user_id))
         sessions.start_in(db, secret, account.id, admin.user_id, minutes=account.session_minutes)
         audit.record(

@@ -20,13 +20,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 import policies
 from bridge import audit, idps, logins, planning, profiles, provisioning
 from bridge.accounts import get_account
-from bridge.admins import link_hash, usable_link
+from bridge.admins import link_hash, usable_link, use_up
 from bridge.errors import Conflict, NotFound
 from bridge.identifiers import identifier_problem
 from bridge.models import Account, AuthnRequest, IdentityProvider, OneTimeLink, User, utcnow
@@ -149,15 +149,7 @@ def claim_in(db: Session, account: Account, raw: str) -> TestLink:
     conditional UPDATE, so two tabs cannot both start from it)."""
     if not raw.startswith(PREFIX):
         raise NotFound("this link is not one we issued for this account")
-    link = usable_link(db, account, raw, PURPOSE)
-    claimed = db.execute(
-        update(OneTimeLink)
-        .where(OneTimeLink.id == link.id, OneTimeLink.used.is_(None))
-        .values(used=utcnow())
-    )
-    if claimed.rowcount != 1:  # type: ignore[attr-defined]
-        raise Conflict("this link was already used: ask for a new one")
-    return _test_link(db, account, link)
+    return _test_link(db, account, use_up(db, usable_link(db, account, raw, PURPOSE)))
 
 
 def preview_in(

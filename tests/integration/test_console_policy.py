@@ -174,3 +174,27 @@ def test_policy_changes_need_an_admin_and_a_csrf_token(app, console, store, acco
     assert other.client.get(f"/console/{account.slug}/policy").status_code == 403
     assert other.post("/policy/apply", {"source": source}, csrf=False).status_code == 403
     assert _versions(store, account) == []
+
+
+def test_the_new_screens_carry_the_console_headers_and_no_inline_script(console, store, account):
+    """Groups, a group, Policy, a plan, a version, SCIM: strict CSP, no framing, no inline
+    script, every form with its CSRF token."""
+    group_id = console.post("/groups", {"display_name": "Ops"}).headers["Location"]
+    console.post("/policy/apply", {"source": _policy(account.slug)})
+    pages = [
+        console.client.get(f"/console/{console.slug}/groups"),
+        console.client.get(group_id),
+        console.client.get(f"/console/{console.slug}/policy"),
+        console.client.get(f"/console/{console.slug}/policy/versions/1"),
+        console.client.get(f"/console/{console.slug}/scim"),
+        console.post("/policy/plan", {"source": _policy(account.slug, CAMPAIGNS)}),
+    ]
+    for page in pages:
+        assert page.status_code == 200
+        csp = page.headers["Content-Security-Policy"]
+        assert "script-src 'self'" in csp and "unsafe" not in csp
+        assert "frame-ancestors 'none'" in csp and page.headers["X-Frame-Options"] == "DENY"
+        html = page.get_data(as_text=True)
+        assert re.findall(r"<script(?![^>]*\bsrc=)", html) == []
+        forms = re.findall(r'<form[^>]*method="post".*?</form>', html, re.S)
+        assert forms and all('name="csrf_token"' in f for f in forms)

@@ -439,6 +439,8 @@ class AuthnRequest(Base):
     # SHA-256 of the nonce in the cookie of the browser that started the login: its answer is
     # accepted from that browser only (login CSRF).
     browser_hash: Mapped[str | None] = mapped_column(String(64))
+    # ForceAuthn was asked (OIDC prompt=login / max_age): the answer's AuthnInstant must be new.
+    force_authn: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created: Mapped[datetime] = mapped_column(default=utcnow)
     expires: Mapped[datetime] = mapped_column(index=True)
 

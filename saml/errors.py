@@ -50,6 +50,11 @@ ADVICE = {
         "The sign-in asked to send you somewhere we do not trust",
         "Start again from the application's own sign-in page.",
     ),
+    "not_reauthenticated": (
+        "The application asked you to sign in again",
+        "Your identity provider reused an earlier sign-in. Sign out there, then try again; "
+        "if it keeps happening, your IT admin should let it honour ForceAuthn.",
+    ),
 }
 DEFAULT_ADVICE = (
     "We could not sign you in",

@@ -263,6 +263,7 @@ class Assertion:
     relay_state: str | None
     assertion_id: str
     expires: datetime
+    authn_instant: datetime | None = None
 
 
 def decode(form_value: str | None) -> bytes:
@@ -378,7 +379,18 @@ def validate(
         relay_state=form.get("RelayState"),
         assertion_id=assertion.get("ID"),
         expires=_instant(expiry),
+        authn_instant=_authn_instant(assertion),
     )
+
+
+def _authn_instant(assertion: etree._Element) -> datetime | None:
+    """When the IdP authenticated the person (the signed AuthnStatement's AuthnInstant)."""
+    statement = assertion.find("saml:AuthnStatement", NS)
+    text = None if statement is None else statement.get("AuthnInstant")
+    try:
+        return _instant(text) if text else None
+    except ValueError:
+        raise SamlRejected("malformed", "the AuthnStatement's AuthnInstant is no time") from None
 
 
 def _subject(response: Any, assertion: etree._Element, value: str) -> NameId:
@@ -454,6 +466,10 @@ def _instant(text: str) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+# An IdP's clock may trail ours: python3-saml's allowed drift for its own time checks.
+FORCE_AUTHN_SKEW = timedelta(seconds=C.ALLOWED_CLOCK_DRIFT)
+
+
 def browser_hash(nonce: str) -> str:
     """What a pending login keeps of the nonce in its browser's cookie."""
     return hashlib.sha256(nonce.encode()).hexdigest()
@@ -466,10 +482,16 @@ def remember_request(
     request_id: str,
     relay_state: str | None,
     nonce: str,
+    *,
+    force_authn: bool = False,
 ) -> None:
     """Keep an AuthnRequest ID, bound to the browser holding `nonce`, until it comes back (once,
     to that browser) or expires."""
-    store.write(lambda db: remember_request_in(db, account, idp, request_id, relay_state, nonce))
+    store.write(
+        lambda db: remember_request_in(
+            db, account, idp, request_id, relay_state, nonce, force_authn=force_authn
+        )
+    )
 
 
 def remember_request_in(
@@ -479,6 +501,8 @@ def remember_request_in(
     request_id: str,
     relay_state: str | None,
     nonce: str,
+    *,
+    force_authn: bool = False,
 ) -> None:
     """`remember_request` inside the caller's transaction (a test login claims its link in it)."""
     db.execute(delete(AuthnRequest).where(AuthnRequest.expires < utcnow()))
@@ -489,6 +513,7 @@ def remember_request_in(
             idp_id=idp.id,
             relay_state=relay_state,
             browser_hash=browser_hash(nonce),
+            force_authn=force_authn,
             expires=utcnow() + REQUEST_TTL,
         )
     )
@@ -532,6 +557,17 @@ def claim(
             # login CSRF: someone else's answer, posted from a browser that did not ask for it
             raise SamlRejected(
                 "wrong_browser", "the response answers a login started in another browser"
+            )
+        if row.force_authn and (
+            assertion.authn_instant is None
+            or assertion.authn_instant < row.created - FORCE_AUTHN_SKEW
+        ):
+            # SAML Core §3.4.1: an IdP that ignored ForceAuthn answers with its old session
+            raise SamlRejected(
+                "not_reauthenticated",
+                "ForceAuthn was asked but the IdP's AuthnInstant "
+                f"({assertion.authn_instant or 'absent'}) is before the request",
+                403,
             )
         relay = row.relay_state
         db.delete(row)

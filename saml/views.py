@@ -128,9 +128,12 @@ def login(slug: str) -> ResponseReturnValue:
     )
     # SAML Core §3.4.1: ForceAuthn asks the IdP to authenticate the person again, not to
     # reuse its own session (OIDC prompt=login / max_age at /oidc/authorize)
-    url = auth.login(return_to=target, force_authn=request.args.get("force") == "1")
+    force = request.args.get("force") == "1"
+    url = auth.login(return_to=target, force_authn=force)
     nonce = _login_nonce() or secrets.token_urlsafe(32)
-    sso.remember_request(get_store(), account, idp, auth.get_last_request_id(), target, nonce)
+    sso.remember_request(
+        get_store(), account, idp, auth.get_last_request_id(), target, nonce, force_authn=force
+    )
     response = redirect(url)
     login_cookie(response, slug, nonce)
     return response

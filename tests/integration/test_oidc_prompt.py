@@ -5,7 +5,8 @@ and move auth_time; prompt=none never shows a page and answers login_required wi
 fresh enough."""
 
 import time
-from urllib.parse import parse_qs, urlsplit
+from datetime import UTC, datetime, timedelta
+from urllib.parse import parse_qs, urljoin, urlsplit
 
 import pytest
 import requests
@@ -16,7 +17,7 @@ from joserfc.jwk import KeySet
 from sqlalchemy import func, select
 
 from bridge import clients, idps
-from bridge.models import LoginSession, OidcCode
+from bridge.models import LoginAttempt, LoginSession, OidcCode
 from tests.browser_flow import Browser
 from tests.saml_idp import TestIdP, parse_authn_request
 
@@ -175,3 +176,60 @@ def test_a_forged_auth_after_cannot_loop_or_fail(rp):
         rp.idp_requests.clear()
         claims = rp.sign_in(nonce=f"f-{value[:5]}-{len(value)}", auth_after=value)
         assert claims["sub"]
+
+
+def _answer_with_instant(rp, url, authn_instant):
+    """Follow `url` to the IdP and answer the AuthnRequest as an IdP whose AuthnInstant is
+    `authn_instant` (an IdP that reused its session ignores ForceAuthn)."""
+    http = rp.browser.http
+    for _ in range(6):
+        if url.startswith(rp.browser.idp.sso_url):
+            break
+        response = http.get(url, allow_redirects=False, timeout=10)
+        assert response.status_code == 302, response.text
+        url = urljoin(response.url, response.headers["Location"])
+    request = parse_authn_request(url)
+    relay = parse_qs(urlsplit(url).query).get("RelayState", [None])[0]
+    acs = f"{rp.live.base_url}/saml/{rp.account.slug}/acs"
+    xml = rp.browser.idp.response(
+        destination=acs,
+        audience=f"{rp.live.base_url}/saml/{rp.account.slug}/metadata",
+        in_response_to=request.id,
+        name_id="ann@example.com",
+        issue_instant=authn_instant,
+    )
+    answer = http.post(
+        acs, data=rp.browser.idp.post_form(xml, relay), allow_redirects=False, timeout=10
+    )
+    return request, answer
+
+
+def test_an_idp_that_ignores_force_authn_is_refused(rp, store):
+    """prompt=login, and the IdP answers with an AuthnInstant from an hour ago: refused with
+    reason not_reauthenticated (logged), no new session, no code; the same old AuthnInstant
+    without ForceAuthn is accepted as before."""
+    rp.sign_in(nonce="i1")
+    sessions_before, codes_before = _sessions(store, rp.account), _codes(store)
+    url, _ = rp.session().create_authorization_url(
+        rp.meta["authorization_endpoint"],
+        code_verifier=generate_token(48),
+        nonce="i2",
+        prompt="login",
+    )
+    old = datetime.now(UTC) - timedelta(hours=1)
+    request, answer = _answer_with_instant(rp, url, old)
+    assert request.root.get("ForceAuthn") == "true"
+    assert answer.status_code == 403 and "sign in again" in answer.text
+    assert "not_reauthenticated" in answer.text
+    assert _sessions(store, rp.account) == sessions_before and _codes(store) == codes_before
+    with store.read() as db:
+        last = db.scalars(
+            select(LoginAttempt)
+            .where(LoginAttempt.account_id == rp.account.id)
+            .order_by(LoginAttempt.id.desc())
+        ).first()
+    assert (last.ok, last.reason) == (False, "not_reauthenticated")
+    plain = f"{rp.live.base_url}/saml/{rp.account.slug}/login?next=/session"
+    request, answer = _answer_with_instant(rp, plain, old)
+    assert request.root.get("ForceAuthn") in (None, "false")
+    assert answer.status_code == 302 and _sessions(store, rp.account) == sessions_before + 1

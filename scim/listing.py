@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -170,18 +170,21 @@ def page(
     query: Query,
     *,
     lenient: bool = False,
+    options: Sequence[Any] = (),
 ) -> tuple[int, list[Any]]:
     """totalResults and one page of rows, in a stable order, filtered by the database.
 
-    `lenient` (searches across resource types): attributes a type lacks have no value.
+    One query in the usual case: the page's ids are chosen (with the count of every match, a
+    window over the filtered rows) and their rows read by a join. A page past the end or of
+    count 0 counts apart. `lenient` (searches across resource types): attributes a type lacks
+    have no value. `options`: loader options for the rows.
     """
     dialect = db.get_bind().dialect.name
     ids = select(model.id).where(model.account_id == account_id)
     if query.filter is not None:
         ids = ids.where(Compiler(amap, dialect, lenient=lenient).where(query.filter))
-    total = db.scalar(select(func.count()).select_from(ids.subquery())) or 0
-    if query.count == 0 or query.start > total:
-        return total, []
+    if query.count == 0:
+        return _count(db, ids), []
     order: list[Any] = []
     if query.sort_by:
         try:
@@ -193,9 +196,29 @@ def page(
         if key is not None:
             order += [key.is_(None), key.desc() if query.descending else key.asc()]
     order += list(amap.tiebreak)
-    chosen = list(db.scalars(ids.order_by(*order).offset(query.start - 1).limit(query.count)))
-    rows = {row.id: row for row in db.scalars(select(model).where(model.id.in_(chosen)))}
-    return total, [rows[i] for i in chosen if i in rows]
+    chosen = (
+        ids.add_columns(
+            func.row_number().over(order_by=order).label("position"),
+            func.count().over().label("total"),
+        )
+        .order_by(*order)
+        .offset(query.start - 1)
+        .limit(query.count)
+        .subquery()
+    )
+    found = db.execute(
+        select(model, chosen.c.total)
+        .join(chosen, chosen.c.id == model.id)
+        .order_by(chosen.c.position)
+        .options(*options)
+    ).all()
+    if not found:  # past the end (or nothing matches): how many there are, apart
+        return (_count(db, ids) if query.start > 1 else 0), []
+    return int(found[0].total), [row[0] for row in found]
+
+
+def _count(db: Session, ids: Any) -> int:
+    return db.scalar(select(func.count()).select_from(ids.subquery())) or 0
 
 
 def list_response(total: int, start: int, resources: list[dict[str, Any]]) -> dict[str, Any]:

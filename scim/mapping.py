@@ -11,11 +11,11 @@ import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import Boolean, Integer, String, inspect, literal, null, select, union_all
+from sqlalchemy.orm import Session, lazyload
 
 import policies
-from bridge.models import Group, Membership, User
+from bridge.models import Group, Membership, User, UserAddress, UserEmail, UserPhoneNumber
 from scim import schema
 from scim.errors import InvalidValue
 
@@ -209,27 +209,51 @@ def _drop_empty(doc: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in doc.items() if v not in (None, [], {})}
 
 
+# Users read for a SCIM document: their e-mails, phone numbers and addresses come with their
+# groups in one query (user_resources), not in one query each.
+WITHOUT_CHILDREN = (
+    lazyload(User.emails),
+    lazyload(User.phone_numbers),
+    lazyload(User.addresses),
+)
+CHILDREN = ("emails", "phone_numbers", "addresses")
+_ADDRESS_COLUMNS = (
+    "formatted",
+    "street_address",
+    "locality",
+    "region",
+    "postal_code",
+    "country",
+)
+
+
 def user_resources(db: Session, users: list[User], base: str) -> list[dict[str, Any]]:
-    """SCIM User documents for `users`, loading groups and managers in one query each."""
+    """SCIM User documents for `users`: groups (and e-mails, phone numbers and addresses, where
+    not loaded yet) in one query, managers in one more when there are any."""
     ids = [u.id for u in users]
     groups: dict[uuid.UUID, list[dict[str, Any]]] = {i: [] for i in ids}
-    if ids:
-        rows = db.execute(
-            select(Membership.user_id, Group.id, Group.display_name)
-            .join(Group, Group.id == Membership.group_id)
-            .where(Membership.user_id.in_(ids))
-            .distinct()
-            .order_by(Group.display_name, Group.id)
-        )
-        for user_id, group_id, display in rows:
-            groups[user_id].append(
-                {
-                    "value": str(group_id),
-                    "$ref": f"{base}/Groups/{group_id}",
-                    **({"display": display} if display is not None else {}),  # absent, not null
-                    "type": "direct",
-                }
-            )
+    children: dict[uuid.UUID, dict[str, list[Any]]] = {i: {c: [] for c in CHILDREN} for i in ids}
+    unloaded = [u.id for u in users if CHILDREN[0] in inspect(u).unloaded]
+    seen: set[tuple[uuid.UUID, uuid.UUID]] = set()
+    for row in _related(db, ids, unloaded) if ids else ():
+        if row.kind == "group":
+            if (row.user_id, row.group_id) in seen:  # a member by SCIM and by policy
+                continue
+            seen.add((row.user_id, row.group_id))
+            groups[row.user_id].append(row)
+        else:
+            children[row.user_id][row.kind].append(row)
+    for user_id, rows in groups.items():
+        rows.sort(key=lambda r: (r.display, r.group_id))
+        groups[user_id] = [
+            {
+                "value": str(r.group_id),
+                "$ref": f"{base}/Groups/{r.group_id}",
+                **({"display": r.display} if r.display is not None else {}),  # absent, not null
+                "type": "direct",
+            }
+            for r in rows
+        ]
     manager_ids = {m for u in users if (m := _uuid(u.manager_id)) is not None}
     managers: dict[str, str | None] = {}
     if manager_ids:
@@ -239,7 +263,73 @@ def user_resources(db: Session, users: list[User], base: str) -> list[dict[str, 
             )
         ):
             managers[str(mid)] = display or user_name
-    return [_user_doc(u, groups[u.id], managers, base) for u in users]
+    docs = []
+    for u in users:
+        if u.id in unloaded:
+            kids = children[u.id]
+            for rows in kids.values():
+                rows.sort(key=lambda r: r.position)
+            docs.append(_user_doc(u, groups[u.id], managers, base, kids))
+        else:
+            docs.append(_user_doc(u, groups[u.id], managers, base))
+    return docs
+
+
+def created_user(user: User, base: str) -> dict[str, Any]:
+    """The document of a user as their create wrote them (their rows loaded; in no group)."""
+    return _user_doc(user, [], {}, base)
+
+
+def _related(db: Session, ids: list[uuid.UUID], unloaded: list[uuid.UUID]) -> Any:
+    """Group memberships of `ids` and the multi-valued attributes of `unloaded`, one query."""
+    text, none = String(), null()
+
+    def blanks(*columns: str) -> list[Any]:
+        return [none.cast(text).label(c) for c in columns]
+
+    parts: list[Any] = [
+        select(
+            literal("group", text).label("kind"),
+            Membership.user_id.label("user_id"),
+            none.cast(Integer()).label("position"),
+            *blanks("value", "type"),
+            none.cast(Boolean()).label("primary"),
+            Group.display_name.label("display"),
+            *blanks(*_ADDRESS_COLUMNS),
+            Group.id.label("group_id"),
+        )
+        .join(Group, Group.id == Membership.group_id)
+        .where(Membership.user_id.in_(ids))
+    ]
+    if unloaded:
+        for kind, model in (("emails", UserEmail), ("phone_numbers", UserPhoneNumber)):
+            parts.append(
+                select(
+                    literal(kind, text),
+                    model.user_id,
+                    model.position,
+                    model.value,
+                    model.type,
+                    model.primary,
+                    model.display,
+                    *blanks(*_ADDRESS_COLUMNS),
+                    none.cast(Group.id.type),
+                ).where(model.user_id.in_(unloaded))
+            )
+        parts.append(
+            select(
+                literal("addresses", text),
+                UserAddress.user_id,
+                UserAddress.position,
+                none.cast(text),
+                UserAddress.type,
+                UserAddress.primary,
+                none.cast(text),
+                *[getattr(UserAddress, c) for c in _ADDRESS_COLUMNS],
+                none.cast(Group.id.type),
+            ).where(UserAddress.user_id.in_(unloaded))
+        )
+    return db.execute(union_all(*parts) if len(parts) > 1 else parts[0])
 
 
 def _uuid(value: str | None) -> uuid.UUID | None:
@@ -250,8 +340,13 @@ def _uuid(value: str | None) -> uuid.UUID | None:
 
 
 def _user_doc(
-    user: User, groups: list[dict[str, Any]], managers: Mapping[str, str | None], base: str
+    user: User,
+    groups: list[dict[str, Any]],
+    managers: Mapping[str, str | None],
+    base: str,
+    children: Mapping[str, list[Any]] | None = None,
 ) -> dict[str, Any]:
+    kids: Mapping[str, list[Any]] = children or {c: getattr(user, c) for c in CHILDREN}
     name = _drop_empty({key: getattr(user, col) for key, col in NAME_FIELDS.items()})
     doc: dict[str, Any] = {
         "schemas": [schema.CORE_USER],
@@ -261,9 +356,9 @@ def _user_doc(
         "name": name,
         **{key: getattr(user, col) for key, col in CORE_FIELDS.items()},
         "active": user.active,
-        "emails": [_multi_doc(e, ("value", "type", "primary", "display")) for e in user.emails],
+        "emails": [_multi_doc(e, ("value", "type", "primary", "display")) for e in kids["emails"]],
         "phoneNumbers": [
-            _multi_doc(p, ("value", "type", "primary", "display")) for p in user.phone_numbers
+            _multi_doc(p, ("value", "type", "primary", "display")) for p in kids["phone_numbers"]
         ],
         "addresses": [
             _drop_empty(
@@ -273,7 +368,7 @@ def _user_doc(
                 }
             )
             | {"primary": bool(a.primary)}
-            for a in user.addresses
+            for a in kids["addresses"]
         ],
         "groups": groups,
     }

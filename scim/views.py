@@ -203,7 +203,11 @@ def _user_reply(user_id: uuid.UUID, status: int = 200) -> Response:
         schema.USERS, request.args.get("attributes"), request.args.get("excludedAttributes")
     )
     with get_store().read() as db:
-        user = db.scalar(select(User).where(User.account_id == g.account_id, User.id == user_id))
+        user = db.scalar(
+            select(User)
+            .where(User.account_id == g.account_id, User.id == user_id)
+            .options(*mapping.WITHOUT_CHILDREN)
+        )
         if user is None:
             raise errors.NotFound(f"no user {user_id}")
         if status == 200 and request.method == "GET" and not_modified(user.version):
@@ -222,7 +226,17 @@ def create_user() -> ResponseReturnValue:
     out = provisioning.provision(
         get_store(), g.account_id, profile, actor=actor(), must_create=True
     )
-    return _user_reply(out.user_id, 201)
+    if out.user is None or out.user.manager_id is not None:  # a manager's name is read
+        return _user_reply(out.user_id, 201)
+    # RFC 7644 §3.3: the resource as created, answered from what was written (a new user is in
+    # no group yet), not read back
+    projection = listing.Projection.parse(
+        schema.USERS, request.args.get("attributes"), request.args.get("excludedAttributes")
+    )
+    doc = projection.apply(mapping.created_user(out.user, base_url()), schema.USERS)
+    resp = scim_response(doc, 201, version=out.version)
+    resp.headers["Location"] = f"{base_url()}/Users/{out.user_id}"
+    return resp
 
 
 @bp.get("/Users/<raw_id>")
@@ -281,7 +295,9 @@ def search_users() -> ResponseReturnValue:
 def _query_users(query: listing.Query) -> Response:
     projection = listing.Projection.parse(schema.USERS, query.attributes, query.excluded)
     with get_store().read() as db:
-        total, users = listing.page(db, USER_MAP, User, g.account_id, query)
+        total, users = listing.page(
+            db, USER_MAP, User, g.account_id, query, options=mapping.WITHOUT_CHILDREN
+        )
         docs = _user_docs(db, users, projection)
     return scim_response(listing.list_response(total, query.start, docs))
 
@@ -437,7 +453,15 @@ def search_all() -> ResponseReturnValue:
     users_view = listing.Projection.parse(schema.USERS, query.attributes, query.excluded)
     groups_view = listing.Projection.parse(schema.GROUPS, query.attributes, query.excluded)
     with get_store().read() as db:
-        user_total, users = listing.page(db, USER_MAP, User, g.account_id, query, lenient=True)
+        user_total, users = listing.page(
+            db,
+            USER_MAP,
+            User,
+            g.account_id,
+            query,
+            lenient=True,
+            options=mapping.WITHOUT_CHILDREN,
+        )
         rest = replace(
             query,
             start=max(1, query.start - user_total),

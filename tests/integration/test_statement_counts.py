@@ -26,9 +26,9 @@ from tests.saml_idp import TestIdP
 BASE = "http://127.0.0.1:8000"
 # (statements, commits) per request, the same on SQLite and PostgreSQL (BEGIN aside). A commit
 # ends each read transaction too (the request's session: bridge.store).
-CREATE = (22, 4)
-GET = (7, 2)
-FILTER = (9, 2)
+CREATE = (17, 3)
+GET = (4, 2)
+FILTER = (4, 2)
 PATCH = (13, 3)
 FIRST_LOGIN = (26, 2)
 RETURNING_LOGIN = (13, 2)

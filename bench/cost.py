@@ -1,0 +1,191 @@
+"""What one request costs the app: CPU ms and SQL statements per hot path, in one process.
+
+    .venv/bin/python bench/cost.py [--database-url URL] [-n 200]
+    PYTHONPATH=/tmp/other-checkout .venv/bin/python bench/cost.py   # another checkout's code
+
+Through Flask's test client (no HTTP, no gunicorn, one thread), on a fresh SQLite file or a
+fresh PostgreSQL database beside --database-url: SCIM create, GET by id, filter userName eq,
+PATCH of one group member, first and returning SAML logins (IdP-initiated, responses signed
+ahead). CPU time (time.process_time) is the app's own and barely moves with the machine's load,
+so two checkouts can be compared run after run where req/s cannot; PostgreSQL's own CPU is not
+in it. Statements are counted with a before_cursor_execute listener (BEGIN included on SQLite).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # the tests' IdP (tests/saml_idp)
+    sys.path.append(str(ROOT))
+
+PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
+BASE = "http://127.0.0.1:8000"
+
+
+def fresh_database(url: str | None, tmp: Path) -> tuple[str, Callable[[], None]]:
+    if not url:
+        return f"sqlite:///{tmp / 'cost.db'}", lambda: None
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = f"bench_cost_{os.getpid()}"
+    admin = create_engine(make_url(url), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+
+    def drop() -> None:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+    return make_url(url).set(database=name).render_as_string(hide_password=False), drop
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--database-url", help="a PostgreSQL server URL (default: SQLite)")
+    ap.add_argument("-n", type=int, default=200, help="requests per path")
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="bench_cost_"))
+    url, drop = fresh_database(args.database_url, tmp)
+    try:
+        return run(url, tmp, args.n)
+    finally:
+        drop()
+
+
+def run(url: str, tmp: Path, n: int) -> int:
+    from sqlalchemy import event
+
+    import bridge
+    from bridge import accounts, create_app, idps, schema
+    from bridge.settings import Settings
+    from bridge.store import Store
+    from tests.saml_idp import TestIdP
+
+    (tmp / "policies").mkdir()
+    store = Store(url)
+    schema.upgrade(store.engine)
+    store.dispose()
+    settings = Settings.from_env(
+        {"BRIDGE_LOG_LEVEL": "WARNING"},
+        database_url=url,
+        instance_path=tmp,
+        policy_dir=tmp / "policies",
+    )
+    app = create_app(settings)
+    app_store = app.extensions["bridge.store"]
+    slug = "cost"
+    accounts.create_account(app_store, slug, actor="bench")
+    accounts.add_environment(app_store, slug, "production", default=True, actor="bench")
+    token = accounts.issue_token(app_store, slug, actor="bench").raw
+    idp = TestIdP()
+    idps.add(app_store, slug, idp.metadata_xml(), name="test", actor="bench")
+
+    def allow(db: Any) -> None:
+        idps.get(db, accounts.get_account(db, slug).id, "test").allow_idp_initiated = True
+
+    app_store.write(allow)
+    client = app.test_client()
+    auth = {"Authorization": f"Bearer {token}", "Content-Type": "application/scim+json"}
+    statements = [0]
+    event.listen(
+        app_store.engine,
+        "before_cursor_execute",
+        lambda *a: statements.__setitem__(0, statements[0] + 1),
+    )
+
+    def scim(method: str, path: str, body: Any = None, **query: str) -> Any:
+        data = None if body is None else json.dumps(body)
+        return client.open(
+            f"/scim/v2/{path}", method=method, headers=auth, data=data, query_string=query
+        )
+
+    def user(i: int) -> dict[str, Any]:
+        return {
+            "userName": f"user{i:06d}@cost.example",
+            "externalId": f"ext-{i:06d}",
+            "name": {"givenName": "Cost", "familyName": f"User{i}"},
+            "emails": [{"value": f"user{i:06d}@cost.example", "type": "work", "primary": True}],
+        }
+
+    def form(name: str) -> dict[str, str]:
+        xml = idp.response(
+            name_id=name,
+            destination=f"{BASE}/saml/{slug}/acs",
+            audience=f"{BASE}/saml/{slug}/metadata",
+            attributes={"email": [name], "givenName": ["Cost"]},
+        )
+        return idp.post_form(xml)
+
+    results: dict[str, tuple[float, float]] = {}
+
+    def measure(label: str, calls: list[Callable[[], Any]], ok: int) -> None:
+        cpu: list[float] = []
+        before = statements[0]
+        for call in calls:
+            t0 = time.process_time()
+            resp = call()
+            cpu.append((time.process_time() - t0) * 1000)
+            assert resp.status_code == ok, (label, resp.status_code, resp.get_data()[:300])
+        results[label] = (statistics.median(cpu), (statements[0] - before) / len(calls))
+
+    scim("GET", "Users", count="1")  # the token's last-used write, the log's purge
+    measure("SCIM create", [lambda i=i: scim("POST", "Users", user(i)) for i in range(n)], 201)
+    ids = [r["id"] for r in scim("GET", "Users", count=str(n)).json["Resources"]]
+    measure("SCIM GET by id", [lambda u=u: scim("GET", f"Users/{u}") for u in ids], 200)
+    measure(
+        "SCIM filter userName eq",
+        [
+            lambda i=i: scim("GET", "Users", filter=f'userName eq "user{i:06d}@cost.example"')
+            for i in range(n)
+        ],
+        200,
+    )
+    group = scim("POST", "Groups", {"displayName": "cost"}).json["id"]
+
+    def member(op: str, uid: str) -> Callable[[], Any]:
+        path = "members" if op == "add" else f'members[value eq "{uid}"]'
+        value = {"value": [{"value": uid}]} if op == "add" else {}
+        body = {"schemas": [PATCH_OP], "Operations": [{"op": op, "path": path, **value}]}
+        return lambda: scim("PATCH", f"Groups/{group}", body)
+
+    measure(
+        "SCIM PATCH one member",
+        [member("add", u) for u in ids[: n // 2]] + [member("remove", u) for u in ids[: n // 2]],
+        204,
+    )
+    names = [f"login{i:06d}@cost.example" for i in range(n)]
+    first = [form(name) for name in names]
+    again = [form(name) for name in names]
+    measure(
+        "SAML first login",
+        [lambda f=f: client.post(f"/saml/{slug}/acs", data=f) for f in first],
+        302,
+    )
+    measure(
+        "SAML returning login",
+        [lambda f=f: client.post(f"/saml/{slug}/acs", data=f) for f in again],
+        302,
+    )
+    app_store.dispose()
+    kind = "PostgreSQL" if url.startswith("postgresql") else "SQLite"
+    print(f"cost per request, {kind}, {n} each, code from {Path(bridge.__file__).parents[1]}")
+    print(f"{'path':<26} {'CPU ms (median)':>16} {'statements':>11}")
+    for label, (cpu_ms, stmts) in results.items():
+        print(f"{label:<26} {cpu_ms:>16.2f} {stmts:>11.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -5,6 +5,7 @@ management API and `idbridge policy push` use."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from flask import g, redirect, render_template, request, url_for
@@ -70,6 +71,22 @@ def _current_source() -> tuple[str, str]:
     return f"account: {g.slug}\n", choice.source
 
 
+def located(problems: list[str], source: str) -> list[tuple[str, int | None, str]]:
+    """Each problem with the line it names (`file:line:col: message`) and that line's text, so
+    the page shows the error next to what caused it."""
+    lines = source.split("\n")
+    found = []
+    for problem in problems:
+        match = LOCATION.match(problem)
+        number = int(match[1]) if match else None
+        text = lines[number - 1] if number and 0 < number <= len(lines) else ""
+        found.append((problem, number, text))
+    return found
+
+
+LOCATION = re.compile(r"^[^:]*:(\d+):\d+:")
+
+
 def _editor(
     source: str | None = None, problems: list[str] | None = None, status: int = 200
 ) -> ResponseReturnValue:
@@ -89,7 +106,7 @@ def _editor(
             serving_error=choice.error,
             source=current if source is None else source,
             origin=origin,
-            problems=problems or [],
+            problems=located(problems or [], current if source is None else source),
         ),
         status,
     )

@@ -91,9 +91,10 @@ def test_every_error_shows_inline_and_nothing_is_written(console, store, account
         refused = console.post(path, {"source": broken})
         page = _text(refused)
         assert refused.status_code == 400
-        errors = re.findall(r"<li><code>([^<]+)</code></li>", page)
+        errors = re.findall(r"<li><code>([^<]+)</code>", page)
         assert len(errors) >= 2 and all(e.startswith(f"{account.slug}.yaml:") for e in errors)
         assert any(":4:" in e and "emperor" in e for e in errors)
+        assert '<pre class="at-line">4 |   role: emperor</pre>' in page  # next to its line
         assert 'aria-invalid="true"' in page and "whenn:" in page  # the edit is kept
     assert _versions(store, account) == [] and _audit_count(store, account) == before
 

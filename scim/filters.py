@@ -121,8 +121,6 @@ def _tree(text: str) -> Any:
     except Exception as exc:  # the library raises bare exceptions of several kinds
         raise InvalidFilter(f"cannot parse filter {text!r}: {_why(exc)}") from exc
     _check_values(tree)
-    if tree is None:
-        raise InvalidFilter("the filter is empty")
     return tree
 
 

@@ -202,7 +202,9 @@ def _meta(kind: str, row: Any, location: str) -> dict[str, Any]:
 
 
 def _time(at: Any) -> str:
-    return str(at.isoformat(timespec="milliseconds").replace("+00:00", "Z"))
+    # Stored to the microsecond: shown to the microsecond, so that `meta.lastModified eq` (or
+    # `gt`) the value a client read selects (or skips) that very resource.
+    return str(at.isoformat(timespec="microseconds").replace("+00:00", "Z"))
 
 
 def _drop_empty(doc: dict[str, Any]) -> dict[str, Any]:

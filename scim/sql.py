@@ -236,10 +236,12 @@ class Compiler:
             name = (sub or target.default).lower()
             if name not in target.fields:
                 raise InvalidFilter(f"{expr.path} has no sub-attribute {name!r}")
-            if expr.value is None and expr.op in ("eq", "ne"):  # no value present / some value
-                present = self._exists(
-                    target, self._compare(target.fields[name], Compare(expr.path, "pr"))
-                )
+            if expr.op == "pr" or (expr.value is None and expr.op in ("eq", "ne")):
+                # RFC 7644 §3.4.2.2 `pr`: a complex attribute is present if it holds any entry
+                # (an address with only a locality counts); with a sub-attribute, that one's value
+                some = Compare(expr.path, "pr")
+                cond = true() if sub is None else self._compare(target.fields[name], some)
+                present = self._exists(target, cond)
                 return not_(present) if expr.op == "eq" else present
             return self._exists(target, self._compare(target.fields[name], expr))
         if sub is not None:

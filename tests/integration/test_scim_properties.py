@@ -6,7 +6,10 @@ lower() (PostgreSQL's depends on the database's ctype), which the reference cann
 
 import json
 import random
+import re
 import secrets
+import uuid
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -21,6 +24,7 @@ from scim.sql import USER_MAP
 ENT = schema.ENTERPRISE
 # `_` and `%` are LIKE wildcards: words holding them, and ones they would match as wildcards
 WORDS = ["alpha", "Beta", "gamma", "DELTA", "al", "be", "ta", "x", "Alpha", "", "al_ha", "a%", "_"]
+WORDS += ["true", "False"]  # a bare `title eq true` compares with the text "true"
 STRING_PATHS = [
     "userName",
     "displayName",
@@ -66,7 +70,8 @@ def _person(rng, i):
 
 @pytest.fixture(scope="module")
 def population(store):
-    """An account with 40 varied users, and their SCIM documents for the reference."""
+    """An account with varied users, and their SCIM documents for the reference (40 documents
+    provisioned; those sharing an externalId are one user, updated)."""
     rng = random.Random(7)
     account = accounts.create_account(store, f"prop-{secrets.token_hex(4)}", actor="t")
     for i in range(40):
@@ -90,6 +95,8 @@ def _get(doc, path: Path):
 
 
 def _describe(path: Path):
+    if path.attr == "id":
+        return "id", True  # compared as UUIDs, like the id column
     attr = schema.USERS.attr(path.attr, path.urn)
     if attr is not None and path.sub and attr.child(path.sub):
         attr = attr.child(path.sub)
@@ -103,7 +110,11 @@ values = st.one_of(
     st.integers(0, 40).map(str),
     st.sampled_from(["true", "false"]),
 )
-MULTI_VALUED = ["emails", "phoneNumbers"]
+MULTI_VALUED = ["emails", "phoneNumbers", "addresses"]
+# Filters on the population's own ids and timestamps: `{id:K:FORM}` and `{meta.created:K:FORM}`
+# stand for user K's value written in FORM, filled in by _resolve once the population exists.
+ID_FORMS = ["as-is", "upper", "hex", "other", "not-a-uuid"]
+TIME_FORMS = ["as-is", "+02:00", "no-zone", "next-ms", "previous-ms", "seconds"]
 # Every filter generated here is valid (RFC 7644 §3.4.2.2) and must compile: the oracle has no
 # way out through InvalidFilter. Invalid ones are test_bad_filter_is_invalid_filter's.
 comparison = st.one_of(
@@ -128,7 +139,55 @@ comparison = st.one_of(
         values,
     ),
     st.builds(lambda v: f"emails[primary eq {v}]", st.sampled_from(["true", "false", '"True"'])),
+    st.builds(
+        lambda k, o, form: f'id {o} "{{id:{k}:{form}}}"',
+        st.integers(0, 39),
+        st.sampled_from(["eq", "ne"]),
+        st.sampled_from(ID_FORMS),
+    ),
+    st.builds(
+        lambda a, k, o, form: f'meta.{a} {o} "{{meta.{a}:{k}:{form}}}"',
+        st.sampled_from(["created", "lastModified"]),
+        st.integers(0, 39),
+        st.sampled_from(["eq", "ne", "gt", "ge", "lt", "le"]),
+        st.sampled_from(TIME_FORMS),
+    ),
+    st.builds(lambda a: f"meta.{a} pr", st.sampled_from(["created", "lastModified"])),
 )
+
+
+STAND_IN = {
+    "id": "6a1c0e2e-8d4b-4f7a-9a57-0b3f2f6c9d10",
+    "meta": {"created": "2026-01-02T03:04:05.678Z", "lastModified": "2026-01-02T03:04:05.678Z"},
+}
+
+
+def _resolve(text: str, people: list[dict]) -> str:
+    """The filter with each `{attr:K:FORM}` replaced by user K's value of attr in that form."""
+
+    def value(match: re.Match[str]) -> str:
+        attr, k, form = match.group(1), int(match.group(2)), match.group(3)
+        doc = people[k % len(people)]
+        if attr == "id":
+            raw = uuid.UUID(doc["id"])
+            return {
+                "as-is": str(raw),
+                "upper": str(raw).upper(),
+                "hex": raw.hex,
+                "other": str(uuid.UUID(int=raw.int ^ 1)),
+                "not-a-uuid": "not-a-uuid",
+            }[form]
+        at = datetime.fromisoformat(doc["meta"][attr.split(".")[1]].replace("Z", "+00:00"))
+        return {
+            "as-is": at.isoformat().replace("+00:00", "Z"),
+            "+02:00": at.astimezone(timezone(timedelta(hours=2))).isoformat(),
+            "no-zone": at.replace(tzinfo=None).isoformat(),  # xsd:dateTime without a zone: UTC
+            "next-ms": (at + timedelta(milliseconds=1)).isoformat(),
+            "previous-ms": (at - timedelta(milliseconds=1)).isoformat(),
+            "seconds": at.replace(microsecond=0).isoformat(),
+        }[form]
+
+    return re.sub(r"\{([\w.]+):(\d+):([\w:+-]+)\}", value, text)
 
 
 def _combined(inner: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
@@ -152,6 +211,7 @@ filters = st.recursive(comparison, _combined, max_leaves=5)
 def test_sql_agrees_with_reference(store, population, text):
     """For any valid filter, the database returns exactly the users the reference selects."""
     account, docs = population
+    text = _resolve(text, sorted(docs.values(), key=lambda d: d["userName"]))
     expr = parse(text)
     with store.read() as db:
         _, rows = listing.page(
@@ -233,6 +293,8 @@ def test_random_filters_never_500(scim, case):
     """Any filter string is answered or refused with 400 invalidFilter, never a 500; a valid
     filter is always answered."""
     text, valid = case
+    if valid:
+        text = _resolve(text, [STAND_IN] * 40)
     resp = scim.get("Users", query_string={"filter": text})
     assert resp.status_code in ((200,) if valid else (200, 400)), resp.get_data(as_text=True)
     if resp.status_code == 400:

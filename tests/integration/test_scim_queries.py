@@ -210,6 +210,7 @@ def test_filter_by_id_and_dates(scim, people):
         ('title.x eq "y"', "title.x has no sub-attribute 'x'"),
         ('emails[value.x eq "y"]', "emails[...] has no sub-attribute 'value.x'"),
         ("x" * 4097, "the filter is longer than 4096 characters"),
+        ("   ", "cannot parse filter '   ': it ends too early"),  # blank is not "everyone"
     ],
 )
 def test_bad_filter_is_invalid_filter(scim, people, flt, detail):
@@ -232,6 +233,31 @@ def test_escaped_strings_and_numbers_in_filters(scim):
     assert found(scim, 'nickName eq "The \\"Boss\\" \\\\ \\u00fc"') == ["q@example.com"]
     assert found(scim, "nickName eq -12.5") == ["n@example.com"]
     assert found(scim, "nickName eq -12") == []
+
+
+def test_bare_booleans_compare_with_text_as_true_or_false(scim):
+    """`nickName eq true` finds the users whose nickName is the word "true", and no others."""
+    for name, nick in [("t1", "true"), ("t2", "TRUE"), ("f1", "false"), ("n1", "yes")]:
+        scim.post("Users", json={"userName": name, "nickName": nick})
+    assert found(scim, "nickName eq true") == ["t1", "t2"]
+    assert found(scim, "nickName eq false") == ["f1"]
+    assert found(scim, "nickName ne true") == ["f1", "n1"]
+
+
+def test_an_address_without_formatted_is_still_an_address(scim):
+    """`addresses eq null` finds users with no address at all (RFC 7644 §3.4.2.2 `pr`: a complex
+    value is present when it has any entry), not users whose address lacks `formatted`."""
+    scim.post("Users", json={"userName": "town", "addresses": [{"locality": "Leeds"}]})
+    scim.post("Users", json={"userName": "full", "addresses": [{"formatted": "1 Main St"}]})
+    scim.post("Users", json={"userName": "none"})
+    assert found(scim, "addresses eq null") == ["none"]
+    assert found(scim, "addresses ne null") == ["full", "town"]
+    assert found(scim, "addresses pr") == ["full", "town"]
+    assert found(scim, "not (addresses pr)") == ["none"]
+    # with a sub-attribute, that sub-attribute's value decides
+    assert found(scim, "addresses.formatted eq null") == ["none", "town"]
+    assert found(scim, "addresses.locality pr") == ["town"]
+    assert found(scim, 'addresses co "main"') == ["full"]
 
 
 def test_plus_encoded_query_string(scim, people):

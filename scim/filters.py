@@ -329,7 +329,7 @@ def compare(actual: Any, op: str, expected: Any, kind: str, case_exact: bool) ->
 def _instant(value: Any) -> datetime:
     if isinstance(value, datetime):
         return value
-    parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    parsed = datetime.fromisoformat(str(value))  # Python 3.11+ reads "Z"
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 

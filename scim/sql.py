@@ -355,7 +355,7 @@ def timestamp(value: Any, path: Path | str) -> datetime:
     """A dateTime compValue (xsd:dateTime, RFC 7643 §2.3.5), as aware UTC."""
     if isinstance(value, str):
         try:
-            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            parsed = datetime.fromisoformat(value)  # Python 3.11+ reads "Z"
         except ValueError:
             parsed = None
         try:

@@ -92,8 +92,8 @@ def test_group_external_id_must_be_a_string(scim, store):
 @pytest.mark.parametrize(
     ("flt", "why"),
     [
-        ('userName co "\\u0000"', "NUL"),
-        ('userName eq "\\ud800"', "lone surrogate"),
+        ('userName co "\\u0000"', "a filter may not contain a NUL character"),
+        ('userName eq "\\ud800"', "the filter contains a lone surrogate (not valid Unicode)"),
         ("not (" * 300 + "userName pr" + ")" * 300, "nests deeper than 32"),
         ('meta.lastModified lt "9999-12-31T23:59:59-14:00"', "outside the years 1 to 9999"),
         ('emails[value co "\\u0000"]', "NUL"),

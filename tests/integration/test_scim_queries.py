@@ -144,6 +144,8 @@ def found(scim, flt, **params):
         (f"{ENT}:employeeNumber eq 100", ["alice@example.com"]),
         (f'{CORE}:userName sw "ALICE"', ["alice@example.com"]),
         (f'{CORE}:name.familyName eq "baker"', ["Bob@Example.com"]),
+        (f'{CORE}:emails[type eq "work"].value eq "BOB@example.com"', ["Bob@Example.com"]),
+        (f'{CORE}:emails[type eq "home"]', ["alice@example.com"]),
         # schemas compare exactly; meta.resourceType ignores case
         (f'schemas eq "{CORE}"', ALL),
         (f'schemas eq "{CORE.upper()}"', []),
@@ -218,6 +220,21 @@ def test_bad_filter_is_invalid_filter(scim, people, flt, detail):
     and the detail says what is wrong."""
     body = scim_error(scim.get("Users", query_string={"filter": flt}), 400, "invalidFilter")
     assert detail in body["detail"]
+
+
+def test_brackets_inside_a_quoted_value_do_not_count_as_nesting(scim):
+    """A value may hold any number of parentheses and brackets: only the filter's own nesting
+    is limited."""
+    nick = "(" * 40 + "[" * 40
+    scim.post("Users", json={"userName": "brackets", "nickName": nick})
+    assert found(scim, f'nickName eq "{nick}"') == ["brackets"]
+    assert found(scim, "(" * 32 + "nickName pr" + ")" * 32) == ["brackets"]
+    body = scim_error(
+        scim.get("Users", query_string={"filter": "(" * 33 + "nickName pr" + ")" * 33}),
+        400,
+        "invalidFilter",
+    )
+    assert body["detail"] == "the filter nests deeper than 32 levels"
 
 
 def test_filter_at_the_length_limit_is_answered(scim, people):

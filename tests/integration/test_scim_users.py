@@ -177,11 +177,12 @@ def test_patch_errors(scim):
     scim_error(
         patch(scim, doc, {"op": "replace", "path": "noSuchThing", "value": 1}), 400, "invalidPath"
     )
-    scim_error(
+    body = scim_error(
         patch(scim, doc, {"op": "replace", "path": "emails[type eq", "value": 1}),
         400,
         "invalidPath",
     )
+    assert body["detail"] == "invalid path 'emails[type eq'", body
     scim_error(patch(scim, doc, {"op": "move", "path": "title", "value": 1}), 400, "invalidSyntax")
     scim_error(patch(scim, doc, {"op": "remove"}), 400, "noTarget")
     scim_error(

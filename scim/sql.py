@@ -68,6 +68,7 @@ class Child:
     source: Callable[[], FromClause]
     correlate: Callable[[], ColumnElement[bool]]
     fields: Mapping[str, Field]
+    order: Callable[[], tuple[Any, ...]]  # the order the resource shows its values in
     default: str = "value"
 
 
@@ -108,7 +109,7 @@ def _multi(model: Any, fk: Any, parent: Any, **extra: Field) -> Child:
         "display": Field(model.display),
         **extra,
     }
-    return Child(lambda: model.__table__, lambda: fk == parent, fields)
+    return Child(lambda: model.__table__, lambda: fk == parent, fields, lambda: (model.position,))
 
 
 USER_MAP = AttributeMap(
@@ -158,12 +159,14 @@ USER_MAP = AttributeMap(
                 "postalcode": Field(UserAddress.postal_code),
                 "country": Field(UserAddress.country),
             },
+            lambda: (UserAddress.position,),
             default="formatted",
         ),
         "groups": Child(
             lambda: Membership.__table__.join(Group.__table__, Group.id == Membership.group_id),
             lambda: Membership.user_id == User.id,
             {"value": Field(Membership.group_id, ID, True), "display": Field(Group.display_name)},
+            lambda: (Group.display_name, Group.id),  # scim.mapping.user_resources
         ),
         "ext:employeenumber": Field(User.employee_number),
         "ext:costcenter": Field(User.cost_center),
@@ -194,6 +197,7 @@ GROUP_MAP = AttributeMap(
                 "display": Field(User.display_name),
                 "type": Field(None, CONSTANT, constant=("User",)),
             },
+            lambda: (User.id,),  # scim.mapping.group_members
         ),
     },
     tiebreak=(Group.created, Group.id),
@@ -378,7 +382,8 @@ def identifier(value: Any) -> uuid.UUID | None:
 
 
 def sort_key(amap: AttributeMap, sort_by: str, dialect: str) -> Any:
-    """The expression to order by for `sortBy` (RFC 7644 §3.4.2.3); multi-valued: primary first."""
+    """The expression to order by for `sortBy`. RFC 7644 §3.4.2.3: a multi-valued attribute sorts
+    by its primary value if any, "or else the first value in the array"."""
     from scim.filters import parse_path
 
     target = parse_path(sort_by, tuple(amap.resource.schemas))
@@ -395,7 +400,7 @@ def sort_key(amap: AttributeMap, sort_by: str, dialect: str) -> Any:
             select(col)
             .select_from(found.source())
             .where(found.correlate())
-            .order_by(*order, col)
+            .order_by(*order, *found.order())
             .limit(1)
             .scalar_subquery()
         )

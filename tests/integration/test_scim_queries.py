@@ -203,6 +203,8 @@ def test_filter_by_id_and_dates(scim, people):
         ('active co "t"', "active is a boolean: only eq, ne and pr apply"),
         ("id gt 5", "id is an identifier: only eq, ne and pr apply"),
         ('meta.created co "2020"', "meta.created is a dateTime: co does not apply"),
+        ('meta.created sw "2020-01-01T00:00:00Z"', "meta.created is a dateTime: sw does not apply"),
+        ('meta.lastModified ew "2020-01-01"', "meta.lastModified is a dateTime: ew does not apply"),
         ('meta.resourceType gt "User"', "can only be compared with eq or ne and a string"),
         ("meta.resourceType eq true", "can only be compared with eq or ne and a string"),
         ("emails.nosuch eq 1", "emails.nosuch has no sub-attribute 'nosuch'"),
@@ -338,17 +340,40 @@ def test_sorting(scim, people, sort_by, order, expected):
 
 
 def test_sorting_by_a_multi_valued_attribute_uses_the_primary_value(scim):
-    """sortBy emails.value orders by each user's primary e-mail, not their smallest one."""
-    # created in the reverse of the expected order; x2's non-primary address sorts first of all
+    """sortBy emails.value orders by each user's primary e-mail, else by their first one
+    (RFC 7644 §3.4.2.3), never by their smallest one."""
+    # created in the reverse of the expected order; x2's non-primary address sorts first of all,
+    # and x4's second address (it has no primary) would sort before everyone else's
     for name, emails in [
+        ("x4", [{"value": "e@x.example"}, {"value": "0@x.example"}]),
         ("x2", [{"value": "a@x.example"}, {"value": "c@x.example", "primary": True}]),
         ("x1", [{"value": "b@x.example", "primary": True}, {"value": "z@x.example"}]),
         ("x3", [{"value": "d@x.example"}]),
     ]:
         scim.post("Users", json={"userName": name, "emails": emails})
-    for order, expected in [("ascending", ["x1", "x2", "x3"]), ("descending", ["x3", "x2", "x1"])]:
+    for order, expected in [
+        ("ascending", ["x1", "x2", "x3", "x4"]),
+        ("descending", ["x4", "x3", "x2", "x1"]),
+    ]:
         page = scim.get("Users", query_string={"sortBy": "emails.value", "sortOrder": order}).json
         assert [r["userName"] for r in page["Resources"]] == expected, order
+
+
+def test_sorting_by_group_uses_the_first_group_the_user_shows(scim):
+    """sortBy groups.value orders users by the first group of their `groups` (RFC 7644
+    §3.4.2.3), which lists groups by name: not by the smallest group id."""
+    users = {n: scim.post("Users", json={"userName": n}).json["id"] for n in ("g1", "g2", "g3")}
+    ids = sorted(scim.post("Groups", json={"displayName": f"t{i}"}).json["id"] for i in range(3))
+    # name order is the reverse of id order
+    by_name = dict(zip(["Gamma", "Beta", "Alpha"], ids, strict=True))
+    for name, members in [("Alpha", ["g1"]), ("Beta", ["g2", "g1"]), ("Gamma", ["g3", "g2"])]:
+        body = {"displayName": name, "members": [{"value": users[m]} for m in members]}
+        assert scim.put(f"Groups/{by_name[name]}", json=body).status_code == 200
+    firsts = {n: scim.get(f"Users/{i}").json["groups"][0]["display"] for n, i in users.items()}
+    assert firsts == {"g1": "Alpha", "g2": "Beta", "g3": "Gamma"}
+    page = scim.get("Users", query_string={"sortBy": "groups.value"}).json
+    # first groups' ids: g3's Gamma < g2's Beta < g1's Alpha; the smallest ids would tie g2, g3
+    assert [r["userName"] for r in page["Resources"]] == ["g3", "g2", "g1"]
 
 
 @pytest.mark.parametrize(

@@ -138,6 +138,15 @@ def test_present_does_not_match_a_missing_or_blank_input():
     assert not holds("{department: {present: true}}", dept("  ", ""))
 
 
+def test_a_failed_present_fails_all_around_it():
+    """In `all`, a `present` on a missing input fails the whole rule, wherever it stands."""
+    staff = scim(groups=("staff",))
+    assert not holds("{all: [{department: {present: true}}, {groups: {contains: staff}}]}", staff)
+    assert not holds("{all: [{groups: {contains: staff}}, {department: {present: true}}]}", staff)
+    assert not holds("{all: [{groups: {contains: staff}}, {department: {equals: x}}]}", staff)
+    assert holds("{any: [{department: {present: true}}, {groups: {contains: staff}}]}", staff)
+
+
 def test_absent_does_not_match_a_present_input():
     """absent is false as soon as one value is there."""
     assert not holds("{department: {absent: true}}", dept("Legal"))

@@ -309,6 +309,25 @@ def test_backtracking_shapes_are_refused_with_the_reason(pattern, why):
 
 
 @pytest.mark.parametrize(
+    ("pattern", "why"),
+    [
+        ("(?=a)a", "invalid perl operator: (?="),
+        ("(?<!a)b", "invalid perl operator: (?<!"),
+        ("(?>a+)", "invalid perl operator: (?>"),
+        ("a++", "bad repetition operator: ++"),
+        ("(a)(?(1)b|c)", "invalid perl operator: (?("),
+        ("(a)\\1", "invalid escape sequence: \\1"),
+    ],
+)
+def test_patterns_re2_cannot_run_are_refused_with_its_reason(pattern, why):
+    """Lookarounds, atomic groups, possessive quantifiers, conditionals and backreferences are
+    refused at load with RE2's own reason (no engine that runs them is linear-time)."""
+    assert _pattern_problem(pattern) == (
+        f"regex {pattern!r} is not supported by the linear-time engine (RE2): {why}"
+    )
+
+
+@pytest.mark.parametrize(
     "pattern",
     [
         "a+b+c+",  # exactly the limit of variable quantifiers

@@ -210,3 +210,15 @@ def test_loads_survives_arbitrary_text(text):
         loads(text)
     except PolicyError as exc:
         assert exc.problems
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=126), min_size=1))
+def test_any_glob_loads_and_matches_itself_without_wildcards(pattern):
+    """Any glob loads (fnmatch escapes what it does not translate: `[`, `]`, `\\`, `^`...),
+    and one without wildcards or brackets matches exactly its own text."""
+    rule = {"name": "r", "when": {"title": {"glob": pattern}}, "then": {"role": "admin"}}
+    policy = loads(yaml.safe_dump({"account": "a", "rules": [rule]}))
+    decision = evaluate(policy, Profile(Source.SCIM, "ann", attributes={"title": (pattern,)}))
+    if not set(pattern) & set("*?["):
+        assert decision.role == "admin", decision

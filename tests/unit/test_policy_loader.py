@@ -327,6 +327,13 @@ def test_patterns_re2_cannot_run_are_refused_with_its_reason(pattern, why):
     )
 
 
+def test_a_refused_pattern_prints_nothing_of_its_own(capfd):
+    """RE2 logs parse errors to stderr unless told not to: `idbridge policy check` shows the
+    refusal once, as a policy error, not also as a stray RE2 log line."""
+    assert _pattern_problem("(?=a)a") is not None
+    assert capfd.readouterr() == ("", "")
+
+
 @pytest.mark.parametrize(
     "pattern",
     [

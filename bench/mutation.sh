@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Mutation testing (mutmut, pinned in the `mutation` extra) of the modules whose bugs are security
-# bugs: the policy engine and the SCIM filter compiler. Not part of .ci/run: it takes about
-# 25 minutes on an idle 2-core machine. Prints each module's score (killed / mutants checked).
+# bugs: the policy engine, the SCIM filter compiler, applying access and the API's key scopes.
+# Not part of .ci/run: it takes well over 25 minutes on an idle 2-core machine. Prints each
+# module's score (killed / mutants checked).
 #
 #   bench/mutation.sh                       # the modules in [tool.mutmut] only_mutate
 #   bench/mutation.sh scim/sql.py           # one module (must be listed in only_mutate)
-#   KEEP=1 bench/mutation.sh                # reuse mutants/ (mutmut re-runs only what changed)
+#   KEEP=1 bench/mutation.sh                # reuse mutants/ (mutmut re-runs only what changed;
+#                                           # it copies the other source files only once, so
+#                                           # after changing one of those, run without KEEP)
 #   JOBS=1 bench/mutation.sh                # mutmut --max-children (default: 2)
 #   SAMPLE=60 bench/mutation.sh             # a random sample of 60 mutants per module (for a
 #                                           # busy machine); the table says how many were checked

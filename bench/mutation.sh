@@ -56,6 +56,10 @@ for module in "${modules[@]}"; do
       nice "$venv/bin/mutmut" run "no mutant has this name" >/dev/null 2>&1 || true
     fi
     mapfile -t selection < <(sample_of "$module")
+    if [ ${#selection[@]} -eq 0 ]; then  # no names would make mutmut run every module's mutants
+      echo "no mutants of $module to sample (see: $venv/bin/mutmut run 'no mutant has this name')"
+      exit 1
+    fi
   fi
   nice "$venv/bin/mutmut" run --max-children "${JOBS:-2}" "${selection[@]}" \
     >"mutants/run.$name.log" 2>&1 || { tail -20 "mutants/run.$name.log"; exit 1; }

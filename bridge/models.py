@@ -143,7 +143,8 @@ class User(Versioned, Base):
     __tablename__ = "users"
     __table_args__ = (
         UniqueConstraint("account_id", "user_name_key"),
-        Index("ix_users_account_external_id", "account_id", "external_id"),
+        # externalId names one user of the account (NULLs many times): migration 0013
+        Index("uq_users_account_external_id", "account_id", "external_id", unique=True),
         Index("ix_users_account_created", "account_id", "created", "id"),
     )
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)

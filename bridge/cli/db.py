@@ -18,5 +18,8 @@ def db() -> None:
 @fails_cleanly
 def db_upgrade(ctx: Context) -> None:
     """Create or migrate the schema to the newest revision."""
-    schema.upgrade(ctx.store.engine)
+    try:
+        schema.upgrade(ctx.store.engine)
+    except RuntimeError as exc:  # a migration that stops on data it must not change (0006, 0013)
+        raise click.ClickException(f"upgrade stopped, nothing changed: {exc}") from exc
     click.echo(f"database at {schema.current(ctx.store.engine)}")

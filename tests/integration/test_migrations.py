@@ -1,5 +1,6 @@
 """Migrations build the schema the models describe, on SQLite and PostgreSQL."""
 
+import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
@@ -102,5 +103,61 @@ def test_identifier_keys_are_recomputed(empty_database_url):
             config.attributes["connection"] = conn
             command.downgrade(config, "0006_harden_identifier_keys-1")
         assert keys() == names
+    finally:
+        store.dispose()
+
+
+def test_external_id_unique_index_stops_on_duplicates(empty_database_url, tmp_path):
+    """0013 makes (account, externalId) unique with NULLs allowed many times. A database whose
+    users already share an externalId is not changed: `idbridge db upgrade` exits 1 naming the
+    account and the value; once one is fixed it upgrades, and a new duplicate is refused by the
+    index; the downgrade puts the plain index back."""
+    from click.testing import CliRunner
+    from sqlalchemy.exc import IntegrityError
+
+    from bridge.cli import main
+
+    url = empty_database_url()
+    store = Store(url)
+    env = {"BRIDGE_DATABASE_URL": url, "BRIDGE_INSTANCE_PATH": str(tmp_path)}
+    insert = text(
+        "INSERT INTO users (id, account_id, user_name, user_name_key, external_id, version,"
+        " created, last_modified) VALUES (:id, 1, :n, :n, :e, 1, :t, :t)"
+    )
+    try:
+        schema.upgrade(store.engine, "0012_force_authn")
+        with store.engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO accounts (id, slug, name, default_role, created, audit_seq,"
+                    " audit_head, session_minutes) VALUES (1, 'a', 'A', 'media_library_user',"
+                    " '2026-01-01 00:00:00', 0, '', 480)"
+                )
+            )
+            for i, ext in enumerate(["x-1", "x-1", None, None, "x-2"]):
+                row = {"id": f"{i:032x}", "n": f"u{i}", "e": ext, "t": "2026-01-01 00:00:00"}
+                conn.execute(insert, row)
+        stopped = CliRunner().invoke(main, ["db", "upgrade"], env=env)
+        assert stopped.exit_code == 1, stopped.output
+        assert "upgrade stopped, nothing changed" in stopped.output
+        assert "account 'a': 2 users with externalId 'x-1'" in stopped.output
+        assert schema.current(store.engine) == "0012_force_authn"
+
+        with store.engine.begin() as conn:
+            conn.execute(text("UPDATE users SET external_id = 'x-3' WHERE user_name = 'u1'"))
+        done = CliRunner().invoke(main, ["db", "upgrade"], env=env)
+        assert done.exit_code == 0, done.output
+        assert schema.current(store.engine) == schema.head()
+        with store.engine.begin() as conn:  # NULLs: as many as there are users without one
+            conn.execute(insert, {"id": f"{9:032x}", "n": "u9", "e": None, "t": "2026-01-01"})
+        with pytest.raises(IntegrityError), store.engine.begin() as conn:
+            conn.execute(insert, {"id": f"{8:032x}", "n": "u8", "e": "x-2", "t": "2026-01-01"})
+
+        config = schema.alembic_config(store.url)
+        with store.engine.begin() as conn:
+            config.attributes["connection"] = conn
+            command.downgrade(config, "0012_force_authn")
+        with store.engine.begin() as conn:
+            conn.execute(insert, {"id": f"{8:032x}", "n": "u8", "e": "x-2", "t": "2026-01-01"})
     finally:
         store.dispose()

@@ -2,6 +2,9 @@
 
 from collections import Counter
 
+from sqlalchemy import select
+
+from bridge.models import User
 from tests.conftest import ScimClient
 from tests.integration.test_concurrency import THREADS, _race
 
@@ -73,3 +76,49 @@ def test_parallel_patches_of_one_user_lose_nothing(scim):
     assert results == [200] * THREADS
     emails = sorted(e["value"] for e in scim.get(f"Users/{user['id']}").json["emails"])
     assert emails == sorted(f"e{i}@example.com" for i in range(THREADS))
+
+
+def test_parallel_creates_with_one_new_external_id(scim, store):
+    """Eight parallel POSTs of different userNames with one new externalId: one 201, seven 409
+    uniqueness (the unique index settles what the in-transaction check cannot), one row."""
+    clients = [_client(scim) for _ in range(THREADS)]
+    results = _race(
+        lambda i: clients[i].post(
+            "Users", json={"userName": f"ext{i}@example.com", "externalId": "okta-00u1"}
+        )
+    )
+    assert Counter(r.status_code for r in results) == {201: 1, 409: THREADS - 1}, results
+    for r in results:
+        if r.status_code == 409:
+            assert r.json["scimType"] == "uniqueness" and "externalId" in r.json["detail"]
+    with store.read() as db:
+        rows = db.scalars(
+            select(User.user_name).where(
+                User.account_id == scim.account.id, User.external_id == "okta-00u1"
+            )
+        ).all()
+    (winner,) = [r.json for r in results if r.status_code == 201]
+    assert rows == [winner["userName"]]
+    found = scim.get("Users", query_string={"filter": 'externalId eq "okta-00u1"'}).json
+    assert found["totalResults"] == 1
+
+
+def test_parallel_patches_to_one_new_external_id(scim, store):
+    """Eight users PATCHed at once to one new externalId: one 200, seven 409 uniqueness, and
+    exactly one user holds it."""
+    ids = [
+        scim.post("Users", json={"userName": f"p{i}@example.com"}).json["id"]
+        for i in range(THREADS)
+    ]
+    clients = [_client(scim) for _ in range(THREADS)]
+    change = {"Operations": [{"op": "replace", "path": "externalId", "value": "entra-42"}]}
+    results = _race(lambda i: clients[i].patch(f"Users/{ids[i]}", json=change))
+    assert Counter(r.status_code for r in results) == {200: 1, 409: THREADS - 1}, results
+    assert all(r.json["scimType"] == "uniqueness" for r in results if r.status_code == 409)
+    with store.read() as db:
+        holders = db.scalars(
+            select(User.id).where(
+                User.account_id == scim.account.id, User.external_id == "entra-42"
+            )
+        ).all()
+    assert len(holders) == 1

@@ -182,6 +182,15 @@ def activate(store: Store, slug: str, number: int, *, actor: str) -> planning.Pl
     return planning.apply(store, slug, actor=actor)
 
 
+def push(
+    store: Store, slug: str, source: str, *, origin: str, actor: str
+) -> tuple[Created, planning.Plan]:
+    """Store `source` as a version (or find it unchanged as the newest) and activate it: what
+    `idbridge policy push|sync` and `idbridge demo` do in one step (PolicyInvalid, GuardRefused)."""
+    created = create(store, slug, source, origin=origin, actor=actor)
+    return created, activate(store, slug, created.version.number, actor=actor)
+
+
 def diff(db: Session, account_id: int, number: int, against: int) -> list[str]:
     """A unified diff from version `against` to version `number`."""
     old, new = get(db, account_id, against), get(db, account_id, number)

@@ -210,11 +210,10 @@ def _push(ctx: Context, slug: str, path: Path, *, dry_run: bool, as_json: bool) 
         if dry_run:
             _print_plan(policy_versions.plan(ctx.store, slug, source), as_json)
             return
-        created = policy_versions.create(
+        created, result = policy_versions.push(
             ctx.store, slug, source, origin=f"cli:{path.name}", actor=ctx.actor
         )
         number = created.version.number
-        result = policy_versions.activate(ctx.store, slug, number, actor=ctx.actor)
     except PolicyInvalid as exc:
         raise click.ClickException(
             f"{path}: the policy does not load:\n" + "\n".join(exc.problems)

@@ -67,19 +67,31 @@ def _dev_login(client, tmp_path, slug, **fields):
 
 
 def test_make_run_demo_shows_the_policy_at_work(app, client, cli, settings, tmp_path):
-    """`idbridge demo` installs the commented demo policy; the first dev-IdP login, with the
-    page's pre-filled groups and department, lands on the signed-in page showing role admin,
-    every environment, the policy group Marketing and its folder grant, each with its rule."""
+    """`idbridge demo` pushes the commented demo policy as the account's stored version (no file
+    in the policy folder); a second run keeps a version edited since as it is; the first
+    dev-IdP login, with the page's pre-filled groups and department, lands on the signed-in page
+    showing role admin, every environment, the policy group Marketing and its folder grant,
+    each with its rule."""
     slug = f"demo-{secrets.token_hex(3)}"
     cli.env["BRIDGE_POLICY_DIR"] = str(settings.policy_dir)
     shown = cli("demo", "--slug", slug)
     assert shown.exit_code == 0, shown.output
-    installed = settings.policy_dir / f"{slug}.yaml"
-    assert f"policy file:        {installed} (installed from" in shown.stdout
-    assert installed.read_text().startswith("# The demo account's policy")
+    assert (
+        "policy:             version 1 is active (pushed from policies/examples/demo.yaml)"
+        in shown.stdout.splitlines()
+    )
+    assert not (settings.policy_dir / f"{slug}.yaml").exists()
+    pulled = cli("policy", "pull", slug)
+    assert pulled.exit_code == 0 and pulled.stdout.startswith("# The demo account's policy")
+    assert f"\naccount: {slug}\n" in pulled.stdout
+    edited = tmp_path / f"{slug}.yaml"
+    edited.write_text("# edited by hand\n" + pulled.stdout)
+    assert cli("policy", "push", slug, str(edited)).exit_code == 0
     assert cli("dev-idp", "register", slug).exit_code == 0
     again = cli("demo", "--slug", slug)  # a second run keeps an edited policy as it is
-    assert f"{installed} (kept as it is)" in again.stdout
+    assert again.exit_code == 0, again.output
+    assert "policy:             version 2 is active (kept as it is)" in again.stdout.splitlines()
+    assert cli("policy", "pull", slug).stdout == edited.read_text()
 
     done = _dev_login(client, tmp_path, slug)
     assert done.status_code == 302 and done.headers["Location"] == "/session"
@@ -97,3 +109,30 @@ def test_make_run_demo_shows_the_policy_at_work(app, client, cli, settings, tmp_
     html = client.get("/session", headers={"Accept": "text/html"}).get_data(as_text=True)
     for seen in ("rule platform-admins", "rule marketing", "<code>marketing/</code>"):
         assert seen in html
+
+
+def test_demo_pushes_a_policy_file_an_earlier_run_left(cli, settings):
+    """A policy file an earlier `make run` installed (and someone edited) is what the demo pushes
+    as the first stored version; a broken one stops it with file:line and stores nothing."""
+    slug, broken = f"demo-{secrets.token_hex(3)}", f"demo-{secrets.token_hex(3)}"
+    cli.env["BRIDGE_POLICY_DIR"] = str(settings.policy_dir)
+    left = settings.policy_dir / f"{slug}.yaml"
+    left.write_text(
+        f"account: {slug}\nenvironments: [production, staging]\n"
+        "defaults: {role: reports, environments: [production]}\n"
+    )
+    try:
+        shown = cli("demo", "--slug", slug)
+        assert shown.exit_code == 0, shown.output
+        assert f"policy:             version 1 is active (pushed from {left})" in shown.stdout
+        assert cli("policy", "pull", slug).stdout == left.read_text()
+
+        (settings.policy_dir / f"{broken}.yaml").write_text(f"account: {broken}\nrules: 5\n")
+        refused = cli("demo", "--slug", broken)
+        assert refused.exit_code == 1
+        assert f"{broken}.yaml: the policy does not load:\n{broken}.yaml:2:" in refused.stderr
+        pulled = cli("policy", "pull", broken)
+        assert pulled.exit_code == 1 and "has no active policy version" in pulled.stderr
+    finally:
+        left.unlink(missing_ok=True)
+        (settings.policy_dir / f"{broken}.yaml").unlink(missing_ok=True)

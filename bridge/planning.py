@@ -3,9 +3,9 @@
 `plan` streams every user in batches (memory stays flat), evaluates the candidate policy on the
 same Profile the write path uses, and compares the access the user has now with the access
 `apply` would leave: only `policy:*` rows change, `scim`/`saml`/`manual` rows stay. Guards are
-checked over the whole account: a plan that would leave no `master_admin` is refused, and so is
-the apply. `apply` re-evaluates through the one write path (bridge.provisioning.reevaluate), one
-audit event per changed user with the rules behind each row.
+checked over the whole account: a plan that would leave no active `master_admin` is refused, and
+so is the apply. `apply` re-evaluates through the one write path
+(bridge.provisioning.reevaluate), one audit event per changed user with the rules behind each row.
 """
 
 from __future__ import annotations
@@ -190,7 +190,7 @@ def plan(
                 result.users += 1
                 decision = decide(profile)
                 after = _after(now, decision, names) if decision.ok else now
-                if after.role:
+                if after.role and user.active is not False:  # guards count active users
                     result.role_counts[after.role] += 1
                 change = _diff(user, now, after, () if decision.ok else decision.errors)
                 if change is not None:
@@ -286,10 +286,10 @@ def _batches(db: Session, account: Account) -> Iterator[list[tuple[Row, policies
 
 
 class _Named:
-    """A row read as attributes (user_name, id), like the User it stands for."""
+    """A row read as attributes (user_name, id, active), like the User it stands for."""
 
     def __init__(self, row: Any) -> None:
-        self.id, self.user_name = row["id"], row["user_name"]
+        self.id, self.user_name, self.active = row["id"], row["user_name"], row["active"]
 
 
 def _values(

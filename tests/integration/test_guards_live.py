@@ -437,3 +437,22 @@ def test_concurrent_manual_role_clears_of_the_last_two_keep_one(
         assert "keep_at_least_one: master_admin" in refused.json["detail"]
         (kept,) = _active_master_admins(store, account)
         assert kept.startswith(f"m{n}")
+
+
+def test_plan_and_apply_count_active_users_only(scim, store, account, policy, cli):
+    """A version that keeps master_admin only for a deactivated user leaves nobody in charge:
+    `policy plan` and `policy apply` refuse it, as the live guard would."""
+    path = policy("Owners")
+    kept = scim.post("Users", json={"userName": "k@a.test", ENT: {"department": "Keep"}}).json
+    scim.post("Users", json={"userName": "o@a.test", ENT: {"department": "Owners"}})
+    scim.post("Users", json={"userName": "o2@a.test", ENT: {"department": "Owners"}})
+    assert scim.patch(f"Users/{kept['id']}", json=OFF).status_code == 200
+    path = policy("Keep")  # only k@a.test, deactivated, would be master_admin
+    run = type(cli)({**cli.env, "BRIDGE_POLICY_DIR": str(path.parent)})
+    planned = run("policy", "plan", account.slug)
+    assert planned.exit_code == 1
+    assert "REFUSED: guard keep_at_least_one: no user would keep the role master_admin" in (
+        planned.stderr
+    )
+    applied = run("policy", "apply", account.slug)
+    assert applied.exit_code == 1 and "not applied" in applied.stderr

@@ -184,3 +184,54 @@ def test_nul_characters_are_400_not_500(api, store, account):
         api.put("users/00000000-0000-0000-0000-000000000000/environments/a%00b").status_code == 400
     )
     assert audit_seq(store, account) == before
+
+
+def test_each_scope_does_exactly_what_its_rank_allows(api_for, account, store):
+    """read < write < admin: a key does what its scope or a lower one needs, and anything above
+    is refused 403 forbidden, naming both scopes, with nothing written."""
+    user_id = make_user(store, account)
+    needs = {
+        "read": lambda api: api.get("environments"),
+        "write": lambda api: api.put(f"users/{user_id}/role", json={"role": "billing"}),
+        "admin": lambda api: api.post("environments", json={"name": f"env-{api.key_id}"}),
+    }
+    allowed = {("read", "read"), ("write", "read"), ("write", "write")}
+    allowed |= {("admin", "read"), ("admin", "write"), ("admin", "admin")}
+    for scope in ("read", "write", "admin"):
+        api = api_for(account, scope)
+        for needed, call in needs.items():
+            before = audit_seq(store, account)
+            r = call(api)
+            if (scope, needed) in allowed:
+                assert r.status_code in (200, 201), (scope, needed, r.json)
+                continue
+            assert r.status_code == 403 and problem_type(r) == "forbidden", (scope, needed)
+            assert r.json["detail"] == (
+                f"this API key has scope {scope}; this request needs {needed}"
+            )
+            assert audit_seq(store, account) == before
+
+
+def test_a_key_sent_wrongly_or_a_bad_body_is_refused_before_the_route(client, api, account, store):
+    """Another auth scheme or a blank key is 401; a body that is not JSON, or a NUL anywhere
+    in the query or body, is 400 invalid-input; none of them writes anything."""
+    how = "send an API key as `Authorization: Bearer ibk_...`"
+    for header in (f"Basic {api.key}", "Bearer ", "Bearer    ", api.key):
+        r = client.get("/api/v1/users", headers={"Authorization": header})
+        assert r.status_code == 401 and problem_type(r) == "unauthorized", header
+        assert r.json["detail"] == how
+    before = audit_seq(store, account)
+    r = api.post("groups", headers={"Content-Type": "application/json"}, data=b"{not json")
+    assert r.status_code == 400 and problem_type(r) == "invalid-input"
+    assert r.json["detail"] == "the request body is not valid JSON"
+    for r in (
+        api.get("users", query_string={"q": "a\x00b"}),
+        api.post("groups", json={"display_name": "ok", "x": ["a\x00"]}),
+        api.post("groups", json={"display_name": "ok", "x\x00": 1}),
+    ):
+        assert r.status_code == 400 and problem_type(r) == "invalid-input"
+        assert r.json["detail"] == "NUL characters are not allowed"
+    assert audit_seq(store, account) == before
+    assert client.get("/api/v1/openapi.json").status_code == 200  # the document needs no key
+    r = api.get("no-such-thing")
+    assert r.status_code == 404, r.json

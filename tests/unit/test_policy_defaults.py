@@ -1,6 +1,6 @@
-"""The engine's seam: a policy of defaults gives the same explained Decision every time."""
+"""The engine's seam: a policy of defaults gives its explained Decision."""
 
-from policies import Defaults, Policy, Profile, Source, evaluate, role_rank
+from policies import Decision, Defaults, Policy, Profile, Source, Step, evaluate, role_rank
 
 
 def test_defaults_decide_role_and_environments():
@@ -13,11 +13,17 @@ def test_defaults_decide_role_and_environments():
     assert decision.explanation[0].detail == "role reports; environments production"
 
 
-def test_same_inputs_same_decision():
-    """Evaluation is deterministic."""
+def test_defaults_alone_give_the_whole_decision():
+    """With no rules, groups the IdP sends give nothing: the Decision is the defaults, whole."""
     policy = Policy("acme", Defaults(environments="all"))
     profile = Profile(source=Source.SAML, user_name="bob", groups=("a", "b"))
-    assert evaluate(policy, profile) == evaluate(policy, profile)
+    assert evaluate(policy, profile) == Decision(
+        role="media_library_user",
+        role_rule="defaults",
+        environments="all",
+        environments_rule="defaults",
+        explanation=(Step("defaults", True, "role media_library_user; environments all"),),
+    )
 
 
 def test_role_rank_orders_design_roles():

@@ -19,6 +19,7 @@ from bridge.groups import KEEP, GroupChange
 from bridge.provisioning import MAX_ENTRIES
 from scim import schema
 from scim.errors import (
+    InvalidFilter,
     InvalidPath,
     InvalidSyntax,
     InvalidValue,
@@ -26,8 +27,9 @@ from scim.errors import (
     NoTarget,
     PayloadTooLarge,
 )
-from scim.filters import And, Compare, Expr, Or, PatchPath, Path, matches, parse_path
+from scim.filters import And, Compare, Expr, Not, Or, PatchPath, Path, matches, parse_path
 from scim.mapping import canonical, canonical_value, member_ids
+from scim.sql import boolean
 
 OPS = ("add", "replace", "remove")
 MAX_OPERATIONS = 1000
@@ -168,6 +170,8 @@ def _apply_multi(
     value: Any,
 ) -> None:
     entries: list[dict[str, Any]] = list(holder.get(attr.name) or [])
+    if flt is not None:
+        _check_filter(flt, attr)
     _apply_entries(entries, holder, op, attr, flt, sub, value)
     if len(holder.get(attr.name) or ()) > MAX_ENTRIES:  # checked after every operation
         raise InvalidValue(f"{attr.name} may hold at most {MAX_ENTRIES} values")
@@ -225,6 +229,24 @@ def _apply_entries(
         else:
             raise InvalidValue(f"{attr.name}[...] needs an object value")
     holder[attr.name] = _one_primary(entries, attr)
+
+
+def _check_filter(flt: Expr, attr: schema.Attr) -> None:
+    """Refuse what a query's filter refuses (scim.sql): RFC 7644 §3.4.2.2, ordering a boolean
+    fails with invalidFilter; a boolean compares only with eq/ne against true or false."""
+    if isinstance(flt, And | Or):
+        _check_filter(flt.left, attr)
+        _check_filter(flt.right, attr)
+    elif isinstance(flt, Not):
+        _check_filter(flt.expr, attr)
+    elif isinstance(flt, Compare):
+        sub = attr.child(flt.path.attr)
+        if sub is None or sub.type != "boolean" or flt.op == "pr":
+            return
+        if flt.op not in ("eq", "ne"):
+            raise InvalidFilter(f"{attr.name}.{sub.name} is a boolean: only eq, ne and pr apply")
+        if flt.value is not None:
+            boolean(flt.value, f"{attr.name}.{sub.name}")
 
 
 def _entry_matches(flt: Expr, entry: Mapping[str, Any], attr: schema.Attr) -> bool:

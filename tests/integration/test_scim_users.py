@@ -3,6 +3,7 @@
 import json
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import select
 
 from bridge.models import AuditEvent, LoginSession, utcnow
@@ -191,6 +192,28 @@ def test_patch_errors(scim):
         "noTarget",
     )
     scim_error(scim.patch(f"Users/{doc['id']}", json={"Operations": []}), 400, "invalidSyntax")
+
+
+@pytest.mark.parametrize(
+    ("path", "detail"),
+    [
+        ("emails[primary gt false]", "emails.primary is a boolean: only eq, ne and pr apply"),
+        ('emails[primary co "t"]', "emails.primary is a boolean: only eq, ne and pr apply"),
+        ('emails[type eq "work" or primary le true]', "only eq, ne and pr apply"),
+        ('emails[primary eq "yes"]', "emails.primary is a boolean; compare it with true or false"),
+        ("emails[not (primary ge true)]", "only eq, ne and pr apply"),
+    ],
+)
+def test_patch_value_filter_on_a_boolean_is_refused_like_a_query(scim, path, detail):
+    """A PATCH value filter that a query would refuse (RFC 7644 §3.4.2.2: a boolean is not
+    ordered) is 400 invalidFilter too, and the user keeps every e-mail."""
+    emails = [{"value": "a@x.example", "primary": True}, {"value": "b@x.example"}]
+    doc = create(scim, "flags@example.com", emails=emails)
+    body = scim_error(patch(scim, doc, {"op": "remove", "path": path}), 400, "invalidFilter")
+    assert detail in body["detail"]
+    assert scim.get(f"Users/{doc['id']}").json["emails"] == doc["emails"]
+    out = patch(scim, doc, {"op": "remove", "path": 'emails[primary eq "True"]'}).json
+    assert [e["value"] for e in out["emails"]] == ["b@x.example"]
 
 
 def test_patch_is_all_or_nothing(scim):

@@ -8,7 +8,9 @@ fresh PostgreSQL database beside --database-url: SCIM create, GET by id, filter 
 PATCH of one group member, first and returning SAML logins (IdP-initiated, responses signed
 ahead). CPU time (time.process_time) is the app's own and barely moves with the machine's load,
 so two checkouts can be compared run after run where req/s cannot; PostgreSQL's own CPU is not
-in it. Statements are counted with a before_cursor_execute listener (BEGIN included on SQLite).
+in it. Two floors come first: GET /healthz (Flask, no database) and GET ServiceProviderConfig
+(a SCIM request with no resource: the token's read and the request log's row). Statements are
+counted with a before_cursor_execute listener (BEGIN included on SQLite).
 """
 
 from __future__ import annotations
@@ -141,6 +143,13 @@ def run(url: str, tmp: Path, n: int) -> int:
         results[label] = (statistics.median(cpu), (statements[0] - before) / len(calls))
 
     scim("GET", "Users", count="1")  # the token's last-used write, the log's purge
+    # floors: Flask alone (no database), and a SCIM request with no resource (token + log row)
+    measure("floor: GET /healthz", [lambda: client.get("/healthz") for _ in range(n)], 200)
+    measure(
+        "floor: SCIM SP config",
+        [lambda: scim("GET", "ServiceProviderConfig") for _ in range(n)],
+        200,
+    )
     measure("SCIM create", [lambda i=i: scim("POST", "Users", user(i)) for i in range(n)], 201)
     ids = [r["id"] for r in scim("GET", "Users", count=str(n)).json["Resources"]]
     measure("SCIM GET by id", [lambda u=u: scim("GET", f"Users/{u}") for u in ids], 200)

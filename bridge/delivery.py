@@ -22,7 +22,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlencode
@@ -439,16 +439,24 @@ def run(
                 free = tuning.threads - len(inflight)
                 grab = Grab(worker, utcnow() + tuning.lease, free)
                 queued, fresh = project(store, grab)
-                busy = queued > 0
+                # Go round again at once only with work left over (a backlog); otherwise wait a
+                # poll, so a steady stream of events is projected a poll's worth per transaction
+                # instead of one transaction per event (the worker's cost to the SCIM writers).
+                busy = queued > len(fresh) or queued >= BATCH
                 for job in fresh:  # queued and claimed in one transaction: sent at once
                     inflight.add(pool.submit(sender.send, job))
                 free -= len(fresh)
                 if free > 0:
-                    for job in claim(store, worker, free, tuning):
+                    claimed = claim(store, worker, free, tuning)
+                    for job in claimed:
                         inflight.add(pool.submit(sender.send, job))
-                        busy = True
+                    free -= len(claimed)
+                    busy = busy or not free
             except Exception:  # the database may be away for a moment: keep the loop alive
                 log.exception("delivery loop failed; retrying")
-            if not busy:
+                free = 1
+            if free <= 0:  # every thread sending: wait for one to finish, never spin
+                wait(inflight, timeout=tuning.poll_seconds, return_when=FIRST_COMPLETED)
+            elif not busy:
                 stop.wait(tuning.poll_seconds)
         wait(inflight)  # sends in flight finish (and record) before the worker exits

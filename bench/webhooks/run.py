@@ -122,6 +122,13 @@ def create_load(server: Server, per_client: int) -> tuple[float, dict[str, float
     return len(done) / (time.monotonic() - started), done
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU a process has used (Linux /proc): less sensitive to a busy machine than
+    wall-clock throughput."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[max(0, math.ceil(q * len(ordered)) - 1)]  # nearest rank
@@ -140,6 +147,7 @@ def main() -> None:
     on: list[float] = []
     latencies: list[float] = []
     missing = attempts = 0
+    worker_cpu: list[float] = []  # the worker's CPU ms per event delivered, per round
     failures: list[Any] = []
     create_load(server, 25)  # warm-up
     for r in range(rounds):
@@ -178,12 +186,14 @@ def main() -> None:
             while time.monotonic() < deadline and not set(warm) <= set(receiver.arrived):
                 time.sleep(0.05)
                 receiver.drain()
+            cpu_before = _cpu_seconds(worker.pid)
             rate, done = create_load(server, per_client)
             on.append(rate)
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline and not set(done) <= set(receiver.arrived):
                 time.sleep(0.05)
                 receiver.drain()
+            worker_cpu.append((_cpu_seconds(worker.pid) - cpu_before) / len(done) * 1000)
             for user_id, at in done.items():
                 if user_id in receiver.arrived:
                     latencies.append(receiver.arrived[user_id] - at)
@@ -223,6 +233,11 @@ def main() -> None:
         f"p50 {pct(latencies, 0.5) * 1000:.0f} ms, p95 {pct(latencies, 0.95) * 1000:.0f} ms, "
         f"p99 {p99 * 1000:.0f} ms, max {max(latencies) * 1000:.0f} ms  "
         f"{'PASS' if p99 <= 1.0 and not missing else 'MISS'} (target p99 <= 1000 ms)"
+    )
+    print(
+        "worker CPU per event (user+system, from /proc): "
+        f"median {statistics.median(worker_cpu):.2f} ms  "
+        f"rounds {[round(x, 2) for x in worker_cpu]}"
     )
     print(f"missing deliveries: {missing}, bad signatures: {receiver.bad}")
     print(f"delivery attempts: {attempts}; failed ones by status/error: {failures}")

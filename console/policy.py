@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from flask import g, redirect, render_template, request, url_for
+from flask import g, jsonify, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
 from bridge import planning, policy_versions
@@ -116,6 +116,23 @@ def _editor(
 def policy_page(slug: str) -> ResponseReturnValue:
     """The active version, the editor, and the history."""
     return _editor()
+
+
+@bp.post("/<slug>/policy/check", endpoint="policy_check")
+def check_policy(slug: str) -> ResponseReturnValue:
+    """The editor's check as you type (console.js): every error with its line, or what loads;
+    nothing is planned or saved."""
+    source = request.form.get("source", "").replace("\r\n", "\n")
+    try:
+        policy = policy_versions.parse(slug, source)
+    except PolicyInvalid as exc:
+        found = located(exc.problems, source)
+        problems = [{"problem": p, "line": n, "text": t} for p, n, t in found]
+        return jsonify(ok=False, problems=problems)
+    rules, tests = len(policy.rules), len(policy.tests)
+    summary = f"Loads: {rules} rule{'s' * (rules != 1)}"
+    summary += f", {tests} test{'s' * (tests != 1)} passing." if tests else "."
+    return jsonify(ok=True, problems=[], summary=summary)
 
 
 @bp.post("/<slug>/policy/plan", endpoint="policy_plan")

@@ -78,3 +78,21 @@ def test_edit_plan_apply_see_the_change_and_roll_back(console):
     console.click("Users")
     console.click("mia@example.com")
     assert _campaign_grant(console) == []
+
+
+def test_the_editor_shows_errors_while_typing(console):
+    """Typing a mistake lists it under the editor with its line, without pressing anything;
+    fixing it says the policy loads."""
+    console.sign_in_with_dev_idp("ann@example.com", "admins")
+    console.click("Policy")
+    editor = console.browser.find_element(By.ID, "policy-source")
+    live = console.browser.find_element(By.ID, "policy-live")
+    editor.send_keys("  - name: broken\n    whenn: {}\n")
+    console.wait.until(lambda b: "unknown key 'whenn'" in live.text)
+    assert f"{console.slug}.yaml:" in live.text and "|     whenn: {}" in live.text
+    assert editor.get_attribute("aria-invalid") == "true"
+    for _ in range(len("  - name: broken\n    whenn: {}\n")):
+        editor.send_keys("\ue003")  # backspace
+    console.wait.until(lambda b: live.text.startswith("Loads: 2 rules"))
+    assert editor.get_attribute("aria-invalid") is None
+    assert console.heading() == "Policy"  # still the editor: nothing was submitted

@@ -199,3 +199,23 @@ def test_the_new_screens_carry_the_console_headers_and_no_inline_script(console,
         assert re.findall(r"<script(?![^>]*\bsrc=)", html) == []
         forms = re.findall(r'<form[^>]*method="post".*?</form>', html, re.S)
         assert forms and all('name="csrf_token"' in f for f in forms)
+
+
+def test_the_editor_check_lists_errors_with_their_lines_and_writes_nothing(
+    app, console, store, account
+):
+    """The check behind the editor (console.js): JSON errors with their lines, or what loads;
+    CSRF and an admin required; no version and no audit event either way."""
+    before = _audit_count(store, account)
+    broken = _policy(account.slug).replace("role: media_library_user", "role: emperor")
+    r = console.post("/policy/check", {"source": broken})
+    assert r.status_code == 200 and r.json["ok"] is False
+    (emperor,) = [p for p in r.json["problems"] if "emperor" in p["problem"]]
+    assert emperor["line"] == 4 and emperor["text"] == "  role: emperor"
+    r = console.post("/policy/check", {"source": _policy(account.slug, CAMPAIGNS)})
+    assert r.json == {"ok": True, "problems": [], "summary": "Loads: 3 rules."}
+    forged = console.client.post(f"/console/{account.slug}/policy/check", data={"source": broken})
+    assert forged.status_code == 403 and forged.mimetype == "text/html"
+    other = app.test_client()
+    assert other.post(f"/console/{account.slug}/policy/check").status_code == 403
+    assert _versions(store, account) == [] and _audit_count(store, account) == before

@@ -4,13 +4,14 @@
     PYTHONPATH=/tmp/other-checkout .venv/bin/python bench/cost.py   # another checkout's code
 
 Through Flask's test client (no HTTP, no gunicorn, one thread), on a fresh SQLite file or a
-fresh PostgreSQL database beside --database-url: SCIM create, GET by id, filter userName eq,
-PATCH of one group member, first and returning SAML logins (IdP-initiated, responses signed
-ahead). CPU time (time.process_time) is the app's own and barely moves with the machine's load,
-so two checkouts can be compared run after run where req/s cannot; PostgreSQL's own CPU is not
-in it. Two floors come first: GET /healthz (Flask, no database) and GET ServiceProviderConfig
-(a SCIM request with no resource: the token's read and the request log's row). Statements are
-counted with a before_cursor_execute listener (BEGIN included on SQLite).
+fresh PostgreSQL database beside --database-url: SCIM create, GET by id, filter userName eq, a
+page of 100 users, PATCH of one group member, first and returning SAML logins (IdP-initiated,
+responses signed ahead). CPU time (time.process_time) is the app's own and barely moves with
+the machine's load, so two checkouts can be compared run after run where req/s cannot;
+PostgreSQL's own CPU is not in it (the wall time, which moves with load, includes it). Two
+floors come first: GET /healthz (Flask, no database) and GET ServiceProviderConfig (a SCIM
+request with no resource: the token's read and the request log's row). Statements are counted
+with a before_cursor_execute listener (BEGIN included on SQLite).
 """
 
 from __future__ import annotations
@@ -130,17 +131,23 @@ def run(url: str, tmp: Path, n: int) -> int:
         )
         return idp.post_form(xml)
 
-    results: dict[str, tuple[float, float]] = {}
+    results: dict[str, tuple[float, float, float]] = {}
 
     def measure(label: str, calls: list[Callable[[], Any]], ok: int) -> None:
         cpu: list[float] = []
+        wall: list[float] = []
         before = statements[0]
         for call in calls:
-            t0 = time.process_time()
+            t0, w0 = time.process_time(), time.perf_counter()
             resp = call()
             cpu.append((time.process_time() - t0) * 1000)
+            wall.append((time.perf_counter() - w0) * 1000)
             assert resp.status_code == ok, (label, resp.status_code, resp.get_data()[:300])
-        results[label] = (statistics.median(cpu), (statements[0] - before) / len(calls))
+        results[label] = (
+            statistics.median(cpu),
+            (statements[0] - before) / len(calls),
+            statistics.median(wall),
+        )
 
     scim("GET", "Users", count="1")  # the token's last-used write, the log's purge
     # floors: Flask alone (no database), and a SCIM request with no resource (token + log row)
@@ -157,6 +164,14 @@ def run(url: str, tmp: Path, n: int) -> int:
         "SCIM filter userName eq",
         [
             lambda i=i: scim("GET", "Users", filter=f'userName eq "user{i:06d}@cost.example"')
+            for i in range(n)
+        ],
+        200,
+    )
+    measure(
+        "SCIM page of 100 users",
+        [
+            lambda i=i: scim("GET", "Users", count="100", startIndex=str(1 + i % 2 * 50))
             for i in range(n)
         ],
         200,
@@ -190,9 +205,9 @@ def run(url: str, tmp: Path, n: int) -> int:
     app_store.dispose()
     kind = "PostgreSQL" if url.startswith("postgresql") else "SQLite"
     print(f"cost per request, {kind}, {n} each, code from {Path(bridge.__file__).parents[1]}")
-    print(f"{'path':<26} {'CPU ms (median)':>16} {'statements':>11}")
-    for label, (cpu_ms, stmts) in results.items():
-        print(f"{label:<26} {cpu_ms:>16.2f} {stmts:>11.1f}")
+    print(f"{'path':<26} {'CPU ms (median)':>16} {'statements':>11} {'wall ms (median)':>17}")
+    for label, (cpu_ms, stmts, wall_ms) in results.items():
+        print(f"{label:<26} {cpu_ms:>16.2f} {stmts:>11.1f} {wall_ms:>17.2f}")
     return 0
 
 

@@ -223,14 +223,16 @@ def test_slow_endpoint_does_not_hold_up_others(scim, store, settings, workers):
     """One endpoint that takes seconds to answer does not delay another's deliveries."""
     slow, fast = Receiver(), Receiver()
     try:
-        slow.delay = 2.0
+        # held up, the fast endpoint's first delivery would wait out a slow one (5 s); the 4 s
+        # allowed leave room for a loaded machine without letting that through
+        slow.delay = 5.0
         a = _hook(store, settings, scim.account, slow.url, types=["user.created"])
         b = _hook(store, settings, scim.account, fast.url, types=["user.created"])
         slow.secrets, fast.secrets = [a.secret], [b.secret]
         workers.start(1)
         for i in range(3):
             scim.post("Users", {"userName": f"s{i}@example.com"})
-        assert fast.wait_for(lambda r: len(r.counts) == 3, timeout=1.5)
+        assert fast.wait_for(lambda r: len(r.counts) == 3, timeout=4.0)
         assert len(slow.counts) < 3  # still busy with the slow one
     finally:
         workers.stop()

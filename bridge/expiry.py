@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import hashlib
 from datetime import datetime, timedelta
+from typing import Any
 
 from cryptography.hazmat.primitives.serialization import Encoding
 from sqlalchemy import select
@@ -33,16 +34,18 @@ def _threshold(ends: datetime, now: datetime) -> int | None:
     return min(crossed) if crossed else None
 
 
-def _due(idp: IdentityProvider, now: datetime) -> list[tuple[str, int, str, datetime]]:
+def _due(
+    certificates: dict[str, Any], notices: dict[str, Any] | None, now: datetime
+) -> list[tuple[str, int, str, datetime]]:
     """(fingerprint, threshold, subject, not_after) of each certificate to announce now."""
     found = []
-    for b64 in idp.certificates.get("signing", []):
+    for b64 in certificates.get("signing", []):
         cert = idps.parse_certificate(b64)
         threshold = _threshold(cert.not_valid_after_utc, now)
         if threshold is None:
             continue
         fingerprint = hashlib.sha256(cert.public_bytes(Encoding.DER)).hexdigest()
-        announced = (idp.expiry_notices or {}).get(fingerprint)
+        announced = (notices or {}).get(fingerprint)
         if announced is None or threshold < announced:
             found.append(
                 (fingerprint, threshold, cert.subject.rfc4514_string(), cert.not_valid_after_utc)
@@ -53,8 +56,15 @@ def _due(idp: IdentityProvider, now: datetime) -> list[tuple[str, int, str, date
 def check(store: Store, now: datetime | None = None) -> int:
     """Announce what is due for every enabled IdP of every account; returns how many events."""
     now = now or utcnow()
-    with store.read() as db:
-        candidates = [i.id for i in db.scalars(select(IdentityProvider)) if _due(i, now)]
+    with store.read() as db:  # the columns needed, not every IdP's metadata document
+        rows = db.execute(
+            select(
+                IdentityProvider.id,
+                IdentityProvider.certificates,
+                IdentityProvider.expiry_notices,
+            ).where(IdentityProvider.disabled.is_(False))
+        ).all()
+    candidates = [row.id for row in rows if _due(row.certificates, row.expiry_notices, now)]
     written = 0
     for idp_id in candidates:
         written += store.write(functools.partial(_announce, idp_id=idp_id, now=now))
@@ -68,7 +78,7 @@ def _announce(db: Session, idp_id: int, now: datetime) -> int:
     idp = db.scalar(stmt)
     if idp is None or idp.disabled:
         return 0
-    due = _due(idp, now)
+    due = _due(idp.certificates, idp.expiry_notices, now)
     present = {
         hashlib.sha256(idps.parse_certificate(b64).public_bytes(Encoding.DER)).hexdigest()
         for b64 in idp.certificates.get("signing", [])

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, select
+from sqlalchemy import Select, delete, select
 from sqlalchemy.orm import Session
 
 from bridge.models import Account, Delivery, LoginAttempt, utcnow
@@ -43,16 +43,34 @@ class Pruned:
 def prune(store: Store, keep: Retention, now: datetime | None = None) -> Pruned:
     """Delete finished deliveries and login attempts older than `keep`; how many of each."""
     now = now or utcnow()
-    deliveries = _in_batches(
-        store, functools.partial(_old_deliveries, before=now - keep.deliveries)
+    old_deliveries, old_logins = now - keep.deliveries, now - keep.logins
+    with store.read() as db:  # index probes first: a sweep with nothing to do writes nothing
+        any_delivery = db.scalar(_finished_before(old_deliveries).limit(1)) is not None
+        accounts = [
+            a
+            for a in db.scalars(select(Account.id)).all()
+            if db.scalar(_logins_before(a, old_logins).limit(1)) is not None
+        ]
+    deliveries = (
+        _in_batches(store, functools.partial(_old_deliveries, before=old_deliveries))
+        if any_delivery
+        else 0
     )
-    with store.read() as db:
-        accounts = db.scalars(select(Account.id)).all()
     logins = sum(
-        _in_batches(store, functools.partial(_old_logins, account_id=a, before=now - keep.logins))
+        _in_batches(store, functools.partial(_old_logins, account_id=a, before=old_logins))
         for a in accounts
     )
     return Pruned(deliveries, logins)
+
+
+def _finished_before(before: datetime) -> Select[int]:
+    return select(Delivery.id).where(Delivery.state.in_(FINISHED), Delivery.next_attempt < before)
+
+
+def _logins_before(account_id: int, before: datetime) -> Select[int]:
+    return select(LoginAttempt.id).where(
+        LoginAttempt.account_id == account_id, LoginAttempt.at < before
+    )
 
 
 def _in_batches(store: Store, batch: Callable[[Session], int]) -> int:
@@ -65,22 +83,14 @@ def _in_batches(store: Store, batch: Callable[[Session], int]) -> int:
 
 
 def _old_deliveries(db: Session, before: datetime) -> int:
-    ids = db.scalars(
-        select(Delivery.id)
-        .where(Delivery.state.in_(FINISHED), Delivery.next_attempt < before)
-        .limit(BATCH)
-    ).all()
+    ids = db.scalars(_finished_before(before).limit(BATCH)).all()
     if ids:  # the attempt log goes with them (ON DELETE CASCADE)
         db.execute(delete(Delivery).where(Delivery.id.in_(ids), Delivery.state.in_(FINISHED)))
     return len(ids)
 
 
 def _old_logins(db: Session, account_id: int, before: datetime) -> int:
-    ids = db.scalars(
-        select(LoginAttempt.id)
-        .where(LoginAttempt.account_id == account_id, LoginAttempt.at < before)
-        .limit(BATCH)
-    ).all()
+    ids = db.scalars(_logins_before(account_id, before).limit(BATCH)).all()
     if ids:
         db.execute(delete(LoginAttempt).where(LoginAttempt.id.in_(ids)))
     return len(ids)

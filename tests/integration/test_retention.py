@@ -176,3 +176,14 @@ def test_the_worker_prunes_in_its_sweep(queued, store, settings):
             )
         )
     assert _left(store, ids)[0] == [ids[3], ids[4]]
+
+
+def test_a_sweep_with_nothing_old_writes_nothing(queued, store, monkeypatch):
+    """Once pruned, the next prune finds nothing by index probes and opens no write transaction
+    (every worker sweeps every five minutes, for every account)."""
+    retention.prune(store, retention.Retention())
+    writes = []
+    real = store.write
+    monkeypatch.setattr(store, "write", lambda work: writes.append(work) or real(work))
+    assert retention.prune(store, retention.Retention()) == retention.Pruned(0, 0)
+    assert writes == []

@@ -185,6 +185,9 @@ class Console:
         ).click()
         if navigates:
             self.wait.until(expected_conditions.staleness_of(page))
+            # the next page whole: a click on a page still loading can hit a node Chromium is
+            # replacing ("unhandled inspector error", seen once on a loaded machine)
+            self.wait.until(lambda b: b.execute_script("return document.readyState") == "complete")
 
     def fill(self, label: str, value: str) -> None:
         """Type into the field whose <label> says `label` (labels are how people find fields)."""

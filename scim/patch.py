@@ -233,13 +233,16 @@ def _apply_entries(
 
 def _check_filter(flt: Expr, attr: schema.Attr) -> None:
     """Refuse what a query's filter refuses (scim.sql): RFC 7644 §3.4.2.2, ordering a boolean
-    fails with invalidFilter; a boolean compares only with eq/ne against true or false."""
+    fails with invalidFilter; a boolean compares only with eq/ne against true or false; only
+    eq/ne compare with null."""
     if isinstance(flt, And | Or):
         _check_filter(flt.left, attr)
         _check_filter(flt.right, attr)
     elif isinstance(flt, Not):
         _check_filter(flt.expr, attr)
     elif isinstance(flt, Compare):
+        if flt.value is None and flt.op not in ("eq", "ne", "pr"):
+            raise InvalidFilter(f"{attr.name}[{flt.path} {flt.op} null] compares nothing")
         sub = attr.child(flt.path.attr)
         if sub is None or sub.type != "boolean" or flt.op == "pr":
             return

@@ -178,12 +178,11 @@ def test_patch_errors(scim):
     scim_error(
         patch(scim, doc, {"op": "replace", "path": "noSuchThing", "value": 1}), 400, "invalidPath"
     )
-    body = scim_error(
-        patch(scim, doc, {"op": "replace", "path": "emails[type eq", "value": 1}),
-        400,
-        "invalidPath",
-    )
-    assert body["detail"] == "invalid path 'emails[type eq'", body
+    for path in ("emails[type eq", "title pr or nickName", "(title)", 'emails[type eq "w"] or x'):
+        body = scim_error(
+            patch(scim, doc, {"op": "replace", "path": path, "value": 1}), 400, "invalidPath"
+        )
+        assert body["detail"] == f"invalid path {path!r}", body
     scim_error(patch(scim, doc, {"op": "move", "path": "title", "value": 1}), 400, "invalidSyntax")
     scim_error(patch(scim, doc, {"op": "remove"}), 400, "noTarget")
     scim_error(
@@ -202,11 +201,13 @@ def test_patch_errors(scim):
         ('emails[type eq "work" or primary le true]', "only eq, ne and pr apply"),
         ('emails[primary eq "yes"]', "emails.primary is a boolean; compare it with true or false"),
         ("emails[not (primary ge true)]", "only eq, ne and pr apply"),
+        ("emails[value gt null]", "emails[value gt null] compares nothing"),
     ],
 )
-def test_patch_value_filter_on_a_boolean_is_refused_like_a_query(scim, path, detail):
+def test_patch_value_filter_a_query_refuses_is_refused(scim, path, detail):
     """A PATCH value filter that a query would refuse (RFC 7644 §3.4.2.2: a boolean is not
-    ordered) is 400 invalidFilter too, and the user keeps every e-mail."""
+    ordered; only eq/ne compare with null) is 400 invalidFilter too, and the user keeps every
+    e-mail."""
     emails = [{"value": "a@x.example", "primary": True}, {"value": "b@x.example"}]
     doc = create(scim, "flags@example.com", emails=emails)
     body = scim_error(patch(scim, doc, {"op": "remove", "path": path}), 400, "invalidFilter")

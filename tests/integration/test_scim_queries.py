@@ -261,6 +261,11 @@ def test_bare_booleans_compare_with_text_as_true_or_false(scim):
     assert found(scim, "nickName eq true") == ["t1", "t2"]
     assert found(scim, "nickName eq false") == ["f1"]
     assert found(scim, "nickName ne true") == ["f1", "n1"]
+    # externalId is caseExact: `true` is the text "true", not "TRUE"
+    scim.post("Users", json={"userName": "x1", "externalId": "true"})
+    scim.post("Users", json={"userName": "x2", "externalId": "TRUE"})
+    assert found(scim, "externalId eq true") == ["x1"]
+    assert found(scim, "externalId eq false") == []
 
 
 def test_an_address_without_formatted_is_still_an_address(scim):
@@ -337,6 +342,19 @@ def test_sorting(scim, people, sort_by, order, expected):
     """sortBy on simple, sub- and extension attributes; absent values sort last."""
     page = scim.get("Users", query_string={"sortBy": sort_by, "sortOrder": order}).json
     assert [r["userName"].split("@")[0].lower() for r in page["Resources"]] == expected
+
+
+def test_sorting_and_ordering_filters_agree_on_punctuation(scim):
+    """Names sort by their lower-cased code points, as `gt` compares them: "a_b" comes before
+    "AB" ('_' is after 'B' but before 'b'), so paging by `gt` the last name seen misses nobody
+    (userName through its folded key column, displayName through lower())."""
+    for name in ("AB", "a_b", "a-c"):
+        scim.post("Users", json={"userName": name, "displayName": name})
+    for attr in ("userName", "displayName"):
+        page = scim.get("Users", query_string={"sortBy": attr}).json
+        assert [r["userName"] for r in page["Resources"]] == ["a-c", "a_b", "AB"], attr
+        assert found(scim, f'{attr} gt "a-c"') == ["AB", "a_b"], attr
+        assert found(scim, f'{attr} gt "a_b"') == ["AB"], attr
 
 
 def test_sorting_by_a_multi_valued_attribute_uses_the_primary_value(scim):

@@ -30,3 +30,12 @@ def test_role_rank_orders_design_roles():
     """master_admin outranks admin; an unknown role ranks below all known ones."""
     assert role_rank("master_admin") < role_rank("admin") < role_rank("media_library_user")
     assert role_rank("nonsense") > role_rank("media_library_user")
+
+
+def test_defaults_that_give_no_environment_say_so():
+    """A policy whose defaults give no environments explains that as "environments none"."""
+    decision = evaluate(Policy("acme", Defaults()), Profile(source=Source.SCIM, user_name="ann"))
+    assert decision.environments == ()
+    assert decision.explanation == (
+        Step("defaults", True, "role media_library_user; environments none"),
+    )

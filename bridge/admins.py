@@ -90,6 +90,33 @@ def link_hash(raw: str) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
+def new_link(
+    db: Session,
+    account_id: int,
+    purpose: str,
+    raw: str,
+    lifetime: timedelta,
+    *,
+    actor: str,
+    scopes: list[str] | None = None,
+    user_id: uuid.UUID | None = None,
+) -> OneTimeLink:
+    """Store a one-time link (only the hash of `raw`), valid for `lifetime`; flushed, so its id
+    can go into the audit event the caller writes."""
+    link = OneTimeLink(
+        account_id=account_id,
+        purpose=purpose,
+        user_id=user_id,
+        token_hash=link_hash(raw),
+        scopes=scopes or [],
+        created_by=actor,
+        expires=utcnow() + lifetime,
+    )
+    db.add(link)
+    db.flush()
+    return link
+
+
 def issue_link(
     store: Store, slug: str, user_name: str, *, actor: str, minutes: int = LINK_MINUTES
 ) -> IssuedLink:
@@ -104,17 +131,9 @@ def issue_link(
         if user is None:
             raise NotFound(f"no user {user_name!r} in account {slug!r}")
         admin = _admin(db, account, user)
-        link = OneTimeLink(
-            account_id=account.id,
-            purpose=SIGN_IN,
-            user_id=user.id,
-            token_hash=link_hash(raw),
-            scopes=[],
-            created_by=actor,
-            expires=utcnow() + timedelta(minutes=minutes),
+        link = new_link(
+            db, account.id, SIGN_IN, raw, timedelta(minutes=minutes), actor=actor, user_id=user.id
         )
-        db.add(link)
-        db.flush()
         audit.record(
             db,
             account.id,

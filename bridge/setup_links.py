@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from bridge import accounts, audit, idps
 from bridge.accounts import get_account
-from bridge.admins import link_hash, usable_link
+from bridge.admins import link_hash, new_link, usable_link
 from bridge.errors import Conflict, InvalidInput
 from bridge.models import IdentityProvider, OneTimeLink, utcnow
 from bridge.store import Store
@@ -62,16 +62,9 @@ def issue(store: Store, slug: str, steps: list[str], *, hours: int, actor: str) 
 
     def work(db: Session) -> IssuedSetup:
         account = get_account(db, slug)
-        link = OneTimeLink(
-            account_id=account.id,
-            purpose=SETUP,
-            token_hash=link_hash(raw),
-            scopes=wanted,
-            created_by=actor,
-            expires=utcnow() + timedelta(hours=hours),
+        link = new_link(
+            db, account.id, SETUP, raw, timedelta(hours=hours), actor=actor, scopes=wanted
         )
-        db.add(link)
-        db.flush()
         audit.record(
             db,
             account.id,

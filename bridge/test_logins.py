@@ -26,10 +26,10 @@ from sqlalchemy.orm import Session
 import policies
 from bridge import audit, idps, logins, planning, profiles, provisioning
 from bridge.accounts import get_account
-from bridge.admins import link_hash, usable_link, use_up
+from bridge.admins import new_link, usable_link, use_up
 from bridge.errors import Conflict, NotFound
 from bridge.identifiers import identifier_problem
-from bridge.models import Account, AuthnRequest, IdentityProvider, OneTimeLink, User, utcnow
+from bridge.models import Account, AuthnRequest, IdentityProvider, OneTimeLink, User
 from bridge.policy import PolicyRegistry, policy_for
 from bridge.store import Store
 
@@ -103,16 +103,15 @@ def issue(store: Store, slug: str, idp_name: str, *, base_url: str, actor: str) 
         idp = idps.get(db, account.id, idp_name)
         if idp.disabled:
             raise Conflict(f"IdP {idp.name!r} is disabled: enable it before testing it")
-        link = OneTimeLink(
-            account_id=account.id,
-            purpose=PURPOSE,
-            token_hash=link_hash(raw),
+        link = new_link(
+            db,
+            account.id,
+            PURPOSE,
+            raw,
+            timedelta(minutes=MINUTES),
+            actor=actor,
             scopes=[str(idp.id)],
-            created_by=actor,
-            expires=utcnow() + timedelta(minutes=MINUTES),
         )
-        db.add(link)
-        db.flush()
         audit.record(
             db,
             account.id,

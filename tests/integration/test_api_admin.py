@@ -59,7 +59,8 @@ def test_idp_refusals(api_for, account):
     r = admin.post("idps", json={"metadata_xml": xml, "metadata_url": "https://x.example/m"})
     assert r.status_code == 400 and "exactly one" in r.json["detail"]
     r = admin.post("idps", json={"metadata_url": "https://127.0.0.1/metadata"})
-    assert r.status_code == 400
+    assert r.status_code == 400 and problem_type(r) == "invalid-input"
+    assert "127.0.0.1" in r.json["detail"]
     assert admin.get("idps").json["idps"] == []
 
 
@@ -75,7 +76,9 @@ def test_scim_token_issued_once_works_and_is_revoked(api_for, account, client):
     assert client.get("/scim/v2/Users", headers=scim).status_code == 200
     assert admin.delete(f"scim-tokens/{token_id}").status_code == 200
     assert client.get("/scim/v2/Users", headers=scim).status_code == 401
-    assert api_for(account, "write").post("scim-tokens", json={}).status_code == 403
+    r = api_for(account, "write").post("scim-tokens", json={})
+    assert r.status_code == 403 and problem_type(r) == "forbidden"
+    assert [t["id"] for t in admin.get("scim-tokens").json["tokens"]] == [token_id]
 
 
 def test_logins_filter(api, account, store):
@@ -91,7 +94,9 @@ def test_logins_filter(api, account, store):
     failed = api.get("logins", query_string={"failed": "true", "idp": "test"}).json["logins"]
     assert [r["reason"] for r in failed] == ["bad_signature"]
     assert api.get("logins", query_string={"since": "2999-01-01T00:00:00Z"}).json["logins"] == []
-    assert api.get("logins", query_string={"since": "yesterday"}).status_code == 400
+    r = api.get("logins", query_string={"since": "yesterday"})
+    assert r.status_code == 400 and problem_type(r) == "invalid-input"
+    assert "since" in r.json["detail"]
     page = api.get("logins", query_string={"limit": 2}).json
     rest = api.get("logins", query_string={"cursor": page["next"]}).json["logins"]
     assert [r["reason"] for r in rest] == ["ok"]
@@ -137,7 +142,7 @@ def test_scim_request_log(api, scim, account, store):
     ok = scim.post("Users", json={"userName": "log@example.com", "password": "hunter2"})
     assert ok.status_code == 201
     dup = scim.post("Users", json={"userName": "log@example.com", "password": "hunter2"})
-    assert dup.status_code == 409
+    assert dup.status_code == 409 and dup.json["scimType"] == "uniqueness"
     scim.get("Users?filter=nope")
     rows = api.get("scim-requests").json["requests"]
     assert [(r["method"], r["status"]) for r in rows] == [

@@ -16,9 +16,11 @@ import threading
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions
@@ -184,10 +186,26 @@ class Console:
             By.XPATH, f"//button[normalize-space()='{text}'] | //a[normalize-space()='{text}']"
         ).click()
         if navigates:
-            self.wait.until(expected_conditions.staleness_of(page))
-            # the next page whole: a click on a page still loading can hit a node Chromium is
-            # replacing ("unhandled inspector error", seen once on a loaded machine)
-            self.wait.until(lambda b: b.execute_script("return document.readyState") == "complete")
+            self.wait_gone(page)
+
+    def wait_gone(self, page: Any) -> None:
+        """Wait until `page` (the old page's <html>) has left, then for the next page whole."""
+
+        def gone(_browser: Any) -> bool:
+            try:
+                page.is_enabled()
+            except StaleElementReferenceException:
+                return True
+            except WebDriverException as error:
+                # chromedriver sometimes reports a node of a replaced document this way, not as
+                # stale (selenium's staleness_of lets it through: a CI run failed on it)
+                if "does not belong to the document" in str(error):
+                    return True
+                raise
+            return False
+
+        self.wait.until(gone)
+        self.wait.until(lambda b: b.execute_script("return document.readyState") == "complete")
 
     def fill(self, label: str, value: str) -> None:
         """Type into the field whose <label> says `label` (labels are how people find fields)."""

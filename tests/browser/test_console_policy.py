@@ -21,7 +21,7 @@ def _confirm_and_wait(console, text):
     console.browser.find_element(By.XPATH, f"//button[normalize-space()='{text}']").click()
     console.wait.until(expected_conditions.alert_is_present())
     console.browser.switch_to.alert.accept()
-    console.wait.until(expected_conditions.staleness_of(page))
+    console.wait_gone(page)
 
 
 def _campaign_grant(console):

@@ -12,24 +12,9 @@ from selenium.webdriver.support import expected_conditions
 
 from bridge import accounts, admins, manual, provisioning
 from tests import factories
+from tests.console_support import POLICY
 
 ENT = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
-POLICY = """account: {slug}
-environments: [production, staging]
-defaults:
-  role: media_library_user
-  environments: [production]
-rules:
-  - name: admins
-    when: {{groups: {{contains: admins}}}}
-    then: {{role: admin, environments: all}}
-  - name: marketing
-    when: {{department: {{equals: Marketing}}}}
-    then:
-      environments: [production, staging]
-      grants:
-        - {{environment: production, folder: "marketing/", level: editor}}
-"""
 
 
 def _push(base_url, token, user_name, department):

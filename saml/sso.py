@@ -59,6 +59,22 @@ _PARSER = etree.XMLParser(
 # python3-saml 1.16 reads and compiles the protocol XSD on every validation (most of its time):
 # compile each schema once per thread instead (lxml schemas are not shared across threads).
 _schemas = threading.local()
+_SCHEMA_DIR = Path(onelogin.saml2.__file__).parent / "schemas"
+# libxml2 sets up its built-in schema types on the first compile in a process, not thread-safely:
+# two request threads compiling at once could fail, and leave every later compile in that worker
+# failing too (all its logins refused as `invalid`). So compile one at a time, and once here, at
+# import, before any request thread runs.
+_compiling = threading.Lock()
+
+
+def _schema(name: str) -> Any:
+    cached = getattr(_schemas, "by_name", None)
+    if cached is None:
+        cached = _schemas.by_name = {}
+    if name not in cached:
+        with _compiling:
+            cached[name] = etree.XMLSchema(etree.parse(str(_SCHEMA_DIR / name)))
+    return cached[name]
 
 
 def _validate_xml(xml: Any, schema: str, debug: bool = False) -> Any:
@@ -66,15 +82,10 @@ def _validate_xml(xml: Any, schema: str, debug: bool = False) -> Any:
         xml = OneLogin_Saml2_XML.to_etree(xml)
     except Exception:  # the library's contract: a string names the failure
         return "unloaded_xml"
-    cached = getattr(_schemas, "by_name", None)
-    if cached is None:
-        cached = _schemas.by_name = {}
-    if schema not in cached:
-        path = Path(onelogin.saml2.__file__).parent / "schemas" / schema
-        cached[schema] = etree.XMLSchema(etree.parse(str(path)))
-    return xml if cached[schema].validate(xml) else "invalid_xml"
+    return xml if _schema(schema).validate(xml) else "invalid_xml"
 
 
+_schema("saml-schema-protocol-2.0.xsd")
 OneLogin_Saml2_XML.validate_xml = staticmethod(_validate_xml)  # type: ignore[method-assign]
 
 # Library error codes -> the typed reasons recorded for every refused login.

@@ -505,6 +505,9 @@ class LoginSession(Base):
     # The ID of the LogoutRequest we sent when this session ended: the IdP's answer names it.
     logout_request_id: Mapped[str | None] = mapped_column(String(128), index=True)
     created: Mapped[datetime] = mapped_column(default=utcnow)
+    # When the person authenticated at the IdP (the assertion's AuthnInstant, never later than
+    # `created`): an IdP may answer from a session of its own hours old. None: at `created`.
+    authenticated: Mapped[datetime | None] = mapped_column()
     expires: Mapped[datetime] = mapped_column()
     ended: Mapped[datetime | None] = mapped_column()
 

@@ -11,7 +11,7 @@ import hashlib
 import hmac
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from itsdangerous import BadSignature, URLSafeSerializer
 from sqlalchemy import select, update
@@ -101,8 +101,11 @@ def start_in(
     idp_id: int | None = None,
     name_id: NameId | None = None,
     session_index: str | None = None,
+    authenticated: datetime | None = None,
 ) -> None:
-    """A new session for `secret`, inside the caller's transaction."""
+    """A new session for `secret`, inside the caller's transaction; `authenticated`: when the
+    IdP says the person authenticated (kept no later than now: an IdP's clock may run ahead)."""
+    now = utcnow()
     db.add(
         LoginSession(
             secret_hash=secret_hash(secret),
@@ -115,9 +118,16 @@ def start_in(
             sp_name_qualifier=name_id.sp_name_qualifier if name_id else None,
             sp_provided_id=name_id.sp_provided_id if name_id else None,
             session_index=session_index,
-            expires=utcnow() + timedelta(minutes=minutes),
+            created=now,
+            authenticated=None if authenticated is None else min(authenticated, now),
+            expires=now + timedelta(minutes=minutes),
         )
     )
+
+
+def authenticated_at(login: LoginSession) -> datetime:
+    """When the person of a session authenticated: at the IdP if it said so, else at its start."""
+    return login.authenticated or login.created
 
 
 def current(db: Session, secret: str) -> tuple[LoginSession, User] | None:

@@ -22,6 +22,7 @@ from bridge import claims, clients, idp_domains, idps, sessions, signing_keys
 from bridge.models import utcnow
 from bridge.web import get_store
 from oidc.server import SCOPES, Person, make_server
+from saml.sso import FORCE_AUTHN_SKEW
 
 bp = Blueprint("oidc", __name__)
 
@@ -141,9 +142,11 @@ def _fresh_since() -> datetime | str | None:
     the login we sent them to began (`auth_after`); "invalid" for a max_age that is not one."""
     args, now = request.args, utcnow()
     if args.get(REAUTH, "").isdigit() and len(args[REAUTH]) <= 15:
-        # never later than now: a login from the future could not be had (a redirect loop)
+        # never later than now: a login from the future could not be had (a redirect loop);
+        # and the forced login's AuthnInstant may trail its request by the IdP clock drift the
+        # ForceAuthn check allows (saml.sso.FORCE_AUTHN_SKEW): allowed here too, or a loop
         millis = min(int(args[REAUTH]), int(now.timestamp() * 1000))
-        return datetime.fromtimestamp(millis / 1000, UTC)
+        return datetime.fromtimestamp(millis / 1000, UTC) - FORCE_AUTHN_SKEW
     if "login" in args.get("prompt", "").split():
         return now
     if "max_age" not in args:
@@ -169,7 +172,7 @@ def _signed_in(info: clients.ClientInfo) -> Person | None:
     login, user = found
     if login.account_id != info.account_id:
         return None
-    return Person(user.id, login.id, login.created)
+    return Person(user.id, login.id, sessions.authenticated_at(login))
 
 
 def _to_login(info: clients.ClientInfo, fresh: datetime | None) -> ResponseReturnValue:

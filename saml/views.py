@@ -299,6 +299,7 @@ def _log_in(
             idp_id=idp_id,
             name_id=assertion.subject,
             session_index=assertion.session_index,
+            authenticated=assertion.authn_instant,
         )
         logins.record_in(
             db,

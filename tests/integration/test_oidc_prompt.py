@@ -58,7 +58,10 @@ class RP:
         url, state = session.create_authorization_url(
             self.meta["authorization_endpoint"], code_verifier=verifier, **params
         )
-        callback = self.browser.follow(url, stop=self._stop)
+        return self.claims(session, verifier, state, self.browser.follow(url, stop=self._stop))
+
+    def claims(self, session, verifier, state, callback):
+        """The code at `callback` exchanged: the verified ID token's claims."""
         assert isinstance(callback, str), getattr(callback, "text", callback)
         assert parse_qs(urlsplit(callback).query)["state"] == [state]
         token = session.fetch_token(
@@ -233,3 +236,45 @@ def test_an_idp_that_ignores_force_authn_is_refused(rp, store):
     request, answer = _answer_with_instant(rp, plain, old)
     assert request.root.get("ForceAuthn") in (None, "false")
     assert answer.status_code == 302 and _sessions(store, rp.account) == sessions_before + 1
+
+
+def _sign_in_answered_at(rp, authn_instant, **params):
+    """The whole flow, the IdP answering with `authn_instant`: its request and the claims."""
+    session, verifier = rp.session(), generate_token(48)
+    url, state = session.create_authorization_url(
+        rp.meta["authorization_endpoint"], code_verifier=verifier, **params
+    )
+    request, answer = _answer_with_instant(rp, url, authn_instant)
+    assert answer.status_code == 302, answer.text
+    back = urljoin(answer.url, answer.headers["Location"])
+    return request, rp.claims(session, verifier, state, rp.browser.follow(back, stop=rp._stop))
+
+
+def test_auth_time_is_when_the_idp_authenticated(rp, store):
+    """An IdP that answers from its own session of an hour ago: the ID token's auth_time is that
+    hour-old AuthnInstant, not the bridge login's moment, so a product's max_age of 30 minutes
+    sends the person to authenticate again (ForceAuthn) though their bridge session is new."""
+    old = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+    request, claims = _sign_in_answered_at(rp, old, nonce="o1")
+    assert request.root.get("ForceAuthn") in (None, "false")
+    assert claims["auth_time"] == int(old.timestamp())
+    rp.idp_requests.clear()
+    renewed = rp.sign_in(nonce="o2", max_age="1800")
+    assert [r.root.get("ForceAuthn") for r in rp.idp_requests] == ["true"]
+    assert abs(renewed["auth_time"] - time.time()) < 30 and renewed["sub"] == claims["sub"]
+    assert _sessions(store, rp.account) == 2
+
+
+def test_auth_time_from_an_idp_clock_ahead_or_behind(rp):
+    """An IdP clock a minute ahead: auth_time is capped at the login's moment (never in the
+    future). prompt=login answered by an IdP clock a minute behind (within the drift the
+    ForceAuthn check allows): one forced login and the code, no redirect loop."""
+    ahead = datetime.now(UTC) + timedelta(minutes=1)
+    _, claims = _sign_in_answered_at(rp, ahead, nonce="a1")
+    assert claims["auth_time"] <= time.time() + 1
+    time.sleep(1.1)
+    behind = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=1)
+    rp.idp_requests.clear()
+    request, again = _sign_in_answered_at(rp, behind, nonce="a2", prompt="login")
+    assert request.root.get("ForceAuthn") == "true"
+    assert again["auth_time"] == int(behind.timestamp()) and again["sub"] == claims["sub"]

@@ -14,7 +14,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -185,20 +185,33 @@ def plan(
         for missing in sorted(set(candidate.environments) - names):
             result.warnings.append(f"environment {missing!r} is not one of the account's")
         decide = policies.Evaluator(candidate)
-        for batch in _batches(db, account):
-            for user, profile, now in batch:
-                result.users += 1
-                decision = decide(profile)
-                after = _after(now, decision, names) if decision.ok else now
-                if after.role and user.active is not False:  # guards count active users
-                    result.role_counts[after.role] += 1
-                change = _diff(user, now, after, () if decision.ok else decision.errors)
-                if change is not None:
-                    result.count(change)
-                    if on_change is None:
-                        result.changes.append(change)
-                    else:
-                        on_change(change)
+        outcomes: dict[tuple[policies.memo.Key, Held], _Outcome] = {}
+        for user_id, user_name, active, profile, held in _users(db, account, decide.attributes):
+            result.users += 1
+            key, decision = decide.decide(profile)
+            outcome = outcomes.get((key, held)) if key is not None else None
+            if outcome is None:
+                outcome = _outcome(held, decision, names)
+                if key is not None:  # users alike in inputs and access share the outcome
+                    if len(outcomes) >= OUTCOMES:
+                        outcomes.clear()
+                    outcomes[(key, held)] = outcome
+            if outcome.role_after and active is not False:  # guards count active users
+                result.role_counts[outcome.role_after] += 1
+            if outcome.changes:
+                change = Change(
+                    user_name,
+                    user_id,
+                    outcome.role,
+                    {k: list(v) for k, v in outcome.gains.items()},
+                    {k: list(v) for k, v in outcome.losses.items()},
+                    outcome.errors,
+                )
+                result.count(change)
+                if on_change is None:
+                    result.changes.append(change)
+                else:
+                    on_change(change)
     for role in candidate.guards.keep_at_least_one:
         if result.role_counts.get(role, 0) == 0:
             result.refused = f"guard keep_at_least_one: no user would keep the role {role}"
@@ -239,57 +252,73 @@ def apply(store: Store, slug: str, *, actor: str) -> Plan:
     return result
 
 
-Row = Any
-COLUMNS = [
-    User.__table__.c[name]
-    for name in dict.fromkeys(
-        (
-            "id",
-            "user_name",
-            "external_id",
-            "active",
-            "manager_id",
-            "saml_attributes",
-            *profiles.SCIM_PATHS,
-        )
-    )
-]
+# What a user holds now, as rows: (kind, value, kept), where kept means not policy-given (kept by
+# apply) and, for the role, manual. Users holding the same rows compare equal.
+Held = frozenset[tuple[str, str, bool]]
+OUTCOMES = 10_000  # distinct (inputs, held) outcomes kept while planning
 
 
-def _batches(db: Session, account: Account) -> Iterator[list[tuple[Row, policies.Profile, Access]]]:
-    """Users in id order, a batch at a time (memory stays flat), each with the Profile the
-    write path would build and the access stored now; a handful of queries per batch."""
+@dataclass(frozen=True)
+class _Outcome:
+    """What the decision does to what a user holds: the Change's parts and the role after."""
+
+    role_after: str | None
+    role: tuple[str | None, str | None] | None = None
+    gains: Mapping[str, list[str]] = field(default_factory=dict)
+    losses: Mapping[str, list[str]] = field(default_factory=dict)
+    errors: tuple[str, ...] = ()
+    changes: bool = False
+
+
+def _outcome(held: Held, decision: policies.Decision, names: set[str]) -> _Outcome:
+    now = _access(held)
+    after = _after(now, decision, names) if decision.ok else now
+    errors = () if decision.ok else decision.errors
+    gains, losses = _diff(now, after)
+    role = (now.role, after.role) if now.role != after.role else None
+    changes = bool(role or any(gains.values()) or any(losses.values()) or errors)
+    return _Outcome(after.role, role, gains, losses, errors, changes)
+
+
+def _users(
+    db: Session, account: Account, attributes: frozenset[str]
+) -> Iterator[tuple[uuid.UUID, str, bool | None, policies.Profile, Held]]:
+    """Users in id order, read a batch at a time (memory stays flat), each with the Profile the
+    write path would build (only the `attributes` the policy can look at: the same Decision)
+    and what they hold now; a handful of queries per batch."""
+    fields = [f for f, path in profiles.SCIM_PATHS.items() if path in attributes]
+    if profiles.MANAGER in attributes:
+        fields.append("manager_id")
+    columns = [
+        User.__table__.c[name]
+        for name in dict.fromkeys(("id", "user_name", "active", "saml_attributes", *fields))
+    ]
+    keys = [c.name for c in columns]
+    emails = "emails.value" in attributes
+    phones = "phoneNumbers.value" in attributes
     last: uuid.UUID | None = None
     while True:
-        stmt = select(*COLUMNS).where(User.account_id == account.id).order_by(User.id).limit(BATCH)
+        stmt = select(*columns).where(User.account_id == account.id).order_by(User.id).limit(BATCH)
         if last is not None:
             stmt = stmt.where(User.id > last)
-        users = db.execute(stmt).mappings().all()
+        users = db.execute(stmt).all()
         if not users:
             return
-        ids = [u["id"] for u in users]
-        emails = _values(db, UserEmail, ids, primary_first=True)
-        phones = _values(db, UserPhoneNumber, ids)
-        groups = _scim_groups(db, ids)
-        now = _access(db, ids)
-        batch = []
+        ids = [u[0] for u in users]
+        found_emails = _values(db, UserEmail, ids, primary_first=True) if emails else {}
+        found_phones = _values(db, UserPhoneNumber, ids) if phones else {}
+        groups, held = _held(db, ids)
         for user in users:
+            values = dict(zip(keys, user, strict=True))
+            user_id = values["id"]
             profile = profiles.build(
-                cast(Mapping[str, Any], user),
-                emails=emails.get(user["id"], ()),
-                phones=phones.get(user["id"], ()),
-                groups=groups.get(user["id"], ()),
+                values,
+                emails=found_emails.get(user_id, ()),
+                phones=found_phones.get(user_id, ()),
+                groups=groups.get(user_id, ()),
             )
-            batch.append((_Named(user), profile, now[user["id"]]))
-        yield batch
+            yield user_id, values["user_name"], values["active"], profile, frozenset(held[user_id])
         last = ids[-1]
-
-
-class _Named:
-    """A row read as attributes (user_name, id, active), like the User it stands for."""
-
-    def __init__(self, row: Any) -> None:
-        self.id, self.user_name, self.active = row["id"], row["user_name"], row["active"]
 
 
 def _values(
@@ -314,44 +343,37 @@ def _within(column: Any, ids: list[uuid.UUID]) -> Any:
     return column.between(ids[0], ids[-1])
 
 
-def _scim_groups(db: Session, ids: list[uuid.UUID]) -> dict[uuid.UUID, tuple[str, ...]]:
-    found: dict[uuid.UUID, list[str]] = {}
-    for user_id, name in db.execute(
-        select(Membership.user_id, Group.display_name)
-        .join(Group, Group.id == Membership.group_id)
-        .where(_within(Membership.user_id, ids), Membership.provenance == "scim")
-        .order_by(Group.display_name)
-    ):
-        found.setdefault(user_id, []).append(name)
-    return {k: tuple(v) for k, v in found.items()}
-
-
-def _access(db: Session, ids: list[uuid.UUID]) -> dict[uuid.UUID, Access]:
-    found: dict[uuid.UUID, Access] = {i: Access() for i in ids}
+def _held(
+    db: Session, ids: list[uuid.UUID]
+) -> tuple[dict[uuid.UUID, tuple[str, ...]], dict[uuid.UUID, list[tuple[str, str, bool]]]]:
+    """The batch's SCIM group names (the profile's groups, by name) and what each user holds."""
+    held: dict[uuid.UUID, list[tuple[str, str, bool]]] = {i: [] for i in ids}
+    groups: dict[uuid.UUID, list[str]] = {}
     for user_id, role, prov in db.execute(
         select(RoleAssignment.user_id, RoleAssignment.role, RoleAssignment.provenance).where(
             _within(RoleAssignment.user_id, ids)
         )
     ):
-        if user_id not in found:
-            continue
-        found[user_id].role, found[user_id].role_manual = role, not prov.startswith(POLICY)
+        if user_id in held:
+            held[user_id].append(("role", role, not prov.startswith(POLICY)))
     for user_id, name, prov in db.execute(
         select(EnvironmentAccess.user_id, Environment.name, EnvironmentAccess.provenance)
         .select_from(EnvironmentAccess)
         .outerjoin(Environment, Environment.id == EnvironmentAccess.environment_id)
         .where(_within(EnvironmentAccess.user_id, ids))
     ):
-        if user_id in found:
-            _add(found[user_id], "environments", name or "all", prov)
+        if user_id in held:
+            held[user_id].append(("environments", name or "all", not prov.startswith(POLICY)))
     for user_id, name, prov in db.execute(
         select(Membership.user_id, Group.display_name, Membership.provenance)
         .join(Group, Group.id == Membership.group_id)
         .where(_within(Membership.user_id, ids))
+        .order_by(Group.display_name)
     ):
-        if user_id in found:
-            _add(found[user_id], "groups", fold(name), prov)
-            found[user_id].group_names.setdefault(fold(name), name)
+        if user_id in held:
+            held[user_id].append(("groups", name, not prov.startswith(POLICY)))
+            if prov == "scim":
+                groups.setdefault(user_id, []).append(name)
     for grantee, env, kind, path, level, prov in db.execute(
         select(
             Grant.user_id, Environment.name, Grant.kind, Grant.path, Grant.level, Grant.provenance
@@ -359,15 +381,27 @@ def _access(db: Session, ids: list[uuid.UUID]) -> dict[uuid.UUID, Access]:
         .join(Environment, Environment.id == Grant.environment_id)
         .where(_within(Grant.user_id, ids))
     ):
-        if grantee in found:
-            _add(found[grantee], "grants", f"{env}:{kind}:{path}:{level}", prov)
-    return found
+        if grantee in held:
+            held[grantee].append(
+                ("grants", f"{env}:{kind}:{path}:{level}", not prov.startswith(POLICY))
+            )
+    return {k: tuple(v) for k, v in groups.items()}, held
 
 
-def _add(target: Access, kind: str, value: str, provenance: str) -> None:
-    getattr(target, kind).add(value)
-    if not provenance.startswith(POLICY):
-        getattr(target, f"kept_{kind}").add(value)
+def _access(held: Held) -> Access:
+    """The Access these rows give (groups compared folded, shown as stored)."""
+    now = Access()
+    for kind, value, kept in held:
+        if kind == "role":
+            now.role, now.role_manual = value, kept
+            continue
+        key = fold(value) if kind == "groups" else value
+        getattr(now, kind).add(key)
+        if kept:
+            getattr(now, f"kept_{kind}").add(key)
+        if kind == "groups":
+            now.group_names.setdefault(key, value)
+    return now
 
 
 def _after(now: Access, decision: policies.Decision, names: set[str]) -> Access:
@@ -392,7 +426,8 @@ def _after(now: Access, decision: policies.Decision, names: set[str]) -> Access:
     )
 
 
-def _diff(user: Any, now: Access, after: Access, errors: tuple[str, ...]) -> Change | None:
+def _diff(now: Access, after: Access) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """What `after` gains and loses against `now`, each sorted (groups by their shown name)."""
     gains = {
         k: sorted(getattr(after, k) - getattr(now, k)) for k in ("environments", "groups", "grants")
     }
@@ -404,10 +439,7 @@ def _diff(user: Any, now: Access, after: Access, errors: tuple[str, ...]) -> Cha
     names = {**now.group_names, **after.group_names}
     for found in (gains, losses):
         found["groups"] = sorted(names.get(g, g) for g in found["groups"])
-    role = (now.role, after.role) if now.role != after.role else None
-    if not role and not any(gains.values()) and not any(losses.values()) and not errors:
-        return None
-    return Change(user.user_name, user.id, role, gains, losses, errors)
+    return gains, losses
 
 
 def _reconcile_group_grants(

@@ -42,6 +42,7 @@ SCIM_PATHS: dict[str, str] = {
     "division": f"{ENTERPRISE}:division",
     "department": f"{ENTERPRISE}:department",
 }
+MANAGER = f"{ENTERPRISE}:manager.value"  # from the manager_id column
 
 
 def saml_state(profile: policies.Profile) -> dict[str, Any]:
@@ -113,7 +114,7 @@ def build(
     if phones:
         attributes["phoneNumbers.value"] = phones
     if values.get("manager_id") is not None:
-        attributes[f"{ENTERPRISE}:manager.value"] = (values["manager_id"],)
+        attributes[MANAGER] = (values["manager_id"],)
     source, idp = policies.Source.POLICY, None
     saved = values.get("saml_attributes")
     if trigger is not None:

@@ -83,6 +83,8 @@ def default_ignore_case(name: str, inputs: Mapping[str, InputSpec]) -> bool:
 class Inputs:
     """The values of one profile's inputs, each resolved on first use."""
 
+    __slots__ = ("_cache", "_profile", "_specs")
+
     def __init__(self, specs: Mapping[str, InputSpec], profile: Profile) -> None:
         self._specs = specs
         self._profile = profile
@@ -90,25 +92,26 @@ class Inputs:
 
     def __call__(self, name: str) -> tuple[str, ...]:
         """The input's values; raises InputError when the profile cannot give them."""
-        if name not in self._cache:
+        found = self._cache.get(name)
+        if found is None:
             try:
-                self._cache[name] = self._resolve(name)
+                found = self._resolve(name)
             except InputError as exc:
-                self._cache[name] = exc
-        found = self._cache[name]
+                found = exc
+            self._cache[name] = found
         if isinstance(found, InputError):
             raise found
         return found
 
     def _resolve(self, name: str) -> tuple[str, ...]:
         profile = self._profile
-        if name == "userName":
-            return _clean("userName", (profile.user_name,))
-        if name == "source":
-            return _clean("source", (getattr(profile.source, "value", profile.source),))
-        if name == "idp":
-            return () if profile.idp is None else _clean("idp", (profile.idp.entity_id,))
-        if name == "email_domain":
+        if name in DERIVED_INPUTS:
+            if name == "userName":
+                return _clean("userName", (profile.user_name,))
+            if name == "source":
+                return _clean("source", (getattr(profile.source, "value", profile.source),))
+            if name == "idp":
+                return () if profile.idp is None else _clean("idp", (profile.idp.entity_id,))
             return tuple(
                 v.rpartition("@")[2].lower() for v in self("email") if v.rpartition("@")[2]
             )
@@ -122,9 +125,9 @@ class Inputs:
 
     def _read(self, spec: InputSpec) -> tuple[str, ...]:
         attributes = self._profile.attributes
-        if not isinstance(attributes, Mapping):
+        if type(attributes) is not dict and not isinstance(attributes, Mapping):
             raise InputError(f"profile attributes are a {type(attributes).__name__}, not a mapping")
-        if self._profile.source == "saml" and spec.saml is not None:
+        if spec.saml is not None and self._profile.source == "saml":
             values = self._first(spec.saml, attributes, memberships=False)
             if values:
                 return values
@@ -136,14 +139,17 @@ class Inputs:
         for key in where.names:
             if memberships and key == "groups":
                 raw: object = self._profile.groups
-            elif key in attributes:
-                raw = attributes[key]
             else:
-                continue
+                raw = attributes.get(key, _ABSENT)
+                if raw is _ABSENT:
+                    continue
             values = _clean(key, raw, where.split)
             if values:
                 return values
         return ()
+
+
+_ABSENT = object()
 
 
 def _clean(key: str, raw: object, split: str | None = None) -> tuple[str, ...]:
@@ -155,8 +161,12 @@ def _clean(key: str, raw: object, split: str | None = None) -> tuple[str, ...]:
     for value in raw:
         if not isinstance(value, str):
             raise InputError(f"attribute {key!r} holds a {type(value).__name__} value")
-        parts = value.split(split) if split else [value]
-        out.extend(p.strip() for p in parts if p.strip())
+        if split:
+            out.extend(p.strip() for p in value.split(split) if p.strip())
+        else:
+            value = value.strip()
+            if value:
+                out.append(value)
     if len(out) > MAX_VALUES:
         raise InputError(f"attribute {key!r} splits into {len(out)} values (at most {MAX_VALUES})")
     return tuple(out)

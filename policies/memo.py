@@ -33,27 +33,52 @@ def read_inputs(policy: Policy) -> tuple[str, ...]:
     return tuple(sorted(names))
 
 
+def read_attributes(policy: Policy) -> frozenset[str]:
+    """Every profile attribute the inputs the policy reads may look at (their SAML names and
+    SCIM paths, `groups` also naming the memberships): a profile that lacks the others gets the
+    same Decision, so a caller may build only these."""
+    names = set(read_inputs(policy))
+    if "email_domain" in names:
+        names.add("email")
+    found: set[str] = set()
+    for name in names:
+        spec = policy.inputs.get(name) or BUILTIN_INPUTS.get(name)
+        for source in (spec.saml, spec.scim) if spec is not None else ():
+            if source is not None:
+                found.update(source.names)
+    return frozenset(found)
+
+
+Key = tuple[tuple[str, ...], ...]
+
+
 class Evaluator:
     """`evaluate(policy, profile)`, cached by the values of the inputs the policy reads."""
 
     def __init__(self, policy: Policy, *, size: int = 10_000) -> None:
         self.policy = policy
         self.names = read_inputs(policy)
+        self.attributes = read_attributes(policy)
         self.size = size
-        self._cache: dict[tuple[tuple[str, ...], ...], Decision] = {}
+        self._cache: dict[Key, Decision] = {}
 
     def __call__(self, profile: Profile) -> Decision:
+        return self.decide(profile)[1]
+
+    def decide(self, profile: Profile) -> tuple[Key | None, Decision]:
+        """The Decision and the input values it depends on (None when an input cannot be read:
+        evaluate then says why, uncached)."""
         inputs = Inputs(self.policy.inputs, profile)
         try:
             key = tuple(inputs(name) for name in self.names)
         except InputError:
-            return evaluate(self.policy, profile)  # an error: evaluate says why, uncached
+            return None, evaluate(self.policy, profile)
         found = self._cache.get(key)
         if found is None:
             if len(self._cache) >= self.size:
                 self._cache.clear()
             found = self._cache[key] = evaluate(self.policy, profile)
-        return found
+        return key, found
 
 
 def reads_scim_path(policy: Policy, path: str) -> bool:

@@ -9,7 +9,7 @@ import uuid
 import pytest
 from sqlalchemy import select
 
-from bridge import events, provisioning
+from bridge import events, manual, planning, provisioning
 from bridge.models import AuditEvent, Environment, Grant, User
 from policies import Profile, Source
 
@@ -244,6 +244,116 @@ def test_plan_matches_what_apply_does(scim_acct, store, account, policy_file, cl
     last_apply = max(i for i, e in enumerate(found) if e.type == "policy.applied")
     assert found[last_apply].data["users_changing"] == 3
     assert {e.data["user"]["id"] for e in found[last_apply + 1 :]} == set(users.values())
+
+
+CANDIDATE = """
+account: {slug}
+environments: [production, staging]
+defaults: {{role: media_library_user, environments: [production]}}
+roles: {{precedence: highest}}
+rules:
+  - name: admins
+    when: {{groups: {{contains: CLD-Admins}}}}
+    then: {{role: admin, environments: all, groups: [platform]}}
+  - name: sales
+    when: {{department: {{equals: Sales}}}}
+    then:
+      groups: [Marketing]
+      environments: [staging]
+      grants: [{{environment: staging, folder: "sales/", level: viewer}}]
+  - name: pattern
+    when: {{email: {{matches: "a.*b"}}}}
+    then: {{role: billing}}
+grants:
+  Marketing:
+    - {{environment: production, folder: "brand/", level: viewer}}
+"""
+
+
+def test_plan_lists_every_change_apply_makes(scim_acct, store, account, policy_file, tmp_path):
+    """Over users of every shape (SCIM, stored SAML attributes, manual rows, inactive, a rule
+    that errors, unchanged), each planned change is exactly what `apply` then does."""
+    scim = scim_acct
+
+    def user(name, **extra):
+        return scim.post("Users", json={"userName": f"{name}@example.com", **extra}).json["id"]
+
+    ids = {
+        "ann": user("ann", **{ENT: {"department": "Marketing"}}),
+        "ben": user("ben", **{ENT: {"department": "Sales"}}),
+        "cy": user("cy", title="Clerk", phoneNumbers=[{"value": "+1 555 0100"}]),
+        "dee": user("dee", active=False),
+        "eve": user("eve", **{ENT: {"department": "Sales"}}),
+        "fay": user("fay"),
+    }
+    for name, attributes in (
+        ("sam", {"department": ("Sales",)}),  # a SAML login's attributes, kept on the user
+        ("zed", {"email": ("a" * 5000 + "@x.com",)}),  # too long for `matches`: an error
+    ):
+        out = provisioning.provision(
+            store,
+            account.id,
+            Profile(source=Source.SAML, user_name=f"{name}@example.com", attributes=attributes),
+            actor="t",
+        )
+        ids[name] = str(out.user_id)
+    scim.post(
+        "Groups",
+        json={
+            "displayName": "cld-admins",
+            "members": [{"value": ids[n]} for n in ("ben", "dee", "eve")],
+        },
+    )
+    eve = uuid.UUID(ids["eve"])
+    manual.set_role(store, account.id, eve, "technical_admin", actor="t")
+    manual.set_environment(store, account.id, eve, "staging", present=True, actor="t")
+    manual.set_user_grant(
+        store,
+        account.id,
+        eve,
+        manual.GrantSpec("production", "collection", "Special", "manager"),
+        present=True,
+        actor="t",
+    )
+    candidate = tmp_path / "candidate.yaml"
+    candidate.write_text(textwrap.dedent(CANDIDATE.format(slug=account.slug)))
+    changes = []
+    planned = planning.plan(
+        store,
+        account.slug,
+        planning.load_candidate(str(candidate), account.slug),
+        on_change=changes.append,
+    )
+    assert planned.users == len(ids) and planned.refused is None and planned.errors == 1
+    before = {n: access(store, i) for n, i in ids.items()}
+    policy_file(candidate.read_text())
+    planning.apply(store, account.slug, actor="t")
+    after = {n: access(store, i) for n, i in ids.items()}
+
+    def rows(a):
+        return {
+            "environments": {e["environment"] for e in a["environments"]},
+            "groups": {g["group"] for g in a["groups"]},
+            "grants": {
+                f"{g['environment']}:{g['kind']}:{g['path']}:{g['level']}" for g in a["grants"]
+            },
+        }
+
+    by_name = {c.user_name.split("@")[0]: c for c in changes}
+    assert set(by_name) == {"ann", "ben", "eve", "sam", "zed"}
+    assert all(before[n] == after[n] for n in ("cy", "dee", "fay"))  # no Change, no write
+    assert by_name["zed"].errors and before["zed"] == after["zed"]
+    assert by_name["eve"].role is None  # a manual role outranks the policy's
+    for name, change in by_name.items():
+        was, now = rows(before[name]), rows(after[name])
+        role = (before[name]["role"] or {}).get("role"), (after[name]["role"] or {}).get("role")
+        assert change.role == (role if role[0] != role[1] else None), name
+        for kind in ("environments", "groups", "grants"):
+            assert change.gains[kind] == sorted(now[kind] - was[kind]), (name, kind)
+            lost = was[kind] - now[kind]
+            if kind == "environments" and "all" in now[kind]:
+                lost = set()  # `all` covers every environment: plan shows no loss
+            assert change.losses[kind] == sorted(lost), (name, kind)
 
 
 def test_guard_refuses_plan_and_apply(store, account, policy_file, cli):

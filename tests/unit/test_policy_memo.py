@@ -80,3 +80,54 @@ def test_reads_scim_path_sees_declared_inputs():
         "rules:\n  - name: t\n    when: {teams: {contains: ops}}\n    then: {role: admin}\n"
     )
     assert reads_scim_path(declared, "groups")
+
+
+ENT = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+ATTRIBUTES = [  # read by POLICY's inputs (SAML names and SCIM paths) or not
+    "groups",
+    "http://schemas.microsoft.com/ws/2008/06/identity/claims/groups",
+    "department",
+    f"{ENT}:department",
+    "title",
+    "email",
+    "emails.value",
+    "mail",
+    "phoneNumbers.value",
+    "nickName",
+    f"{ENT}:costCenter",
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    source=st.sampled_from([Source.SCIM, Source.SAML]),
+    name=st.sampled_from(["a@acme.example", "plain"]),
+    groups=st.lists(st.sampled_from(["admins", "staff"]), max_size=2),
+    attributes=st.dictionaries(
+        st.sampled_from(ATTRIBUTES),
+        st.one_of(
+            st.lists(
+                st.sampled_from(["admins", "Sales", "Head of Sales", " ", "b@acme.example"]),
+                max_size=2,
+            ).map(tuple),
+            st.just("not a list"),
+        ),
+    ),
+)
+def test_a_profile_of_only_the_attributes_read_gets_the_same_decision(
+    source, name, groups, attributes
+):
+    """Planning builds only read_attributes(policy): the Decision must not change."""
+    from policies.memo import read_attributes
+
+    policy = loads(POLICY)
+    read = read_attributes(policy)
+    assert "phoneNumbers.value" not in read and "nickName" not in read and "title" in read
+    full = Profile(source=source, user_name=name, groups=tuple(groups), attributes=attributes)
+    only = Profile(
+        source=source,
+        user_name=name,
+        groups=tuple(groups),
+        attributes={k: v for k, v in attributes.items() if k in read},
+    )
+    assert evaluate(policy, only) == evaluate(policy, full)

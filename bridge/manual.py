@@ -87,8 +87,11 @@ def _change_user(
         change(db, account, user)
         db.flush()
         choice = provisioning.reapply(db, account, user, registry=store.policies, actor=actor)
-        if choice.policy is not None:
-            check_guards(db, account, choice.policy)
+        if choice.policy is not None and user.active is not False:
+            held = (before["access"].get("role") or {}).get("role")
+            now = db.scalar(select(RoleAssignment.role).where(RoleAssignment.user_id == user.id))
+            lost = {held} - {now} if isinstance(held, str) else set()
+            check_guards(db, account, choice.policy, lost=lost)
         provisioning.record_change(
             db, account, user, before, actor=actor, action="user.manual_access"
         )
@@ -97,13 +100,19 @@ def _change_user(
     return store.write(work)
 
 
-def check_guards(db: Session, account: Account, policy: policies.Policy) -> None:
-    """Refuse (GuardRefused) when a role the policy must keep has no active user left."""
+def check_guards(db: Session, account: Account, policy: policies.Policy, *, lost: set[str]) -> None:
+    """Refuse (GuardRefused) when the change took away a role (`lost`: the roles the changed
+    user held before it) that the policy must keep and no active user holds now. A change that
+    takes no holder away is never refused: an account left without one (a new account, say) can
+    still be worked on while someone is given the role."""
+    guarded = [role for role in policy.guards.keep_at_least_one if role in lost]
+    if not guarded:
+        return
     db.flush()
     # Counted under the account row's lock: two concurrent removals of the last two holders
     # queue, and the second counts after the first committed (bridge.guards.other_holder).
     db.scalar(select(Account.id).where(Account.id == account.id).with_for_update(key_share=True))
-    for role in policy.guards.keep_at_least_one:
+    for role in guarded:
         held = db.scalar(
             select(func.count())
             .select_from(RoleAssignment)

@@ -151,6 +151,24 @@ def test_guard_refuses_removing_the_last_master_admin(api, scim, policy, store, 
     assert api.delete(f"users/{uid}/role").status_code == 200  # another one is left now
 
 
+def test_guard_lets_changes_through_that_take_no_holder_away(api, scim, policy, store, account):
+    """The guard declared and nobody holding master_admin (a new account): manual changes that
+    take no holder away go through (a grant, another role, naming the first master_admin);
+    taking the role from its only holder is then refused, and nothing is written."""
+    policy(guards="guards: {keep_at_least_one: [master_admin]}")
+    uid = scim.post("Users", json={"userName": "ann@example.com"}).json["id"]
+    boss = scim.post("Users", json={"userName": "boss@example.com"}).json["id"]
+    grant = {"environment": "production", "path": "a/", "level": "viewer"}
+    assert api.post(f"users/{uid}/grants", json=grant).status_code in (200, 201)
+    assert api.put(f"users/{uid}/role", json={"role": "admin"}).status_code == 200
+    assert api.put(f"users/{boss}/role", json={"role": "master_admin"}).status_code == 200
+    before = audit_seq(store, account)
+    refused = api.put(f"users/{boss}/role", json={"role": "admin"})
+    assert refused.status_code == 409 and refused.json["guard"] == "keep_at_least_one: master_admin"
+    assert audit_seq(store, account) == before
+    assert api.get(f"users/{boss}").json["access"]["role"]["role"] == "master_admin"
+
+
 def test_manual_changes_are_audited_with_the_key(api, store, account):
     """A manual grant is one audit event, actor api:key:<id>, with before and after."""
     uid = provisioning.provision(store, account.id, factories.profile(), actor="t").user_id

@@ -5,7 +5,10 @@ Rounds interleaved on one bridge (gunicorn, 2 workers, PostgreSQL): "off" (no en
 worker) and "on" (an endpoint subscribed to user.created, one `idbridge worker`). Each round
 4 client threads create users over SCIM; the receiver verifies every delivery with the
 `standardwebhooks` package and stamps its arrival. Latency = arrival - the 201 of the create.
-Targets: p99 <= 1 s; "on" create throughput >= 90 % of "off" (same run).
+Targets: p99 <= 1 s; "on" create throughput >= 90 % of "off" (same run). Also printed: the
+worker's CPU per event and gunicorn's own CPU per create in each mode (from /proc): on 2 shared
+cores the worker, the receiver and PostgreSQL take CPU from gunicorn, so the throughput ratio
+mixes what webhooks cost a create (gunicorn's CPU per create, on vs off) with box contention.
 
     .venv/bin/python bench/webhooks/run.py [--quick]
 """
@@ -129,6 +132,20 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _gunicorn_cpu(master: int) -> float:
+    """CPU seconds of the gunicorn master and its workers: what the SCIM creates themselves cost,
+    apart from the worker, the receiver and the database sharing the machine with them."""
+    total = _cpu_seconds(master)
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+            if int(fields[1]) == master:
+                total += _cpu_seconds(int(stat.parent.name))
+        except (OSError, ValueError):  # a process that ended while we looked
+            continue
+    return total
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[max(0, math.ceil(q * len(ordered)) - 1)]  # nearest rank
@@ -148,13 +165,17 @@ def main() -> None:
     latencies: list[float] = []
     missing = attempts = 0
     worker_cpu: list[float] = []  # the worker's CPU ms per event delivered, per round
+    web_cpu: dict[str, list[float]] = {"off": [], "on": []}  # gunicorn's CPU ms per create
+    assert server.proc is not None
     failures: list[Any] = []
     create_load(server, 25)  # warm-up
     for r in range(rounds):
         for mode in ("off", "on"):
             log(f"round {r + 1}/{rounds} {mode} (load {os.getloadavg()[0]:.1f})")
             if mode == "off":
-                rate, _ = create_load(server, per_client)
+                web_before = _gunicorn_cpu(server.proc.pid)
+                rate, done = create_load(server, per_client)
+                web_cpu["off"].append((_gunicorn_cpu(server.proc.pid) - web_before) / len(done))
                 off.append(rate)
                 continue
             out = subprocess.run(
@@ -187,7 +208,9 @@ def main() -> None:
                 time.sleep(0.05)
                 receiver.drain()
             cpu_before = _cpu_seconds(worker.pid)
+            web_before = _gunicorn_cpu(server.proc.pid)
             rate, done = create_load(server, per_client)
+            web_cpu["on"].append((_gunicorn_cpu(server.proc.pid) - web_before) / len(done))
             on.append(rate)
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline and not set(done) <= set(receiver.arrived):
@@ -238,6 +261,13 @@ def main() -> None:
         "worker CPU per event (user+system, from /proc): "
         f"median {statistics.median(worker_cpu):.2f} ms  "
         f"rounds {[round(x, 2) for x in worker_cpu]}"
+    )
+    web = {mode: statistics.median(ms) * 1000 for mode, ms in web_cpu.items()}
+    print(
+        "gunicorn CPU per create (master + workers, from /proc): "
+        f"off {web['off']:.2f} ms, on {web['on']:.2f} ms, on/off {web['on'] / web['off']:.3f}  "
+        f"rounds off {[round(x * 1000, 2) for x in web_cpu['off']]} "
+        f"on {[round(x * 1000, 2) for x in web_cpu['on']]}"
     )
     print(f"missing deliveries: {missing}, bad signatures: {receiver.bad}")
     print(f"delivery attempts: {attempts}; failed ones by status/error: {failures}")

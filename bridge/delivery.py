@@ -21,13 +21,12 @@ import random
 import secrets
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlencode
 
-from sqlalchemy import Select, func, or_, select, update
+from sqlalchemy import Select, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 from standardwebhooks.webhooks import Webhook
 
@@ -86,9 +85,18 @@ class Grab:
     budget: int
 
 
-def project(store: Store, grab: Grab | None = None) -> tuple[int, list[Job]]:
-    """Queue deliveries for every endpoint behind its account's audit head; return how many,
-    and (with `grab`) up to `grab.budget` of them already claimed by that worker."""
+@dataclass(frozen=True)
+class Scan:
+    """What one look at the queue found: endpoints and clients behind their account's audit
+    head, and whether any delivery is due (a retry, a redeliver, a dead worker's claim)."""
+
+    hooks: list[int]
+    logouts: list[int]
+    due: bool
+
+
+def scan(store: Store) -> Scan:
+    """One read transaction for a whole poll (most polls find nothing: no write for those)."""
     with store.read() as db:
         hooks = db.scalars(
             select(WebhookEndpoint.id)
@@ -103,9 +111,20 @@ def project(store: Store, grab: Grab | None = None) -> tuple[int, list[Job]]:
                 OidcClient.logout_cursor < Account.audit_seq,
             )
         ).all()
+        due = _any_due(db)
+    return Scan(list(hooks), list(logouts), due)
+
+
+def project(
+    store: Store, grab: Grab | None = None, found: Scan | None = None
+) -> tuple[int, list[Job]]:
+    """Queue deliveries for every endpoint behind its account's audit head (as `found`, or as
+    a fresh scan finds them); return how many, and (with `grab`) up to `grab.budget` of them
+    already claimed by that worker."""
+    found = found or scan(store)
     queued, taken = 0, list[Job]()
-    work = [functools.partial(_project_hook, endpoint_id=i) for i in hooks]
-    work += [functools.partial(_project_logout, client_pk=i) for i in logouts]
+    work = [functools.partial(_project_hook, endpoint_id=i) for i in found.hooks]
+    work += [functools.partial(_project_logout, client_pk=i) for i in found.logouts]
     for unit in work:
         left = None if grab is None else replace(grab, budget=grab.budget - len(taken))
         count, jobs = store.write(functools.partial(unit, grab=left))
@@ -229,13 +248,19 @@ def _due(now: datetime) -> Select[Delivery]:
     )
 
 
-def claim(store: Store, worker: str, limit: int, tuning: Tuning) -> list[Job]:
-    """Take up to `limit` due deliveries for the lease (rows other workers hold are skipped)."""
+def _any_due(db: Session) -> bool:
+    return db.scalar(_due(utcnow()).with_only_columns(Delivery.id).limit(1)) is not None
 
-    with store.read() as db:  # most polls find nothing: no write transaction for those
-        now = utcnow()
-        if db.scalar(_due(now).with_only_columns(Delivery.id).limit(1)) is None:
-            return []
+
+def claim(
+    store: Store, worker: str, limit: int, tuning: Tuning, *, probe: bool = True
+) -> list[Job]:
+    """Take up to `limit` due deliveries for the lease (rows other workers hold are skipped);
+    `probe=False` when a scan just found some due (no second read to ask again)."""
+    if probe:
+        with store.read() as db:  # most polls find nothing: no write transaction for those
+            if not _any_due(db):
+                return []
 
     def work(db: Session) -> list[Job]:
         now = utcnow()
@@ -253,38 +278,53 @@ def claim(store: Store, worker: str, limit: int, tuning: Tuning) -> list[Job]:
 
 @dataclass
 class Sender:
-    """Sends one claimed delivery and records the outcome."""
+    """Sends claimed deliveries and records their outcomes."""
 
     store: Store
     secret_key: str
     issuer: str
     allow_private: bool
     tuning: Tuning
-    on_result: Callable[[Job, egress.Answer], None] | None = field(default=None)
     _endpoints: dict[int, tuple[float, str, list[str]]] = field(default_factory=dict, init=False)
 
     def send(self, job: Job) -> None:
+        """Send one delivery and record the attempt."""
+        self.record([(job, self.attempt(job))])
+
+    def attempt(self, job: Job) -> egress.Answer:
+        """Send one delivery; the answer, or why there was none (never raises)."""
         try:
             prepared = self._prepare(job)
+            if prepared is None:
+                return egress.Answer(None, 0, None, "endpoint or client no longer exists")
+            url, body, headers = prepared
+            timeout = self.tuning.timeout_seconds
+            return egress.post(
+                url, body, headers, allow_private=self.allow_private, timeout=timeout
+            )
         except Exception:  # a delivery that cannot even be built is logged, not retried hot
             log.exception("delivery %d could not be prepared", job.id)
-            prepared = None
-        if prepared is None:
-            answer = egress.Answer(None, 0, None, "endpoint or client no longer exists")
-        else:
-            url, body, headers = prepared
-            answer = egress.post(
-                url,
-                body,
-                headers,
-                allow_private=self.allow_private,
-                timeout=self.tuning.timeout_seconds,
-            )
-        outcome = self.store.write(lambda db: self._record(db, job, answer))
-        kind = "webhook" if job.endpoint_id is not None else "logout"
-        metrics.WEBHOOK_DELIVERIES.labels(kind, outcome).inc()  # after the commit: counted once
-        if self.on_result is not None:
-            self.on_result(job, answer)
+            return egress.Answer(None, 0, None, "the delivery could not be built (worker log)")
+
+    def record(self, results: list[tuple[Job, egress.Answer]]) -> None:
+        """Record finished attempts in one transaction. Should that fail, each is recorded in
+        one of its own, so one that cannot be recorded costs none of the others; that one keeps
+        its claim until the lease runs out and is then sent again (at least once)."""
+        if not results:
+            return
+        try:
+            outcomes = self.store.write(lambda db: self._record_all(db, results))
+        except Exception:
+            if len(results) == 1:
+                log.exception("the attempt of delivery %d could not be recorded", results[0][0].id)
+                return
+            log.exception("%d attempts could not be recorded together: one by one", len(results))
+            for one in results:
+                self.record([one])
+            return
+        for (job, _), outcome in zip(results, outcomes, strict=True):
+            kind = "webhook" if job.endpoint_id is not None else "logout"
+            metrics.WEBHOOK_DELIVERIES.labels(kind, outcome).inc()  # after the commit: once
 
     def _endpoint(self, endpoint_id: int) -> tuple[str, list[str]] | None:
         """An endpoint's URL and signing secrets, cached for ENDPOINT_TTL seconds (a rotation
@@ -346,21 +386,33 @@ class Sender:
         }
         return signing_keys.sign(key, body, typ="logout+jwt")
 
-    def _record(self, db: Session, job: Job, answer: egress.Answer) -> str:
-        """Log the attempt and move the row on; returns the outcome (a metrics label)."""
-        now = utcnow()
-        db.add(
-            DeliveryAttempt(
-                delivery_id=job.id,
-                status=answer.status,
-                latency_ms=answer.latency_ms,
-                response=answer.excerpt,
-                error=answer.error,
-            )
-        )
-        row = db.get(Delivery, job.id, with_for_update=True)
-        if row is None:
+    def _record_all(self, db: Session, results: list[tuple[Job, egress.Answer]]) -> list[str]:
+        """Lock the rows (in id order: two workers never wait on each other in a circle), then
+        log each attempt and move its row on; the outcomes, in order (metrics labels)."""
+        ids = sorted({job.id for job, _ in results})
+        locked = select(Delivery).where(Delivery.id.in_(ids)).order_by(Delivery.id)
+        rows = {row.id: row for row in db.scalars(locked.with_for_update())}
+        outcomes = [self._record(db, rows.get(job.id), answer) for job, answer in results]
+        logged = [
+            {
+                "delivery_id": job.id,
+                "status": answer.status,
+                "latency_ms": answer.latency_ms,
+                "response": answer.excerpt,
+                "error": answer.error,
+            }
+            for job, answer in results
+            if job.id in rows
+        ]
+        if logged:  # one statement for the round's attempts
+            db.execute(insert(DeliveryAttempt), logged)
+        return outcomes
+
+    def _record(self, db: Session, row: Delivery | None, answer: egress.Answer) -> str:
+        """Move the row on after an attempt; returns the outcome (a metrics label)."""
+        if row is None:  # its endpoint or client was removed while the attempt was in flight
             return "missing"
+        now = utcnow()
         row.attempts += 1
         if row.state == "pending" and row.claimed_until is None:
             # sent again by hand (webhooks.redeliver) while this attempt was in flight: it is
@@ -420,36 +472,45 @@ def run(
     stop: threading.Event,
     worker: str | None = None,
 ) -> None:
-    """Project and deliver until `stop` is set; one slow endpoint occupies one thread only."""
+    """Project and deliver until `stop` is set; one slow endpoint occupies one thread only.
+
+    Threads only send; this loop records what they finished, all of it in one transaction per
+    round (a transaction per attempt was most of the worker's cost to the SCIM writers)."""
     worker = worker or f"w-{secrets.token_hex(4)}"
     tuning = sender.tuning
-    inflight: set[Future[None]] = set()
+    inflight: set[Future[tuple[Job, egress.Answer]]] = set()
     swept = counted = -SWEEP_EVERY  # the first sweep runs at once
     with ThreadPoolExecutor(tuning.threads, thread_name_prefix=worker) as pool:
+
+        def start(jobs: list[Job]) -> None:
+            for job in jobs:
+                inflight.add(pool.submit(lambda j: (j, sender.attempt(j)), job))
+
         while not stop.is_set():
             busy = False
             try:
+                finished = {f for f in inflight if f.done()}
+                inflight -= finished
+                sender.record([f.result() for f in finished])
                 if time.monotonic() - swept > SWEEP_EVERY:
                     swept = time.monotonic()
                     sweep(store, tuning)
                 if time.monotonic() - counted > BACKLOG_EVERY:
                     count_backlog(store)
                     counted = time.monotonic()
-                inflight = {f for f in inflight if not f.done()}
                 free = tuning.threads - len(inflight)
                 grab = Grab(worker, utcnow() + tuning.lease, free)
-                queued, fresh = project(store, grab)
+                found = scan(store)  # one read: what to project, and whether any row is due
+                queued, fresh = project(store, grab, found)
                 # Go round again at once only with work left over (a backlog); otherwise wait a
                 # poll, so a steady stream of events is projected a poll's worth per transaction
                 # instead of one transaction per event (the worker's cost to the SCIM writers).
                 busy = queued > len(fresh) or queued >= BATCH
-                for job in fresh:  # queued and claimed in one transaction: sent at once
-                    inflight.add(pool.submit(sender.send, job))
+                start(fresh)  # queued and claimed in one transaction: sent at once
                 free -= len(fresh)
-                if free > 0:
-                    claimed = claim(store, worker, free, tuning)
-                    for job in claimed:
-                        inflight.add(pool.submit(sender.send, job))
+                if free > 0 and found.due:
+                    claimed = claim(store, worker, free, tuning, probe=False)
+                    start(claimed)
                     free -= len(claimed)
                     busy = busy or not free
             except Exception:  # the database may be away for a moment: keep the loop alive
@@ -459,4 +520,5 @@ def run(
                 wait(inflight, timeout=tuning.poll_seconds, return_when=FIRST_COMPLETED)
             elif not busy:
                 stop.wait(tuning.poll_seconds)
-        wait(inflight)  # sends in flight finish (and record) before the worker exits
+        wait(inflight)  # sends in flight finish and are recorded before the worker exits
+        sender.record([f.result() for f in inflight])

@@ -3,15 +3,17 @@ Webhooks (checked with the `standardwebhooks` package), at least once, by worker
 work through the database."""
 
 import threading
+import uuid
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import event, select, update
 
 from bridge import delivery, events, webhooks
 from bridge.errors import InvalidInput
-from bridge.models import Account, Delivery, WebhookEndpoint
+from bridge.models import Account, Delivery, DeliveryAttempt, WebhookEndpoint
 from tests.receiver import Receiver
 
 FAST = delivery.Tuning(
@@ -280,6 +282,127 @@ def test_a_redeliver_during_an_attempt_is_not_lost(scim, store, settings, receiv
     workers.stop()
     with store.read() as db:
         assert db.get(Delivery, job.id).state == "delivered"
+
+
+def _sent(store, settings, scim, n):
+    """n users created, their deliveries queued, claimed and sent: the results to record."""
+    for _ in range(n):
+        scim.post("Users", {"userName": f"{uuid.uuid4().hex}@example.com"})
+    delivery.project(store)
+    jobs = delivery.claim(store, "w-test", 100, FAST)
+    sender = delivery.Sender(store, settings.ensure_secret_key().secret_key, "x", True, FAST)
+    return sender, [(job, sender.attempt(job)) for job in jobs]
+
+
+@contextmanager
+def _counted(store):
+    """Statements and commits on the store's engine while the block runs."""
+    seen = {"statements": 0, "commits": 0}
+
+    def on_statement(*_args):
+        seen["statements"] += 1
+
+    def on_commit(_conn):
+        seen["commits"] += 1
+
+    event.listen(store.engine, "before_cursor_execute", on_statement)
+    event.listen(store.engine, "commit", on_commit)
+    try:
+        yield seen
+    finally:
+        event.remove(store.engine, "before_cursor_execute", on_statement)
+        event.remove(store.engine, "commit", on_commit)
+
+
+def test_finished_attempts_are_recorded_in_one_transaction(scim, store, settings, receiver):
+    """A round's finished attempts are logged and settled in one transaction, whose statements
+    do not grow with the number of attempts."""
+    added = _hook(store, settings, scim.account, receiver.url, types=["user.created"])
+    receiver.secrets = [added.secret]
+    sender, results = _sent(store, settings, scim, 5)
+    assert len(results) == 5 and sum(receiver.counts.values()) == 5
+    with _counted(store) as two:
+        sender.record(results[:2])
+    with _counted(store) as three:
+        sender.record(results[2:])
+    assert two["commits"] == three["commits"] == 1
+    assert two["statements"] == three["statements"]
+    with store.read() as db:
+        rows = db.scalars(select(Delivery).where(Delivery.endpoint_id == added.id)).all()
+        assert {(r.state, r.attempts, r.claimed_until) for r in rows} == {("delivered", 1, None)}
+        logged = db.scalars(
+            select(DeliveryAttempt.delivery_id).where(
+                DeliveryAttempt.delivery_id.in_([r.id for r in rows])
+            )
+        ).all()
+    assert len(rows) == 5 and sorted(logged) == sorted(r.id for r in rows)  # one attempt each
+
+
+def test_an_attempt_that_cannot_be_recorded_costs_none_of_the_others(
+    scim, store, settings, receiver, workers, monkeypatch
+):
+    """When one attempt of a round cannot be recorded, the others still are; that one keeps its
+    claim until the lease runs out, and is then sent again (at least once, never lost)."""
+    added = _hook(store, settings, scim.account, receiver.url, types=["user.created"])
+    receiver.secrets = [added.secret]
+    sender, results = _sent(store, settings, scim, 3)
+    bad = results[1][0].id
+    record = delivery.Sender._record
+
+    def failing(self, db, row, answer):
+        if row is not None and row.id == bad:
+            raise RuntimeError("cannot record this one")
+        return record(self, db, row, answer)
+
+    monkeypatch.setattr(delivery.Sender, "_record", failing)
+    sender.record(results)
+    monkeypatch.setattr(delivery.Sender, "_record", record)
+    with store.read() as db:
+        rows = {
+            r.id: r for r in db.scalars(select(Delivery).where(Delivery.endpoint_id == added.id))
+        }
+        logged = db.scalars(
+            select(DeliveryAttempt.delivery_id).where(DeliveryAttempt.delivery_id.in_(list(rows)))
+        ).all()
+        assert {i: (r.state, r.attempts) for i, r in rows.items()} == {
+            i: ("pending", 0) if i == bad else ("delivered", 1) for i in rows
+        }
+        assert rows[bad].claimed_by == "w-test" and rows[bad].claimed_until is not None
+    assert sorted(logged) == sorted(i for i in rows if i != bad)  # nothing written for it
+    store.write(  # its lease runs out (as a worker's 60 s would)
+        lambda db: db.execute(
+            update(Delivery).where(Delivery.id == bad).values(claimed_until=Delivery.created)
+        )
+    )
+    workers.start(1)
+    assert receiver.wait_for(lambda r: sum(r.counts.values()) == 4)  # sent again
+    workers.stop()
+    with store.read() as db:
+        assert db.get(Delivery, bad).state == "delivered"
+
+
+def test_an_endpoint_removed_during_an_attempt_does_not_fail_the_round(
+    scim, store, settings, receiver
+):
+    """An endpoint removed while its delivery is in flight (its rows gone with it) does not stop
+    the same round's other attempts from being recorded."""
+    other = Receiver()
+    try:
+        gone = _hook(store, settings, scim.account, other.url, types=["user.created"])
+        kept = _hook(store, settings, scim.account, receiver.url, types=["user.created"])
+        other.secrets, receiver.secrets = [gone.secret], [kept.secret]
+        sender, results = _sent(store, settings, scim, 1)
+        assert {job.endpoint_id for job, _ in results} == {gone.id, kept.id}
+        webhooks.remove(store, scim.account.slug, gone.id, actor="t")
+        with _counted(store) as seen:
+            sender.record(results)
+        assert seen["commits"] == 1  # one transaction: nothing had to be recorded on its own
+    finally:
+        other.close()
+    with store.read() as db:
+        rows = db.scalars(select(Delivery).where(Delivery.account_id == scim.account.id)).all()
+    assert [(r.endpoint_id, r.state, r.attempts) for r in rows] == [(kept.id, "delivered", 1)]
+    assert other.counts and receiver.counts  # both were sent
 
 
 def _only_delivery(store, endpoint_id):

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Connection, String, literal, select, union_all
 from sqlalchemy.orm import Session
 
 import policies
@@ -296,44 +296,48 @@ def _users(
     keys = [c.name for c in columns]
     emails = "emails.value" in attributes
     phones = "phoneNumbers.value" in attributes
+    conn = db.connection()  # Core rows: no ORM result processing
     last: uuid.UUID | None = None
     while True:
         stmt = select(*columns).where(User.account_id == account.id).order_by(User.id).limit(BATCH)
         if last is not None:
             stmt = stmt.where(User.id > last)
-        users = db.execute(stmt).all()
+        users = conn.execute(stmt).all()
         if not users:
             return
         ids = [u[0] for u in users]
-        found_emails = _values(db, UserEmail, ids, primary_first=True) if emails else {}
-        found_phones = _values(db, UserPhoneNumber, ids) if phones else {}
-        groups, held = _held(db, ids)
+        found_emails = _values(conn, UserEmail, ids, primary_first=True) if emails else {}
+        found_phones = _values(conn, UserPhoneNumber, ids) if phones else {}
+        groups, held = _held(conn, ids)
         for user in users:
             values = dict(zip(keys, user, strict=True))
             user_id = values["id"]
+            number = user_id.int
             profile = profiles.build(
                 values,
-                emails=found_emails.get(user_id, ()),
-                phones=found_phones.get(user_id, ()),
-                groups=groups.get(user_id, ()),
+                emails=found_emails.get(number, ()),
+                phones=found_phones.get(number, ()),
+                groups=groups.get(number, ()),
             )
-            yield user_id, values["user_name"], values["active"], profile, frozenset(held[user_id])
+            yield user_id, values["user_name"], values["active"], profile, frozenset(held[number])
         last = ids[-1]
 
 
 def _values(
-    db: Session, model: Any, ids: list[uuid.UUID], *, primary_first: bool = False
-) -> dict[uuid.UUID, tuple[str, ...]]:
+    db: Connection, model: Any, ids: list[uuid.UUID], *, primary_first: bool = False
+) -> dict[int, tuple[str, ...]]:
+    """Each user's values (e-mails, phone numbers) in order, by the user id's number (a UUID's
+    hash is computed in Python on every look-up)."""
     order = (
         [model.user_id, model.primary.desc(), model.position]
         if primary_first
         else [model.user_id, model.position]
     )
-    found: dict[uuid.UUID, list[str]] = {}
+    found: dict[int, list[str]] = {}
     for user_id, value in db.execute(
         select(model.user_id, model.value).where(_within(model.user_id, ids)).order_by(*order)
-    ):
-        found.setdefault(user_id, []).append(value)
+    ).all():
+        found.setdefault(user_id.int, []).append(value)
     return {k: tuple(v) for k, v in found.items()}
 
 
@@ -344,47 +348,64 @@ def _within(column: Any, ids: list[uuid.UUID]) -> Any:
 
 
 def _held(
-    db: Session, ids: list[uuid.UUID]
-) -> tuple[dict[uuid.UUID, tuple[str, ...]], dict[uuid.UUID, list[tuple[str, str, bool]]]]:
-    """The batch's SCIM group names (the profile's groups, by name) and what each user holds."""
-    held: dict[uuid.UUID, list[tuple[str, str, bool]]] = {i: [] for i in ids}
-    groups: dict[uuid.UUID, list[str]] = {}
-    for user_id, role, prov in db.execute(
-        select(RoleAssignment.user_id, RoleAssignment.role, RoleAssignment.provenance).where(
-            _within(RoleAssignment.user_id, ids)
+    db: Connection, ids: list[uuid.UUID]
+) -> tuple[dict[int, tuple[str, ...]], dict[int, list[tuple[str, str, bool]]]]:
+    """The batch's SCIM group names (the profile's groups, by name) and what each user holds:
+    role, environments, groups and grants in one statement."""
+    text = String()
+    held_rows = union_all(
+        select(
+            literal("role", text),
+            RoleAssignment.user_id,
+            RoleAssignment.role.cast(text),
+            RoleAssignment.provenance,
+        ).where(_within(RoleAssignment.user_id, ids)),
+        select(
+            literal("environments", text),
+            EnvironmentAccess.user_id,
+            Environment.name,  # NULL: every environment
+            EnvironmentAccess.provenance,
         )
-    ):
-        if user_id in held:
-            held[user_id].append(("role", role, not prov.startswith(POLICY)))
-    for user_id, name, prov in db.execute(
-        select(EnvironmentAccess.user_id, Environment.name, EnvironmentAccess.provenance)
         .select_from(EnvironmentAccess)
         .outerjoin(Environment, Environment.id == EnvironmentAccess.environment_id)
-        .where(_within(EnvironmentAccess.user_id, ids))
-    ):
-        if user_id in held:
-            held[user_id].append(("environments", name or "all", not prov.startswith(POLICY)))
-    for user_id, name, prov in db.execute(
-        select(Membership.user_id, Group.display_name, Membership.provenance)
-        .join(Group, Group.id == Membership.group_id)
-        .where(_within(Membership.user_id, ids))
-        .order_by(Group.display_name)
-    ):
-        if user_id in held:
-            held[user_id].append(("groups", name, not prov.startswith(POLICY)))
-            if prov == "scim":
-                groups.setdefault(user_id, []).append(name)
-    for grantee, env, kind, path, level, prov in db.execute(
+        .where(_within(EnvironmentAccess.user_id, ids)),
         select(
-            Grant.user_id, Environment.name, Grant.kind, Grant.path, Grant.level, Grant.provenance
+            literal("groups", text),
+            Membership.user_id,
+            Group.display_name,
+            Membership.provenance,
+        )
+        .join(Group, Group.id == Membership.group_id)
+        .where(_within(Membership.user_id, ids)),
+        select(
+            literal("grants", text),
+            Grant.user_id,
+            Environment.name
+            + ":"
+            + Grant.kind.cast(text)
+            + ":"
+            + Grant.path
+            + ":"
+            + Grant.level.cast(text),
+            Grant.provenance,
         )
         .join(Environment, Environment.id == Grant.environment_id)
-        .where(_within(Grant.user_id, ids))
-    ):
-        if grantee in held:
-            held[grantee].append(
-                ("grants", f"{env}:{kind}:{path}:{level}", not prov.startswith(POLICY))
-            )
+        .where(_within(Grant.user_id, ids)),
+    ).subquery()
+    rows = db.execute(  # the profile's SCIM groups come by name, as profiles.scim_groups gives
+        select(held_rows).order_by(held_rows.c[2])
+    ).all()
+    held: dict[int, list[tuple[str, str, bool]]] = {i.int: [] for i in ids}
+    groups: dict[int, list[str]] = {}
+    for kind, user_id, value, prov in rows:
+        mine = held.get(user_id.int)
+        if mine is None:
+            continue  # another account's user whose id falls in the batch's range
+        if kind == "environments" and not value:
+            value = "all"  # access to every environment, present and future
+        mine.append((kind, value, not prov.startswith(POLICY)))
+        if kind == "groups" and prov == "scim":
+            groups.setdefault(user_id.int, []).append(value)
     return {k: tuple(v) for k, v in groups.items()}, held
 
 

@@ -213,3 +213,37 @@ def test_returning_saml_login_unchanged(logins, sql):
             )
         )
         assert user is not None and user.given_name == "Bo"
+
+
+PLAN_POLICY = """
+account: {slug}
+environments: [production]
+rules:
+  - name: staff
+    when: {{{when}}}
+    then: {{role: admin, environments: all}}
+"""
+
+
+@pytest.mark.parametrize(
+    ("when", "per_batch"),
+    [
+        ("email_domain: {in: [example.com]}", 3),  # users, their e-mails, what they hold
+        ("department: {equals: Marketing}", 2),  # e-mails (and phones) unread: not queried
+    ],
+)
+def test_policy_plan_statements_per_batch(warm, sql, app, account, monkeypatch, when, per_batch):
+    """`policy plan` reads a batch of users in a fixed number of statements, whatever they
+    hold: the users, the values the policy reads and, in one statement, what they hold."""
+    import policies
+    from bridge import planning
+
+    for n in range(10, 15):
+        warm.post("Users", json=user_doc(n))
+    monkeypatch.setattr(planning, "BATCH", 2)
+    candidate = policies.loads(PLAN_POLICY.format(slug=account.slug, when=when))
+    sql.reset()
+    result = planning.plan(app.extensions["bridge.store"], account.slug, candidate)
+    assert result.users == 5 and result.role_changes == 5
+    # the account and its environments; 3 batches; then the users read that comes back empty
+    assert sql.count() == 2 + 3 * per_batch + 1, str(sql)

@@ -87,6 +87,38 @@ def test_every_row_carries_its_provenance(api, scim, policy, store, account):
     }
 
 
+def test_access_rows_are_listed_by_name_then_provenance(api, api_for, scim, policy, store, account):
+    """A user's environments and own grants come in a stable order, by environment name (then
+    kind, path, level) and then provenance, not in the order they were given or created."""
+    uid = scim.post(
+        "Users", json={"userName": "ida@example.com", ENT: {"department": "Marketing"}}
+    ).json["id"]
+    planning.apply(store, account.slug, actor="test")
+    api.put(f"users/{uid}/environments/production")  # the same environment, given by hand later
+    r = api_for(account, "admin").post("environments", json={"name": "alpha"})  # created last
+    assert r.status_code == 201, r.json
+    for env, path in (("production", "zz/"), ("production", "aa/"), ("alpha", "zz/")):
+        grant = {"environment": env, "path": path, "level": "viewer"}
+        assert api.post(f"users/{uid}/grants", json=grant).status_code == 200
+    access = api.get(f"users/{uid}").json["access"]
+    assert access["environments"] == [
+        {"environment": "production", "provenance": "manual"},
+        {"environment": "production", "provenance": "policy:marketing"},
+        {"environment": "staging", "provenance": "policy:marketing"},
+    ]
+    own = [
+        (g["environment"], g["path"], g["provenance"])
+        for g in access["grants"]
+        if g["source"] is None
+    ]
+    assert own == [
+        ("alpha", "zz/", "manual"),
+        ("production", "aa/", "manual"),
+        ("production", "marketing/campaigns/", "policy:marketing"),
+        ("production", "zz/", "manual"),
+    ]
+
+
 def test_explain_gives_the_rules_and_every_stored_row(api, scim, policy, account):
     """explain answers rule by rule, and says why each stored row is there."""
     uid = scim.post(

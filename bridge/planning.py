@@ -10,9 +10,11 @@ so is the apply. `apply` re-evaluates through the one write path
 
 from __future__ import annotations
 
+import gc
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -186,32 +188,34 @@ def plan(
             result.warnings.append(f"environment {missing!r} is not one of the account's")
         decide = policies.Evaluator(candidate)
         outcomes: dict[tuple[policies.memo.Key, Held], _Outcome] = {}
-        for user_id, user_name, active, profile, held in _users(db, account, decide.attributes):
-            result.users += 1
-            key, decision = decide.decide(profile)
-            outcome = outcomes.get((key, held)) if key is not None else None
-            if outcome is None:
-                outcome = _outcome(held, decision, names)
-                if key is not None:  # users alike in inputs and access share the outcome
-                    if len(outcomes) >= OUTCOMES:
-                        outcomes.clear()
-                    outcomes[(key, held)] = outcome
-            if outcome.role_after and active is not False:  # guards count active users
-                result.role_counts[outcome.role_after] += 1
-            if outcome.changes:
-                change = Change(
-                    user_name,
-                    user_id,
-                    outcome.role,
-                    {k: list(v) for k, v in outcome.gains.items()},
-                    {k: list(v) for k, v in outcome.losses.items()},
-                    outcome.errors,
-                )
-                result.count(change)
-                if on_change is None:
-                    result.changes.append(change)
-                else:
-                    on_change(change)
+        users = _users(db, account, decide.attributes)
+        with _cycle_collection_paused():
+            for user_id, user_name, active, profile, held in users:
+                result.users += 1
+                key, decision = decide.decide(profile)
+                outcome = outcomes.get((key, held)) if key is not None else None
+                if outcome is None:
+                    outcome = _outcome(held, decision, names)
+                    if key is not None:  # users alike in inputs and access share the outcome
+                        if len(outcomes) >= OUTCOMES:
+                            outcomes.clear()
+                        outcomes[(key, held)] = outcome
+                if outcome.role_after and active is not False:  # guards count active users
+                    result.role_counts[outcome.role_after] += 1
+                if outcome.changes:
+                    change = Change(
+                        user_name,
+                        user_id,
+                        outcome.role,
+                        {k: list(v) for k, v in outcome.gains.items()},
+                        {k: list(v) for k, v in outcome.losses.items()},
+                        outcome.errors,
+                    )
+                    result.count(change)
+                    if on_change is None:
+                        result.changes.append(change)
+                    else:
+                        on_change(change)
     for role in candidate.guards.keep_at_least_one:
         if result.role_counts.get(role, 0) == 0:
             result.refused = f"guard keep_at_least_one: no user would keep the role {role}"
@@ -268,6 +272,21 @@ class _Outcome:
     losses: Mapping[str, list[str]] = field(default_factory=dict)
     errors: tuple[str, ...] = ()
     changes: bool = False
+
+
+@contextmanager
+def _cycle_collection_paused() -> Iterator[None]:
+    """Plan makes many short-lived acyclic objects (rows, profiles, changes) that reference
+    counting frees; a batch's live long enough to be promoted, and each full collection then
+    walks every object of the process: a fifth of plan's CPU over 20,000 users, measured with
+    gc.callbacks. Cycles made meanwhile (by any thread) are collected once plan is done."""
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if paused:
+            gc.enable()
 
 
 def _outcome(held: Held, decision: policies.Decision, names: set[str]) -> _Outcome:

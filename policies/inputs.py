@@ -118,20 +118,17 @@ class Inputs:
         spec = self._specs.get(name) or BUILTIN_INPUTS.get(name)
         if spec is None:
             raise InputError(f"input {name} is not declared")
-        values = self._read(spec)
+        attributes = profile.attributes
+        if type(attributes) is not dict and not isinstance(attributes, Mapping):
+            raise InputError(f"profile attributes are a {type(attributes).__name__}, not a mapping")
+        values: tuple[str, ...] = ()
+        if spec.saml is not None and profile.source == "saml":
+            values = self._first(spec.saml, attributes, memberships=False)
+        if not values and spec.scim is not None:
+            values = self._first(spec.scim, attributes, memberships=True)
         if name == "email" and not values:
             values = tuple(v for v in self("userName") if "@" in v)
         return values[:1] if spec.first_only else values
-
-    def _read(self, spec: InputSpec) -> tuple[str, ...]:
-        attributes = self._profile.attributes
-        if type(attributes) is not dict and not isinstance(attributes, Mapping):
-            raise InputError(f"profile attributes are a {type(attributes).__name__}, not a mapping")
-        if spec.saml is not None and self._profile.source == "saml":
-            values = self._first(spec.saml, attributes, memberships=False)
-            if values:
-                return values
-        return () if spec.scim is None else self._first(spec.scim, attributes, memberships=True)
 
     def _first(
         self, where: SourceSpec, attributes: Mapping[str, object], *, memberships: bool

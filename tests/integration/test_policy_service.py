@@ -1,6 +1,7 @@
 """The policy in the service: SCIM and SAML get the same decisions, losses remove access,
 manual rows survive, plan matches apply, guards refuse, edits reload only when valid."""
 
+import gc
 import json
 import os
 import textwrap
@@ -325,6 +326,7 @@ def test_plan_lists_every_change_apply_makes(scim_acct, store, account, policy_f
         on_change=changes.append,
     )
     assert planned.users == len(ids) and planned.refused is None and planned.errors == 1
+    assert gc.isenabled()  # plan pauses the cycle collector only while it runs
     before = {n: access(store, i) for n, i in ids.items()}
     policy_file(candidate.read_text())
     planning.apply(store, account.slug, actor="t")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import queue
 import random
 import secrets
 import threading
@@ -465,6 +466,43 @@ def sweep(store: Store, tuning: Tuning) -> None:
     retention.prune(store, tuning.retention)
 
 
+class Recorder:
+    """Records finished attempts on a thread of its own, one transaction for all that finished
+    while it lingered or wrote the last one (group commit): the loop that projects and claims
+    never waits on it, and a burst of attempts costs one transaction, not one each."""
+
+    LINGER = 0.05  # seconds the first result of a round waits for others to join it
+
+    def __init__(self, sender: Sender) -> None:
+        self.sender = sender
+        self.results: queue.SimpleQueue[tuple[Job, egress.Answer] | None] = queue.SimpleQueue()
+        self.thread = threading.Thread(target=self._run, name="recorder", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def put(self, job: Job, answer: egress.Answer) -> None:
+        self.results.put((job, answer))
+
+    def close(self) -> None:
+        """Record everything put so far, then stop."""
+        self.results.put(None)
+        self.thread.join()
+
+    def _run(self) -> None:
+        closing = False
+        while not closing:
+            batch = [self.results.get()]
+            time.sleep(self.LINGER if batch[0] is not None else 0)
+            while not self.results.empty():
+                batch.append(self.results.get())
+            closing = None in batch
+            try:
+                self.sender.record([r for r in batch if r is not None])
+            except Exception:  # never: record logs its own failures; the thread must not die
+                log.exception("recording failed")
+
+
 def run(
     store: Store,
     sender: Sender,
@@ -474,24 +512,24 @@ def run(
 ) -> None:
     """Project and deliver until `stop` is set; one slow endpoint occupies one thread only.
 
-    Threads only send; this loop records what they finished, all of it in one transaction per
-    round (a transaction per attempt was most of the worker's cost to the SCIM writers)."""
+    Threads send; a Recorder records what they finished, a transaction per round of attempts
+    (a transaction per attempt was most of the worker's cost to the SCIM writers)."""
     worker = worker or f"w-{secrets.token_hex(4)}"
     tuning = sender.tuning
-    inflight: set[Future[tuple[Job, egress.Answer]]] = set()
+    inflight: set[Future[None]] = set()
     swept = counted = -SWEEP_EVERY  # the first sweep runs at once
+    recorder = Recorder(sender)
+    recorder.start()
     with ThreadPoolExecutor(tuning.threads, thread_name_prefix=worker) as pool:
 
         def start(jobs: list[Job]) -> None:
             for job in jobs:
-                inflight.add(pool.submit(lambda j: (j, sender.attempt(j)), job))
+                inflight.add(pool.submit(lambda j: recorder.put(j, sender.attempt(j)), job))
 
         while not stop.is_set():
             busy = False
             try:
-                finished = {f for f in inflight if f.done()}
-                inflight -= finished
-                sender.record([f.result() for f in finished])
+                inflight = {f for f in inflight if not f.done()}
                 if time.monotonic() - swept > SWEEP_EVERY:
                     swept = time.monotonic()
                     sweep(store, tuning)
@@ -521,4 +559,4 @@ def run(
             elif not busy:
                 stop.wait(tuning.poll_seconds)
         wait(inflight)  # sends in flight finish and are recorded before the worker exits
-        sender.record([f.result() for f in inflight])
+    recorder.close()

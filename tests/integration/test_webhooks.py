@@ -338,6 +338,27 @@ def test_finished_attempts_are_recorded_in_one_transaction(scim, store, settings
     assert len(rows) == 5 and sorted(logged) == sorted(r.id for r in rows)  # one attempt each
 
 
+def test_a_recorder_writes_what_finished_together_in_one_transaction(
+    scim, store, settings, receiver
+):
+    """The worker's recorder writes the attempts that finished while it was busy (or lingering)
+    in one transaction, and everything put before it closes is recorded."""
+    added = _hook(store, settings, scim.account, receiver.url, types=["user.created"])
+    receiver.secrets = [added.secret]
+    sender, results = _sent(store, settings, scim, 4)
+    recorder = delivery.Recorder(sender)
+    for job, answer in results:  # all finished before the recorder gets to them
+        recorder.put(job, answer)
+    with _counted(store) as seen:
+        recorder.start()
+        recorder.close()
+    assert seen["commits"] == 1
+    with store.read() as db:
+        rows = db.scalars(select(Delivery).where(Delivery.endpoint_id == added.id)).all()
+    assert len(rows) == 4
+    assert {(r.state, r.attempts, r.claimed_until) for r in rows} == {("delivered", 1, None)}
+
+
 def test_an_attempt_that_cannot_be_recorded_costs_none_of_the_others(
     scim, store, settings, receiver, workers, monkeypatch
 ):

@@ -119,6 +119,38 @@ def test_access_rows_are_listed_by_name_then_provenance(api, api_for, scim, poli
     ]
 
 
+def test_a_grant_in_an_environment_the_account_lacks_gives_nothing_and_skips_nothing(
+    api, scim, policy, settings, account
+):
+    """A rule granting in an environment the policy names but the account lacks gives nothing
+    there, and the rule's other grants are still given (the file replaces `policy`'s, which
+    removes it after the test)."""
+    (settings.policy_dir / f"{account.slug}.yaml").write_text(
+        textwrap.dedent(
+            f"""
+            account: {account.slug}
+            environments: [production, qa]
+            defaults: {{role: media_library_user, environments: [production]}}
+            rules:
+              - name: testers
+                when: {{department: {{equals: QA}}}}
+                then:
+                  grants:
+                    - {{environment: qa, folder: "runs/", level: editor}}
+                    - {{environment: production, folder: "reports/", level: viewer}}
+            """
+        )
+    )
+    uid = scim.post("Users", json={"userName": "quinn@example.com", ENT: {"department": "QA"}})
+    access = api.get(f"users/{uid.json['id']}").json["access"]
+    assert [
+        (g["environment"], g["path"], g["level"], g["provenance"]) for g in access["grants"]
+    ] == [("production", "reports/", "viewer", "policy:testers")]
+    assert access["environments"] == [
+        {"environment": "production", "provenance": "policy:defaults"}
+    ]
+
+
 def test_explain_gives_the_rules_and_every_stored_row(api, scim, policy, account):
     """explain answers rule by rule, and says why each stored row is there."""
     uid = scim.post(

@@ -67,14 +67,11 @@ def main() -> int:
         drop()
 
 
-def run(url: str, tmp: Path, n: int) -> int:
-    from sqlalchemy import event
-
-    import bridge
-    from bridge import accounts, create_app, idps, schema
+def bridge_app(url: str, tmp: Path, slug: str = "cost") -> tuple[Any, Any, str]:
+    """The app on a migrated database at `url`, with account `slug` and a SCIM token for it."""
+    from bridge import accounts, create_app, schema
     from bridge.settings import Settings
     from bridge.store import Store
-    from tests.saml_idp import TestIdP
 
     (tmp / "policies").mkdir()
     store = Store(url)
@@ -88,10 +85,20 @@ def run(url: str, tmp: Path, n: int) -> int:
     )
     app = create_app(settings)
     app_store = app.extensions["bridge.store"]
-    slug = "cost"
     accounts.create_account(app_store, slug, actor="bench")
     accounts.add_environment(app_store, slug, "production", default=True, actor="bench")
-    token = accounts.issue_token(app_store, slug, actor="bench").raw
+    return app, app_store, accounts.issue_token(app_store, slug, actor="bench").raw
+
+
+def run(url: str, tmp: Path, n: int) -> int:
+    from sqlalchemy import event
+
+    import bridge
+    from bridge import accounts, idps
+    from tests.saml_idp import TestIdP
+
+    slug = "cost"
+    app, app_store, token = bridge_app(url, tmp, slug)
     idp = TestIdP()
     idps.add(app_store, slug, idp.metadata_xml(), name="test", actor="bench")
 

@@ -1,0 +1,516 @@
+"""Where a SCIM request's CPU goes: the floors under it, what is ours, and scim2-server's cost.
+
+    .venv/bin/python bench/floor.py [--database-url URL] [-n 300]
+    /tmp/v1/bin/python bench/floor.py ...      # with scim2-server installed: the peer's columns
+
+In one process, one thread, no HTTP: each request is a prebuilt WSGI environ handed to the app
+(the bridge's Flask app with all its hooks, or scim2-server's WSGI app on its in-memory storage,
+built as its `scim2-server --bearer-token` command builds it), so neither pays a client. SCIM
+create (the bench/scim body), GET by id and filter `userName eq` (a hit) alternate request by
+request between the two servers (same-run ratios); CPU is time.process_time, which barely moves
+with the machine's load. Printed per request:
+
+- **total**: the bridge's CPU and wall (medians), and scim2-server's CPU for the same request.
+- **framework floor**: GET /healthz through the same app (Flask, Werkzeug, every app-wide hook,
+  the request's database scope, which opens no connection for it).
+- **DB floor**: the very statements the bridge sent for that request (captured with engine
+  events), replayed through the bare driver (sqlite3 / psycopg: execute, fetchall, commit) on a
+  copy of the database as it was: CPU, and wall (which includes PostgreSQL's own work).
+- **where the rest goes**: a second pass sampled every 0.5 ms by a thread reading the main
+  thread's CPU clock and stack, each sample charged to the innermost non-stdlib frame's layer
+  (Flask/Werkzeug, json, SQLAlchemy, the driver, the peer's pydantic) and, for our own code, to
+  the region it runs in (authentication, the SCIM request log, the audit chain, the rest);
+  shares of the sampled CPU, scaled to the unsampled median. The sampler wakes as soon as the
+  main thread blocks, so the CPU spent just before a blocking call is charged to it: on
+  PostgreSQL the "driver" rows are an upper bound (the replay above is the driver's own cost),
+  taken from the SQLAlchemy rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import secrets
+import sqlite3
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "bench"), str(ROOT)]
+
+from cost import bridge_app, fresh_database  # noqa: E402
+
+USER_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:User"
+ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+STDLIB = (sys.base_prefix, sys.base_exec_prefix)
+OPS = ("create", "get", "filter")
+
+
+def user_doc(seq: int) -> dict[str, Any]:
+    return {
+        "schemas": [USER_SCHEMA, ENTERPRISE],
+        "userName": f"floor{seq:06d}@bench.example",
+        "externalId": f"floor-ext-{seq:06d}",
+        "active": True,
+        "displayName": f"Bench User {seq}",
+        "name": {"givenName": "Bench", "familyName": f"User{seq}"},
+        "emails": [{"value": f"floor{seq:06d}@bench.example", "type": "work", "primary": True}],
+        ENTERPRISE: {"department": f"Dept-{seq % 20}", "employeeNumber": str(seq)},
+    }
+
+
+def environ(method: str, path: str, token: str | None, body: Any = None, **query: str) -> Any:
+    from werkzeug.test import EnvironBuilder
+
+    headers = {"Content-Type": "application/scim+json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    data = None if body is None else json.dumps(body)
+    return EnvironBuilder(
+        path=path, method=method, headers=headers, data=data, query_string=query or None
+    ).get_environ()
+
+
+def call(app: Callable[..., Any], env: dict[str, Any]) -> tuple[int, bytes]:
+    status: list[str] = []
+    result = app(env, lambda s, _h, _e=None: status.append(s))
+    try:
+        body = b"".join(result)
+    finally:
+        getattr(result, "close", lambda: None)()
+    return int(status[0][:3]), body
+
+
+def timed(app: Callable[..., Any], env: dict[str, Any], ok: int) -> tuple[float, float, bytes]:
+    """CPU ms, wall ms and the body of one request."""
+    t0, w0 = time.process_time(), time.perf_counter()
+    code, body = call(app, env)
+    cpu, wall = (time.process_time() - t0) * 1000, (time.perf_counter() - w0) * 1000
+    assert code == ok, (env["PATH_INFO"], code, body[:300])
+    return cpu, wall, body
+
+
+# ---------------------------------------------------------------- the sampler
+
+
+def layer_of(filename: str, function: str) -> str | None:
+    """The layer a frame belongs to; None for the standard library (charged to its caller)."""
+    f = filename.replace("\\", "/")
+    if "/psycopg" in f or (f.endswith("sqlalchemy/engine/default.py") and function[:3] == "do_"):
+        return "driver"
+    if f.endswith("bridge/store.py") and function == "_begin_immediate":
+        return "driver"
+    for marker, layer in (
+        ("/sqlalchemy/", "SQLAlchemy"),
+        ("/flask/", "Flask/Werkzeug"),
+        ("/werkzeug/", "Flask/Werkzeug"),
+        ("/pydantic", "pydantic"),
+        ("/scim2_models/", "peer"),
+        ("/scim2_server/", "peer"),
+        ("/json/", "json"),
+    ):
+        if marker in f:
+            return layer
+    if f.endswith("bench/floor.py"):
+        return "harness"
+    if f.startswith(STDLIB) or "<frozen" in f:
+        return None
+    return "ours"
+
+
+REGIONS = (  # (file suffix, function) -> region; the outermost match wins
+    ("bridge/accounts.py", "authenticate", "auth"),
+    ("bridge/scim_log.py", "record", "request log"),
+    ("bridge/audit.py", None, "audit chain"),
+)
+
+
+def region_of(frame: Any) -> str:
+    region = "logic"
+    while frame is not None:
+        code = frame.f_code
+        for suffix, function, name in REGIONS:
+            if code.co_filename.endswith(suffix) and function in (None, code.co_name):
+                region = name
+        frame = frame.f_back
+    return region
+
+
+@contextmanager
+def sampled(charge: Counter[str], every: float = 0.0005) -> Iterator[None]:
+    """Charge the main thread's CPU to what it runs, sampled every `every` seconds."""
+    main = threading.main_thread().ident
+    assert main is not None
+    clock = time.pthread_getcpuclockid(main)
+    stop = threading.Event()
+    old = sys.getswitchinterval()
+
+    def sample() -> None:
+        last = time.clock_gettime(clock)
+        while not stop.wait(every):
+            now = time.clock_gettime(clock)
+            frame = sys._current_frames().get(main)
+            layer, f = None, frame
+            while f is not None and layer is None:
+                layer = layer_of(f.f_code.co_filename, f.f_code.co_name)
+                f = f.f_back
+            if layer is None:
+                layer = "stdlib"
+            if layer in ("ours", "SQLAlchemy", "driver", "json"):
+                layer = f"{layer}: {region_of(frame)}"
+            charge[layer] += now - last
+            last = now
+
+    sys.setswitchinterval(every / 10)  # the sampler waits for the GIL at most this long
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        sys.setswitchinterval(old)
+
+
+# ---------------------------------------------------------------- statements and their replay
+
+
+class Capture:
+    """Every transaction boundary and statement the app's engine sends, per request."""
+
+    def __init__(self, engine: Any) -> None:
+        from sqlalchemy import event
+
+        from bridge.store import WRITE
+
+        self.on = False
+        self.requests: list[list[tuple[Any, ...]]] = []
+
+        def add(ev: tuple[Any, ...]) -> None:
+            if self.on:
+                self.requests[-1].append(ev)
+
+        def statement(_c: Any, _cur: Any, sql: str, params: Any, _ctx: Any, many: bool) -> None:
+            if sql != "BEGIN":  # SQLite's, sent by bridge.store's begin hook: see "begin"
+                add(("sql", sql, params, many))
+
+        def begin(conn: Any) -> None:
+            add(("begin", bool(conn.get_execution_options().get(WRITE))))
+
+        event.listen(engine, "begin", begin)
+        event.listen(engine, "before_cursor_execute", statement)
+        event.listen(engine, "commit", lambda conn: add(("commit",)))
+        event.listen(engine, "rollback", lambda conn: add(("rollback",)))
+
+    @contextmanager
+    def request(self) -> Iterator[None]:
+        self.requests.append([])
+        self.on = True
+        try:
+            yield
+        finally:
+            self.on = False
+
+
+def replay(dbapi: Any, sqlite: bool, events: list[tuple[Any, ...]]) -> None:
+    for ev in events:
+        if ev[0] == "begin":
+            if sqlite:
+                dbapi.execute("BEGIN IMMEDIATE" if ev[1] else "BEGIN")
+        elif ev[0] == "sql":
+            cur = dbapi.cursor()
+            (cur.executemany if ev[3] else cur.execute)(ev[1], ev[2])
+            if cur.description is not None:
+                cur.fetchall()
+            cur.close()
+        elif ev[0] == "commit":
+            dbapi.commit()
+        else:
+            dbapi.rollback()
+
+
+def snapshot(store: Any, url: str, tag: str) -> tuple[str, Callable[[], None]]:
+    """A copy of the database as it is now (the create's statements replay on it)."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    store.engine.dispose()
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        path = str(parsed.database)
+        copy = f"{path}.{tag}"
+        with sqlite3.connect(path) as src, sqlite3.connect(copy) as dst:
+            src.backup(dst)
+        return f"sqlite:///{copy}", lambda: None
+    name = f"{parsed.database}_{tag}"
+    admin = create_engine(parsed.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{parsed.database}"'))
+
+    def drop() -> None:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+    return parsed.set(database=name).render_as_string(hide_password=False), drop
+
+
+def replay_session(sessions: Any, events: list[tuple[Any, ...]]) -> None:
+    """The same statements as SQL strings through SQLAlchemy sessions: no statement to build,
+    compile or look up, no ORM objects; a session per transaction, as bridge.store opens them."""
+    from bridge.store import WRITE
+
+    db = None
+    for ev in events:
+        if ev[0] == "begin":
+            db = sessions()
+            db.connection(execution_options={WRITE: True} if ev[1] else None)
+        elif ev[0] == "sql":
+            assert db is not None
+            result = db.connection().exec_driver_sql(ev[1], list(ev[2]) if ev[3] else ev[2])
+            if result.returns_rows:
+                result.all()
+        elif db is not None:
+            db.commit() if ev[0] == "commit" else db.rollback()
+            db.close()
+            db = None
+
+
+def replayed(url: str, requests: list[list[tuple[Any, ...]]], through: str) -> tuple[float, float]:
+    """Median CPU and wall ms of replaying each request's statements through the bare driver
+    (`through` "driver") or SQLAlchemy sessions ("session")."""
+    from sqlalchemy.orm import sessionmaker
+
+    from bridge.store import make_engine
+
+    engine = make_engine(url)  # the bridge's connection set-up (SQLite's pragmas)
+    raw = engine.raw_connection()
+    sessions = sessionmaker(engine, expire_on_commit=False)
+    sqlite = engine.dialect.name == "sqlite"
+    cpu, wall = [], []
+    try:
+        for events in requests:
+            t0, w0 = time.process_time(), time.perf_counter()
+            if through == "driver":
+                replay(raw.driver_connection, sqlite, events)
+            else:
+                replay_session(sessions, events)
+            cpu.append((time.process_time() - t0) * 1000)
+            wall.append((time.perf_counter() - w0) * 1000)
+    finally:
+        raw.close()
+        engine.dispose()
+    return statistics.median(cpu), statistics.median(wall)
+
+
+# ---------------------------------------------------------------- the peer
+
+
+def peer_app(token: str) -> Callable[..., Any] | None:
+    try:
+        from scim2_models import ScimProvider
+        from scim2_server.memory import InMemoryStorage
+        from scim2_server.service import ScimService
+        from scim2_server.testserver.application import BEARER_TOKEN_SCHEME, BearerTokenApplication
+        from scim2_server.utils import (
+            load_default_resource_types,
+            load_default_schemas,
+            load_default_service_provider_config,
+        )
+    except ImportError:
+        return None
+    config = load_default_service_provider_config()
+    config.authentication_schemes = [*(config.authentication_schemes or []), BEARER_TOKEN_SCHEME]
+    provider = ScimProvider.from_discovery(
+        load_default_schemas().values(), load_default_resource_types().values(), config=config
+    )
+    service = ScimService(provider, secret=secrets.token_urlsafe(32))
+    app: Callable[..., Any] = BearerTokenApplication(
+        InMemoryStorage(), provider, service=service, bearer_tokens=[token]
+    )
+    return app
+
+
+# ---------------------------------------------------------------- the run
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--database-url", help="a PostgreSQL server URL (default: SQLite)")
+    ap.add_argument("-n", type=int, default=300, help="requests per path and pass")
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="bench_floor_"))
+    url, drop = fresh_database(args.database_url, tmp)
+    try:
+        return run(url, tmp, args.n)
+    finally:
+        drop()
+
+
+def run(url: str, tmp: Path, n: int) -> int:
+    import bridge
+
+    app, store, token = bridge_app(url, tmp, "floor")
+    peer = peer_app(token)
+    capture = Capture(store.engine)
+    scim = "/scim/v2"
+
+    def requests(base: str, ids: list[str], start: int) -> dict[str, list[Any]]:
+        return {
+            "create": [
+                environ("POST", f"{base}/Users", token, user_doc(start + i)) for i in range(n)
+            ],
+            "get": [environ("GET", f"{base}/Users/{u}", token) for u in ids],
+            "filter": [
+                environ(
+                    "GET",
+                    f"{base}/Users",
+                    token,
+                    filter=f'userName eq "floor{start + i:06d}@bench.example"',
+                )
+                for i in range(n)
+            ],
+        }
+
+    ok = {"create": 201, "get": 200, "filter": 200}
+    # warm both (imports, caches, the token's last-used write, the log's purge)
+    for i in range(20):
+        call(app, environ("POST", f"{scim}/Users", token, user_doc(900000 + i)))
+        call(app, environ("GET", f"{scim}/Users", token, count="1"))
+        call(app, environ("GET", "/healthz", None))
+        if peer:
+            call(peer, environ("POST", "/v2/Users", token, user_doc(900000 + i)))
+            call(peer, environ("GET", "/v2/Users", token, count="1"))
+    # the database before the creates, twice: their statements replay on each copy once
+    snaps = {through: snapshot(store, url, through) for through in ("driver", "session")}
+
+    results: dict[str, dict[str, float]] = {}
+
+    def one_pass(start: int, charge: dict[str, Counter[str]] | None) -> None:
+        """Creates, then GETs and filters of what was created, each request of the bridge
+        followed by the same one on the peer."""
+        ids: dict[str, list[str]] = {"bridge": [], "peer": []}
+        mine = requests(scim, [], start)
+        theirs = requests("/v2", [], start)
+        cpu: dict[str, list[float]] = {}
+        for op in OPS:
+            if op != "create":
+                mine[op] = mine[op] if op == "filter" else requests(scim, ids["bridge"], 0)[op]
+                theirs[op] = theirs[op] if op == "filter" else requests("/v2", ids["peer"], 0)[op]
+            for key in ("bridge", "bridge wall", "peer"):
+                cpu.setdefault(f"{op} {key}", [])
+            ctx = sampled(charge.setdefault(op, Counter())) if charge is not None else None
+            with ctx if ctx is not None else _nothing():
+                for i, env_b in enumerate(mine[op]):
+                    if charge is None:
+                        with capture.request():
+                            c, w, body = timed(app, env_b, ok[op])
+                    else:
+                        c, w, body = timed(app, env_b, ok[op])
+                    cpu[f"{op} bridge"].append(c)
+                    cpu[f"{op} bridge wall"].append(w)
+                    if op == "create":
+                        ids["bridge"].append(json.loads(body)["id"])
+                    if peer and charge is None:
+                        c, _, body = timed(peer, theirs[op][i], ok[op])
+                        cpu[f"{op} peer"].append(c)
+                        if op == "create":
+                            ids["peer"].append(json.loads(body)["id"])
+        health = [environ("GET", "/healthz", None) for _ in range(n)]
+        cpu["healthz bridge"] = [timed(app, e, 200)[0] for e in health]
+        if charge is None:
+            for key, values in cpu.items():
+                if values:
+                    results.setdefault(key, {})["median"] = statistics.median(values)
+
+    one_pass(0, None)
+    statements = {  # the usual request (not the one that also writes a token's last use)
+        op: statistics.median(len(r) for r in capture.requests[i * n : (i + 1) * n])
+        for i, op in enumerate(OPS)
+    }
+    creates = len(capture.requests) and capture.requests[:n]
+    reads = {"get": capture.requests[n : 2 * n], "filter": capture.requests[2 * n : 3 * n]}
+    floors = {"create": replayed(snaps["driver"][0], list(creates or []), "driver")}
+    sessions = {"create": replayed(snaps["session"][0], list(creates or []), "session")}
+    for _, drop_snapshot in snaps.values():
+        drop_snapshot()
+    for op, events in reads.items():
+        floors[op] = replayed(url, events, "driver")
+        sessions[op] = replayed(url, events, "session")
+    charges: dict[str, Counter[str]] = {}
+    one_pass(n, charges)
+    store.dispose()
+
+    kind = "PostgreSQL" if url.startswith("postgresql") else "SQLite"
+    code = Path(bridge.__file__).parents[1]
+    print(f"floor of a SCIM request, {kind}, {n} each, code from {code}")
+    print("CPU ms per request (medians; wall where it says so, PostgreSQL's own work in it)")
+    print(f"{'':<34}" + "".join(f"{op:>10}" for op in OPS))
+
+    def row(label: str, values: list[float], fmt: str = "{:>10.2f}") -> None:
+        print(f"{label:<34}" + "".join(fmt.format(v) for v in values))
+
+    def each(f: Callable[[str], float]) -> list[float]:
+        return [f(op) for op in OPS]
+
+    healthz = results["healthz bridge"]["median"]
+    total = each(lambda op: results[f"{op} bridge"]["median"])
+    row("bridge", total)
+    row("bridge wall", each(lambda op: results[f"{op} bridge wall"]["median"]))
+    row("statements + transaction ends", each(lambda op: statements[op]), "{:>10.0f}")
+    row("framework floor: GET /healthz", [healthz] * len(OPS))
+    row("DB floor: bare driver", each(lambda op: floors[op][0]))
+    row("DB floor: bare driver, wall", each(lambda op: floors[op][1]))
+    row("same SQL via SQLAlchemy sessions", each(lambda op: sessions[op][0]))
+    row(
+        "above framework + driver floors",
+        each(lambda op: total[OPS.index(op)] - healthz - floors[op][0]),
+    )
+    if peer:
+        theirs = each(lambda op: results[f"{op} peer"]["median"])
+        row("scim2-server (in memory)", theirs)
+        row(
+            "ratio scim2-server / bridge",
+            [p / b for p, b in zip(theirs, total, strict=True)],
+            "{:>9.2f}x",
+        )
+        row(
+            "ratio at framework + driver floors",
+            each(lambda op: theirs[OPS.index(op)] / (healthz + floors[op][0])),
+            "{:>9.2f}x",
+        )
+        row(
+            "ratio at framework + SQLAlchemy",
+            each(lambda op: theirs[OPS.index(op)] / (healthz + sessions[op][0])),
+            "{:>9.2f}x",
+        )
+    else:
+        print("scim2-server is not importable here: no peer rows (pip install scim2-server)")
+    print("\nwhere the bridge's CPU goes: layer: region (sampled pass, scaled to the medians)")
+    for layer in sorted({k for c in charges.values() for k in c} - {"harness"}):
+        row(
+            f"  {layer}",
+            each(
+                lambda op, k=layer: (
+                    charges[op][k] / sum(charges[op].values()) * total[OPS.index(op)]
+                )
+            ),
+        )
+    return 0
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield
+
+
+if __name__ == "__main__":
+    sys.exit(main())

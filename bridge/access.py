@@ -7,11 +7,12 @@ account lacks grant nothing.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import String, literal, null, select, union_all
+from sqlalchemy import String, bindparam, literal, null, select, union_all
 from sqlalchemy.orm import Session
 
 import policies
@@ -212,51 +213,7 @@ def _ensure_group_grant(
 
 def access_of(db: Session, user: User) -> dict[str, Any]:
     """Role, environments, groups and grants of a user, each with its provenance (one query)."""
-    text = String()
-    none = null().cast(text)
-    rows = db.execute(
-        union_all(
-            select(
-                literal("role", text),
-                RoleAssignment.role.cast(text),
-                RoleAssignment.provenance,
-                none,
-                none,
-                none,
-            ).where(RoleAssignment.user_id == user.id),
-            select(
-                literal("environment", text),
-                Environment.name,
-                EnvironmentAccess.provenance,
-                none,
-                none,
-                none,
-            )
-            .select_from(EnvironmentAccess)
-            .outerjoin(Environment, Environment.id == EnvironmentAccess.environment_id)
-            .where(EnvironmentAccess.user_id == user.id),
-            select(
-                literal("group", text),
-                Group.display_name,
-                Membership.provenance,
-                none,
-                none,
-                none,
-            )
-            .join(Membership, Membership.group_id == Group.id)
-            .where(Membership.user_id == user.id),
-            select(
-                literal("grant", text),
-                Environment.name,
-                Grant.provenance,
-                Grant.kind.cast(text),
-                Grant.path,
-                Grant.level.cast(text),
-            )
-            .join(Environment, Environment.id == Grant.environment_id)
-            .where(Grant.user_id == user.id),
-        )
-    ).all()
+    rows = db.execute(_access_statement(), {"user_id": user.id}).all()
     role = next((r for r in rows if r[0] == "role"), None)
     envs = [(r[1], r[2]) for r in rows if r[0] == "environment"]
     groups = [(r[1], r[2]) for r in rows if r[0] == "group"]
@@ -279,3 +236,52 @@ def access_of(db: Session, user: User) -> dict[str, Any]:
             key=lambda g: tuple(g.values()),
         ),
     }
+
+
+@functools.cache
+def _access_statement() -> Any:
+    """The query of `access_of`, built once (building the union costs more than running it)."""
+    text = String()
+    none = null().cast(text)
+    user_id = bindparam("user_id", type_=RoleAssignment.user_id.type)
+    return union_all(
+        select(
+            literal("role", text),
+            RoleAssignment.role.cast(text),
+            RoleAssignment.provenance,
+            none,
+            none,
+            none,
+        ).where(RoleAssignment.user_id == user_id),
+        select(
+            literal("environment", text),
+            Environment.name,
+            EnvironmentAccess.provenance,
+            none,
+            none,
+            none,
+        )
+        .select_from(EnvironmentAccess)
+        .outerjoin(Environment, Environment.id == EnvironmentAccess.environment_id)
+        .where(EnvironmentAccess.user_id == user_id),
+        select(
+            literal("group", text),
+            Group.display_name,
+            Membership.provenance,
+            none,
+            none,
+            none,
+        )
+        .join(Membership, Membership.group_id == Group.id)
+        .where(Membership.user_id == user_id),
+        select(
+            literal("grant", text),
+            Environment.name,
+            Grant.provenance,
+            Grant.kind.cast(text),
+            Grant.path,
+            Grant.level.cast(text),
+        )
+        .join(Environment, Environment.id == Grant.environment_id)
+        .where(Grant.user_id == user_id),
+    )

@@ -9,7 +9,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from bridge import audit
@@ -204,15 +204,19 @@ def revoke_token(store: Store, slug: str, token_id: int, *, actor: str) -> ScimT
     return store.write(work)
 
 
+# built once: every SCIM request runs it
+_BY_HASH = (
+    select(ScimToken, Account)
+    .join(Account, Account.id == ScimToken.account_id)
+    .where(ScimToken.token_hash == bindparam("digest"))
+)
+
+
 def authenticate(store: Store, raw: str) -> tuple[Account, ScimToken]:
     """The account a bearer token belongs to, or Unauthorized. Records when it was last used."""
     digest = hash_token(raw)
     with store.read() as db:
-        row = db.execute(
-            select(ScimToken, Account)
-            .join(Account, Account.id == ScimToken.account_id)
-            .where(ScimToken.token_hash == digest)
-        ).first()
+        row = db.execute(_BY_HASH, {"digest": digest}).first()
         if row is not None:  # values, not live rows: the last-used write below expires those
             db.expunge(row.ScimToken)
             db.expunge(row.Account)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ScalarResult, select, update
+from sqlalchemy import ScalarResult, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from bridge import tracing
@@ -45,6 +45,13 @@ def event_hash(event: AuditEvent) -> str:
     return hashlib.sha256(_canonical(event)).hexdigest()
 
 
+_HEAD = (  # built once: every audited change reads it
+    select(Account.audit_seq, Account.audit_head)
+    .where(Account.id == bindparam("account_id"))
+    .with_for_update(key_share=True)
+)
+
+
 @tracing.step("audit.append")
 def record(
     db: Session,
@@ -70,11 +77,7 @@ def record(
     if known is not None and known[0] is txn and account_id in known[1] and not nested:
         seq, prev = known[1][account_id]
     else:
-        head = db.execute(
-            select(Account.audit_seq, Account.audit_head)
-            .where(Account.id == account_id)
-            .with_for_update(key_share=True)
-        ).one()
+        head = db.execute(_HEAD, {"account_id": account_id}).one()
         seq, prev = head.audit_seq, head.audit_head
     event = AuditEvent(
         account_id=account_id,

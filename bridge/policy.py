@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 import policies
@@ -162,13 +162,14 @@ def environments_of(db: Session, account_id: int) -> list[tuple[int, str, bool]]
     return cache[account_id]
 
 
+_ACTIVE = select(PolicyVersion.id, PolicyVersion.number, PolicyVersion.content_hash).where(
+    PolicyVersion.account_id == bindparam("account_id"), PolicyVersion.active.is_(True)
+)  # built once: every write that applies the policy reads it
+
+
 def policy_for(db: Session, account: Account, registry: PolicyRegistry | None) -> Choice:
     """The account's policy now: its active stored version, else its file, else its defaults."""
-    active = db.execute(
-        select(PolicyVersion.id, PolicyVersion.number, PolicyVersion.content_hash).where(
-            PolicyVersion.account_id == account.id, PolicyVersion.active.is_(True)
-        )
-    ).first()
+    active = db.execute(_ACTIVE, {"account_id": account.id}).first()
     if active is not None:
 
         def source() -> str:

@@ -8,9 +8,10 @@ every write path (SCIM, SAML, CLI) instead of a database error (a 500), whatever
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import Boolean, String, inspect
+from sqlalchemy import Boolean, Column, String, Table, inspect
 from sqlalchemy.orm import Session
 
 from bridge.errors import InvalidInput
@@ -26,15 +27,23 @@ def check_row(obj: Any) -> None:
     """Raise InvalidInput naming the first column of `obj` whose value does not fit."""
     state = inspect(obj)
     for attr in state.mapper.column_attrs:
-        column = attr.columns[0]
-        value = getattr(obj, attr.key, None)
-        if value is None:
-            continue
-        what = f"{column.table.name}.{column.name}"
-        if isinstance(column.type, String):
-            check_text(value, what, column.type.length)
-        elif isinstance(column.type, Boolean) and not isinstance(value, bool):
-            raise InvalidInput(f"{what} must be true or false")
+        check_value(attr.columns[0], getattr(obj, attr.key, None))
+
+
+def check_values(table: Table, row: Mapping[str, Any]) -> None:
+    """The same for a row written without the ORM (a Core INSERT of `row` into `table`)."""
+    for column in table.columns:
+        check_value(column, row.get(column.key))
+
+
+def check_value(column: Column[Any], value: Any) -> None:
+    if value is None:
+        return
+    what = f"{column.table.name}.{column.name}"
+    if isinstance(column.type, String):
+        check_text(value, what, column.type.length)
+    elif isinstance(column.type, Boolean) and not isinstance(value, bool):
+        raise InvalidInput(f"{what} must be true or false")
 
 
 def check_text(value: Any, what: str, limit: int | None = None) -> None:

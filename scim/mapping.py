@@ -7,11 +7,22 @@ form, unknown attributes dropped. Values are taken as the IdPs really send them:
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from sqlalchemy import Boolean, Integer, String, inspect, literal, null, select, union_all
+from sqlalchemy import (
+    Boolean,
+    Integer,
+    String,
+    bindparam,
+    inspect,
+    literal,
+    null,
+    select,
+    union_all,
+)
 from sqlalchemy.orm import Session, lazyload
 
 import policies
@@ -284,7 +295,18 @@ def created_user(user: User, base: str) -> dict[str, Any]:
 
 def _related(db: Session, ids: list[uuid.UUID], unloaded: list[uuid.UUID]) -> Any:
     """Group memberships of `ids` and the multi-valued attributes of `unloaded`, one query."""
+    params: dict[str, Any] = {"ids": ids}
+    if unloaded:
+        params["unloaded"] = unloaded
+    return db.execute(_related_statement(bool(unloaded)), params)
+
+
+@functools.cache
+def _related_statement(children: bool) -> Any:
+    """The query of `_related`, built once (a union of four selects costs more to build than
+    to run): `ids` and `unloaded` are expanding parameters."""
     text, none = String(), null()
+    ids, unloaded = bindparam("ids", expanding=True), bindparam("unloaded", expanding=True)
 
     def blanks(*columns: str) -> list[Any]:
         return [none.cast(text).label(c) for c in columns]
@@ -303,7 +325,7 @@ def _related(db: Session, ids: list[uuid.UUID], unloaded: list[uuid.UUID]) -> An
         .join(Group, Group.id == Membership.group_id)
         .where(Membership.user_id.in_(ids))
     ]
-    if unloaded:
+    if children:
         for kind, model in (("emails", UserEmail), ("phone_numbers", UserPhoneNumber)):
             parts.append(
                 select(
@@ -331,7 +353,7 @@ def _related(db: Session, ids: list[uuid.UUID], unloaded: list[uuid.UUID]) -> An
                 none.cast(Group.id.type),
             ).where(UserAddress.user_id.in_(unloaded))
         )
-    return db.execute(union_all(*parts) if len(parts) > 1 else parts[0])
+    return union_all(*parts) if len(parts) > 1 else parts[0]
 
 
 def _uuid(value: str | None) -> uuid.UUID | None:

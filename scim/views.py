@@ -11,7 +11,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, g, request, stream_with_context
 from flask.typing import ResponseReturnValue
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from bridge import accounts, groups, provisioning, scim_log
 from bridge.errors import BridgeError, PreconditionFailed, Unauthorized
@@ -198,16 +198,19 @@ def _user_docs(db: Any, users: list[User], projection: listing.Projection) -> li
     return [projection.apply(d, schema.USERS) for d in docs]
 
 
+_USER = (  # built once: every read of one user runs it
+    select(User)
+    .where(User.account_id == bindparam("account_id"), User.id == bindparam("user_id"))
+    .options(*mapping.WITHOUT_CHILDREN)
+)
+
+
 def _user_reply(user_id: uuid.UUID, status: int = 200) -> Response:
     projection = listing.Projection.parse(
         schema.USERS, request.args.get("attributes"), request.args.get("excludedAttributes")
     )
     with get_store().read() as db:
-        user = db.scalar(
-            select(User)
-            .where(User.account_id == g.account_id, User.id == user_id)
-            .options(*mapping.WITHOUT_CHILDREN)
-        )
+        user = db.scalar(_USER, {"account_id": g.account_id, "user_id": user_id})
         if user is None:
             raise errors.NotFound(f"no user {user_id}")
         if status == 200 and request.method == "GET" and not_modified(user.version):

@@ -36,8 +36,6 @@ def allows(scope: str, needed: str) -> bool:
 class IssuedKey:
     id: int
     raw: str
-    prefix: str
-    scope: str
     expires: datetime | None
 
 
@@ -88,7 +86,7 @@ def issue(
                 "expires": expires and expires.isoformat(),
             },
         )
-        return IssuedKey(key.id, raw, prefix, scope, expires)
+        return IssuedKey(key.id, raw, expires)
 
     return store.write(work)
 

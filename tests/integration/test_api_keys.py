@@ -300,9 +300,18 @@ def key_rows(cli, account):
 def test_cli_issue_limits_refuse_with_a_reason_and_write_nothing(cli, store, account):
     """An expiry of 1 to 3650 days and a label of up to 200 characters are accepted; one more
     either way is refused with the limit named, and no key is stored."""
+    said = []
     for args in (("--expires", "1"), ("--expires", "3650"), ("--label", "x" * 200)):
-        assert cli("api-keys", "issue", account.slug, "--scope", "read", *args).exit_code == 0
+        r = cli("api-keys", "issue", account.slug, "--scope", "read", *args)
+        assert r.exit_code == 0, r.output
+        said.append(r.output.strip().splitlines()[0])
     issued = key_rows(cli, account)
+    for line, row in zip(said, issued, strict=True):
+        until = f", expires {row['expires']}" if row["expires"] else ""
+        assert line == (
+            f"API key {row['id']} for {account.slug}, scope read{until} "
+            "(shown once; only its hash is stored):"
+        )
     assert [len(k["label"]) for k in issued] == [0, 0, 200]
     now = utcnow()
     for row, days in zip(issued, (1, 3650), strict=False):
@@ -316,7 +325,8 @@ def test_cli_issue_limits_refuse_with_a_reason_and_write_nothing(cli, store, acc
     for reason, cases in refusals.items():
         for args in cases:
             r = cli("api-keys", "issue", account.slug, "--scope", "read", *args)
-            assert r.exit_code == 1 and reason in r.output, (args, r.output)
+            assert r.exit_code == 1, (args, r.output)
+            assert r.output.strip().splitlines()[-1] == f"Error: {reason}", (args, r.output)
     assert key_rows(cli, account) == issued
     assert audit_seq(store, account) == before
 

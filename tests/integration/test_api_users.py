@@ -151,6 +151,19 @@ def test_a_grant_in_an_environment_the_account_lacks_gives_nothing_and_skips_not
     ]
 
 
+def test_a_group_the_policy_gives_brings_its_grants_with_the_first_member(api, scim, policy):
+    """The first user the policy puts in a group brings the group's declared grants into being
+    at once, without a policy apply across the account."""
+    uid = scim.post(
+        "Users", json={"userName": "gus@example.com", ENT: {"department": "Marketing"}}
+    ).json["id"]
+    grants = api.get(f"users/{uid}").json["access"]["grants"]
+    assert {(g["path"], g["level"], g["provenance"], g["source"]) for g in grants} == {
+        ("marketing/campaigns/", "editor", "policy:marketing", None),
+        ("marketing/", "viewer", "group:Marketing", "policy:grants"),
+    }
+
+
 def test_explain_gives_the_rules_and_every_stored_row(api, scim, policy, account):
     """explain answers rule by rule, and says why each stored row is there."""
     uid = scim.post(

@@ -164,6 +164,48 @@ def test_a_group_the_policy_gives_brings_its_grants_with_the_first_member(api, s
     }
 
 
+def test_each_declared_group_grant_is_its_own_row(api, scim, policy, settings, account):
+    """Group grants that differ only in group, environment, kind or path are each given when
+    the first member arrives; the groups the policy creates are shown as policy-managed."""
+    (settings.policy_dir / f"{account.slug}.yaml").write_text(
+        textwrap.dedent(
+            f"""
+            account: {account.slug}
+            environments: [production, staging]
+            defaults: {{role: media_library_user, environments: [production]}}
+            rules:
+              - name: marketing
+                when: {{department: {{equals: Marketing}}}}
+                then: {{groups: [Marketing, Design]}}
+            grants:
+              Marketing:
+                - {{environment: production, folder: "marketing/", level: viewer}}
+                - {{environment: production, folder: "brand/", level: viewer}}
+                - {{environment: staging, folder: "marketing/", level: viewer}}
+                - {{environment: production, collection: "marketing/", level: viewer}}
+              Design:
+                - {{environment: production, folder: "marketing/", level: viewer}}
+            """
+        )
+    )
+    uid = scim.post(
+        "Users", json={"userName": "hal@example.com", ENT: {"department": "Marketing"}}
+    ).json["id"]
+    grants = api.get(f"users/{uid}").json["access"]["grants"]
+    assert sorted((g["provenance"], g["environment"], g["kind"], g["path"]) for g in grants) == [
+        ("group:Design", "production", "folder", "marketing/"),
+        ("group:Marketing", "production", "collection", "marketing/"),
+        ("group:Marketing", "production", "folder", "brand/"),
+        ("group:Marketing", "production", "folder", "marketing/"),
+        ("group:Marketing", "staging", "folder", "marketing/"),
+    ]
+    listed = api.get("groups").json["groups"]
+    assert {(g["display_name"], g["managed_by"]) for g in listed} == {
+        ("Design", "policy"),
+        ("Marketing", "policy"),
+    }
+
+
 def test_explain_gives_the_rules_and_every_stored_row(api, scim, policy, account):
     """explain answers rule by rule, and says why each stored row is there."""
     uid = scim.post(

@@ -126,15 +126,24 @@ def init_app(app: Flask, store: Store) -> None:
     app.register_blueprint(bp)
 
 
+SCOPE = "bridge.store_scope"
+
+
 def _open_scope() -> None:
-    """One database session for the whole request: authentication, reads and writes."""
+    """One database session for the whole request: authentication, reads and writes.
+
+    Kept in the request's environ, not in `g`: a SCIM Bulk operation is a request dispatched
+    inside the Bulk request, sharing its app context and so its `g`; in `g` the operation's
+    scope replaced the Bulk's, whose session was then never closed (a connection held in an
+    open transaction for good, and that thread's later work outside a request reading its stale
+    snapshot)."""
     scope = get_store().scope()
     scope.__enter__()
-    g.store_scope = scope
+    request.environ[SCOPE] = scope
 
 
 def _close_scope(_error: BaseException | None) -> None:
-    scope = g.pop("store_scope", None)
+    scope = request.environ.pop(SCOPE, None)
     if scope is not None:
         scope.__exit__(None, None, None)
 

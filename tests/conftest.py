@@ -210,3 +210,16 @@ def live(settings: Settings) -> Iterator[Live]:
     server.shutdown()
     thread.join(timeout=10)
     app.extensions["bridge.store"].dispose()
+
+
+@pytest.fixture(autouse=True)
+def _no_store_scope_left_behind(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Every request ends its store scope (bridge.web): none may be left set in the test's
+    thread after a test, or later work outside a request would read through its session."""
+    from bridge import store as store_module
+
+    yield
+    left = store_module._scope.get()
+    if left is not None:
+        store_module._scope.set(None)
+        pytest.fail(f"{request.node.nodeid} left a request's store scope open", pytrace=False)

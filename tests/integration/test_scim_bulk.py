@@ -1,5 +1,8 @@
 """SCIM Bulk through HTTP: bulkId references, failOnErrors, and the advertised limits."""
 
+import secrets
+
+from bridge import accounts
 from tests.integration.test_scim_protocol import scim_error
 
 BULK = "urn:ietf:params:scim:api:messages:2.0:BulkRequest"
@@ -112,3 +115,18 @@ def test_bulk_delete_and_version(scim):
         },
     )
     assert [o["status"] for o in resp.json["Operations"]] == ["412", "204"]
+
+
+def test_after_a_bulk_request_the_thread_reads_fresh(scim, app, store):
+    """Each Bulk operation is a request inside the Bulk request. When the Bulk is done, work
+    outside a request on the same thread reads the database as it is now: the Bulk's own
+    session was once left open, its transaction's snapshot read for the life of the thread."""
+    op = {"method": "POST", "path": "/Users", "bulkId": "c1", "data": {"userName": "c@x.test"}}
+    resp = scim.post("Bulk", json={"schemas": [BULK], "Operations": [op, {**op, "bulkId": "c2"}]})
+    assert [o["status"] for o in resp.json["Operations"]] == ["201", "409"]
+    bridge_store = app.extensions["bridge.store"]
+    with bridge_store.read() as db:
+        accounts.get_account(db, scim.account.slug)
+    made = accounts.create_account(store, f"later-{secrets.token_hex(3)}", name="L", actor="t")
+    with bridge_store.read() as db:
+        assert accounts.get_account(db, made.slug).id == made.id

@@ -14,6 +14,7 @@ cache's sweep (one login in a hundred, at random) is kept out.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import pytest
@@ -56,13 +57,9 @@ class Counter:
         )
 
 
-@pytest.fixture
-def sql(app, monkeypatch) -> Iterator[Counter]:
-    from saml import sso
-
-    # the replay cache's occasional sweep (one login in a hundred) is not part of a login
-    monkeypatch.setattr(sso.secrets, "randbelow", lambda n: n - 1)
-    engine = app.extensions["bridge.store"].engine
+@contextmanager
+def counting(engine) -> Iterator[Counter]:
+    """Every statement, commit and pool checkout on `engine` while inside."""
     counter = Counter()
 
     def on_statement(conn, cursor, statement, parameters, context, executemany):
@@ -77,10 +74,22 @@ def sql(app, monkeypatch) -> Iterator[Counter]:
     event.listen(engine, "before_cursor_execute", on_statement)
     event.listen(engine, "commit", on_commit)
     event.listen(engine.pool, "checkout", on_checkout)
-    yield counter
-    event.remove(engine, "before_cursor_execute", on_statement)
-    event.remove(engine, "commit", on_commit)
-    event.remove(engine.pool, "checkout", on_checkout)
+    try:
+        yield counter
+    finally:
+        event.remove(engine, "before_cursor_execute", on_statement)
+        event.remove(engine, "commit", on_commit)
+        event.remove(engine.pool, "checkout", on_checkout)
+
+
+@pytest.fixture
+def sql(app, monkeypatch) -> Iterator[Counter]:
+    from saml import sso
+
+    # the replay cache's occasional sweep (one login in a hundred) is not part of a login
+    monkeypatch.setattr(sso.secrets, "randbelow", lambda n: n - 1)
+    with counting(app.extensions["bridge.store"].engine) as counter:
+        yield counter
 
 
 def user_doc(n: int) -> dict:
@@ -232,9 +241,10 @@ rules:
         ("department: {equals: Marketing}", 2),  # e-mails (and phones) unread: not queried
     ],
 )
-def test_policy_plan_statements_per_batch(warm, sql, app, account, monkeypatch, when, per_batch):
+def test_policy_plan_statements_per_batch(warm, store, account, monkeypatch, when, per_batch):
     """`policy plan` reads a batch of users in a fixed number of statements, whatever they
-    hold: the users, the values the policy reads and, in one statement, what they hold."""
+    hold: the users, the values the policy reads and, in one statement, what they hold. Run
+    on a store of its own, as `idbridge policy plan` runs."""
     import policies
     from bridge import planning
 
@@ -242,8 +252,8 @@ def test_policy_plan_statements_per_batch(warm, sql, app, account, monkeypatch, 
         warm.post("Users", json=user_doc(n))
     monkeypatch.setattr(planning, "BATCH", 2)
     candidate = policies.loads(PLAN_POLICY.format(slug=account.slug, when=when))
-    sql.reset()
-    result = planning.plan(app.extensions["bridge.store"], account.slug, candidate)
+    with counting(store.engine) as sql:
+        result = planning.plan(store, account.slug, candidate)
     assert result.users == 5 and result.role_changes == 5
     # the account and its environments; 3 batches; then the users read that comes back empty
     assert sql.count() == 2 + 3 * per_batch + 1, str(sql)

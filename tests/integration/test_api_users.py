@@ -206,6 +206,51 @@ def test_each_declared_group_grant_is_its_own_row(api, scim, policy, settings, a
     }
 
 
+def test_a_manual_group_grant_does_not_stand_in_for_the_policys(api, scim, settings, account):
+    """A group's manual grant on a folder the policy then also grants does not stand in for
+    the policy's own row: the next member's evaluation adds it, each with its provenance."""
+    path = settings.policy_dir / f"{account.slug}.yaml"
+
+    def write(folder):
+        path.write_text(
+            textwrap.dedent(
+                f"""
+                account: {account.slug}
+                environments: [production]
+                defaults: {{role: media_library_user, environments: [production]}}
+                rules:
+                  - name: marketing
+                    when: {{department: {{equals: Marketing}}}}
+                    then: {{groups: [Marketing]}}
+                grants:
+                  Marketing:
+                    - {{environment: production, folder: "{folder}", level: viewer}}
+                """
+            )
+        )
+
+    def member(name):
+        doc = {"userName": f"{name}@example.com", ENT: {"department": "Marketing"}}
+        return scim.post("Users", json=doc).json["id"]
+
+    def rows_of(uid):
+        grants = api.get(f"users/{uid}").json["access"]["grants"]
+        return sorted((g["path"], g["level"], g["source"]) for g in grants)
+
+    write("brand/")
+    first = member("ann")  # the policy makes the group, with its grant on brand/
+    group = next(g for g in api.get("groups").json["groups"] if g["display_name"] == "Marketing")
+    manual = {"environment": "production", "path": "marketing/", "level": "manager"}
+    assert api.post(f"groups/{group['id']}/grants", json=manual).status_code in (200, 201)
+    write("marketing/")  # another length: the file is read again
+    member("bo")
+    assert rows_of(first) == [
+        ("brand/", "viewer", "policy:grants"),
+        ("marketing/", "manager", "manual"),
+        ("marketing/", "viewer", "policy:grants"),
+    ]
+
+
 def test_explain_gives_the_rules_and_every_stored_row(api, scim, policy, account):
     """explain answers rule by rule, and says why each stored row is there."""
     uid = scim.post(

@@ -82,7 +82,9 @@ def _validate_xml(xml: Any, schema: str, debug: bool = False) -> Any:
         xml = OneLogin_Saml2_XML.to_etree(xml)
     except Exception:  # the library's contract: a string names the failure
         return "unloaded_xml"
-    return xml if _schema(schema).validate(xml) else "invalid_xml"
+    compiled = _schema(schema)
+    with _compiling:  # a check beside another thread's compile could fail too (a fork test)
+        return xml if compiled.validate(xml) else "invalid_xml"
 
 
 _schema("saml-schema-protocol-2.0.xsd")

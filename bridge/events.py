@@ -32,6 +32,7 @@ TYPES = (
     "group.member_added",
     "group.member_removed",
     "access.changed",
+    "user.guard_refused",
     "token.issued",
     "token.revoked",
     "client.added",
@@ -120,6 +121,8 @@ def meanings(event: AuditEvent) -> Iterator[tuple[str, dict[str, Any]]]:
             )
     elif action == "user.delete":
         yield "user.deleted", {"user": _user(before, target)}
+    elif action == "user.guard_refused":  # bridge.guards: the refused change, and the role kept
+        yield "user.guard_refused", {"user": {"id": target}, **(after or {})}
     elif action in ("group.create", "group.update", "group.delete"):
         yield from _group(action, before, after, target)
     elif action in ("token.issue", "token.issued", "token.revoke", "token.revoked"):

@@ -66,7 +66,16 @@ def refusals(store, account):
         ).all()
 
 
-def test_scim_change_keeps_the_last_master_admin(scim, store, account, policy, client, cli):
+def guard_feed(api_for, account):
+    """The public event feed's user.guard_refused events (management API)."""
+    r = api_for(account, "read").get("events", query_string={"type": "user.guard_refused"})
+    assert r.status_code == 200, r.json
+    return r.json["events"]
+
+
+def test_scim_change_keeps_the_last_master_admin(
+    scim, store, account, policy, client, cli, api_for
+):
     """A new version that gives nobody master_admin: the owner's next SCIM change keeps their
     role, the refusal is audited (rule and guard), /readyz and `policy check --store` say so;
     a second owner can then lose it, and a version that keeps one clears the warning."""
@@ -93,6 +102,9 @@ def test_scim_change_keeps_the_last_master_admin(scim, store, account, policy, c
         "guard": "keep_at_least_one: master_admin",
         "kept": "master_admin",
     }
+    (public,) = guard_feed(api_for, account)  # the product hears of it too
+    assert public["cursor"] == str(event.seq) and public["actor"] == event.actor
+    assert public["data"] == {"user": {"id": owner["id"]}, **event.after}
     ready = client.get("/readyz")
     assert ready.status_code == 200
     assert ready.json["policy_guard_breaches"][account.slug] == [
@@ -197,7 +209,7 @@ DEPROVISION = {
 
 @pytest.mark.parametrize("how", DEPROVISION)
 def test_deprovisioning_the_last_active_master_admin_is_refused(
-    scim, store, account, policy, saml, how
+    scim, store, account, policy, saml, how, api_for
 ):
     """A SCIM DELETE, a PATCH or a PUT with active false of the account's last master_admin is a
     409 naming the guard; the user stays, active, signed in, with every row and version as it
@@ -222,6 +234,9 @@ def test_deprovisioning_the_last_active_master_admin_is_refused(
         "guard": "keep_at_least_one: master_admin",
         "kept": "master_admin",
     }
+    (public,) = guard_feed(api_for, account)
+    assert public["type"] == "user.guard_refused" and public["cursor"] == str(event.seq)
+    assert public["data"] == {"user": {"id": owner["id"]}, **event.after}
 
 
 @pytest.mark.parametrize("method", ["DELETE", "PATCH"])

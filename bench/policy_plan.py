@@ -1,22 +1,31 @@
 """`policy plan` over many stored users: its time against just loading them, and its memory.
 
     python bench/policy_plan.py [--users 100000] [--database-url postgresql+psycopg://...]
+        [--keep NAME] [--profile FILE]
 
-Creates a fresh database (PostgreSQL by default, dropped at the end), fills one account with
-N users (each with an e-mail, a department and one or two SCIM group memberships) straight
-through SQL, then measures, in the same run: (1) loading the users and their memberships from
-the store, the floor any plan must pay; (2) `bridge.planning.plan` with the Cloudinary-style
-example policy; and the process's peak RSS growth during (2), which must stay flat (plan streams
-in batches). Prints the numbers and the target (plan within 3x of the load).
+Creates a fresh database (PostgreSQL by default, dropped at the end; a `sqlite:///` URL names a
+file to create instead), fills one account with N users (each with an e-mail, a department and
+one or two SCIM group memberships) straight through SQL, then measures, in the same run: (1)
+loading the users and their memberships from the store, the floor any plan must pay; (2)
+`bridge.planning.plan` with the Cloudinary-style example policy (wall and CPU time); and the
+process's peak RSS growth during (2), which must stay flat (plan streams in batches). Prints the
+numbers, the 1-minute load average and the target (plan within 3x of the load).
+
+`--keep NAME` keeps the filled database (PostgreSQL database NAME, or the SQLite file) and reuses
+it on the next run with the same NAME and --users (filling 100,000 users takes minutes);
+`--profile FILE` writes plan's cProfile statistics to FILE and prints the top functions.
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
 import os
+import pstats
 import resource
 import secrets
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -141,34 +150,70 @@ def main() -> None:
     parser.add_argument(
         "--database-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/test"
     )
+    parser.add_argument("--keep", metavar="NAME", help="keep the filled database and reuse it")
+    parser.add_argument("--profile", metavar="FILE", help="cProfile plan into FILE")
     args = parser.parse_args()
     server = make_url(args.database_url)
-    dbname = f"bench_policy_{secrets.token_hex(3)}"
-    admin = create_engine(server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{dbname}"'))
-    store = Store(server.set(database=dbname).render_as_string(hide_password=False))
+    sqlite = server.get_backend_name() == "sqlite"
+    dbname = args.keep or f"bench_policy_{secrets.token_hex(3)}"
+    if args.keep:
+        dbname = f"{dbname}_{args.users}"
+    admin = None
+    if sqlite:
+        path = Path(server.database or Path(tempfile.gettempdir()) / f"{dbname}.sqlite")
+        if args.keep:
+            path = path.with_name(f"{dbname}.sqlite")
+        reuse = bool(args.keep) and path.exists()
+        if not reuse:
+            for stale in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+                stale.unlink(missing_ok=True)
+        url = f"sqlite:///{path}"
+    else:
+        admin = create_engine(server, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            reuse = bool(args.keep) and bool(
+                conn.scalar(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": dbname})
+            )
+            if not reuse:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)'))
+                conn.execute(text(f'CREATE DATABASE "{dbname}"'))
+        url = server.set(database=dbname).render_as_string(hide_password=False)
+    store = Store(url)
     try:
-        schema.upgrade(store.engine)
-        t0 = time.perf_counter()
-        fill(store, "acme-media", args.users)
-        print(f"filled {args.users} users in {time.perf_counter() - t0:.1f} s")
+        if reuse:
+            print(f"reusing {dbname} ({args.users} users)")
+        else:
+            schema.upgrade(store.engine)
+            t0 = time.perf_counter()
+            fill(store, "acme-media", args.users)
+            print(f"filled {args.users} users in {time.perf_counter() - t0:.1f} s")
         example = planning.load_candidate(
             str(ROOT / "policies/examples/cloudinary.yaml"), "acme-media"
         )
         with store.read() as db:
             account = accounts.get_account(db, "acme-media")
+        load_before = os.getloadavg()[0]
         floors = [load_floor(store, account.id) for _ in range(2)]
         base_rss = rss_mb()
         peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        t0 = time.perf_counter()
+        profiler = cProfile.Profile() if args.profile else None
+        t0, c0 = time.perf_counter(), time.process_time()
+        if profiler is not None:
+            profiler.enable()
         result = planning.plan(store, "acme-media", example, on_change=lambda change: None)
-        plan_s = time.perf_counter() - t0
+        if profiler is not None:
+            profiler.disable()
+        plan_s, plan_cpu = time.perf_counter() - t0, time.process_time() - c0
         peak_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        load_after = os.getloadavg()[0]
         floor = min(floors)
         ratio = plan_s / floor
+        print(f"database:                 {store.dialect}, {args.users} users")
         print(f"load users + memberships: {floor:.2f} s (best of 2)")
-        print(f"plan:                     {plan_s:.2f} s  ({args.users / plan_s:,.0f} users/s)")
+        print(
+            f"plan:                     {plan_s:.2f} s  ({args.users / plan_s:,.0f} users/s);"
+            f" CPU {plan_cpu:.2f} s, {plan_cpu / args.users * 1e6:.1f} us per user"
+        )
         verdict = "PASS" if ratio <= 3 else "MISS"
         print(f"plan / load:              {ratio:.2f}x  target <= 3x: {verdict}")
         print(f"plan result:              {result.summary()}")
@@ -176,11 +221,20 @@ def main() -> None:
             f"RSS before plan {base_rss:.0f} MB; peak RSS {peak_before:.0f} -> {peak_after:.0f} MB"
             f" (+{peak_after - peak_before:.0f} MB)"
         )
+        print(f"1-minute load average:    {load_before:.2f} -> {load_after:.2f}")
+        if profiler is not None:
+            profiler.dump_stats(args.profile)
+            pstats.Stats(args.profile).sort_stats("tottime").print_stats(25)
     finally:
         store.dispose()
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)'))
-        admin.dispose()
+        if admin is not None:
+            if not args.keep:
+                with admin.connect() as conn:
+                    conn.execute(text(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)'))
+            admin.dispose()
+        elif sqlite and not args.keep:
+            for stale in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+                stale.unlink(missing_ok=True)
 
 
 if __name__ == "__main__":

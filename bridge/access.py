@@ -144,21 +144,23 @@ def _apply_grants(
     environments: Mapping[str, int],
     fresh: bool,
 ) -> None:
-    wanted: set[tuple[int, str, str, str, str]] = set()
+    # A grant is one row per (environment, kind, path, provenance): the level is what it says,
+    # so a policy that changes a level updates the row (a delete and an insert of the same key
+    # in one flush would break the unique index: SQLAlchemy inserts before it deletes).
+    wanted: dict[tuple[int, str, str, str], str] = {}
     for spec in decision.grants:
         if spec.environment not in environments:
             continue
-        key: tuple[int, str, str, str, str] = (
+        key: tuple[int, str, str, str] = (
             environments[spec.environment],
             spec.kind,
             spec.path,
-            spec.level,
             POLICY + spec.rule,
         )
         if spec.subject == "user":
-            wanted.add(key)
+            wanted[key] = spec.level
         elif spec.group is not None:
-            _ensure_group_grant(db, account, policy_group(db, account, spec.group), key)
+            _ensure_group_grant(db, account, policy_group(db, account, spec.group), key, spec.level)
     rows = (
         []
         if fresh
@@ -166,11 +168,15 @@ def _apply_grants(
             select(Grant).where(Grant.user_id == user.id, Grant.provenance.startswith(POLICY))
         ).all()
     )
-    have = {(r.environment_id, r.kind, r.path, r.level, r.provenance): r for r in rows}
-    for key, row in have.items():
-        if key not in wanted:
+    have = {(r.environment_id, r.kind, r.path, r.provenance): r for r in rows}
+    for held, row in have.items():
+        if held not in wanted:
             db.delete(row)
-    for env_id, kind, path, level, prov in wanted - have.keys():
+        elif row.level != wanted[held]:
+            row.level = wanted[held]
+    for (env_id, kind, path, prov), level in wanted.items():
+        if (env_id, kind, path, prov) in have:
+            continue
         db.add(
             Grant(
                 account_id=account.id,
@@ -185,9 +191,13 @@ def _apply_grants(
 
 
 def _ensure_group_grant(
-    db: Session, account: Account, group: Group, key: tuple[int, str, str, str, str]
+    db: Session, account: Account, group: Group, key: tuple[int, str, str, str], level: str
 ) -> None:
-    env_id, kind, path, level, prov = key
+    """Add a policy group grant the group lacks. An existing one keeps its level here even if the
+    policy now says another: a group's grants are every member's, so changing one is
+    `policy apply`'s account-wide reconcile (which audits each member's change), not one
+    user's login's."""
+    env_id, kind, path, prov = key
     exists = db.scalar(
         select(Grant.id).where(
             Grant.group_id == group.id,

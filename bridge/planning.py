@@ -491,15 +491,17 @@ def _reconcile_group_grants(
             select(Environment.name, Environment.id).where(Environment.account_id == account.id)
         ).all()
     )
-    wanted: dict[tuple[uuid.UUID, int, str, str, str], str] = {}
+    # One row per (group, environment, kind, path, provenance); a changed level is an update
+    # of that row (an insert beside the old row would break the unique index).
+    Key = tuple[uuid.UUID | None, int, str, str, str]
+    wanted: dict[Key, str] = {}
     for group_name, specs in policy.group_grants.items():
         for spec in specs:
             if spec.environment not in envs:
                 continue
             group = access.policy_group(db, account, spec.group or group_name)
-            wanted[(group.id, envs[spec.environment], spec.kind, spec.path, spec.level)] = (
-                POLICY + spec.rule
-            )
+            key: Key = (group.id, envs[spec.environment], spec.kind, spec.path, POLICY + spec.rule)
+            wanted[key] = spec.level
     rows = db.scalars(
         select(Grant).where(
             Grant.account_id == account.id,
@@ -507,12 +509,19 @@ def _reconcile_group_grants(
             Grant.provenance.startswith(POLICY),
         )
     ).all()
-    have = {(r.group_id, r.environment_id, r.kind, r.path, r.level): r for r in rows}
-    removed = [key for key in have if key not in wanted]
-    for key in removed:
+    have: dict[Key, Grant] = {
+        (r.group_id, r.environment_id, r.kind, r.path, r.provenance): r for r in rows
+    }
+    removed = [(*key, have[key].level) for key in have if key not in wanted]
+    for key in have.keys() - wanted.keys():
         db.delete(have[key])
-    added = [key for key in wanted if key not in have]
-    for group_id, env_id, kind, path, level in added:
+    changed = []
+    for key in have.keys() & wanted.keys():
+        if have[key].level != wanted[key]:
+            changed.append((*key, have[key].level, wanted[key]))
+            have[key].level = wanted[key]
+    added = [(*key, level) for key, level in wanted.items() if key not in have]
+    for group_id, env_id, kind, path, prov, level in added:
         db.add(
             Grant(
                 account_id=account.id,
@@ -521,10 +530,10 @@ def _reconcile_group_grants(
                 kind=kind,
                 path=path,
                 level=level,
-                provenance=wanted[(group_id, env_id, kind, path, level)],
+                provenance=prov,
             )
         )
-    if added or removed:
+    if added or removed or changed:
         db.flush()
         audit.record(
             db,
@@ -536,6 +545,7 @@ def _reconcile_group_grants(
             after={
                 "added": [list(map(str, k)) for k in added],
                 "removed": [list(map(str, k)) for k in removed],
+                "changed": [list(map(str, k)) for k in changed],
             },
         )
 

@@ -165,6 +165,89 @@ def test_department_rule_with_grants_and_group_grants(scim_acct, store, account,
     ]
 
 
+def test_a_policy_that_changes_a_grant_level_changes_that_grant(
+    scim_acct, store, account, policy_file, cli
+):
+    """Raising a rule's grant level in the policy: the user's next SCIM change answers 200 (it
+    was a 409: the new row was inserted beside the old one, against the unique index) and leaves
+    one row at the new level, with an access.changed event saying before and after. Lowering it
+    again goes back. `policy apply` does the same for every user it reaches."""
+    scim = scim_acct
+    user = scim.post(
+        "Users", json={"userName": "mia@example.com", ENT: {"department": "Marketing"}}
+    ).json
+    other = scim.post(
+        "Users", json={"userName": "max@example.com", ENT: {"department": "Marketing"}}
+    ).json
+
+    def grants(user_id):
+        return [(g["path"], g["level"]) for g in access(store, user_id)["grants"]]
+
+    assert grants(user["id"]) == [("marketing/", "editor")]
+    raised = POLICY.format(slug=account.slug, extra="")
+    policy_file(raised.replace("level: editor", "level: manager"))
+    patch = {"Operations": [{"op": "replace", "path": "title", "value": "Lead"}]}
+    r = scim.patch(f"Users/{user['id']}", json=patch)
+    assert r.status_code == 200, r.json
+    assert grants(user["id"]) == [("marketing/", "manager")]
+    with store.read() as db:
+        found, _ = events.page(db, account.id, types=frozenset({"access.changed"}), limit=1000)
+    (changed,) = [e for e in found if e.data["user"]["id"] == user["id"]]
+    assert [g["level"] for g in changed.data["before"]["grants"]] == ["editor"]
+    assert [g["level"] for g in changed.data["after"]["grants"]] == ["manager"]
+
+    policy_file(raised.replace("level: editor", "level: viewer"))  # lowered: no more than viewer
+    assert scim.patch(f"Users/{user['id']}", json=patch).status_code == 200
+    assert grants(user["id"]) == [("marketing/", "viewer")]
+    assert grants(other["id"]) == [("marketing/", "editor")]  # not yet reached
+    env = {**cli.env, "BRIDGE_POLICY_DIR": str(policy_file().parent)}
+    policy_file(raised.replace("level: editor", "level: viewer"))  # (policy_file() rewrote it)
+    result = type(cli)(env)("policy", "apply", account.slug)
+    assert result.exit_code == 0, result.output
+    assert grants(other["id"]) == [("marketing/", "viewer")]
+    with store.read() as db:
+        rows = db.scalars(
+            select(Grant.level).where(Grant.account_id == account.id, Grant.user_id.is_not(None))
+        ).all()
+    assert sorted(rows) == ["viewer", "viewer"]  # one row each, never two
+
+
+def test_policy_apply_changes_a_group_grant_level(scim_acct, store, account, policy_file, cli):
+    """A group grant whose level the policy changes: `policy apply` updates the group's row in
+    place (it failed on the unique index, retrying until it gave up) and audits the change; a
+    member's own SCIM change before that leaves the group's row to the apply."""
+    scim = scim_acct
+    scim.post("Users", json={"userName": "mia@example.com", ENT: {"department": "Marketing"}})
+    env = {**cli.env, "BRIDGE_POLICY_DIR": str(policy_file().parent)}
+    run = type(cli)(env)
+    assert run("policy", "apply", account.slug).exit_code == 0
+
+    def group_rows():
+        with store.read() as db:
+            return db.execute(
+                select(Grant.path, Grant.level, Grant.provenance).where(
+                    Grant.account_id == account.id, Grant.group_id.is_not(None)
+                )
+            ).all()
+
+    assert group_rows() == [("brand/", "viewer", "policy:grants")]
+    edited = POLICY.format(slug=account.slug, extra="")
+    policy_file(edited.replace("level: viewer", "level: editor"))
+    result = run("policy", "apply", account.slug)
+    assert result.exit_code == 0, result.output + result.stderr
+    assert group_rows() == [("brand/", "editor", "policy:grants")]
+    with store.read() as db:
+        audited = db.scalars(
+            select(AuditEvent)
+            .where(AuditEvent.account_id == account.id, AuditEvent.action == "policy.group_grants")
+            .order_by(AuditEvent.seq.desc())
+            .limit(1)
+        ).one()
+    (change,) = audited.after["changed"]
+    assert change[2:] == ["folder", "brand/", "policy:grants", "viewer", "editor"]
+    assert audited.after["added"] == [] and audited.after["removed"] == []
+
+
 def test_manual_rows_survive_reevaluation(scim_acct, store, account, policy_file, cli):
     """A manual grant and a manual role are untouched by apply and by SCIM changes."""
     scim = scim_acct

@@ -12,8 +12,8 @@ from sqlalchemy.orm import Session
 
 from api.base import account_id, actor, bp, requires, responses, spec
 from api.models import Problem, Strict
+from bridge import accounts, idp_domains, idps, test_logins
 from bridge import fetch as fetching
-from bridge import idp_domains, idps, test_logins
 from bridge.errors import InvalidInput
 from bridge.models import IdentityProvider
 from bridge.web import get_store
@@ -85,6 +85,17 @@ class IdpSettings(Strict):
         None,
         max_length=idp_domains.MAX_PER_IDP,
         description="The IdP's whole list of e-mail domains (declared by you, not checked in DNS)",
+    )
+
+
+class VerifiedDomains(Strict):
+    domains: list[str] = Field(
+        max_length=accounts.MAX_VERIFIED_DOMAINS,
+        description=(
+            "The account's whole list of verified e-mail domains: an IdP with link_by_email joins "
+            "a first login to an existing user only by an e-mail on one of them (declared by "
+            "you, not checked in DNS)"
+        ),
     )
 
 
@@ -181,6 +192,29 @@ def update_idp(name: str) -> ResponseReturnValue:
     changes = body.model_dump(exclude_none=True)
     idps.change_settings(get_store(), account_id(), name, changes, actor=actor())
     return _get(name)
+
+
+@bp.get("/verified-domains")
+@requires("read")
+@spec.validate(resp=responses(HTTP_200=VerifiedDomains), tags=[TAG])
+def get_verified_domains() -> ResponseReturnValue:
+    """The account's verified e-mail domains (for IdPs that link first logins by e-mail)."""
+    with get_store().read() as db:
+        return VerifiedDomains(
+            domains=sorted(accounts.get_account(db, g.account_slug).verified_domains)
+        )
+
+
+@bp.put("/verified-domains")
+@requires("admin")
+@spec.validate(
+    json=VerifiedDomains, resp=responses(HTTP_200=VerifiedDomains, HTTP_400=Problem), tags=[TAG]
+)
+def set_verified_domains() -> ResponseReturnValue:
+    """Make the given domains the account's whole list of verified e-mail domains."""
+    body: VerifiedDomains = request.context.json  # type: ignore[attr-defined]
+    found = accounts.set_verified_domains(get_store(), account_id(), body.domains, actor=actor())
+    return VerifiedDomains(domains=found)
 
 
 @bp.post(f"/idps/{NAME}/refresh")

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
-from bridge import audit
+from bridge import audit, idp_domains
 from bridge.errors import Conflict, InvalidInput, NotFound, Unauthorized
 from bridge.models import Account, Environment, ScimToken, utcnow
 from bridge.store import Store
@@ -270,5 +270,41 @@ def set_default_environment(
                 after={"default": default},
             )
         return env
+
+    return store.write(work)
+
+
+MAX_VERIFIED_DOMAINS = 50
+
+
+def set_verified_domains(
+    store: Store, account_id: int, domains: list[str], *, actor: str
+) -> list[str]:
+    """Make `domains` the account's whole list of verified e-mail domains (audited when it
+    changes). An IdP added with `--link-by-email` may join a first login to an existing user
+    only through an e-mail address on one of them. Declared by the account's admin, like IdP
+    routing domains (`bridge.idp_domains`), not proven in DNS. Returns the list now held."""
+    wanted = sorted({idp_domains.normalize(d) for d in domains})
+    if len(wanted) > MAX_VERIFIED_DOMAINS:
+        raise InvalidInput(f"at most {MAX_VERIFIED_DOMAINS} verified domains per account")
+
+    def work(db: Session) -> list[str]:
+        account = db.scalar(select(Account).where(Account.id == account_id).with_for_update())
+        if account is None:
+            raise NotFound(f"no account {account_id}")
+        before = sorted(account.verified_domains)
+        if before != wanted:
+            account.verified_domains = wanted
+            audit.record(
+                db,
+                account.id,
+                actor=actor,
+                action="account.verified_domains",
+                target_type="account",
+                target_id=account.slug,
+                before={"verified_domains": before},
+                after={"verified_domains": wanted},
+            )
+        return wanted
 
     return store.write(work)

@@ -39,6 +39,31 @@ def accounts_list(ctx: Context, as_json: bool) -> None:
         click.echo(f"{row['slug']}\t{row['name']}")
 
 
+@accounts_group.command("verified-domains")
+@click.argument("slug")
+@click.argument("domains", nargs=-1)
+@click.option("--clear", is_flag=True, help="Remove all of the account's verified domains.")
+@pass_ctx
+@fails_cleanly
+def accounts_verified_domains(
+    ctx: Context, slug: str, domains: tuple[str, ...], clear: bool
+) -> None:
+    """Show account SLUG's verified e-mail domains, or make DOMAINS its whole list (--clear:
+    none).
+
+    An IdP added with --link-by-email joins a first login to an existing user only by an
+    e-mail address on one of these. They are declared by you, not checked in DNS: declare
+    only domains whose mailboxes the account's IdPs vouch for."""
+    if clear and domains:
+        raise click.UsageError("give domains or --clear, not both")
+    with ctx.store.read() as session:
+        account = accounts.get_account(session, slug)
+        account_id, found = account.id, sorted(account.verified_domains)
+    if domains or clear:
+        found = accounts.set_verified_domains(ctx.store, account_id, list(domains), actor=ctx.actor)
+    click.echo(f"verified domains of {slug}: " + (", ".join(found) if found else "none"))
+
+
 @main.group("environments")
 def environments_group() -> None:
     """Product environments of an account."""

@@ -564,26 +564,33 @@ def test_concurrent_logins_of_returning_users(saml, store, caplog):
     assert not [r for r in caplog.records if "retrying write" in r.getMessage()]
 
 
-def test_email_linking_only_on_verified_domains(saml, store, scim):
-    """With --link-by-email, a first login joins the user with its e-mail on a verified domain;
-    on any other domain it stays a user of its own."""
-    from bridge.models import Account
-
-    def configure(db):
-        idps.get(db, saml.account.id, "test").link_by_email = True
-        db.get(Account, saml.account.id).verified_domains = ["example.com"]
-
-    store.write(configure)
+def test_email_linking_only_on_verified_domains(saml, store, scim, api_for):
+    """With link_by_email, a first login joins the user with its e-mail on a verified domain
+    (set by the account's admin through the management API); on any other domain, or before
+    the domain is declared, it stays a user of its own."""
+    admin = api_for(saml.account, "admin")
+    assert admin.patch("idps/test", json={"link_by_email": True}).status_code == 200
     made = scim.post(
         "Users", json={"userName": "ann-hr", "emails": [{"value": "ann@example.com"}]}
     ).json
     scim.post("Users", json={"userName": "bob-hr", "emails": [{"value": "bob@elsewhere.org"}]})
+    scim.post("Users", json={"userName": "cy-hr", "emails": [{"value": "cy@example.com"}]})
     before = saml.users()
+    assert (  # no verified domain yet: a user of its own
+        saml.post(saml.response(in_response_to=_fresh(saml), name_id="cy@example.com")).status_code
+        == 302
+    )
+    assert saml.client.get("/session").json["user"]["userName"] == "cy@example.com"
+    assert saml.users() == before + 1
+
+    r = admin.put("verified-domains", json={"domains": ["Example.COM"]})
+    assert r.status_code == 200 and r.json == {"domains": ["example.com"]}
     assert (
         saml.post(saml.response(in_response_to=_fresh(saml), name_id="ann@example.com")).status_code
         == 302
     )
-    assert saml.client.get("/session").json["user"]["id"] == made["id"] and saml.users() == before
+    session = saml.client.get("/session").json
+    assert session["user"]["id"] == made["id"] and saml.users() == before + 1
     assert (
         saml.post(
             saml.response(in_response_to=_fresh(saml), name_id="bob@elsewhere.org")
@@ -591,7 +598,52 @@ def test_email_linking_only_on_verified_domains(saml, store, scim):
         == 302
     )
     assert saml.client.get("/session").json["user"]["userName"] == "bob@elsewhere.org"
-    assert saml.users() == before + 1
+    assert saml.users() == before + 2
+
+
+def test_verified_domains_refusals_write_nothing(saml, store, api_for, cli):
+    """Only an admin key sets verified domains; a bad domain or too many is a 400 problem naming
+    what is wrong, and the list and the audit log stay as they were. The CLI shows, sets and
+    clears the same list and refuses the same way."""
+    from bridge.models import AuditEvent
+
+    slug = saml.account.slug
+    admin = api_for(saml.account, "admin")
+    assert admin.put("verified-domains", json={"domains": ["a.example"]}).status_code == 200
+
+    def audited():
+        with store.read() as db:
+            return db.scalars(
+                select(AuditEvent.after).where(
+                    AuditEvent.account_id == saml.account.id,
+                    AuditEvent.action == "account.verified_domains",
+                )
+            ).all()
+
+    assert audited() == [{"verified_domains": ["a.example"]}]
+    writer = api_for(saml.account, "write")
+    r = writer.put("verified-domains", json={"domains": ["b.example"]})
+    assert r.status_code == 403 and "admin" in r.json["detail"]
+    r = admin.put("verified-domains", json={"domains": ["b.example", "not a domain"]})
+    assert r.status_code == 400 and "'not a domain'" in r.json["detail"]
+    many = [f"d{i}.example" for i in range(51)]
+    r = admin.put("verified-domains", json={"domains": many})
+    assert r.status_code == 400 and "domains" in r.json["detail"]
+    assert writer.get("verified-domains").json == {"domains": ["a.example"]}
+    assert audited() == [{"verified_domains": ["a.example"]}]
+
+    out = cli("accounts", "verified-domains", slug, "B.example", "a.example")
+    assert (
+        out.exit_code == 0 and out.output == f"verified domains of {slug}: a.example, b.example\n"
+    )
+    out = cli("accounts", "verified-domains", slug, "c.example", "192.0.2.1")
+    assert out.exit_code != 0 and "'192.0.2.1' is an address" in out.output + out.stderr
+    assert cli("accounts", "verified-domains", slug, "--clear", "x.example").exit_code == 2
+    out = cli("accounts", "verified-domains", slug)
+    assert out.output == f"verified domains of {slug}: a.example, b.example\n"
+    assert cli("accounts", "verified-domains", slug, "--clear").exit_code == 0
+    assert cli("accounts", "verified-domains", slug).output == f"verified domains of {slug}: none\n"
+    assert audited()[-1] == {"verified_domains": []} and len(audited()) == 3
 
 
 def test_login_answer_is_bound_to_the_browser_that_asked(saml):

@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 
 from api.base import account_id, actor, bp, requires, responses, spec
 from api.models import Kind, Level, Page, PageQuery, Problem, Strict
-from bridge import directory, groups, manual
+from bridge import access, directory, groups, manual
 from bridge.models import Group
 from bridge.web import get_store
 
@@ -87,7 +87,7 @@ def _document(group_id: uuid.UUID) -> GroupDocument:
             created=group.created,
             last_modified=group.last_modified,
             version=group.version,
-            grants=[GroupGrant(**g) for g in manual.group_grants(db, group)],
+            grants=[GroupGrant(**g) for g in access.group_grants(db, group)],
         )
 
 

@@ -16,7 +16,7 @@ from sqlalchemy import String, bindparam, literal, null, select, union_all
 from sqlalchemy.orm import Session
 
 import policies
-from bridge import tracing
+from bridge import audit, tracing
 from bridge.models import (
     Account,
     Environment,
@@ -35,16 +35,23 @@ POLICY = "policy:"
 
 @tracing.step("provisioning.access")
 def apply(
-    db: Session, account: Account, user: User, decision: policies.Decision, *, fresh: bool = False
+    db: Session,
+    account: Account,
+    user: User,
+    decision: policies.Decision,
+    *,
+    actor: str,
+    fresh: bool = False,
 ) -> None:
     """Make the user's policy-provenance rows exactly what `decision` says. `fresh`: a user
-    created in this transaction, who has no such rows yet (none are read)."""
+    created in this transaction, who has no such rows yet (none are read). `actor` is audited on
+    a group grant this adds (the user's own rows are audited by the caller, on the user)."""
     db.flush()
     _apply_role(db, user, decision, fresh)
     environments = {name: env_id for env_id, name, _default in environments_of(db, account.id)}
     _apply_environments(db, user, decision, environments, fresh)
     _apply_groups(db, account, user, decision, fresh)
-    _apply_grants(db, account, user, decision, environments, fresh)
+    _apply_grants(db, account, user, decision, environments, fresh, actor)
 
 
 def _apply_role(db: Session, user: User, decision: policies.Decision, fresh: bool) -> None:
@@ -143,6 +150,7 @@ def _apply_grants(
     decision: policies.Decision,
     environments: Mapping[str, int],
     fresh: bool,
+    actor: str,
 ) -> None:
     # A grant is one row per (environment, kind, path, provenance): the level is what it says,
     # so a policy that changes a level updates the row (a delete and an insert of the same key
@@ -160,7 +168,8 @@ def _apply_grants(
         if spec.subject == "user":
             wanted[key] = spec.level
         elif spec.group is not None:
-            _ensure_group_grant(db, account, policy_group(db, account, spec.group), key, spec.level)
+            group = policy_group(db, account, spec.group)
+            _ensure_group_grant(db, account, group, key, spec.level, actor)
     rows = (
         []
         if fresh
@@ -191,7 +200,12 @@ def _apply_grants(
 
 
 def _ensure_group_grant(
-    db: Session, account: Account, group: Group, key: tuple[int, str, str, str], level: str
+    db: Session,
+    account: Account,
+    group: Group,
+    key: tuple[int, str, str, str],
+    level: str,
+    actor: str,
 ) -> None:
     """Add a policy group grant the group lacks. An existing one keeps its level here even if the
     policy now says another: a group's grants are every member's, so changing one is
@@ -208,6 +222,7 @@ def _ensure_group_grant(
         )
     )
     if exists is None:
+        before = group_grants(db, group)
         db.add(
             Grant(
                 account_id=account.id,
@@ -219,6 +234,52 @@ def _ensure_group_grant(
                 provenance=prov,
             )
         )
+        record_group_grants(db, account.id, group, before, actor=actor, action=GROUP_POLICY)
+
+
+GROUP_POLICY = "group.policy_grants"  # audit actions of a change to a group's grants
+GROUP_MANUAL = "group.manual_grant"
+
+
+def group_grants(db: Session, group: Group) -> list[dict[str, Any]]:
+    """A group's grants with provenance, sorted."""
+    rows = db.execute(
+        select(Environment.name, Grant.kind, Grant.path, Grant.level, Grant.provenance)
+        .join(Environment, Environment.id == Grant.environment_id)
+        .where(Grant.group_id == group.id)
+        .order_by(Environment.name, Grant.kind, Grant.path, Grant.provenance)
+    ).all()
+    return [
+        {"environment": e, "kind": k, "path": p, "level": lv, "provenance": pr}
+        for e, k, p, lv, pr in rows
+    ]
+
+
+def record_group_grants(
+    db: Session,
+    account_id: int,
+    group: Group,
+    before: list[dict[str, Any]],
+    *,
+    actor: str,
+    action: str,
+) -> list[dict[str, Any]]:
+    """Audit a change to a group's grants (every member's access): the group's grants before
+    and after, if they differ. The event feed's `group.grants_changed`. Returns them after."""
+    db.flush()
+    after = group_grants(db, group)
+    if after != before:
+        audit.record(
+            db,
+            account_id,
+            actor=actor,
+            action=action,
+            target_type="group",
+            target_id=str(group.id),
+            before={"grants": before},
+            after={"display_name": group.display_name, "grants": after},
+        )
+    return after
 
 
 def access_of(db: Session, user: User) -> dict[str, Any]:

@@ -31,6 +31,7 @@ TYPES = (
     "group.deleted",
     "group.member_added",
     "group.member_removed",
+    "group.grants_changed",
     "access.changed",
     "user.guard_refused",
     "token.issued",
@@ -125,6 +126,10 @@ def meanings(event: AuditEvent) -> Iterator[tuple[str, dict[str, Any]]]:
         yield "user.guard_refused", {"user": {"id": target}, **(after or {})}
     elif action in ("group.create", "group.update", "group.delete"):
         yield from _group(action, before, after, target)
+    elif action in ("group.manual_grant", "group.policy_grants"):  # bridge.access
+        group = {"id": target, "displayName": (after or {}).get("display_name")}
+        was, now = (before or {}).get("grants", []), (after or {}).get("grants", [])
+        yield "group.grants_changed", {"group": group, "before": was, "after": now}
     elif action in ("token.issue", "token.issued", "token.revoke", "token.revoked"):
         kind = "scim" if action in ("token.issue", "token.revoke") else "oidc"
         name = "token.issued" if action.startswith("token.issue") else "token.revoked"

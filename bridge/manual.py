@@ -20,7 +20,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 import policies
-from bridge import audit, provisioning
+from bridge import access, provisioning
+from bridge.access import group_grants, record_group_grants
 from bridge.accounts import get_account
 from bridge.errors import Conflict, GuardRefused, InvalidInput, NotFound
 from bridge.models import (
@@ -261,37 +262,14 @@ def set_group_grant(
             raise NotFound(f"no group {group_id}")
         before = group_grants(db, group)
         _put_grant(db, account, {"group_id": group.id}, spec, present=present)
-        db.flush()
-        after = group_grants(db, group)
+        after = record_group_grants(
+            db, account.id, group, before, actor=actor, action=access.GROUP_MANUAL
+        )
         if after != before:
             group.touch()
-            audit.record(
-                db,
-                account.id,
-                actor=actor,
-                action="group.manual_grant",
-                target_type="group",
-                target_id=str(group.id),
-                before={"grants": before},
-                after={"grants": after},
-            )
         return after
 
     return store.write(work)
-
-
-def group_grants(db: Session, group: Group) -> list[dict[str, Any]]:
-    """A group's grants with provenance, sorted."""
-    rows = db.execute(
-        select(Environment.name, Grant.kind, Grant.path, Grant.level, Grant.provenance)
-        .join(Environment, Environment.id == Grant.environment_id)
-        .where(Grant.group_id == group.id)
-        .order_by(Environment.name, Grant.kind, Grant.path, Grant.provenance)
-    ).all()
-    return [
-        {"environment": e, "kind": k, "path": p, "level": lv, "provenance": pr}
-        for e, k, p, lv, pr in rows
-    ]
 
 
 def set_membership(

@@ -512,41 +512,37 @@ def _reconcile_group_grants(
     have: dict[Key, Grant] = {
         (r.group_id, r.environment_id, r.kind, r.path, r.provenance): r for r in rows
     }
-    removed = [(*key, have[key].level) for key in have if key not in wanted]
+    touched = {key[0] for key in have.keys() ^ wanted.keys()}
+    touched |= {key[0] for key in have.keys() & wanted.keys() if have[key].level != wanted[key]}
+    groups: dict[uuid.UUID | None, Group] = {}
+    if touched:
+        groups = {g.id: g for g in db.scalars(select(Group).where(Group.id.in_(touched)))}
+    before = {group_id: access.group_grants(db, groups[group_id]) for group_id in touched}
     for key in have.keys() - wanted.keys():
         db.delete(have[key])
-    changed = []
     for key in have.keys() & wanted.keys():
-        if have[key].level != wanted[key]:
-            changed.append((*key, have[key].level, wanted[key]))
-            have[key].level = wanted[key]
-    added = [(*key, level) for key, level in wanted.items() if key not in have]
-    for group_id, env_id, kind, path, prov, level in added:
-        db.add(
-            Grant(
-                account_id=account.id,
-                group_id=group_id,
-                environment_id=env_id,
-                kind=kind,
-                path=path,
-                level=level,
-                provenance=prov,
+        have[key].level = wanted[key]
+    for (group_id, env_id, kind, path, prov), level in wanted.items():
+        if (group_id, env_id, kind, path, prov) not in have:
+            db.add(
+                Grant(
+                    account_id=account.id,
+                    group_id=group_id,
+                    environment_id=env_id,
+                    kind=kind,
+                    path=path,
+                    level=level,
+                    provenance=prov,
+                )
             )
-        )
-    if added or removed or changed:
-        db.flush()
-        audit.record(
+    for group_id in sorted(touched, key=lambda i: groups[i].display_name_key):
+        access.record_group_grants(
             db,
             account.id,
+            groups[group_id],
+            before[group_id],
             actor=actor,
-            action="policy.group_grants",
-            target_type="account",
-            target_id=account.slug,
-            after={
-                "added": [list(map(str, k)) for k in added],
-                "removed": [list(map(str, k)) for k in removed],
-                "changed": [list(map(str, k)) for k in changed],
-            },
+            action=access.GROUP_POLICY,
         )
 
 

@@ -284,7 +284,7 @@ def _decide(
     db.info.setdefault(SETTLED, {})[user.id] = None
     if choice.policy is not None and decision is not None and decision.ok:
         held = guards.hold(db, account, user, choice.policy, decision, actor=actor)
-        access.apply(db, account, user, held, fresh=fresh)
+        access.apply(db, account, user, held, actor=actor, fresh=fresh)
         if held is decision:
             db.info[SETTLED][user.id] = choice.key
         return held

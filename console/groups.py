@@ -10,7 +10,7 @@ import uuid
 from flask import g, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
-from bridge import directory, groups, manual
+from bridge import access, directory, groups, manual
 from bridge.errors import InvalidInput
 from bridge.web import get_store
 from console.base import PAGE, bp
@@ -61,7 +61,7 @@ def group_page(slug: str, group_id: uuid.UUID) -> ResponseReturnValue:
             "created": group.created,
             "last_modified": group.last_modified,
         }
-        grants = manual.group_grants(db, group)
+        grants = access.group_grants(db, group)
         envs = [e.name for e in directory.environment_names(db, g.admin.account_id)]
     return render_template(
         "console/group.html",

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from bridge import directory, manual
+from bridge import access, directory
 from bridge.accounts import get_account
 from bridge.cli.base import Context, emit, fails_cleanly, main, pass_ctx
 
@@ -53,7 +53,7 @@ def groups_show(ctx: Context, slug: str, name: str, as_json: bool) -> None:
             "id": str(group.id),
             "name": group.display_name,
             "managed_by": group.managed_by,
-            "grants": manual.group_grants(db, group),
+            "grants": access.group_grants(db, group),
             "members": members,
         }
     if as_json:

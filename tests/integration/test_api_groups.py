@@ -40,6 +40,10 @@ def test_manual_group_lifecycle_with_members_and_grants(api, scim, store, accoun
         }
     ]
     assert r.json["members"] == 1
+    feed = api.get("events", query_string={"type": "group.grants_changed"}).json["events"]
+    assert [(e["data"]["group"], e["data"]["before"], e["data"]["after"]) for e in feed] == [
+        ({"id": gid, "displayName": "Editors"}, [], r.json["grants"])
+    ]
     held = api.get(f"users/{uid}").json["access"]["grants"]
     assert {(g["path"], g["provenance"], g["source"]) for g in held} == {
         ("press/", "group:Editors", "manual")

@@ -212,10 +212,13 @@ def test_a_policy_that_changes_a_grant_level_changes_that_grant(
     assert sorted(rows) == ["viewer", "viewer"]  # one row each, never two
 
 
-def test_policy_apply_changes_a_group_grant_level(scim_acct, store, account, policy_file, cli):
+def test_policy_apply_changes_a_group_grant_level(
+    scim_acct, store, account, policy_file, cli, api_for
+):
     """A group grant whose level the policy changes: `policy apply` updates the group's row in
-    place (it failed on the unique index, retrying until it gave up) and audits the change; a
-    member's own SCIM change before that leaves the group's row to the apply."""
+    place (it failed on the unique index, retrying until it gave up), and the event feed says
+    what the group's members now hold (group.grants_changed, before and after). A second apply
+    changes and announces nothing."""
     scim = scim_acct
     scim.post("Users", json={"userName": "mia@example.com", ENT: {"department": "Marketing"}})
     env = {**cli.env, "BRIDGE_POLICY_DIR": str(policy_file().parent)}
@@ -230,22 +233,29 @@ def test_policy_apply_changes_a_group_grant_level(scim_acct, store, account, pol
                 )
             ).all()
 
+    def feed():
+        r = api_for(account, "read").get("events", query_string={"type": "group.grants_changed"})
+        assert r.status_code == 200, r.json
+        return r.json["events"]
+
     assert group_rows() == [("brand/", "viewer", "policy:grants")]
+    (first,) = feed()  # the SCIM create that put mia in Marketing brought the group's grant
+    assert first["data"]["group"]["displayName"] == "Marketing"
+    assert first["data"]["before"] == [] and first["actor"].startswith("scim:token:")
     edited = POLICY.format(slug=account.slug, extra="")
     policy_file(edited.replace("level: viewer", "level: editor"))
     result = run("policy", "apply", account.slug)
     assert result.exit_code == 0, result.output + result.stderr
     assert group_rows() == [("brand/", "editor", "policy:grants")]
-    with store.read() as db:
-        audited = db.scalars(
-            select(AuditEvent)
-            .where(AuditEvent.account_id == account.id, AuditEvent.action == "policy.group_grants")
-            .order_by(AuditEvent.seq.desc())
-            .limit(1)
-        ).one()
-    (change,) = audited.after["changed"]
-    assert change[2:] == ["folder", "brand/", "policy:grants", "viewer", "editor"]
-    assert audited.after["added"] == [] and audited.after["removed"] == []
+    _, changed = feed()
+    grant = {"environment": "production", "kind": "folder", "path": "brand/"}
+    assert changed["data"]["group"] == first["data"]["group"]
+    assert changed["data"]["before"] == [
+        {**grant, "level": "viewer", "provenance": "policy:grants"}
+    ]
+    assert changed["data"]["after"] == [{**grant, "level": "editor", "provenance": "policy:grants"}]
+    assert run("policy", "apply", account.slug).exit_code == 0
+    assert len(feed()) == 2
 
 
 def test_manual_rows_survive_reevaluation(scim_acct, store, account, policy_file, cli):

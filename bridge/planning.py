@@ -10,6 +10,7 @@ so is the apply. `apply` re-evaluates through the one write path
 
 from __future__ import annotations
 
+import functools
 import gc
 import uuid
 from collections import defaultdict
@@ -18,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, String, literal, select, union_all
+from sqlalchemy import Connection, String, bindparam, literal, select, union_all
 from sqlalchemy.orm import Session
 
 import policies
@@ -40,6 +41,7 @@ from bridge.models import (
 )
 from bridge.policy import Choice, policy_for
 from bridge.store import Store
+from policies.conditions import InputError
 
 BATCH = 1000
 POLICY = access.POLICY
@@ -187,14 +189,32 @@ def plan(
         for missing in sorted(set(candidate.environments) - names):
             result.warnings.append(f"environment {missing!r} is not one of the account's")
         decide = policies.Evaluator(candidate)
+        key_of = decide.key
         outcomes: dict[tuple[policies.memo.Key, Held], _Outcome] = {}
         users = _users(db, account, decide.attributes)
         with _cycle_collection_paused():
-            for user_id, user_name, active, profile, held in users:
+            for user_id, user_name, active, parts, groups, held in users:
                 result.users += 1
-                key, decision = decide.decide(profile)
+                source, idp, attributes = parts
+                try:  # the values of the policy's inputs, from the parts (no Profile)
+                    key: policies.memo.Key | None = key_of(
+                        source, user_name, idp, attributes, groups
+                    )
+                except InputError:
+                    key = None  # evaluate says why, uncached
                 outcome = outcomes.get((key, held)) if key is not None else None
                 if outcome is None:
+                    profile = policies.Profile(
+                        source=source,
+                        user_name=user_name,
+                        idp=idp,
+                        attributes=attributes,
+                        groups=groups,
+                    )
+                    if key is None:
+                        decision = policies.evaluate(candidate, profile)
+                    else:
+                        decision = decide.decision(key, profile)
                     outcome = _outcome(held, decision, names)
                     if key is not None:  # users alike in inputs and access share the outcome
                         if len(outcomes) >= OUTCOMES:
@@ -256,6 +276,8 @@ def apply(store: Store, slug: str, *, actor: str) -> Plan:
     return result
 
 
+# A stored user's Profile parts: source, IdP link and the attributes the policy reads.
+_Parts = tuple[policies.Source, policies.IdpLink | None, dict[str, tuple[Any, ...]]]
 # What a user holds now, as rows: (kind, value, kept), where kept means not policy-given (kept by
 # apply) and, for the role, manual. Users holding the same rows compare equal.
 Held = frozenset[tuple[str, str, bool]]
@@ -301,10 +323,11 @@ def _outcome(held: Held, decision: policies.Decision, names: set[str]) -> _Outco
 
 def _users(
     db: Session, account: Account, attributes: frozenset[str]
-) -> Iterator[tuple[uuid.UUID, str, bool | None, policies.Profile, Held]]:
-    """Users in id order, read a batch at a time (memory stays flat), each with the Profile the
-    write path would build (only the `attributes` the policy can look at: the same Decision)
-    and what they hold now; a handful of queries per batch."""
+) -> Iterator[tuple[uuid.UUID, str, bool | None, _Parts, tuple[str, ...], Held]]:
+    """Users in id order, read a batch at a time (memory stays flat), each with the parts of
+    the Profile the write path would build (source, IdP link and only the `attributes` the
+    policy can look at: the same Decision), their SCIM group names and what they hold now; a
+    handful of queries per batch."""
     fields = [f for f, path in profiles.SCIM_PATHS.items() if path in attributes]
     if profiles.MANAGER in attributes:
         fields.append("manager_id")
@@ -312,65 +335,70 @@ def _users(
         User.__table__.c[name]
         for name in dict.fromkeys(("id", "user_name", "active", "saml_attributes", *fields))
     ]
-    keys = [c.name for c in columns]
-    emails = "emails.value" in attributes
-    phones = "phoneNumbers.value" in attributes
+    reader = profiles.Reader([c.name for c in columns], attributes)
+    parts = reader.parts
+    emails = (
+        _values_statement(UserEmail, primary_first=True) if "emails.value" in attributes else None
+    )
+    phones = _values_statement(UserPhoneNumber) if "phoneNumbers.value" in attributes else None
+    held_rows = _held_statement()
     conn = db.connection()  # Core rows: no ORM result processing
-    last: uuid.UUID | None = None
-    while True:
-        stmt = select(*columns).where(User.account_id == account.id).order_by(User.id).limit(BATCH)
-        if last is not None:
-            stmt = stmt.where(User.id > last)
-        users = conn.execute(stmt).all()
-        if not users:
-            return
-        ids = [u[0] for u in users]
-        found_emails = _values(conn, UserEmail, ids, primary_first=True) if emails else {}
-        found_phones = _values(conn, UserPhoneNumber, ids) if phones else {}
-        groups, held = _held(conn, ids)
+    first = select(*columns).where(User.account_id == account.id).order_by(User.id).limit(BATCH)
+    after = first.where(User.id > bindparam("last", type_=User.id.type))  # built once
+    none: tuple[str, ...] = ()
+    users = conn.execute(first).all()
+    while users:
+        ids = {"lo": users[0][0], "hi": users[-1][0]}
+        found_emails = _values(conn, emails, ids) if emails is not None else {}
+        found_phones = _values(conn, phones, ids) if phones is not None else {}
+        groups, held = _held(conn, held_rows, ids, [u[0] for u in users])
         for user in users:
-            values = dict(zip(keys, user, strict=True))
-            user_id = values["id"]
-            number = user_id.int
-            profile = profiles.build(
-                values,
-                emails=found_emails.get(number, ()),
-                phones=found_phones.get(number, ()),
-                groups=groups.get(number, ()),
+            number = user[0].int
+            yield (
+                user[0],
+                user[1],
+                user[2],
+                parts(user, found_emails.get(number, none), found_phones.get(number, none)),
+                groups.get(number, none),
+                frozenset(held[number]),
             )
-            yield user_id, values["user_name"], values["active"], profile, frozenset(held[number])
-        last = ids[-1]
+        users = conn.execute(after, {"last": ids["hi"]}).all()
 
 
-def _values(
-    db: Connection, model: Any, ids: list[uuid.UUID], *, primary_first: bool = False
-) -> dict[int, tuple[str, ...]]:
-    """Each user's values (e-mails, phone numbers) in order, by the user id's number (a UUID's
-    hash is computed in Python on every look-up)."""
+@functools.cache
+def _values_statement(model: Any, *, primary_first: bool = False) -> Any:
+    """Each user's values (e-mails, phone numbers) of a batch, in order; built once."""
     order = (
         [model.user_id, model.primary.desc(), model.position]
         if primary_first
         else [model.user_id, model.position]
     )
+    return select(model.user_id, model.value).where(_within(model.user_id)).order_by(*order)
+
+
+def _values(
+    db: Connection, statement: Any, ids: dict[str, uuid.UUID]
+) -> dict[int, tuple[str, ...]]:
+    """Each user's values in order, by the user id's number (a UUID's hash is computed in Python
+    on every look-up)."""
     found: dict[int, list[str]] = {}
-    for user_id, value in db.execute(
-        select(model.user_id, model.value).where(_within(model.user_id, ids)).order_by(*order)
-    ).all():
+    for user_id, value in db.execute(statement, ids).all():
         found.setdefault(user_id.int, []).append(value)
     return {k: tuple(v) for k, v in found.items()}
 
 
-def _within(column: Any, ids: list[uuid.UUID]) -> Any:
-    """Rows of a batch's users: a range on the (sorted) batch ids, which an index serves better
-    than a thousand-value IN list; rows of other accounts' users in the range are skipped."""
-    return column.between(ids[0], ids[-1])
+def _within(column: Any) -> Any:
+    """Rows of a batch's users: a range on the (sorted) batch ids (bound as `lo` and `hi`),
+    which an index serves better than a thousand-value IN list; rows of other accounts' users
+    in the range are skipped."""
+    return column.between(bindparam("lo", type_=column.type), bindparam("hi", type_=column.type))
 
 
-def _held(
-    db: Connection, ids: list[uuid.UUID]
-) -> tuple[dict[int, tuple[str, ...]], dict[int, list[tuple[str, str, bool]]]]:
-    """The batch's SCIM group names (the profile's groups, by name) and what each user holds:
-    role, environments, groups and grants in one statement."""
+@functools.cache
+def _held_statement() -> Any:
+    """Role, environments, groups and grants of a batch's users in one statement, ordered by
+    value (the profile's SCIM groups come by name, as profiles.scim_groups gives them); built
+    once (building the union costs more than running it)."""
     text = String()
     held_rows = union_all(
         select(
@@ -378,7 +406,7 @@ def _held(
             RoleAssignment.user_id,
             RoleAssignment.role.cast(text),
             RoleAssignment.provenance,
-        ).where(_within(RoleAssignment.user_id, ids)),
+        ).where(_within(RoleAssignment.user_id)),
         select(
             literal("environments", text),
             EnvironmentAccess.user_id,
@@ -387,7 +415,7 @@ def _held(
         )
         .select_from(EnvironmentAccess)
         .outerjoin(Environment, Environment.id == EnvironmentAccess.environment_id)
-        .where(_within(EnvironmentAccess.user_id, ids)),
+        .where(_within(EnvironmentAccess.user_id)),
         select(
             literal("groups", text),
             Membership.user_id,
@@ -395,7 +423,7 @@ def _held(
             Membership.provenance,
         )
         .join(Group, Group.id == Membership.group_id)
-        .where(_within(Membership.user_id, ids)),
+        .where(_within(Membership.user_id)),
         select(
             literal("grants", text),
             Grant.user_id,
@@ -409,14 +437,19 @@ def _held(
             Grant.provenance,
         )
         .join(Environment, Environment.id == Grant.environment_id)
-        .where(_within(Grant.user_id, ids)),
+        .where(_within(Grant.user_id)),
     ).subquery()
-    rows = db.execute(  # the profile's SCIM groups come by name, as profiles.scim_groups gives
-        select(held_rows).order_by(held_rows.c[2])
-    ).all()
+    return select(held_rows).order_by(held_rows.c[2])
+
+
+def _held(
+    db: Connection, statement: Any, bounds: dict[str, uuid.UUID], ids: list[uuid.UUID]
+) -> tuple[dict[int, tuple[str, ...]], dict[int, list[tuple[str, str, bool]]]]:
+    """The batch's SCIM group names (the profile's groups, by name) and what each user holds:
+    role, environments, groups and grants, from one statement."""
     held: dict[int, list[tuple[str, str, bool]]] = {i.int: [] for i in ids}
     groups: dict[int, list[str]] = {}
-    for kind, user_id, value, prov in rows:
+    for kind, user_id, value, prov in db.execute(statement, bounds).all():
         mine = held.get(user_id.int)
         if mine is None:
             continue  # another account's user whose id falls in the batch's range

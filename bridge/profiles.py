@@ -9,7 +9,7 @@ attributes of the triggering profile (a SAML assertion's) are added on top.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import select
@@ -133,3 +133,58 @@ def build(
         attributes=attributes,
         groups=groups,
     )
+
+
+class Reader:
+    """What `build` gives for the attributes a policy reads, straight from rows of `keys`
+    (user columns, `saml_attributes` and `user_name` among them), without the rest: `policy
+    plan` resolves the policy's inputs from these parts for every stored user, and builds a
+    Profile only to evaluate a combination of input values not seen before."""
+
+    def __init__(self, keys: Sequence[str], attributes: frozenset[str]) -> None:
+        keys = list(keys)
+        self.user_name = keys.index("user_name")
+        self.saml = keys.index("saml_attributes")
+        self.read = attributes
+        self.scalars = tuple(
+            (path, keys.index(field))
+            for field, path in SCIM_PATHS.items()
+            if path in attributes and field in keys
+        )
+        self.active = keys.index("active") if "active" in attributes else None
+        self.manager = (
+            keys.index("manager_id") if MANAGER in attributes and "manager_id" in keys else None
+        )
+        self.emails = "emails.value" in attributes
+        self.phones = "phoneNumbers.value" in attributes
+
+    def parts(
+        self,
+        row: Sequence[Any],
+        emails: tuple[str, ...],
+        phones: tuple[str, ...],
+    ) -> tuple[policies.Source, policies.IdpLink | None, dict[str, tuple[Any, ...]]]:
+        """The profile's source, IdP link and attributes (only those read) for one row."""
+        attributes: dict[str, tuple[Any, ...]] = {}
+        for path, i in self.scalars:
+            value = row[i]
+            if value not in (None, ""):
+                attributes[path] = (str(value),)
+        if self.active is not None:
+            attributes["active"] = ("false" if row[self.active] is False else "true",)
+        if emails and self.emails:
+            attributes["emails.value"] = emails
+        if phones and self.phones:
+            attributes["phoneNumbers.value"] = phones
+        if self.manager is not None and row[self.manager] is not None:
+            attributes[MANAGER] = (row[self.manager],)
+        saved = row[self.saml]
+        if not saved:
+            return policies.Source.POLICY, None, attributes
+        read = self.read
+        for name, values in (saved.get("attributes") or {}).items():
+            if name in read:
+                attributes[name] = tuple(values)
+        idp = saved.get("idp")
+        link = policies.IdpLink(idp, row[self.user_name]) if idp else None
+        return policies.Source.SAML, link, attributes

@@ -12,8 +12,9 @@ and falls back to userName when no email attribute is present and userName conta
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
+from typing import Any
 
 from policies.conditions import InputError
 from policies.model import InputSpec, Profile, SourceSpec
@@ -133,23 +134,105 @@ class Inputs:
     def _first(
         self, where: SourceSpec, attributes: Mapping[str, object], *, memberships: bool
     ) -> tuple[str, ...]:
-        for key in where.names:
-            if memberships and key == "groups":
-                raw: object = self._profile.groups
-            else:
-                raw = attributes.get(key, _ABSENT)
-                if raw is _ABSENT:
-                    continue
-            values = _clean(key, raw, where.split)
-            if values:
-                return values
-        return ()
+        return _first(where, attributes, self._profile.groups, memberships=memberships)
 
 
 _ABSENT = object()
 
 
+def _first(
+    where: SourceSpec,
+    attributes: Mapping[str, object],
+    groups: object,
+    *,
+    memberships: bool,
+) -> tuple[str, ...]:
+    """The cleaned values of the first of `where`'s names present with a value (`groups` is the
+    profile's memberships when `memberships`)."""
+    for key in where.names:
+        if memberships and key == "groups":
+            raw: object = groups
+        else:
+            raw = attributes.get(key, _ABSENT)
+            if raw is _ABSENT:
+                continue
+        values = _clean(key, raw, where.split)
+        if values:
+            return values
+    return ()
+
+
+# A compiled input: its values from a profile's parts (source, userName, IdP link, attributes,
+# groups); raises InputError where Inputs would.
+Reader = Callable[[object, str, Any, Mapping[str, object], object], tuple[str, ...]]
+
+
+def reader(specs: Mapping[str, InputSpec], name: str) -> Reader:
+    """Input `name` resolved as `Inputs(specs, profile)(name)` resolves it, compiled once: the
+    spec look-up and the derivations are settled here, not for every profile. The caller has
+    checked that the attributes are a mapping."""
+    if name == "userName":
+        return lambda source, user_name, idp, attributes, groups: _clean("userName", (user_name,))
+    if name == "source":
+        return lambda source, user_name, idp, attributes, groups: _clean(
+            "source", (getattr(source, "value", source),)
+        )
+    if name == "idp":
+        return lambda source, user_name, idp, attributes, groups: (
+            () if idp is None else _clean("idp", (idp.entity_id,))
+        )
+    if name == "email_domain":
+        email = reader(specs, "email")
+
+        def email_domain(
+            source: object,
+            user_name: str,
+            idp: Any,
+            attributes: Mapping[str, object],
+            groups: object,
+        ) -> tuple[str, ...]:
+            return tuple(
+                v.rpartition("@")[2].lower()
+                for v in email(source, user_name, idp, attributes, groups)
+                if v.rpartition("@")[2]
+            )
+
+        return email_domain
+    spec = specs.get(name) or BUILTIN_INPUTS.get(name)
+    if spec is None:
+        message = f"input {name} is not declared"
+
+        def undeclared(
+            source: object,
+            user_name: str,
+            idp: Any,
+            attributes: Mapping[str, object],
+            groups: object,
+        ) -> tuple[str, ...]:
+            raise InputError(message)
+
+        return undeclared
+    saml, scim, first_only, is_email = spec.saml, spec.scim, spec.first_only, name == "email"
+
+    def read(
+        source: object, user_name: str, idp: Any, attributes: Mapping[str, object], groups: object
+    ) -> tuple[str, ...]:
+        values: tuple[str, ...] = ()
+        if saml is not None and source == "saml":
+            values = _first(saml, attributes, groups, memberships=False)
+        if not values and scim is not None:
+            values = _first(scim, attributes, groups, memberships=True)
+        if is_email and not values:
+            values = tuple(v for v in _clean("userName", (user_name,)) if "@" in v)
+        return values[:1] if first_only else values
+
+    return read
+
+
 def _clean(key: str, raw: object, split: str | None = None) -> tuple[str, ...]:
+    if type(raw) is tuple and len(raw) == 1 and split is None and type(raw[0]) is str:
+        value = raw[0].strip()  # the common case (one stored value), as the loop below does it
+        return (value,) if value else ()
     if not isinstance(raw, tuple | list):
         raise InputError(f"attribute {key!r} holds a {type(raw).__name__}, not a list of strings")
     if len(raw) > MAX_VALUES:

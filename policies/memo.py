@@ -8,10 +8,12 @@ combination, instead of one full evaluation per user.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from policies.conditions import AllOf, AnyOf, Check, Condition, InputError, Not
 from policies.engine import evaluate
-from policies.inputs import BUILTIN_INPUTS, Inputs
-from policies.model import Decision, Policy, Profile
+from policies.inputs import BUILTIN_INPUTS, Inputs, reader
+from policies.model import Decision, IdpLink, Policy, Profile
 
 
 def read_inputs(policy: Policy) -> tuple[str, ...]:
@@ -61,6 +63,7 @@ class Evaluator:
         self.attributes = read_attributes(policy)
         self.size = size
         self._cache: dict[Key, Decision] = {}
+        self._readers = tuple(reader(policy.inputs, name) for name in self.names)
 
     def __call__(self, profile: Profile) -> Decision:
         return self.decide(profile)[1]
@@ -68,17 +71,43 @@ class Evaluator:
     def decide(self, profile: Profile) -> tuple[Key | None, Decision]:
         """The Decision and the input values it depends on (None when an input cannot be read:
         evaluate then says why, uncached)."""
-        inputs = Inputs(self.policy.inputs, profile)
+        attributes = profile.attributes
         try:
-            key = tuple(inputs(name) for name in self.names)
+            if type(attributes) is dict or isinstance(attributes, Mapping):
+                key = self.key(
+                    profile.source, profile.user_name, profile.idp, attributes, profile.groups
+                )
+            else:  # Inputs says why (for the inputs that read attributes)
+                inputs = Inputs(self.policy.inputs, profile)
+                key = tuple(inputs(name) for name in self.names)
         except InputError:
             return None, evaluate(self.policy, profile)
+        return key, self.decision(key, profile)
+
+    def key(
+        self,
+        source: object,
+        user_name: str,
+        idp: IdpLink | None,
+        attributes: Mapping[str, object],
+        groups: object,
+    ) -> Key:
+        """The values of the inputs the policy reads, for a profile of these parts (attributes a
+        mapping), without building the Profile; raises InputError when one cannot be read."""
+        return tuple([read(source, user_name, idp, attributes, groups) for read in self._readers])
+
+    def decision(self, key: Key, profile: Profile) -> Decision:
+        """The Decision for `profile`, whose input values are `key`: evaluated once per key."""
         found = self._cache.get(key)
         if found is None:
             if len(self._cache) >= self.size:
                 self._cache.clear()
             found = self._cache[key] = evaluate(self.policy, profile)
-        return key, found
+        return found
+
+    def cached(self, key: Key) -> Decision | None:
+        """The Decision already made for input values `key`, if any."""
+        return self._cache.get(key)
 
 
 def reads_scim_path(policy: Policy, path: str) -> bool:

@@ -10,9 +10,10 @@ import uuid
 import pytest
 from sqlalchemy import select
 
-from bridge import events, manual, planning, provisioning
+from bridge import events, idps, manual, planning, provisioning
 from bridge.models import AuditEvent, Environment, Grant, User
-from policies import Profile, Source
+from policies import IdpLink, Profile, Source
+from tests.saml_idp import TestIdP
 
 POLICY = """
 account: {slug}
@@ -409,8 +410,19 @@ def test_plan_lists_every_change_apply_makes(scim_acct, store, account, policy_f
         present=True,
         actor="t",
     )
+    by_name = plan_then_apply(store, account, policy_file, tmp_path, CANDIDATE, ids)
+    assert set(by_name) == {"ann", "ben", "eve", "sam", "zed"}
+    assert by_name["zed"].errors
+    assert by_name["eve"].role is None  # a manual role outranks the policy's
+    assert planning.plan(store, account.slug).errors == 1
+
+
+def plan_then_apply(store, account, policy_file, tmp_path, text, ids):
+    """Plans `text` over the account, applies it, and checks that each planned Change is
+    exactly what apply did and that users with no Change (or errors) kept their access;
+    returns the changes by user name (before the @)."""
     candidate = tmp_path / "candidate.yaml"
-    candidate.write_text(textwrap.dedent(CANDIDATE.format(slug=account.slug)))
+    candidate.write_text(textwrap.dedent(text.format(slug=account.slug)))
     changes = []
     planned = planning.plan(
         store,
@@ -418,7 +430,7 @@ def test_plan_lists_every_change_apply_makes(scim_acct, store, account, policy_f
         planning.load_candidate(str(candidate), account.slug),
         on_change=changes.append,
     )
-    assert planned.users == len(ids) and planned.refused is None and planned.errors == 1
+    assert planned.users == len(ids) and planned.refused is None
     assert gc.isenabled()  # plan pauses the cycle collector only while it runs
     before = {n: access(store, i) for n, i in ids.items()}
     policy_file(candidate.read_text())
@@ -435,11 +447,12 @@ def test_plan_lists_every_change_apply_makes(scim_acct, store, account, policy_f
         }
 
     by_name = {c.user_name.split("@")[0]: c for c in changes}
-    assert set(by_name) == {"ann", "ben", "eve", "sam", "zed"}
-    assert all(before[n] == after[n] for n in ("cy", "dee", "fay"))  # no Change, no write
-    assert by_name["zed"].errors and before["zed"] == after["zed"]
-    assert by_name["eve"].role is None  # a manual role outranks the policy's
-    for name, change in by_name.items():
+    assert len(by_name) == len(changes)
+    for name in ids:
+        change = by_name.get(name)
+        if change is None or change.errors:  # no Change, no write; errors keep access
+            assert before[name] == after[name], name
+            continue
         was, now = rows(before[name]), rows(after[name])
         role = (before[name]["role"] or {}).get("role"), (after[name]["role"] or {}).get("role")
         assert change.role == (role if role[0] != role[1] else None), name
@@ -449,6 +462,102 @@ def test_plan_lists_every_change_apply_makes(scim_acct, store, account, policy_f
             if kind == "environments" and "all" in now[kind]:
                 lost = set()  # `all` covers every environment: plan shows no loss
             assert change.losses[kind] == sorted(lost), (name, kind)
+    return by_name
+
+
+INPUTS = """
+account: {slug}
+environments: [production, staging]
+defaults: {{role: media_library_user, environments: [production]}}
+roles: {{precedence: highest}}
+inputs:
+  phone: {{scim: phoneNumbers.value}}
+  state: {{scim: active}}
+  team: {{saml: {{from: [team], split: ","}}, scim: title}}
+rules:
+  - name: partner
+    when: {{email_domain: {{in: [partner.example]}}}}
+    then: {{role: billing, environments: [staging]}}
+  - name: uk
+    when: {{phone: {{glob: "+44*"}}}}
+    then: {{groups: [UK]}}
+  - name: okta
+    when: {{all: [{{idp: {{equals: "http://www.okta.com/exk1"}}}}, {{source: {{equals: saml}}}}]}}
+    then: {{role: admin}}
+  - name: ops
+    when: {{team: {{contains: Ops}}}}
+    then:
+      role: technical_admin
+      grants: [{{environment: staging, folder: "ops/", level: editor}}]
+  - name: inactive
+    when: {{state: {{equals: "false"}}}}
+    then: {{environments: [staging]}}
+  - name: x-names
+    when: {{userName: {{matches: "x.*"}}}}
+    then: {{environments: all}}
+"""
+
+
+def test_plan_reads_each_input_as_apply_does(scim_acct, store, account, policy_file, tmp_path):
+    """Inputs read from every place a stored user keeps them (e-mails in primary-then-position
+    order or none, phone numbers, active, title, stored SAML attributes and IdP, userName):
+    each planned change is exactly what apply then does."""
+    scim = scim_acct
+
+    def user(name, **extra):
+        made = scim.post("Users", json={"userName": name, **extra})
+        assert made.status_code == 201, made.json
+        return made.json["id"]
+
+    def mail(*values, primary=None):
+        return [{"value": v, "primary": i == primary} for i, v in enumerate(values)]
+
+    ids = {
+        "pri": user(
+            "pri@acme.example", emails=mail("a@other.example", "b@partner.example", primary=1)
+        ),
+        "first": user("first@acme.example", emails=mail("c@partner.example", "d@other.example")),
+        "second": user("second@acme.example", emails=mail("e@other.example", "f@partner.example")),
+        "fallback": user("fallback@partner.example"),  # no e-mail: userName's domain
+        "xavier": user("xavier"),  # no e-mail and no @: no email_domain at all
+        "mixed": user("mixed@acme.example", emails=mail("G@PARTNER.EXAMPLE")),
+        "uk": user("uk@acme.example", phoneNumbers=[{"value": "+1 555"}, {"value": "+44 20 7"}]),
+        "us": user("us@acme.example", phoneNumbers=[{"value": "+1 555"}]),
+        "ops": user("ops@acme.example", title=" Ops "),
+        "off": user("off@acme.example", active=False),
+    }
+    for i, entity_id in enumerate(("http://www.okta.com/exk1", "http://idp.other.example")):
+        idps.add(store, account.slug, TestIdP(entity_id).metadata_xml(), name=f"i{i}", actor="t")
+    for name, attributes, idp in (
+        ("okta", {"team": ("Dev,Ops",)}, "http://www.okta.com/exk1"),
+        ("other", {"email": ("h@partner.example",)}, "http://idp.other.example"),
+        ("plainsaml", {"title": ("Ops",)}, None),  # the SAML name is also team's SCIM path
+    ):
+        out = provisioning.provision(
+            store,
+            account.id,
+            Profile(
+                source=Source.SAML,
+                user_name=f"{name}@acme.example",
+                idp=IdpLink(idp, f"{name}@acme.example") if idp else None,
+                attributes=attributes,
+            ),
+            actor="t",
+        )
+        ids[name] = str(out.user_id)
+    policy_file(f"account: {account.slug}\nenvironments: [production, staging]\n")
+    by_name = plan_then_apply(store, account, policy_file, tmp_path, INPUTS, ids)
+    roles = {n: access(store, i)["role"]["role"] for n, i in ids.items()}
+    for partner in ("pri", "first", "fallback", "mixed", "other"):
+        assert roles[partner] == "billing", partner
+    for name in ("second", "xavier", "us"):  # no partner first e-mail
+        assert roles[name] == "media_library_user", name
+    assert roles["okta"] == "admin" and roles["ops"] == roles["plainsaml"] == "technical_admin"
+    assert by_name["uk"].gains["groups"] == ["UK"] and "us" not in by_name
+    assert by_name["xavier"].gains["environments"] == ["all"]
+    assert "staging" in by_name["off"].gains["environments"]
+    assert not any(c.errors for c in by_name.values())
+    assert planning.plan(store, account.slug).users == len(ids)
 
 
 def test_guard_refuses_plan_and_apply(store, account, policy_file, cli):

@@ -150,3 +150,84 @@ def test_saml_attribute_wins_over_the_scim_fallback():
     """When the assertion carries the attribute, stored SCIM values are not read."""
     profile = Profile(Source.SAML, "ann", groups=("Admins",), attributes={"groups": ("Staff",)})
     assert not holds("{groups: {contains: admins}}", profile)
+
+
+def test_values_are_stripped_and_blank_ones_absent():
+    """One value or several, from SAML or SCIM: white space around a value is dropped and a
+    blank value counts as absent (the fallback to the next source then applies)."""
+    ent = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department"
+    for attributes in ({"department": (" Sales ",)}, {"department": ("", " Sales\t")}):
+        assert holds("{department: {equals: Sales}}", saml_attrs(attributes))
+    assert holds(
+        "{department: {equals: Sales}}", saml_attrs({"department": (" ",), ent: ("Sales",)})
+    )
+    scim = Profile(Source.SCIM, "ann", attributes={ent: (" Sales ",)})
+    assert holds("{department: {equals: Sales}}", scim)
+    blank = Profile(Source.SCIM, "ann", attributes={"title": ("  ",)})
+    assert not holds("{title: {matches: '.*'}}", blank)
+
+
+# A compiled input (policies.inputs.reader, what the caching evaluator and `policy plan` use)
+# must resolve exactly as Inputs does: same values, same refusals, for any spec and profile.
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from policies.conditions import InputError  # noqa: E402
+from policies.inputs import BUILTIN_INPUTS, Inputs, reader  # noqa: E402
+from policies.model import InputSpec, SourceSpec  # noqa: E402
+
+NAMES = ["groups", ENTRA_GROUPS, "department", "title", "email", "emails.value", "mail", "x"]
+VALUES = st.one_of(
+    st.lists(
+        st.one_of(
+            st.sampled_from(["a@b.example", " Sales ", "", " ", "x,y", "no-at", "A@B@C.Example"]),
+            st.integers(0, 3),
+        ),
+        max_size=3,
+    ).map(tuple),
+    st.lists(st.sampled_from(["a@b.example", "ops"]), max_size=2),  # a list, not a tuple
+    st.sampled_from(["a string", None, 7]),
+)
+SOURCES = st.one_of(
+    st.none(),
+    st.builds(
+        SourceSpec,
+        st.lists(st.sampled_from(NAMES), min_size=1, max_size=3, unique=True).map(tuple),
+        st.sampled_from([None, ","]),
+    ),
+)
+SPECS = st.dictionaries(
+    st.sampled_from(["groups", "department", "email", "team", "cost"]),
+    st.builds(InputSpec, st.just("n"), SOURCES, SOURCES, st.booleans(), first_only=st.booleans()),
+    max_size=3,
+)
+
+
+@settings(max_examples=600, deadline=None)
+@given(
+    specs=SPECS,
+    name=st.sampled_from(
+        [*BUILTIN_INPUTS, "email_domain", "userName", "source", "idp", "team", "cost", "nothing"]
+    ),
+    source=st.sampled_from([Source.SAML, Source.SCIM, Source.POLICY, "saml"]),
+    user_name=st.one_of(st.sampled_from(["ann@Acme.Example", "ann", " ", "a@"]), st.none()),
+    idp=st.one_of(
+        st.none(), st.builds(IdpLink, st.sampled_from(["urn:idp", "", None]), st.just("n"))
+    ),
+    attributes=st.dictionaries(st.sampled_from(NAMES), VALUES, max_size=4),
+    groups=VALUES,
+)
+def test_a_compiled_input_resolves_as_inputs_does(
+    specs, name, source, user_name, idp, attributes, groups
+):
+    profile = Profile(source, user_name, idp=idp, attributes=attributes, groups=groups)
+
+    def outcome(resolve):
+        try:
+            return resolve()
+        except InputError as exc:
+            return ("refused", str(exc))
+
+    expected = outcome(lambda: Inputs(specs, profile)(name))
+    got = outcome(lambda: reader(specs, name)(source, user_name, idp, attributes, groups))
+    assert got == expected

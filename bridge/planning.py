@@ -10,11 +10,12 @@ so is the apply. `apply` re-evaluates through the one write path
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gc
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -192,7 +193,7 @@ def plan(
         key_of = decide.key
         outcomes: dict[tuple[policies.memo.Key, Held], _Outcome] = {}
         users = _users(db, account, decide.attributes)
-        with _cycle_collection_paused():
+        with _cycle_collection_paused(), contextlib.closing(users):  # reading stops here
             for user_id, user_name, active, parts, groups, held in users:
                 result.users += 1
                 source, idp, attributes = parts
@@ -323,7 +324,7 @@ def _outcome(held: Held, decision: policies.Decision, names: set[str]) -> _Outco
 
 def _users(
     db: Session, account: Account, attributes: frozenset[str]
-) -> Iterator[tuple[uuid.UUID, str, bool | None, _Parts, tuple[str, ...], Held]]:
+) -> Generator[tuple[uuid.UUID, str, bool | None, _Parts, tuple[str, ...], Held], None, None]:
     """Users in id order, read a batch at a time (memory stays flat), each with the parts of
     the Profile the write path would build (source, IdP link and only the `attributes` the
     policy can look at: the same Decision), their SCIM group names and what they hold now; a
@@ -341,28 +342,49 @@ def _users(
         _values_statement(UserEmail, primary_first=True) if "emails.value" in attributes else None
     )
     phones = _values_statement(UserPhoneNumber) if "phoneNumbers.value" in attributes else None
-    held_rows = _held_statement()
-    conn = db.connection()  # Core rows: no ORM result processing
-    first = select(*columns).where(User.account_id == account.id).order_by(User.id).limit(BATCH)
-    after = first.where(User.id > bindparam("last", type_=User.id.type))  # built once
+    batches = _batches(db.connection(), account, columns, emails, phones)
     none: tuple[str, ...] = ()
-    users = conn.execute(first).all()
-    while users:
-        ids = {"lo": users[0][0], "hi": users[-1][0]}
-        found_emails = _values(conn, emails, ids) if emails is not None else {}
-        found_phones = _values(conn, phones, ids) if phones is not None else {}
-        groups, held = _held(conn, held_rows, ids, [u[0] for u in users])
-        for user in users:
-            number = user[0].int
+    with contextlib.closing(batches):
+        for users, found_emails, found_phones, groups, held in batches:
+            for user in users:
+                number = user[0].int
+                yield (
+                    user[0],
+                    user[1],
+                    user[2],
+                    parts(user, found_emails.get(number, none), found_phones.get(number, none)),
+                    groups.get(number, none),
+                    frozenset(held[number]),
+                )
+
+
+_Batch = tuple[
+    Sequence[Any],
+    dict[int, tuple[str, ...]],
+    dict[int, tuple[str, ...]],
+    dict[int, tuple[str, ...]],
+    dict[int, list[tuple[str, str, bool]]],
+]
+
+
+def _batches(
+    conn: Connection, account: Account, columns: list[Any], emails: Any, phones: Any
+) -> Generator[_Batch, None, None]:
+    """The account's users in id order, BATCH at a time from one streamed statement, each batch
+    with its users' values (e-mails, phones: when the policy reads them) and what they hold
+    (a statement each; a batch's rows are found by the range of its ids)."""
+    held_rows = _held_statement()
+    statement = select(*columns).where(User.account_id == account.id).order_by(User.id)
+    result = conn.execute(statement, execution_options={"yield_per": BATCH})
+    with contextlib.closing(result):
+        for users in result.partitions():
+            bounds = {"lo": users[0][0], "hi": users[-1][0]}
             yield (
-                user[0],
-                user[1],
-                user[2],
-                parts(user, found_emails.get(number, none), found_phones.get(number, none)),
-                groups.get(number, none),
-                frozenset(held[number]),
+                users,
+                _values(conn, emails, bounds) if emails is not None else {},
+                _values(conn, phones, bounds) if phones is not None else {},
+                *_held(conn, held_rows, bounds, [u[0] for u in users]),
             )
-        users = conn.execute(after, {"last": ids["hi"]}).all()
 
 
 @functools.cache

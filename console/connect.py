@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import current_app, g, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
-from bridge import accounts, idps, scim_log, sp_keys, test_logins
+from bridge import accounts, idp_domains, idps, scim_log, sp_keys, test_logins
 from bridge.errors import InvalidInput
 from bridge.settings import Settings
 from bridge.web import get_store
@@ -24,6 +24,8 @@ def idps_page(slug: str) -> ResponseReturnValue:
     with store.read() as db:
         found = idps.list_for(db, g.admin.account_id)
         listed = [(idp, idps.certificate_expiries(idp)) for idp in found]
+        domains = {idp.name: idp_domains.of_idp(db, idp.id) for idp in found}
+        verified = sorted(accounts.get_account(db, slug).verified_domains)
     settings = _settings()
     keys = sp_keys.active(store, g.admin.account_id, slug, settings.secret_key or "")
     return render_template(
@@ -31,8 +33,38 @@ def idps_page(slug: str) -> ResponseReturnValue:
         idps=listed,
         sp=idps.sp_values(settings.base_url, slug),
         sp_cert=keys[0].cert_pem if keys else "",
+        domains=domains,
+        verified=verified,
         form=request.args,
     )
+
+
+def _domain_list(field: str) -> list[str]:
+    """Domains typed into a form field, separated by spaces, commas or new lines."""
+    text = request.form.get(field, "")
+    return [d for d in text.replace(",", " ").split() if d]
+
+
+@bp.post("/<slug>/idp/<name>/settings")
+def idp_settings(slug: str, name: str) -> ResponseReturnValue:
+    """An IdP's sign-in settings, the whole form at once (an unticked box is sent as nothing)."""
+    changes = {
+        "allow_idp_initiated": request.form.get("allow_idp_initiated") == "on",
+        "allow_jit": request.form.get("allow_jit") == "on",
+        "link_by_email": request.form.get("link_by_email") == "on",
+        "domains": _domain_list("domains"),
+    }
+    idps.change_settings(get_store(), g.admin.account_id, name, changes, actor=g.admin.actor)
+    return redirect(url_for("console.idps", saved=name))
+
+
+@bp.post("/<slug>/idp/verified-domains")
+def verified_domains(slug: str) -> ResponseReturnValue:
+    """The account's verified e-mail domains (for IdPs that link first sign-ins by e-mail)."""
+    accounts.set_verified_domains(
+        get_store(), g.admin.account_id, _domain_list("domains"), actor=g.admin.actor
+    )
+    return redirect(url_for("console.idps", saved="verified-domains"))
 
 
 @bp.post("/<slug>/idp")

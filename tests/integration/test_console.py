@@ -169,6 +169,57 @@ def test_add_an_idp_from_a_metadata_file_and_remove_it(console, store):
     ]
 
 
+def test_idp_sign_in_settings_and_verified_domains(console, store):
+    """The IdP page's settings form sets IdP-initiated, JIT, e-mail linking and routing domains
+    at once (an unticked box turns a setting off), and the account's verified domains; each
+    save is audited with the admin as actor. A bad domain is a 400 page naming it, and nothing
+    changes; a form without its CSRF token changes nothing either."""
+    console.sign_in("ann@example.com")
+    page = console.client.get(f"/console/{console.slug}/idp").get_data(as_text=True)
+    assert 'aria-label="Settings of test"' in page and 'name="link_by_email">' in page
+
+    def idp():
+        with store.read() as db:
+            row = db.scalar(
+                select(IdentityProvider).where(
+                    IdentityProvider.account_id == console.account.id,
+                    IdentityProvider.name == "test",
+                )
+            )
+            return row.allow_idp_initiated, row.allow_jit, row.link_by_email
+
+    form = {"allow_jit": "on", "link_by_email": "on", "domains": "Corp.Example, corp-eu.example"}
+    saved = console.post("/idp/test/settings", form)
+    assert saved.status_code == 302 and "saved=test" in saved.headers["Location"]
+    assert idp() == (False, True, True)
+    page = _text(console.client.get(saved.headers["Location"]))
+    assert "Settings of test saved." in page
+    assert 'value="corp-eu.example corp.example"' in page
+    assert 'name="link_by_email" checked>' in page and 'name="allow_idp_initiated">' in page
+    (event,) = _events(store, console.account, "idp.update")
+    assert event.actor == "console:ann@example.com"
+    assert event.after["domains"] == ["corp-eu.example", "corp.example"]
+
+    bad = console.post("/idp/test/settings", {"allow_jit": "on", "domains": "not a domain"})
+    assert bad.status_code == 400 and "'not'" in _text(bad)
+    refused = console.post("/idp/test/settings", {"domains": ""}, csrf=False)
+    assert refused.status_code == 403 and "Nothing was changed" in _text(refused)
+    assert idp() == (False, True, True) and len(_events(store, console.account, "idp.update")) == 1
+
+    verified = console.post("/idp/verified-domains", {"domains": "Example.com example.org"})
+    assert verified.status_code == 302
+    page = _text(console.client.get(verified.headers["Location"]))
+    assert "Verified domains saved." in page and 'value="example.com example.org"' in page
+    (event,) = _events(store, console.account, "account.verified_domains")
+    assert event.actor == "console:ann@example.com"
+    bad = console.post("/idp/verified-domains", {"domains": "example.com 192.0.2.7"})
+    assert bad.status_code == 400 and "is an address" in _text(bad)
+    with store.read() as db:
+        held = accounts.get_account(db, console.slug).verified_domains
+    assert sorted(held) == ["example.com", "example.org"]
+    assert len(_events(store, console.account, "account.verified_domains")) == 1
+
+
 def test_a_metadata_url_to_a_private_address_is_refused(console):
     """The SSRF guard of `idps.fetch` holds from the console too: a clear 400, nothing added."""
     console.sign_in("ann@example.com")

@@ -95,7 +95,7 @@ class PinnedHTTPS(http.client.HTTPSConnection):
         self._address = address
 
     def connect(self) -> None:
-        sock = socket.create_connection((self._address, self.port), self.timeout)
+        sock = _connected(self._address, self.port, self.timeout)
         self.sock = self._context.wrap_socket(sock, server_hostname=self.host)  # type: ignore[attr-defined]
 
 
@@ -107,4 +107,13 @@ class PinnedHTTP(http.client.HTTPConnection):
         self._address = address
 
     def connect(self) -> None:
-        self.sock = socket.create_connection((self._address, self.port), self.timeout)
+        self.sock = _connected(self._address, self.port, self.timeout)
+
+
+def _connected(address: str, port: int, timeout: float | None) -> socket.socket:
+    """A TCP connection with Nagle's algorithm off, as http.client's own connect makes it:
+    http.client sends a request's headers and body in two writes, and on a kept-alive
+    connection the body would otherwise wait for the peer's delayed ACK (40 ms on Linux)."""
+    sock = socket.create_connection((address, port), timeout)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock

@@ -73,6 +73,17 @@ class ChangeDoc(BaseModel):
     errors: list[str]
 
 
+class GroupGrantChangeDoc(BaseModel):
+    group: str
+    members: int = Field(description="The group's members now: each holds the grant")
+    environment: str
+    kind: str
+    path: str
+    before: str | None = Field(description="The level now; null: the group lacks the grant")
+    after: str | None = Field(description="The level after apply; null: the grant goes")
+    provenance: str
+
+
 class PlanDoc(BaseModel):
     policy: str
     users: int
@@ -83,6 +94,7 @@ class PlanDoc(BaseModel):
     refused: str | None
     warnings: list[str]
     changes: list[ChangeDoc]
+    group_grants: list[GroupGrantChangeDoc]
 
 
 class Applied(BaseModel):

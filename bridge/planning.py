@@ -17,10 +17,10 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, String, bindparam, literal, select, union_all
+from sqlalchemy import Connection, String, bindparam, func, literal, select, union_all
 from sqlalchemy.orm import Session
 
 import policies
@@ -101,6 +101,7 @@ class Plan:
     role_counts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     refused: str | None = None
     warnings: list[str] = field(default_factory=list)
+    group_grants: list[GroupGrantChange] = field(default_factory=list)
 
     def count(self, change: Change) -> None:
         self.gaining += any(change.gains.values())
@@ -127,6 +128,7 @@ class Plan:
             "refused": self.refused,
             "warnings": self.warnings,
             "changes": [c.describe() for c in self.changes],
+            "group_grants": [g.describe() for g in self.group_grants],
         }
 
 
@@ -189,6 +191,7 @@ def plan(
         )
         for missing in sorted(set(candidate.environments) - names):
             result.warnings.append(f"environment {missing!r} is not one of the account's")
+        result.group_grants = group_grant_changes(db, account, candidate)
         decide = policies.Evaluator(candidate)
         key_of = decide.key
         outcomes: dict[tuple[policies.memo.Key, Held], _Outcome] = {}
@@ -537,67 +540,148 @@ def _diff(now: Access, after: Access) -> tuple[dict[str, list[str]], dict[str, l
     return gains, losses
 
 
-def _reconcile_group_grants(
-    db: Session, account: Account, policy: policies.Policy, *, actor: str
-) -> None:
-    """Group grants the policy declares exist; policy group grants it no longer declares go."""
-    envs = dict(
-        db.execute(
-            select(Environment.name, Environment.id).where(Environment.account_id == account.id)
-        ).all()
+GroupKey = tuple[str, int, str, str, str]  # group's folded name, environment id, kind, path, rule
+
+
+def _group_grant_diff(
+    db: Session, account: Account, policy: policies.Policy
+) -> tuple[dict[GroupKey, str], dict[GroupKey, Grant], dict[str, str]]:
+    """The group grants `policy` declares (key -> level), the policy group grants the account's
+    groups hold now (key -> row), and each group's name by its folded one. One row per key: a
+    changed level is an update of that row (an insert beside it breaks the unique index)."""
+    envs = (
+        dict(
+            db.execute(
+                select(Environment.name, Environment.id).where(Environment.account_id == account.id)
+            ).all()
+        )
+        if policy.group_grants
+        else {}
     )
-    # One row per (group, environment, kind, path, provenance); a changed level is an update
-    # of that row (an insert beside the old row would break the unique index).
-    Key = tuple[uuid.UUID | None, int, str, str, str]
-    wanted: dict[Key, str] = {}
+    wanted: dict[GroupKey, str] = {}
+    names: dict[str, str] = {}
     for group_name, specs in policy.group_grants.items():
         for spec in specs:
             if spec.environment not in envs:
                 continue
-            group = access.policy_group(db, account, spec.group or group_name)
-            key: Key = (group.id, envs[spec.environment], spec.kind, spec.path, POLICY + spec.rule)
+            name = spec.group or group_name
+            names.setdefault(fold(name), name)
+            key = (fold(name), envs[spec.environment], spec.kind, spec.path, POLICY + spec.rule)
             wanted[key] = spec.level
-    rows = db.scalars(
-        select(Grant).where(
-            Grant.account_id == account.id,
-            Grant.group_id.is_not(None),
-            Grant.provenance.startswith(POLICY),
+    have: dict[GroupKey, Grant] = {}
+    for grant, group_key, display in db.execute(
+        select(Grant, Group.display_name_key, Group.display_name)
+        .join(Group, Group.id == Grant.group_id)
+        .where(Grant.account_id == account.id, Grant.provenance.startswith(POLICY))
+    ).all():
+        have[(group_key, grant.environment_id, grant.kind, grant.path, grant.provenance)] = grant
+        names[group_key] = display  # the stored group's own spelling
+    return wanted, have, names
+
+
+def _changed(wanted: dict[GroupKey, str], have: dict[GroupKey, Grant]) -> list[GroupKey]:
+    return sorted(
+        key
+        for key in have.keys() | wanted.keys()
+        if (have[key].level if key in have else None) != wanted.get(key)
+    )
+
+
+@dataclass(frozen=True)
+class GroupGrantChange:
+    """A policy group grant that applying would add (before None), remove (after None) or
+    re-level: every member of the group holds it."""
+
+    group: str
+    members: int
+    environment: str
+    kind: str
+    path: str
+    before: str | None
+    after: str | None
+    provenance: str
+
+    def describe(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def line(self) -> str:
+        level = f"{self.before or '(none)'} -> {self.after or '(none)'}"
+        return (
+            f"group {self.group} (members now: {self.members}): {self.environment} {self.kind} "
+            f"{self.path} {level} [{self.provenance}]"
         )
-    ).all()
-    have: dict[Key, Grant] = {
-        (r.group_id, r.environment_id, r.kind, r.path, r.provenance): r for r in rows
+
+
+def group_grant_changes(
+    db: Session, account: Account, policy: policies.Policy
+) -> list[GroupGrantChange]:
+    """What `policy apply` would change in the account's policy group grants (read only)."""
+    wanted, have, names = _group_grant_diff(db, account, policy)
+    changed = _changed(wanted, have)
+    if not changed:
+        return []
+    envs = dict(
+        db.execute(
+            select(Environment.id, Environment.name).where(Environment.account_id == account.id)
+        ).all()
+    )
+    members = dict(
+        db.execute(
+            select(Group.display_name_key, func.count(func.distinct(Membership.user_id)))
+            .join(Membership, Membership.group_id == Group.id)
+            .where(
+                Group.account_id == account.id,
+                Group.display_name_key.in_({key[0] for key in changed}),
+            )
+            .group_by(Group.display_name_key)
+        ).all()
+    )
+    return [
+        GroupGrantChange(
+            names[key[0]],
+            members.get(key[0], 0),
+            envs[key[1]],
+            key[2],
+            key[3],
+            have[key].level if key in have else None,
+            wanted.get(key),
+            key[4],
+        )
+        for key in changed
+    ]
+
+
+def _reconcile_group_grants(
+    db: Session, account: Account, policy: policies.Policy, *, actor: str
+) -> None:
+    """Group grants the policy declares exist at its levels; policy group grants it no longer
+    declares go. One audit event per group changed (its grants before and after)."""
+    wanted, have, names = _group_grant_diff(db, account, policy)
+    changed = _changed(wanted, have)
+    groups = {
+        k: access.policy_group(db, account, names[k]) for k in sorted({c[0] for c in changed})
     }
-    touched = {key[0] for key in have.keys() ^ wanted.keys()}
-    touched |= {key[0] for key in have.keys() & wanted.keys() if have[key].level != wanted[key]}
-    groups: dict[uuid.UUID | None, Group] = {}
-    if touched:
-        groups = {g.id: g for g in db.scalars(select(Group).where(Group.id.in_(touched)))}
-    before = {group_id: access.group_grants(db, groups[group_id]) for group_id in touched}
-    for key in have.keys() - wanted.keys():
-        db.delete(have[key])
-    for key in have.keys() & wanted.keys():
-        have[key].level = wanted[key]
-    for (group_id, env_id, kind, path, prov), level in wanted.items():
-        if (group_id, env_id, kind, path, prov) not in have:
+    before = {k: access.group_grants(db, group) for k, group in groups.items()}
+    for key in changed:
+        if key not in wanted:
+            db.delete(have[key])
+        elif key in have:
+            have[key].level = wanted[key]
+        else:
             db.add(
                 Grant(
                     account_id=account.id,
-                    group_id=group_id,
-                    environment_id=env_id,
-                    kind=kind,
-                    path=path,
-                    level=level,
-                    provenance=prov,
+                    group_id=groups[key[0]].id,
+                    environment_id=key[1],
+                    kind=key[2],
+                    path=key[3],
+                    level=wanted[key],
+                    provenance=key[4],
                 )
             )
-    for group_id in sorted(touched, key=lambda i: groups[i].display_name_key):
+    for k, group in groups.items():
         access.record_group_grants(
-            db,
-            account.id,
-            groups[group_id],
-            before[group_id],
-            actor=actor,
-            action=access.GROUP_POLICY,
+            db, account.id, group, before[k], actor=actor, action=access.GROUP_POLICY
         )
 
 

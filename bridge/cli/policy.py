@@ -187,6 +187,8 @@ def _print_plan(result: planning.Plan, as_json: bool) -> None:
         click.echo(f"warning: {warning}")
     for change in result.changes:
         _print_change(change)
+    for grant in result.group_grants:
+        click.echo(grant.line())
     click.echo(result.summary())
     if result.refused:
         click.echo(f"REFUSED: {result.refused}", err=True)

@@ -144,6 +144,36 @@ def test_plan_then_apply_then_roll_back(console, store, account, mia):
     assert {e.actor for e in events} == {"console:ann@example.com"}
 
 
+def test_the_plan_shows_group_grants_that_would_change(console, store, account, mia):
+    """A policy whose group grant changes level: the plan lists the group, its members now and
+    the level before and after (nobody's own access changes, so the user table is empty)."""
+    grants = (
+        '\ngrants:\n  Marketing:\n    - {environment: production, folder: "brand/", level: %s}\n'
+    )
+    rule = "      groups: [Marketing]\n"
+    viewer = (
+        POLICY.format(slug=account.slug).replace(
+            "      environments: [production, staging]\n",
+            "      environments: [production, staging]\n" + rule,
+        )
+        + grants % "viewer"
+    )
+    assert console.post("/policy/apply", {"source": viewer}).status_code == 303
+    page = _text(console.post("/policy/plan", {"source": viewer.replace("viewer", "manager")}))
+    assert "Nobody's access would change." in page
+    table = page[page.index('<table id="plan-group-grants">') :]
+    cells = [re.sub(r"<[^>]+>", "", c).strip() for c in re.findall(r"<td[^>]*>(.*?)</td>", table)]
+    assert cells[:5] == [
+        "Marketing",
+        "1",
+        "production folder brand/",
+        "viewer → manager",
+        "policy:grants",
+    ]
+    again = _text(console.post("/policy/plan", {"source": viewer}))
+    assert 'id="plan-group-grants"' not in again  # nothing to change: no table
+
+
 def test_a_guard_refusal_is_shown_as_such_and_nothing_is_written(console, store, account, mia):
     """A policy under which nobody keeps master_admin: the plan says refused (no apply button);
     applying anyway is a 409 with the guard named; no version stored, no audit event."""

@@ -214,7 +214,7 @@ def test_a_policy_that_changes_a_grant_level_changes_that_grant(
 
 
 def test_policy_apply_changes_a_group_grant_level(
-    scim_acct, store, account, policy_file, cli, api_for
+    scim_acct, store, account, policy_file, cli, api_for, tmp_path
 ):
     """A group grant whose level the policy changes: `policy apply` updates the group's row in
     place (it failed on the unique index, retrying until it gave up), and the event feed says
@@ -244,6 +244,26 @@ def test_policy_apply_changes_a_group_grant_level(
     assert first["data"]["group"]["displayName"] == "Marketing"
     assert first["data"]["before"] == [] and first["actor"].startswith("scim:token:")
     edited = POLICY.format(slug=account.slug, extra="")
+    candidate = tmp_path / "candidate.yaml"
+    candidate.write_text(edited.replace("level: viewer", "level: editor"))
+    planned = run("policy", "plan", account.slug, str(candidate))  # the preview says so first
+    assert planned.exit_code == 0, planned.output
+    line = "group Marketing (members now: 1): production folder brand/ viewer -> editor"
+    assert f"{line} [policy:grants]\n1 users: 0 gain, 0 lose" in planned.output
+    as_json = json.loads(run("policy", "plan", account.slug, str(candidate), "--json").stdout)
+    assert as_json["group_grants"] == [
+        {
+            "group": "Marketing",
+            "members": 1,
+            "environment": "production",
+            "kind": "folder",
+            "path": "brand/",
+            "before": "viewer",
+            "after": "editor",
+            "provenance": "policy:grants",
+        }
+    ]
+    assert group_rows() == [("brand/", "viewer", "policy:grants")]  # planning wrote nothing
     policy_file(edited.replace("level: viewer", "level: editor"))
     result = run("policy", "apply", account.slug)
     assert result.exit_code == 0, result.output + result.stderr
@@ -257,6 +277,7 @@ def test_policy_apply_changes_a_group_grant_level(
     assert changed["data"]["after"] == [{**grant, "level": "editor", "provenance": "policy:grants"}]
     assert run("policy", "apply", account.slug).exit_code == 0
     assert len(feed()) == 2
+    assert json.loads(run("policy", "plan", account.slug, "--json").stdout)["group_grants"] == []
 
 
 def test_manual_rows_survive_reevaluation(scim_acct, store, account, policy_file, cli):

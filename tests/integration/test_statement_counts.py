@@ -255,5 +255,6 @@ def test_policy_plan_statements_per_batch(warm, store, account, monkeypatch, whe
     with counting(store.engine) as sql:
         result = planning.plan(store, account.slug, candidate)
     assert result.users == 5 and result.role_changes == 5
-    # the account and its environments; the users, streamed; 3 batches
-    assert sql.count() == 2 + 1 + 3 * per_batch, str(sql)
+    # the account and its environments; the policy group grants held (none declared: no second
+    # read of the environments); the users, streamed; 3 batches
+    assert sql.count() == 2 + 1 + 1 + 3 * per_batch, str(sql)

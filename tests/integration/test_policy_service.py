@@ -444,15 +444,24 @@ def plan_then_apply(store, account, policy_file, tmp_path, text, ids):
     returns the changes by user name (before the @)."""
     candidate = tmp_path / "candidate.yaml"
     candidate.write_text(textwrap.dedent(text.format(slug=account.slug)))
-    changes = []
+    changes, collector = [], []
+    frozen = gc.get_freeze_count()
+
+    def found(change):
+        changes.append(change)
+        collector.append((gc.isenabled(), gc.get_freeze_count()))
+
     planned = planning.plan(
         store,
         account.slug,
         planning.load_candidate(str(candidate), account.slug),
-        on_change=changes.append,
+        on_change=found,
     )
     assert planned.users == len(ids) and planned.refused is None
-    assert gc.isenabled()  # plan pauses the cycle collector only while it runs
+    # while plan runs, the collector runs too (for every thread) but the objects made before
+    # plan began are set aside (frozen); after it, they are back
+    assert collector and all(on and count > frozen for on, count in collector)
+    assert gc.isenabled() and gc.get_freeze_count() == frozen
     before = {n: access(store, i) for n, i in ids.items()}
     policy_file(candidate.read_text())
     planning.apply(store, account.slug, actor="t")
@@ -484,6 +493,44 @@ def plan_then_apply(store, account, policy_file, tmp_path, text, ids):
                 lost = set()  # `all` covers every environment: plan shows no loss
             assert change.losses[kind] == sorted(lost), (name, kind)
     return by_name
+
+
+def test_plans_at_once_thaw_the_heap_once_and_a_frozen_heap_stays_frozen(
+    scim_acct, store, account, policy_file, tmp_path
+):
+    """The first plan to start freezes the older objects and the last to end thaws them (a
+    plan started inside another keeps them frozen); a heap frozen before any plan (a
+    pre-fork server's) is neither frozen further nor thawed."""
+    for name in ("a", "b"):
+        scim_acct.post("Users", json={"userName": f"{name}@example.com"})
+    path = tmp_path / "candidate.yaml"  # every user changes role
+    path.write_text(
+        textwrap.dedent(POLICY.format(slug=account.slug, extra="")).replace(
+            "role: media_library_user", "role: billing"
+        )
+    )
+    candidate = planning.load_candidate(str(path), account.slug)
+    inner = []
+
+    def nested(change):
+        if not inner:
+            inner.append(planning.plan(store, account.slug, candidate).users)
+            inner.append(gc.get_freeze_count() > 0)  # still frozen: the outer plan runs
+
+    assert gc.get_freeze_count() == 0
+    assert planning.plan(store, account.slug, candidate, on_change=nested).users == 2
+    assert inner == [2, True] and gc.get_freeze_count() == 0
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        seen = []
+        planning.plan(
+            store, account.slug, candidate, on_change=lambda c: seen.append(gc.get_freeze_count())
+        )
+        # not frozen further (the count only falls, as frozen objects are freed), nor thawed
+        assert seen and max(seen) <= frozen and 0 < gc.get_freeze_count() <= frozen
+    finally:
+        gc.unfreeze()
 
 
 INPUTS = """

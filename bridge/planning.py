@@ -104,14 +104,6 @@ class Plan:
     warnings: list[str] = field(default_factory=list)
     group_grants: list[GroupGrantChange] = field(default_factory=list)
 
-    def count(self, change: Change) -> None:
-        self.gaining += any(change.gains.values())
-        self.losing += any(change.losses.values())
-        self.role_changes += bool(change.role)
-        self.errors += bool(change.errors)
-        if not change.errors:
-            self.changed_ids.append(change.user_id)
-
     def summary(self) -> str:
         return (
             f"{self.users} users: {self.gaining} gain, {self.losing} lose, "
@@ -228,15 +220,21 @@ def plan(
                 if outcome.role_after and active is not False:  # guards count active users
                     result.role_counts[outcome.role_after] += 1
                 if outcome.changes:
-                    change = Change(
+                    change = Change(  # lists of its own: outcomes are shared
                         user_name,
                         user_id,
                         outcome.role,
-                        {k: list(v) for k, v in outcome.gains.items()},
-                        {k: list(v) for k, v in outcome.losses.items()},
+                        {k: v[:] for k, v in outcome.gains.items()},
+                        {k: v[:] for k, v in outcome.losses.items()},
                         outcome.errors,
                     )
-                    result.count(change)
+                    result.gaining += outcome.gaining
+                    result.losing += outcome.losing
+                    result.role_changes += outcome.role is not None
+                    if outcome.errors:
+                        result.errors += 1
+                    else:
+                        result.changed_ids.append(user_id)
                     if on_change is None:
                         result.changes.append(change)
                     else:
@@ -299,6 +297,8 @@ class _Outcome:
     losses: Mapping[str, list[str]] = field(default_factory=dict)
     errors: tuple[str, ...] = ()
     changes: bool = False
+    gaining: bool = False  # what Plan counts of each Change made from it
+    losing: bool = False
 
 
 _set_aside = threading.Lock()
@@ -339,8 +339,9 @@ def _outcome(held: Held, decision: policies.Decision, names: set[str]) -> _Outco
     errors = () if decision.ok else decision.errors
     gains, losses = _diff(now, after)
     role = (now.role, after.role) if now.role != after.role else None
-    changes = bool(role or any(gains.values()) or any(losses.values()) or errors)
-    return _Outcome(after.role, role, gains, losses, errors, changes)
+    gaining, losing = any(gains.values()), any(losses.values())
+    changes = bool(role or gaining or losing or errors)
+    return _Outcome(after.role, role, gains, losses, errors, changes, gaining, losing)
 
 
 def _users(
@@ -359,9 +360,7 @@ def _users(
     ]
     reader = profiles.Reader([c.name for c in columns], attributes)
     parts = reader.parts
-    emails = (
-        _values_statement(UserEmail, primary_first=True) if "emails.value" in attributes else None
-    )
+    emails = _values_statement(UserEmail) if "emails.value" in attributes else None
     phones = _values_statement(UserPhoneNumber) if "phoneNumbers.value" in attributes else None
     batches = _batches(db.connection(), account, columns, emails, phones)
     none: tuple[str, ...] = ()
@@ -402,32 +401,34 @@ def _batches(
             bounds = {"lo": users[0][0], "hi": users[-1][0]}
             yield (
                 users,
-                _values(conn, emails, bounds) if emails is not None else {},
+                _values(conn, emails, bounds, primary_first=True) if emails is not None else {},
                 _values(conn, phones, bounds) if phones is not None else {},
                 *_held(conn, held_rows, bounds, [u[0] for u in users]),
             )
 
 
 @functools.cache
-def _values_statement(model: Any, *, primary_first: bool = False) -> Any:
-    """Each user's values (e-mails, phone numbers) of a batch, in order; built once."""
-    order = (
-        [model.user_id, model.primary.desc(), model.position]
-        if primary_first
-        else [model.user_id, model.position]
+def _values_statement(model: Any) -> Any:
+    """A batch's values (e-mails, phone numbers) with their order (primary, position); built
+    once. Unsorted: the few values of a user are sorted here, not the batch's in the database."""
+    return select(model.user_id, model.value, model.primary, model.position).where(
+        _within(model.user_id)
     )
-    return select(model.user_id, model.value).where(_within(model.user_id)).order_by(*order)
 
 
 def _values(
-    db: Connection, statement: Any, ids: dict[str, uuid.UUID]
+    db: Connection, statement: Any, ids: dict[str, uuid.UUID], *, primary_first: bool = False
 ) -> dict[int, tuple[str, ...]]:
-    """Each user's values in order, by the user id's number (a UUID's hash is computed in Python
-    on every look-up)."""
-    found: dict[int, list[str]] = {}
-    for user_id, value in db.execute(statement, ids).all():
-        found.setdefault(user_id.int, []).append(value)
-    return {k: tuple(v) for k, v in found.items()}
+    """Each user's values by position, the primary first if `primary_first` (as profiles.stored
+    orders e-mails and phone numbers), by the user id's number (a UUID's hash is computed in
+    Python on every look-up)."""
+    found: dict[int, list[tuple[bool, int, str]]] = {}
+    for user_id, value, primary, position in db.execute(statement, ids).all():
+        found.setdefault(user_id.int, []).append((primary_first and not primary, position, value))
+    return {
+        k: (v[0][2],) if len(v) == 1 else tuple(value for *_, value in sorted(v))
+        for k, v in found.items()
+    }
 
 
 def _within(column: Any) -> Any:

@@ -458,6 +458,11 @@ def plan_then_apply(store, account, policy_file, tmp_path, text, ids):
         on_change=found,
     )
     assert planned.users == len(ids) and planned.refused is None
+    assert planned.gaining == sum(any(c.gains.values()) for c in changes)
+    assert planned.losing == sum(any(c.losses.values()) for c in changes)
+    assert planned.role_changes == sum(c.role is not None for c in changes)
+    assert planned.errors == sum(bool(c.errors) for c in changes)
+    assert sorted(planned.changed_ids) == sorted(c.user_id for c in changes if not c.errors)
     # while plan runs, the collector runs too (for every thread) but the objects made before
     # plan began are set aside (frozen); after it, they are back
     assert collector and all(on and count > frozen for on, count in collector)

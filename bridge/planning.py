@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import gc
+import operator
 import threading
 import uuid
 from collections import defaultdict
@@ -21,8 +22,18 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, String, bindparam, func, literal, select, union_all
+from sqlalchemy import (
+    Connection,
+    String,
+    bindparam,
+    func,
+    literal,
+    select,
+    type_coerce,
+    union_all,
+)
 from sqlalchemy.orm import Session
+from sqlalchemy.types import NullType
 
 import policies
 from bridge import access, audit, profiles, provisioning
@@ -362,12 +373,14 @@ def _users(
     parts = reader.parts
     emails = _values_statement(UserEmail) if "emails.value" in attributes else None
     phones = _values_statement(UserPhoneNumber) if "phoneNumbers.value" in attributes else None
-    batches = _batches(db.connection(), account, columns, emails, phones)
+    conn = db.connection()
+    raw_key, key = _id_keys(conn)
+    batches = _batches(conn, account, columns, emails, phones, raw_key, key)
     none: tuple[str, ...] = ()
     with contextlib.closing(batches):
         for users, found_emails, found_phones, groups, held in batches:
             for user in users:
-                number = user[0].int
+                number = key(user[0])
                 yield (
                     user[0],
                     user[1],
@@ -378,17 +391,33 @@ def _users(
                 )
 
 
-_Batch = tuple[
+_Batch = tuple[  # users; by their id's key: e-mails, phones, SCIM group names, held rows
     Sequence[Any],
-    dict[int, tuple[str, ...]],
-    dict[int, tuple[str, ...]],
-    dict[int, tuple[str, ...]],
-    dict[int, list[tuple[str, str, bool]]],
+    dict[Any, tuple[str, ...]],
+    dict[Any, tuple[str, ...]],
+    dict[Any, tuple[str, ...]],
+    dict[Any, list[tuple[str, str, bool]]],
 ]
 
 
+def _id_keys(conn: Connection) -> tuple[Callable[[Any], Any], Callable[[uuid.UUID], Any]]:
+    """How a batch's rows are matched to its users: the key of a user id as the driver gives
+    it in those rows, and the key of a user's UUID. A UUID hashes in Python, so by its number
+    where the driver gives UUIDs (PostgreSQL); by the stored hex text where it gives text
+    (SQLite: the rows' ids are not made UUIDs at all)."""
+    if conn.dialect.supports_native_uuid:
+        return operator.attrgetter("int"), operator.attrgetter("int")
+    return str, operator.attrgetter("hex")
+
+
 def _batches(
-    conn: Connection, account: Account, columns: list[Any], emails: Any, phones: Any
+    conn: Connection,
+    account: Account,
+    columns: list[Any],
+    emails: Any,
+    phones: Any,
+    raw_key: Callable[[Any], Any],
+    key: Callable[[uuid.UUID], Any],
 ) -> Generator[_Batch, None, None]:
     """The account's users in id order, BATCH at a time from one streamed statement, each batch
     with its users' values (e-mails, phones: when the policy reads them) and what they hold
@@ -401,9 +430,11 @@ def _batches(
             bounds = {"lo": users[0][0], "hi": users[-1][0]}
             yield (
                 users,
-                _values(conn, emails, bounds, primary_first=True) if emails is not None else {},
-                _values(conn, phones, bounds) if phones is not None else {},
-                *_held(conn, held_rows, bounds, [u[0] for u in users]),
+                _values(conn, emails, bounds, raw_key, primary_first=True)
+                if emails is not None
+                else {},
+                _values(conn, phones, bounds, raw_key) if phones is not None else {},
+                *_held(conn, held_rows, bounds, raw_key, [key(u[0]) for u in users]),
             )
 
 
@@ -411,24 +442,36 @@ def _batches(
 def _values_statement(model: Any) -> Any:
     """A batch's values (e-mails, phone numbers) with their order (primary, position); built
     once. Unsorted: the few values of a user are sorted here, not the batch's in the database."""
-    return select(model.user_id, model.value, model.primary, model.position).where(
+    return select(_raw(model.user_id), model.value, model.primary, model.position).where(
         _within(model.user_id)
     )
 
 
 def _values(
-    db: Connection, statement: Any, ids: dict[str, uuid.UUID], *, primary_first: bool = False
-) -> dict[int, tuple[str, ...]]:
+    db: Connection,
+    statement: Any,
+    ids: dict[str, uuid.UUID],
+    raw_key: Callable[[Any], Any],
+    *,
+    primary_first: bool = False,
+) -> dict[Any, tuple[str, ...]]:
     """Each user's values by position, the primary first if `primary_first` (as profiles.stored
     orders e-mails and phone numbers), by the user id's number (a UUID's hash is computed in
     Python on every look-up)."""
-    found: dict[int, list[tuple[bool, int, str]]] = {}
+    found: dict[Any, list[tuple[bool, int, str]]] = {}
     for user_id, value, primary, position in db.execute(statement, ids).all():
-        found.setdefault(user_id.int, []).append((primary_first and not primary, position, value))
+        found.setdefault(raw_key(user_id), []).append(
+            (primary_first and not primary, position, value)
+        )
     return {
         k: (v[0][2],) if len(v) == 1 else tuple(value for *_, value in sorted(v))
         for k, v in found.items()
     }
+
+
+def _raw(column: Any) -> Any:
+    """A user id column as the driver gives it (no conversion per row; see _id_keys)."""
+    return type_coerce(column, NullType()).label("user_id")
 
 
 def _within(column: Any) -> Any:
@@ -447,13 +490,13 @@ def _held_statement() -> Any:
     held_rows = union_all(
         select(
             literal("role", text),
-            RoleAssignment.user_id,
+            _raw(RoleAssignment.user_id),
             RoleAssignment.role.cast(text),
             RoleAssignment.provenance,
         ).where(_within(RoleAssignment.user_id)),
         select(
             literal("environments", text),
-            EnvironmentAccess.user_id,
+            _raw(EnvironmentAccess.user_id),
             Environment.name,  # NULL: every environment
             EnvironmentAccess.provenance,
         )
@@ -462,7 +505,7 @@ def _held_statement() -> Any:
         .where(_within(EnvironmentAccess.user_id)),
         select(
             literal("groups", text),
-            Membership.user_id,
+            _raw(Membership.user_id),
             Group.display_name,
             Membership.provenance,
         )
@@ -470,7 +513,7 @@ def _held_statement() -> Any:
         .where(_within(Membership.user_id)),
         select(
             literal("grants", text),
-            Grant.user_id,
+            _raw(Grant.user_id),
             Environment.name
             + ":"
             + Grant.kind.cast(text)
@@ -487,21 +530,26 @@ def _held_statement() -> Any:
 
 
 def _held(
-    db: Connection, statement: Any, bounds: dict[str, uuid.UUID], ids: list[uuid.UUID]
-) -> tuple[dict[int, tuple[str, ...]], dict[int, list[tuple[str, str, bool]]]]:
+    db: Connection,
+    statement: Any,
+    bounds: dict[str, uuid.UUID],
+    raw_key: Callable[[Any], Any],
+    ids: list[Any],
+) -> tuple[dict[Any, tuple[str, ...]], dict[Any, list[tuple[str, str, bool]]]]:
     """The batch's SCIM group names (the profile's groups, by name) and what each user holds:
     role, environments, groups and grants, from one statement."""
-    held: dict[int, list[tuple[str, str, bool]]] = {i.int: [] for i in ids}
-    groups: dict[int, list[str]] = {}
-    for kind, user_id, value, prov in db.execute(statement, bounds).all():
-        mine = held.get(user_id.int)
+    held: dict[Any, list[tuple[str, str, bool]]] = {i: [] for i in ids}
+    groups: dict[Any, list[str]] = {}
+    for kind, raw_id, value, prov in db.execute(statement, bounds).all():
+        user_id = raw_key(raw_id)
+        mine = held.get(user_id)
         if mine is None:
             continue  # another account's user whose id falls in the batch's range
         if kind == "environments" and not value:
             value = "all"  # access to every environment, present and future
         mine.append((kind, value, not prov.startswith(POLICY)))
         if kind == "groups" and prov == "scim":
-            groups.setdefault(user_id.int, []).append(value)
+            groups.setdefault(user_id, []).append(value)
     return {k: tuple(v) for k, v in groups.items()}, held
 
 

@@ -1,16 +1,16 @@
 """Delivery workers: queue what the audit log means for each endpoint, then send it at least once.
 
-Projection: for each webhook endpoint (and each OIDC client with a back-channel logout URI)
-whose cursor is behind its account's audit head, the events after the cursor become delivery
-rows and the cursor moves, in one transaction (the row is locked with SKIP LOCKED on PostgreSQL,
-so two workers never project the same endpoint; a unique message id per endpoint backs that up).
+Projection: for every webhook endpoint (and OIDC client with a back-channel logout URI) whose
+cursor is behind its account's audit head, the events after the cursor become delivery rows and
+the cursor moves, all in one transaction (the endpoint rows are locked with SKIP LOCKED on
+PostgreSQL, so two workers never project the same endpoint; a unique message id per endpoint
+backs that up).
 
 Sending: a worker claims due rows (SKIP LOCKED on PostgreSQL; SQLite's write lock serialises
-claims) for a lease, sends each on its own thread (a slow endpoint holds one thread, never the
-others), and records the attempt. A killed worker's lease runs out and another worker takes the
-row: at-least-once, the receiver de-duplicates on the event id. Failures back off exponentially
-with jitter for about three days; 410 Gone disables the endpoint.
-"""
+claims) for a lease, sends them on its threads (a slow endpoint gets some threads, never all:
+`run`) over kept-alive connections, and records the attempts. A killed worker's lease runs out
+and another worker takes the row: at-least-once, the receiver de-duplicates on the event id.
+Failures back off exponentially with jitter for about three days; 410 Gone disables the endpoint."""
 
 from __future__ import annotations
 
@@ -22,18 +22,33 @@ import random
 import secrets
 import threading
 import time
+from collections import Counter, deque
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from urllib.parse import urlencode
 
-from sqlalchemy import Select, func, insert, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    Table,
+    bindparam,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    union_all,
+    update,
+)
 from sqlalchemy.orm import Session
 from standardwebhooks.webhooks import Webhook
 
 from bridge import authcodes, egress, events, expiry, metrics, retention, sealing, signing_keys
 from bridge.models import (
     Account,
+    AuditEvent,
     Delivery,
     DeliveryAttempt,
     OidcClient,
@@ -48,6 +63,7 @@ BATCH = 500
 ENDPOINT_TTL = 5.0  # seconds a worker trusts its copy of an endpoint's URL and secrets
 SWEEP_EVERY = 300.0  # seconds between sweeps: expired codes and tokens, certificate expiry
 BACKLOG_EVERY = 2.0  # seconds between counts of pending deliveries (metrics)
+HOLD = 4  # claimed jobs a worker keeps waiting for a free thread, per thread
 
 
 @dataclass(frozen=True)
@@ -96,101 +112,189 @@ class Scan:
     due: bool
 
 
+# The worker's statements are on the tables (Core), not the mapped classes: the ORM's work per
+# statement (unit of work, bulk persistence, loading) was most of the worker's CPU per event.
+DELIVERIES: Table = Delivery.__table__  # type: ignore[assignment]
+ATTEMPTS: Table = DeliveryAttempt.__table__  # type: ignore[assignment]
+ENDPOINTS: Table = WebhookEndpoint.__table__  # type: ignore[assignment]
+CLIENTS: Table = OidcClient.__table__  # type: ignore[assignment]
+ACCOUNTS: Table = Account.__table__  # type: ignore[assignment]
+AUDIT: Table = AuditEvent.__table__  # type: ignore[assignment]
+D, E, C, A = DELIVERIES.c, ENDPOINTS.c, CLIENTS.c, AUDIT.c
+
+
+def _due_where(now: Any) -> tuple[ColumnElement[bool], ...]:
+    """Rows due for a send at `now`: pending, their time come, and unclaimed (or the claim
+    run out: a killed worker's)."""
+    return (
+        D.state == "pending",
+        D.next_attempt <= now,
+        or_(D.claimed_until.is_(None), D.claimed_until < now),
+    )
+
+
+_SCAN = union_all(  # built once: every poll runs it, one statement for the whole look
+    select(literal("hook"), E.id)
+    .join(ACCOUNTS, ACCOUNTS.c.id == E.account_id)
+    .where(E.disabled.is_(None), E.cursor < ACCOUNTS.c.audit_seq),
+    select(literal("logout"), C.id)
+    .join(ACCOUNTS, ACCOUNTS.c.id == C.account_id)
+    .where(C.backchannel_logout_uri.is_not(None), C.logout_cursor < ACCOUNTS.c.audit_seq),
+    select(
+        literal("due"),
+        select(D.id).where(*_due_where(bindparam("now"))).limit(1).scalar_subquery(),
+    ),
+)
+
+
 def scan(store: Store) -> Scan:
-    """One read transaction for a whole poll (most polls find nothing: no write for those)."""
+    """One read for a whole poll (most polls find nothing: no write for those)."""
     with store.read() as db:
-        hooks = db.scalars(
-            select(WebhookEndpoint.id)
-            .join(Account, Account.id == WebhookEndpoint.account_id)
-            .where(WebhookEndpoint.disabled.is_(None), WebhookEndpoint.cursor < Account.audit_seq)
-        ).all()
-        logouts = db.scalars(
-            select(OidcClient.id)
-            .join(Account, Account.id == OidcClient.account_id)
-            .where(
-                OidcClient.backchannel_logout_uri.is_not(None),
-                OidcClient.logout_cursor < Account.audit_seq,
-            )
-        ).all()
-        due = _any_due(db)
-    return Scan(list(hooks), list(logouts), due)
+        found = db.execute(_SCAN, {"now": utcnow()}).all()
+    hooks = [i for kind, i in found if kind == "hook"]
+    logouts = [i for kind, i in found if kind == "logout"]
+    return Scan(hooks, logouts, any(kind == "due" and i is not None for kind, i in found))
 
 
 def project(
     store: Store, grab: Grab | None = None, found: Scan | None = None
 ) -> tuple[int, list[Job]]:
-    """Queue deliveries for every endpoint behind its account's audit head (as `found`, or as
-    a fresh scan finds them); return how many, and (with `grab`) up to `grab.budget` of them
-    already claimed by that worker."""
+    """Queue deliveries for every endpoint and client behind its account's audit head (as
+    `found`, or as a fresh scan finds them), all in one transaction; return how many, and (with
+    `grab`) up to `grab.budget` of them already claimed by that worker."""
     found = found or scan(store)
-    queued, taken = 0, list[Job]()
-    work = [functools.partial(_project_hook, endpoint_id=i) for i in found.hooks]
-    work += [functools.partial(_project_logout, client_pk=i) for i in found.logouts]
-    for unit in work:
-        left = None if grab is None else replace(grab, budget=grab.budget - len(taken))
-        count, jobs = store.write(functools.partial(unit, grab=left))
-        queued += count
-        taken += jobs
-    return queued, taken
+    if not found.hooks and not found.logouts:
+        return 0, []
+    return store.write(functools.partial(_project, found=found, grab=grab))
 
 
-def _queue(db: Session, rows: list[Delivery], grab: Grab | None) -> list[Job]:
-    """Add the rows; claim the first `grab.budget` of them for the grabbing worker."""
+def _locked(db: Session, stmt: Select[*tuple[Any, ...]]) -> list[Any]:
+    """Rows of `stmt`, locked; on PostgreSQL those another worker is projecting are skipped."""
+    return list(db.execute(stmt.with_for_update(skip_locked=_skip_locked(db))).all())
+
+
+_HOOKS = (
+    select(E.id, E.account_id, E.cursor, E.events)
+    .where(E.id.in_(bindparam("ids", expanding=True)), E.disabled.is_(None))
+    .order_by(E.id)
+)
+_CLIENTS = (
+    select(C.id, C.account_id, C.logout_cursor)
+    .where(C.id.in_(bindparam("ids", expanding=True)), C.backchannel_logout_uri.is_not(None))
+    .order_by(C.id)
+)
+_AUDIT = (  # what projecting an event reads (events.AuditRow)
+    select(A.seq, A.at, A.actor, A.action, A.target_type, A.target_id, A.before, A.after)
+    .where(A.account_id == bindparam("account_id"), A.seq > bindparam("after"))
+    .order_by(A.seq)
+    .limit(BATCH)
+)
+_MOVE_HOOK = update(ENDPOINTS).where(E.id == bindparam("b_id")).values(cursor=bindparam("b_to"))
+_MOVE_CLIENT = (
+    update(CLIENTS).where(C.id == bindparam("b_id")).values(logout_cursor=bindparam("b_to"))
+)
+
+
+def _project(db: Session, found: Scan, grab: Grab | None) -> tuple[int, list[Job]]:
+    """Lock the endpoints and clients, read each stretch of the audit log once (readers at the
+    same place share it), add their rows in one insert and move their cursors."""
+    hooks = _locked(db, _HOOKS.params(ids=found.hooks)) if found.hooks else []
+    clients = _locked(db, _CLIENTS.params(ids=found.logouts)) if found.logouts else []
+    stretches: dict[tuple[int, int], list[events.Event]] = {}
+    last: dict[tuple[int, int], int] = {}
+
+    def read(account_id: int, cursor: int) -> list[events.Event]:
+        key = (account_id, cursor)
+        if key not in stretches:
+            rows = db.execute(_AUDIT, {"account_id": account_id, "after": cursor}).all()
+            stretches[key] = events.project(rows)
+            last[key] = rows[-1].seq if rows else cursor
+        return stretches[key]
+
+    now = utcnow()
+    bodies: dict[tuple[int, str], str] = {}
+    new: list[dict[str, Any]] = []
+    for hook_id, account_id, cursor, types in hooks:
+        wanted = frozenset(types)
+        for event in read(account_id, cursor):
+            if not wanted or event.type in wanted:
+                body = bodies.get((account_id, event.id))
+                if body is None:
+                    body = json.dumps(event.as_json(), separators=(",", ":"), sort_keys=True)
+                    bodies[(account_id, event.id)] = body
+                new.append(_row(account_id, hook_id, None, event.id, event.type, body, now))
+    for client_pk, account_id, cursor in clients:
+        found_events = [e for e in read(account_id, cursor) if e.type in LOGOUT_TYPES]
+        for event, claims in _logouts(found_events):
+            suffix = claims.pop("#", None)
+            message_id = f"{event.id}_{suffix}" if suffix else event.id
+            body = json.dumps(claims)
+            new.append(
+                _row(account_id, None, client_pk, message_id, "backchannel_logout", body, now)
+            )
+    jobs = _queue(db, new, grab)
+    for statement, readers in ((_MOVE_HOOK, hooks), (_MOVE_CLIENT, clients)):
+        moved = [
+            {"b_id": r[0], "b_to": last[(r[1], r[2])]} for r in readers if last[(r[1], r[2])] > r[2]
+        ]
+        if moved:  # one statement for all
+            db.execute(statement, moved)
+    return len(new), jobs
+
+
+def _row(
+    account_id: int,
+    endpoint_id: int | None,
+    client_pk: int | None,
+    message_id: str,
+    event_type: str,
+    body: str,
+    now: datetime,
+) -> dict[str, Any]:
+    # No values.check_values: every value is ours (ids, known types, json.dumps' ASCII text).
+    return {
+        "account_id": account_id,
+        "endpoint_id": endpoint_id,
+        "client_pk": client_pk,
+        "message_id": message_id,
+        "event_type": event_type,
+        "body": body,
+        "created": now,
+        "next_attempt": now,
+        "state": "pending",
+        "attempts": 0,
+        "claimed_by": None,
+        "claimed_until": None,
+    }
+
+
+# Rows come back in any order (the order-keeping form sends a statement per row on SQLite):
+# each is found again by its endpoint or client and message id, which are unique together.
+_ADD = insert(DELIVERIES).returning(D.id, D.endpoint_id, D.client_pk, D.message_id)
+
+
+def _queue(db: Session, rows: list[dict[str, Any]], grab: Grab | None) -> list[Job]:
+    """Insert the rows in one statement; the first `grab.budget` claimed by the grabbing worker
+    (jobs for it to send at once)."""
+    if not rows:
+        return []
     mine = rows[: max(0, grab.budget)] if grab is not None else []
     for row in mine:
-        row.claimed_by, row.claimed_until = grab.worker, grab.until  # type: ignore[union-attr]
-    db.add_all(rows)
-    db.flush()
-    return [_job(row) for row in mine]
-
-
-def _locked(db: Session, model: type[WebhookEndpoint] | type[OidcClient], row_id: int):  # type: ignore[no-untyped-def]
-    stmt = select(model).where(model.id == row_id)
-    stmt = stmt.with_for_update(skip_locked=True) if _skip_locked(db) else stmt
-    return db.scalar(stmt)
-
-
-def _project_hook(db: Session, endpoint_id: int, grab: Grab | None) -> tuple[int, list[Job]]:
-    hook: WebhookEndpoint | None = _locked(db, WebhookEndpoint, endpoint_id)
-    if hook is None or hook.disabled is not None:
-        return 0, []
-    rows = events.audit_after(db, hook.account_id, hook.cursor, BATCH)
-    wanted = frozenset(hook.events) or None
-    found = [
-        Delivery(
-            account_id=hook.account_id,
-            endpoint_id=hook.id,
-            message_id=event.id,
-            event_type=event.type,
-            body=json.dumps(event.as_json(), separators=(",", ":"), sort_keys=True),
+        row["claimed_by"], row["claimed_until"] = grab.worker, grab.until  # type: ignore[union-attr]
+    ids = {(e, c, m): i for i, e, c, m in db.execute(_ADD, rows)}
+    return [
+        Job(
+            ids[(r["endpoint_id"], r["client_pk"], r["message_id"])],
+            r["account_id"],
+            r["endpoint_id"],
+            r["client_pk"],
+            r["message_id"],
+            r["body"],
+            0,
+            r["created"],
         )
-        for event in events.project(rows, wanted)
+        for r in mine
     ]
-    if rows:
-        hook.cursor = rows[-1].seq
-    return len(found), _queue(db, found, grab)
-
-
-def _project_logout(db: Session, client_pk: int, grab: Grab | None) -> tuple[int, list[Job]]:
-    client: OidcClient | None = _locked(db, OidcClient, client_pk)
-    if client is None or not client.backchannel_logout_uri:
-        return 0, []
-    rows = events.audit_after(db, client.account_id, client.logout_cursor, BATCH)
-    found = []
-    for event, claims in _logouts(events.project(rows, LOGOUT_TYPES)):
-        suffix = claims.pop("#", None)
-        found.append(
-            Delivery(
-                account_id=client.account_id,
-                client_pk=client.id,
-                message_id=f"{event.id}_{suffix}" if suffix else event.id,
-                event_type="backchannel_logout",
-                body=json.dumps(claims),
-            )
-        )
-    if rows:
-        client.logout_cursor = rows[-1].seq
-    return len(found), _queue(db, found, grab)
 
 
 LOGOUT_TYPES = frozenset(
@@ -228,29 +332,16 @@ class Job:
     created: datetime
 
 
-def _job(r: Delivery) -> Job:
-    return Job(
-        r.id,
-        r.account_id,
-        r.endpoint_id,
-        r.client_pk,
-        r.message_id,
-        r.body,
-        r.attempts,
-        r.created or utcnow(),
-    )
-
-
-def _due(now: datetime) -> Select[Delivery]:
-    return select(Delivery).where(
-        Delivery.state == "pending",
-        Delivery.next_attempt <= now,
-        or_(Delivery.claimed_until.is_(None), Delivery.claimed_until < now),
-    )
-
-
-def _any_due(db: Session) -> bool:
-    return db.scalar(_due(utcnow()).with_only_columns(Delivery.id).limit(1)) is not None
+_JOB_COLUMNS = (
+    D.id,
+    D.account_id,
+    D.endpoint_id,
+    D.client_pk,
+    D.message_id,
+    D.body,
+    D.attempts,
+    D.created,
+)
 
 
 def claim(
@@ -258,23 +349,39 @@ def claim(
 ) -> list[Job]:
     """Take up to `limit` due deliveries for the lease (rows other workers hold are skipped);
     `probe=False` when a scan just found some due (no second read to ask again)."""
-    if probe:
-        with store.read() as db:  # most polls find nothing: no write transaction for those
-            if not _any_due(db):
-                return []
+    if probe and not scan(store).due:  # most polls find nothing: no write transaction for those
+        return []
 
     def work(db: Session) -> list[Job]:
         now = utcnow()
-        due = _due(now).order_by(Delivery.next_attempt, Delivery.id).limit(limit)
-        if _skip_locked(db):
-            due = due.with_for_update(skip_locked=True)
-        rows = db.scalars(due).all()
-        for row in rows:
-            row.claimed_until = now + tuning.lease
-            row.claimed_by = worker
-        return [_job(r) for r in rows]
+        due = (
+            select(*_JOB_COLUMNS)
+            .where(*_due_where(now))
+            .order_by(D.next_attempt, D.id)
+            .limit(limit)
+        )
+        rows = _locked(db, due)
+        if rows:
+            db.execute(
+                update(DELIVERIES)
+                .where(D.id.in_([r.id for r in rows]))
+                .values(claimed_until=now + tuning.lease, claimed_by=worker)
+            )
+        return [Job(*r) for r in rows]
 
     return store.write(work)
+
+
+def release(store: Store, worker: str, ids: list[int]) -> None:
+    """Give back claims a stopping worker will not send: due again at once, not at lease end."""
+    if ids:
+        store.write(
+            lambda db: db.execute(
+                update(DELIVERIES)
+                .where(D.id.in_(ids), D.claimed_by == worker)
+                .values(claimed_until=None, claimed_by=None)
+            )
+        )
 
 
 @dataclass
@@ -287,6 +394,7 @@ class Sender:
     allow_private: bool
     tuning: Tuning
     _endpoints: dict[int, tuple[float, str, list[str]]] = field(default_factory=dict, init=False)
+    connections: egress.Pool = field(default_factory=egress.Pool, init=False)
 
     def send(self, job: Job) -> None:
         """Send one delivery and record the attempt."""
@@ -301,11 +409,20 @@ class Sender:
             url, body, headers = prepared
             timeout = self.tuning.timeout_seconds
             return egress.post(
-                url, body, headers, allow_private=self.allow_private, timeout=timeout
+                url,
+                body,
+                headers,
+                allow_private=self.allow_private,
+                timeout=timeout,
+                pool=self.connections,
             )
         except Exception:  # a delivery that cannot even be built is logged, not retried hot
             log.exception("delivery %d could not be prepared", job.id)
             return egress.Answer(None, 0, None, "the delivery could not be built (worker log)")
+
+    def close(self) -> None:
+        """Close the connections kept for the next sends."""
+        self.connections.close()
 
     def record(self, results: list[tuple[Job, egress.Answer]]) -> None:
         """Record finished attempts in one transaction. Should that fail, each is recorded in
@@ -391,9 +508,15 @@ class Sender:
         """Lock the rows (in id order: two workers never wait on each other in a circle), then
         log each attempt and move its row on; the outcomes, in order (metrics labels)."""
         ids = sorted({job.id for job, _ in results})
-        locked = select(Delivery).where(Delivery.id.in_(ids)).order_by(Delivery.id)
-        rows = {row.id: row for row in db.scalars(locked.with_for_update())}
+        rows = {
+            r.id: _Row(*r)
+            for r in db.execute(
+                select(*_ROW_COLUMNS).where(D.id.in_(ids)).order_by(D.id).with_for_update()
+            )
+        }
         outcomes = [self._record(db, rows.get(job.id), answer) for job, answer in results]
+        if rows:  # one statement for the rows' new states (by primary key)
+            db.execute(_MOVE_ROW, [row.written() for row in rows.values()])
         logged = [
             {
                 "delivery_id": job.id,
@@ -406,10 +529,10 @@ class Sender:
             if job.id in rows
         ]
         if logged:  # one statement for the round's attempts
-            db.execute(insert(DeliveryAttempt), logged)
+            db.execute(insert(ATTEMPTS), logged)
         return outcomes
 
-    def _record(self, db: Session, row: Delivery | None, answer: egress.Answer) -> str:
+    def _record(self, db: Session, row: _Row | None, answer: egress.Answer) -> str:
         """Move the row on after an attempt; returns the outcome (a metrics label)."""
         if row is None:  # its endpoint or client was removed while the attempt was in flight
             return "missing"
@@ -426,8 +549,8 @@ class Sender:
         elif answer.status == 410 and row.endpoint_id is not None:
             row.state = "failed"  # Standard Webhooks: 410 Gone means stop sending
             db.execute(
-                update(WebhookEndpoint)
-                .where(WebhookEndpoint.id == row.endpoint_id)
+                update(ENDPOINTS)
+                .where(E.id == row.endpoint_id)
                 .values(disabled=now, disabled_reason="the endpoint answered 410 Gone")
             )
             return "gone"
@@ -440,6 +563,54 @@ class Sender:
         return "retrying"
 
 
+_ROW_COLUMNS = (
+    D.id,
+    D.state,
+    D.attempts,
+    D.claimed_until,
+    D.next_attempt,
+    D.delivered,
+    D.created,
+    D.endpoint_id,
+)
+_MOVE_ROW = (
+    update(DELIVERIES)
+    .where(D.id == bindparam("b_id"))
+    .values(
+        state=bindparam("b_state"),
+        attempts=bindparam("b_attempts"),
+        claimed_until=bindparam("b_claimed_until"),
+        next_attempt=bindparam("b_next_attempt"),
+        delivered=bindparam("b_delivered"),
+    )
+)
+
+
+@dataclass
+class _Row:
+    """What recording reads of a delivery row (never its body) and writes back."""
+
+    id: int
+    state: str
+    attempts: int
+    claimed_until: datetime | None
+    next_attempt: datetime
+    delivered: datetime | None
+    created: datetime
+    endpoint_id: int | None
+
+    def written(self) -> dict[str, Any]:
+        """The columns an attempt moves on, with the key (an update by primary key)."""
+        return {
+            "b_id": self.id,
+            "b_state": self.state,
+            "b_attempts": self.attempts,
+            "b_claimed_until": self.claimed_until,
+            "b_next_attempt": self.next_attempt,
+            "b_delivered": self.delivered,
+        }
+
+
 # the worker loop -------------------------------------------------------------------------------
 
 
@@ -447,7 +618,7 @@ def count_backlog(store: Store) -> None:
     """Set the backlog gauges: how many deliveries wait, and for how long the oldest has."""
     with store.read() as db:
         pending, oldest = db.execute(
-            select(func.count(), func.min(Delivery.created)).where(Delivery.state == "pending")
+            select(func.count(), func.min(D.created)).where(D.state == "pending")
         ).one()
     metrics.WEBHOOK_BACKLOG.set(pending)
     age = (utcnow() - _aware(oldest)).total_seconds() if oldest is not None else 0.0
@@ -503,6 +674,10 @@ class Recorder:
                 log.exception("recording failed")
 
 
+def _target(job: Job) -> tuple[int | None, int | None]:
+    return job.endpoint_id, job.client_pk
+
+
 def run(
     store: Store,
     sender: Sender,
@@ -510,53 +685,94 @@ def run(
     stop: threading.Event,
     worker: str | None = None,
 ) -> None:
-    """Project and deliver until `stop` is set; one slow endpoint occupies one thread only.
+    """Project and deliver until `stop` is set; a slow endpoint occupies some threads only.
 
-    Threads send; a Recorder records what they finished, a transaction per round of attempts
-    (a transaction per attempt was most of the worker's cost to the SCIM writers)."""
+    The loop looks at the queue once a poll: one read, then (when there is work) one
+    transaction that queues and claims what the poll found, and one that claims what is due.
+    Claimed jobs wait in the worker for a free thread (up to HOLD per thread); each endpoint
+    gets at most half the threads while another's job waits, and never the last one (of two or
+    more), so a slow endpoint cannot take every thread. Threads
+    send; a Recorder records what they finished, a transaction per round of attempts. A job
+    whose claim would run out before its send could end is left to be claimed again; on stop,
+    the claims not sent are given back."""
     worker = worker or f"w-{secrets.token_hex(4)}"
     tuning = sender.tuning
-    inflight: set[Future[None]] = set()
-    swept = counted = -SWEEP_EVERY  # the first sweep runs at once
+    threads = tuning.threads
+    share = max(1, threads // 2)  # an endpoint's threads while others wait
+    most = max(1, threads - 1)  # an endpoint's threads at most
+    lease = tuning.lease.total_seconds()
+    margin = max(lease / 2, lease - tuning.timeout_seconds - 1.0)  # a claim's time to start a send
+    hold = threads * (1 + HOLD)  # jobs sending or waiting for a thread
+    inflight: dict[Future[None], Job] = {}
+    waiting: deque[tuple[float, Job]] = deque()  # (send by, job), claimed by this worker
+    swept = counted = polled = -SWEEP_EVERY  # the first sweep runs at once
     recorder = Recorder(sender)
     recorder.start()
-    with ThreadPoolExecutor(tuning.threads, thread_name_prefix=worker) as pool:
 
-        def start(jobs: list[Job]) -> None:
-            for job in jobs:
-                inflight.add(pool.submit(lambda j: recorder.put(j, sender.attempt(j)), job))
+    def dispatch(pool: ThreadPoolExecutor) -> None:
+        now = time.monotonic()
+        busy = Counter(_target(j) for j in inflight.values())
+        for limit in (share, most):
+            kept: deque[tuple[float, Job]] = deque()
+            while waiting and len(inflight) < threads:
+                by, job = waiting.popleft()
+                if by < now:
+                    continue  # its claim may run out mid-send: left for a claim to take again
+                if busy[_target(job)] >= limit:
+                    kept.append((by, job))
+                    continue
+                busy[_target(job)] += 1
+                future = pool.submit(lambda j: recorder.put(j, sender.attempt(j)), job)
+                inflight[future] = job
+            waiting.extendleft(reversed(kept))
 
+    with ThreadPoolExecutor(threads, thread_name_prefix=worker) as pool:
         while not stop.is_set():
-            busy = False
+            more = False
             try:
-                inflight = {f for f in inflight if not f.done()}
+                for done in [f for f in inflight if f.done()]:
+                    del inflight[done]
                 if time.monotonic() - swept > SWEEP_EVERY:
                     swept = time.monotonic()
                     sweep(store, tuning)
                 if time.monotonic() - counted > BACKLOG_EVERY:
                     count_backlog(store)
                     counted = time.monotonic()
-                free = tuning.threads - len(inflight)
-                grab = Grab(worker, utcnow() + tuning.lease, free)
-                found = scan(store)  # one read: what to project, and whether any row is due
-                queued, fresh = project(store, grab, found)
-                # Go round again at once only with work left over (a backlog); otherwise wait a
-                # poll, so a steady stream of events is projected a poll's worth per transaction
-                # instead of one transaction per event (the worker's cost to the SCIM writers).
-                busy = queued > len(fresh) or queued >= BATCH
-                start(fresh)  # queued and claimed in one transaction: sent at once
-                free -= len(fresh)
-                if free > 0 and found.due:
-                    claimed = claim(store, worker, free, tuning, probe=False)
-                    start(claimed)
-                    free -= len(claimed)
-                    busy = busy or not free
+                room = hold - len(inflight) - len(waiting)
+                if room > 0 and time.monotonic() - polled >= tuning.poll_seconds:
+                    polled = time.monotonic()
+                    send_by = polled + margin
+                    grab = Grab(worker, utcnow() + tuning.lease, room)
+                    found = scan(store)  # one read: what to project, and whether any row is due
+                    queued, fresh = project(store, grab, found)
+                    waiting.extend((send_by, job) for job in fresh)
+                    room -= len(fresh)
+                    # Rows left unclaimed (or a full batch): look again at once, not a poll
+                    # later; otherwise a steady stream is projected a poll's worth at a time.
+                    more = queued > len(fresh) or queued >= BATCH
+                    if room > 0 and found.due:
+                        claimed = claim(store, worker, room, tuning, probe=False)
+                        waiting.extend((send_by, job) for job in claimed)
+                        more = more or len(claimed) == room
+                dispatch(pool)
             except Exception:  # the database may be away for a moment: keep the loop alive
                 log.exception("delivery loop failed; retrying")
-                free = 1
-            if free <= 0:  # every thread sending: wait for one to finish, never spin
-                wait(inflight, timeout=tuning.poll_seconds, return_when=FIRST_COMPLETED)
-            elif not busy:
-                stop.wait(tuning.poll_seconds)
-        wait(inflight)  # sends in flight finish and are recorded before the worker exits
+                polled, more = time.monotonic(), False  # a poll's wait before the next try
+            full = len(inflight) + len(waiting) >= hold
+            if more and not full:
+                polled = -SWEEP_EVERY  # work left over and room for it: look again at once
+                continue
+            # Full, the next look waits for a thread to finish: no spinning.
+            left = tuning.poll_seconds if full else polled + tuning.poll_seconds - time.monotonic()
+            if inflight and (waiting or full or len(inflight) >= threads):
+                # a thread's end frees a thread for a waiting job: wake then, or at the poll
+                wait(list(inflight), timeout=max(0.0, left), return_when=FIRST_COMPLETED)
+            else:
+                stop.wait(max(0.0, left))
+        wait(list(inflight))  # sends in flight finish and are recorded before the worker exits
     recorder.close()
+    sender.close()
+    try:
+        release(store, worker, [job.id for _, job in waiting])
+    except Exception:  # their claims run out at lease end instead
+        log.exception("claims not sent could not be given back")

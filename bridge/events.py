@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime
+from typing import Any, Protocol
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -95,7 +96,29 @@ def _access(state: dict[str, Any] | None) -> dict[str, Any]:
     }
 
 
-def meanings(event: AuditEvent) -> Iterator[tuple[str, dict[str, Any]]]:
+class AuditRow(Protocol):
+    """What projecting reads of an audit event: the ORM row, or a Core row of these columns
+    (the delivery worker's)."""
+
+    @property
+    def seq(self) -> int: ...
+    @property
+    def at(self) -> datetime: ...
+    @property
+    def actor(self) -> str: ...
+    @property
+    def action(self) -> str: ...
+    @property
+    def target_type(self) -> str: ...
+    @property
+    def target_id(self) -> str: ...
+    @property
+    def before(self) -> dict[str, Any] | None: ...
+    @property
+    def after(self) -> dict[str, Any] | None: ...
+
+
+def meanings(event: AuditRow) -> Iterator[tuple[str, dict[str, Any]]]:
     """The public (type, data) pairs an audit event stands for (none for internal ones)."""
     action, before, after, target = event.action, event.before, event.after, event.target_id
     if action == "user.create":
@@ -198,7 +221,7 @@ def _group(
         yield "group.member_removed", {"group": group, "members": after["members_removed"]}  # type: ignore[index]
 
 
-def project(rows: Iterable[AuditEvent], types: frozenset[str] | None = None) -> list[Event]:
+def project(rows: Iterable[AuditRow], types: frozenset[str] | None = None) -> list[Event]:
     """Public events of audit rows, in order, optionally only of `types`."""
     found: list[Event] = []
     for row in rows:

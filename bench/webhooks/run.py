@@ -51,6 +51,8 @@ def _receive(secret_queue: Any, arrivals: Any, port_out: Any) -> None:
     secrets: list[str] = [secret_queue.get()]  # every round's endpoint secret, newest last
 
     class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive, as production web servers do
+
         def log_message(self, *args: object) -> None:
             pass
 

@@ -258,3 +258,59 @@ def test_policy_plan_statements_per_batch(warm, store, account, monkeypatch, whe
     # the account and its environments; the policy group grants held (none declared: no second
     # read of the environments); the users, streamed; 3 batches
     assert sql.count() == 2 + 1 + 1 + 3 * per_batch, str(sql)
+
+
+# The delivery worker (bridge.delivery), per poll that finds events, whatever their number:
+# the scan (endpoints behind, any row due) is one statement; queueing and claiming what it
+# found is one transaction (lock the endpoints, read the log once for endpoints at the same
+# place in it, one insert, one cursor update); claiming rows due is one (lock, claim);
+# recording a round of attempts is one (lock the rows, one update, one insert of the log).
+WORKER_SCAN = (1, 0)
+WORKER_PROJECT = (4, 1)
+WORKER_CLAIM = (2, 1)
+WORKER_RECORD = (3, 1)
+
+
+def test_delivery_worker_statements_per_poll(scim, store, settings):
+    """A poll's statements do not grow with the events it finds, nor with the endpoints at the
+    same place in the log (two here)."""
+    from datetime import timedelta
+
+    from bridge import delivery, egress, webhooks
+    from bridge.models import utcnow
+
+    key = settings.ensure_secret_key().secret_key
+    hooks = [
+        webhooks.add(
+            store,
+            scim.account.slug,
+            f"http://127.0.0.1:9/hook{n}",
+            types=["user.created"],
+            secret_key=key,
+            allow_private=True,
+            actor="t",
+        ).id
+        for n in range(2)
+    ]
+    tuning = delivery.Tuning()
+    sender = delivery.Sender(store, key, "x", True, tuning)
+    delivery.project(store)  # both endpoints at the head (each was added after the other)
+    seen = []
+    for n, users in enumerate((1, 4)):
+        for i in range(users):
+            scim.post("Users", {"userName": f"poll{n}-{i}@example.com"})
+        with counting(store.engine) as scanned:
+            found = delivery.scan(store)
+        assert sorted(found.hooks) == hooks and not found.due
+        grab = delivery.Grab("w-count", utcnow() + timedelta(minutes=1), users)  # half of them
+        with counting(store.engine) as projected:
+            queued, jobs = delivery.project(store, grab, found)
+        assert queued == 2 * users and len(jobs) == users
+        with counting(store.engine) as claimed:
+            rest = delivery.claim(store, "w-count", 100, tuning, probe=False)
+        assert len(rest) == users
+        answers = [(job, egress.Answer(204, 1, "", None)) for job in [*jobs, *rest]]
+        with counting(store.engine) as recorded:
+            sender.record(answers)
+        seen.append([(c.count(), c.commits) for c in (scanned, projected, claimed, recorded)])
+    assert seen[0] == seen[1] == [WORKER_SCAN, WORKER_PROJECT, WORKER_CLAIM, WORKER_RECORD], seen

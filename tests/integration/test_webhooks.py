@@ -242,6 +242,71 @@ def test_slow_endpoint_does_not_hold_up_others(scim, store, settings, workers):
         fast.close()
 
 
+def test_a_slow_endpoint_with_more_events_than_threads_does_not_take_them_all(
+    scim, store, settings, workers
+):
+    """A slow endpoint with more deliveries due than the worker has threads gets half of them
+    while another endpoint waits: the other's deliveries all arrive meanwhile."""
+    slow, fast = Receiver(), Receiver()
+    try:
+        slow.delay = 5.0
+        a = _hook(store, settings, scim.account, slow.url, types=["user.created"])
+        b = _hook(store, settings, scim.account, fast.url, types=["user.created"])
+        slow.secrets, fast.secrets = [a.secret], [b.secret]
+        for i in range(2 * FAST.threads):  # all queued in the worker's first poll
+            scim.post("Users", {"userName": f"m{i}@example.com"})
+        workers.start(1)
+        assert fast.wait_for(lambda r: len(r.counts) == 2 * FAST.threads, timeout=4.0)
+        assert not slow.counts  # its first sends are still waiting on the slow answers
+    finally:
+        workers.stop()
+        slow.close()
+        fast.close()
+
+
+def test_a_stopping_worker_gives_back_the_claims_it_did_not_send(
+    scim, store, settings, receiver, workers
+):
+    """Deliveries a worker claimed but had no thread for when it was stopped are due again at
+    once (not when their lease runs out), and the next worker sends them."""
+    added = _hook(store, settings, scim.account, receiver.url, types=["user.created"])
+    receiver.secrets = [added.secret]
+    receiver.delay = 1.0
+    for i in range(3):
+        scim.post("Users", {"userName": f"g{i}@example.com"})
+    workers.start(1, replace(FAST, threads=1))
+
+    def claimed():
+        with store.read() as db:
+            return db.scalars(
+                select(Delivery.claimed_by).where(Delivery.endpoint_id == added.id)
+            ).all()
+
+    assert _eventually(lambda: claimed() == ["t0"] * 3)  # one sending, two waiting
+    workers.stop()
+    with store.read() as db:
+        rows = db.scalars(
+            select(Delivery).where(Delivery.endpoint_id == added.id).order_by(Delivery.id)
+        ).all()
+    waiting = [r for r in rows if r.state == "pending"]
+    assert len(rows) - len(waiting) == len(receiver.counts) == 1
+    assert [(r.claimed_by, r.claimed_until, r.attempts) for r in waiting] == [(None, None, 0)] * 2
+    receiver.delay = 0.0
+    workers.start(1)
+    assert receiver.wait_for(lambda r: len(r.counts) == 3, timeout=5.0)
+
+
+def _eventually(predicate, timeout=10.0):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return False
+
+
 def test_rotation_sends_both_signatures(scim, store, settings, receiver, workers):
     """After a rotation each delivery verifies with the old secret and with the new one."""
     added = _hook(store, settings, scim.account, receiver.url, types=["user.created"])

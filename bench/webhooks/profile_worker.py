@@ -25,6 +25,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ _spec.loader.exec_module(webhooks_run)  # puts bench/scim first on sys.path: `ru
 from run import Harness, log, tool  # noqa: E402
 
 
-def _child(out: str, profiled: bool) -> None:
+def _child(out: str, profiled: bool, poll: float | None, linger: float | None) -> None:
     """The worker, profiled thread by thread, until SIGTERM; results to `out`."""
     from sqlalchemy import event
 
@@ -71,6 +72,10 @@ def _child(out: str, profiled: bool) -> None:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     tuning = delivery.Tuning()
+    if poll is not None:
+        tuning = replace(tuning, poll_seconds=poll)
+    if linger is not None:
+        delivery.Recorder.LINGER = linger
     sender = delivery.Sender(
         store, settings.secret_key or "", settings.base_url, settings.allow_private_webhooks, tuning
     )
@@ -98,10 +103,12 @@ def main() -> None:
     parser.add_argument("--creates", type=int, default=1000)
     parser.add_argument("--top", type=int, default=40)
     parser.add_argument("--no-profile", action="store_true", help="CPU and statements only")
+    parser.add_argument("--poll", type=float, help="the worker's poll seconds (Tuning)")
+    parser.add_argument("--linger", type=float, help="the recorder's linger seconds")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        _child(args.child, not args.no_profile)
+        _child(args.child, not args.no_profile, args.poll, args.linger)
         return
     harness = Harness()
     server = harness.start_bridge("_whp")
@@ -118,7 +125,15 @@ def main() -> None:
     receiver.set_secret(added.stdout.strip().splitlines()[-1])
     out = str(harness.tmp / "profile.json")
     worker = subprocess.Popen(
-        [sys.executable, __file__, "--child", out, *(["--no-profile"] if args.no_profile else [])],
+        [
+            sys.executable,
+            __file__,
+            "--child",
+            out,
+            *(["--no-profile"] if args.no_profile else []),
+            *(["--poll", str(args.poll)] if args.poll is not None else []),
+            *(["--linger", str(args.linger)] if args.linger is not None else []),
+        ],
         env=env,
         cwd=harness.root,
     )

@@ -188,6 +188,7 @@ def main() -> None:
     latencies: list[float] = []
     missing = attempts = 0
     worker_cpu: list[float] = []  # the worker's CPU ms per event delivered, per round
+    receiver_cpu: list[float] = []  # the bench receiver's (not the bridge's), likewise
     web_cpu: dict[str, list[float]] = {"off": [], "on": []}  # gunicorn's CPU ms per create
     assert server.proc is not None
     failures: list[Any] = []
@@ -231,6 +232,7 @@ def main() -> None:
                 time.sleep(0.05)
                 receiver.drain()
             cpu_before = _cpu_seconds(worker.pid)
+            receiver_before = _cpu_seconds(receiver.proc.pid)
             web_before = _gunicorn_cpu(server.proc.pid)
             rate, done = create_load(server, per_client)
             web_cpu["on"].append((_gunicorn_cpu(server.proc.pid) - web_before) / len(done))
@@ -240,19 +242,21 @@ def main() -> None:
                 time.sleep(0.05)
                 receiver.drain()
             worker_cpu.append((_cpu_seconds(worker.pid) - cpu_before) / len(done) * 1000)
+            received = _cpu_seconds(receiver.proc.pid) - receiver_before
+            receiver_cpu.append(received / len(done) * 1000)
             for user_id, at in done.items():
                 if user_id in receiver.arrived:
                     latencies.append(receiver.arrived[user_id] - at)
                 else:
                     missing += 1
+            worker.terminate()  # it records what it sent before it exits
+            worker.wait(timeout=60)
             with harness.pg(server.db) as conn:  # before the endpoint (and its log) goes
                 failures += conn.execute(
                     "SELECT coalesce(status::text, left(error, 60)), count(*)"
                     " FROM delivery_attempts WHERE status IS NULL OR status >= 300 GROUP BY 1"
                 ).fetchall()
                 attempts += conn.execute("SELECT count(*) FROM delivery_attempts").fetchone()[0]
-            worker.terminate()
-            worker.wait(timeout=60)
             subprocess.run(
                 [tool("idbridge"), "webhooks", "remove", "bench", endpoint],
                 env=env,
@@ -284,6 +288,11 @@ def main() -> None:
         "worker CPU per event (user+system, from /proc): "
         f"median {statistics.median(worker_cpu):.2f} ms  "
         f"rounds {[round(x, 2) for x in worker_cpu]}"
+    )
+    print(
+        "bench receiver CPU per event (verifying signatures; it shares the 2 cores): "
+        f"median {statistics.median(receiver_cpu):.2f} ms  "
+        f"rounds {[round(x, 2) for x in receiver_cpu]}"
     )
     web = {mode: statistics.median(ms) * 1000 for mode, ms in web_cpu.items()}
     print(

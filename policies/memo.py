@@ -105,10 +105,6 @@ class Evaluator:
             found = self._cache[key] = evaluate(self.policy, profile)
         return found
 
-    def cached(self, key: Key) -> Decision | None:
-        """The Decision already made for input values `key`, if any."""
-        return self._cache.get(key)
-
 
 def reads_scim_path(policy: Policy, path: str) -> bool:
     """Whether any input the policy's conditions read comes from SCIM path `path` (e.g. groups,

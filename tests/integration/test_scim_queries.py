@@ -188,15 +188,24 @@ def test_filter_by_id_and_dates(scim, people):
 @pytest.mark.parametrize(
     ("flt", "detail"),
     [
-        ('userName regex "x"', "unexpected 'regex' at position 10"),
-        ("userName eq", "it ends too early"),
-        ("((", "cannot parse filter '(('"),
+        (
+            'userName regex "x"',
+            "cannot parse filter 'userName regex \"x\"': unexpected 'regex' at position 10",
+        ),
+        ("userName eq", "cannot parse filter 'userName eq': it ends too early"),
+        ("((", "cannot parse filter '((': it ends too early"),
         ('nosuch eq "x"', "attribute 'nosuch' cannot be filtered on"),
         ("active gt true", "active is a boolean: only eq, ne and pr apply"),
-        ('meta.created eq "yesterday"', "meta.created is a dateTime; compare it with a quoted"),
+        (
+            'meta.created eq "yesterday"',
+            "meta.created is a dateTime; compare it with a quoted xsd:dateTime",
+        ),
         ('name eq "x"', "attribute 'name' cannot be filtered on"),
         ('emails[nosuch eq "x"]', "emails[...] has no sub-attribute 'nosuch'"),
         ("urn:nope:Thing:attr eq 1", "unknown schema 'urn:nope:Thing'"),
+        # a value path under another schema's URN is that schema's attribute, not ours
+        ('urn:nope:Thing:emails[type eq "work"].value eq "x"', "unknown schema 'urn:nope:Thing'"),
+        ('urn:nope:Thing:emails[type eq "work"]', "unknown schema 'urn:nope:Thing'"),
         ("title gt null", "title gt null compares nothing"),
         ('active eq "yes"', "active is a boolean; compare it with true or false"),
         ("active eq 1", "active is a boolean; compare it with true or false"),
@@ -205,11 +214,21 @@ def test_filter_by_id_and_dates(scim, people):
         ('meta.created co "2020"', "meta.created is a dateTime: co does not apply"),
         ('meta.created sw "2020-01-01T00:00:00Z"', "meta.created is a dateTime: sw does not apply"),
         ('meta.lastModified ew "2020-01-01"', "meta.lastModified is a dateTime: ew does not apply"),
-        ('meta.resourceType gt "User"', "can only be compared with eq or ne and a string"),
-        ("meta.resourceType eq true", "can only be compared with eq or ne and a string"),
+        (
+            'meta.resourceType gt "User"',
+            "meta.resourceType can only be compared with eq or ne and a string",
+        ),
+        (
+            "meta.resourceType eq true",
+            "meta.resourceType can only be compared with eq or ne and a string",
+        ),
         ("emails.nosuch eq 1", "emails.nosuch has no sub-attribute 'nosuch'"),
         ('emails[type eq "work"] eq "x"', "a value path must name a sub-attribute to compare"),
-        ('emails[type eq "work"].value.x eq "x"', "cannot parse filter"),
+        (
+            'emails[type eq "work"].value.x eq "x"',
+            'cannot parse filter \'emails[type eq "work"].value.x eq "x"\': '
+            "unexpected 'x' at position 29",
+        ),
         ('title[value eq "x"]', "title is not a multi-valued attribute"),
         ('title.x eq "y"', "title.x has no sub-attribute 'x'"),
         ('emails[value.x eq "y"]', "emails[...] has no sub-attribute 'value.x'"),
@@ -219,9 +238,9 @@ def test_filter_by_id_and_dates(scim, people):
 )
 def test_bad_filter_is_invalid_filter(scim, people, flt, detail):
     """Unparseable filters, unknown attributes and wrong comparisons are 400 invalidFilter,
-    and the detail says what is wrong."""
+    and the detail says exactly what is wrong."""
     body = scim_error(scim.get("Users", query_string={"filter": flt}), 400, "invalidFilter")
-    assert detail in body["detail"]
+    assert body["detail"] == detail
 
 
 def test_brackets_inside_a_quoted_value_do_not_count_as_nesting(scim):
@@ -236,6 +255,17 @@ def test_brackets_inside_a_quoted_value_do_not_count_as_nesting(scim):
         400,
         "invalidFilter",
     )
+    assert body["detail"] == "the filter nests deeper than 32 levels"
+
+
+def test_nesting_counts_brackets_inside_one_another_only(scim):
+    """The limit is on depth: a group closed earlier does not add to the next one, and no other
+    character counts, whatever its case (attribute names ignore case: EXTERNALID)."""
+    scim.post("Users", json={"userName": "nest", "externalId": "n-1"})
+    deepest = "(" * 31 + "(EXTERNALID pr)" + ")" * 31  # 32 levels
+    assert found(scim, "(userName pr) and " + deepest) == ["nest"]
+    too_deep = "(EXTERNALID pr) and " + "(" * 33 + "userName pr" + ")" * 33
+    body = scim_error(scim.get("Users", query_string={"filter": too_deep}), 400, "invalidFilter")
     assert body["detail"] == "the filter nests deeper than 32 levels"
 
 

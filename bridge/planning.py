@@ -174,11 +174,13 @@ def plan(
     candidate: policies.Policy | None = None,
     *,
     on_change: Callable[[Change], None] | None = None,
+    on_start: Callable[[Plan], None] | None = None,
 ) -> Plan:
     """What applying `candidate` (default: the account's current policy) would change.
 
     Each user's change goes to `on_change` as it is found (memory stays flat however many
-    users change); without one, changes are collected in `Plan.changes`.
+    users change); without one, changes are collected in `Plan.changes`. `on_start` gets the
+    plan before the first change: its policy, warnings and group grant changes.
     """
     with store.read() as db:
         account = get_account(db, slug)
@@ -196,6 +198,8 @@ def plan(
         for missing in sorted(set(candidate.environments) - names):
             result.warnings.append(f"environment {missing!r} is not one of the account's")
         result.group_grants = group_grant_changes(db, account, candidate)
+        if on_start is not None:
+            on_start(result)
         decide = policies.Evaluator(candidate)
         key_of = decide.key
         outcomes: dict[tuple[policies.memo.Key, Held], _Outcome] = {}

@@ -113,8 +113,13 @@ def policy_explain(
 def policy_plan(ctx: Context, slug: str, file: str | None, as_json: bool) -> None:
     """Who would gain or lose what if FILE (default: the current policy) were applied."""
     candidate = _load_policy(file, slug) if file else None
-    result = planning.plan(ctx.store, slug, candidate, on_change=None if as_json else _print_change)
-    _print_plan(result, as_json)
+    if as_json:
+        result = planning.plan(ctx.store, slug, candidate)
+    else:  # the policy and its warnings first, then each change as it is found
+        result = planning.plan(
+            ctx.store, slug, candidate, on_change=_print_change, on_start=_print_head
+        )
+    _print_plan(result, as_json, head=False)
     if result.refused:
         sys.exit(1)
 
@@ -178,13 +183,18 @@ def _print_change(change: planning.Change) -> None:
     click.echo(f"{change.user_name}: " + "; ".join(parts))
 
 
-def _print_plan(result: planning.Plan, as_json: bool) -> None:
-    if as_json:
-        emit(result.describe())
-        return
+def _print_head(result: planning.Plan) -> None:
     click.echo(f"policy: {result.policy_source}")
     for warning in result.warnings:
         click.echo(f"warning: {warning}")
+
+
+def _print_plan(result: planning.Plan, as_json: bool, *, head: bool = True) -> None:
+    if as_json:
+        emit(result.describe())
+        return
+    if head:
+        _print_head(result)
     for change in result.changes:
         _print_change(change)
     for grant in result.group_grants:

@@ -24,7 +24,7 @@ import threading
 import time
 from collections import Counter, deque
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
@@ -42,10 +42,12 @@ from sqlalchemy import (
     union_all,
     update,
 )
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 from standardwebhooks.webhooks import Webhook
 
 from bridge import authcodes, egress, events, expiry, metrics, retention, sealing, signing_keys
+from bridge.errors import Unavailable
 from bridge.models import (
     Account,
     AuditEvent,
@@ -165,11 +167,32 @@ def project(
 ) -> tuple[int, list[Job]]:
     """Queue deliveries for every endpoint and client behind its account's audit head (as
     `found`, or as a fresh scan finds them), all in one transaction; return how many, and (with
-    `grab`) up to `grab.budget` of them already claimed by that worker."""
+    `grab`) up to `grab.budget` of them already claimed by that worker. Should that fail, each
+    is projected alone, so one that cannot be (its next poll tries again) holds up no other."""
     found = found or scan(store)
     if not found.hooks and not found.logouts:
         return 0, []
-    return store.write(functools.partial(_project, found=found, grab=grab))
+    try:
+        return store.write(functools.partial(_project, found=found, grab=grab))
+    except (OperationalError, Unavailable):
+        raise  # the database is away, not an endpoint at fault: the loop tries again later
+    except Exception:
+        alone = [Scan([i], [], False) for i in found.hooks]
+        alone += [Scan([], [i], False) for i in found.logouts]
+        if len(alone) == 1:
+            raise
+        log.exception("%d endpoints and clients could not be projected together", len(alone))
+    queued, taken = 0, list[Job]()
+    for one in alone:
+        left = None if grab is None else replace(grab, budget=grab.budget - len(taken))
+        try:
+            count, jobs = store.write(functools.partial(_project, found=one, grab=left))
+        except Exception:
+            log.exception("endpoint %s / client %s could not be projected", one.hooks, one.logouts)
+            continue
+        queued += count
+        taken += jobs
+    return queued, taken
 
 
 def _locked(db: Session, stmt: Select[*tuple[Any, ...]]) -> list[Any]:
@@ -201,9 +224,13 @@ _MOVE_CLIENT = (
 
 def _project(db: Session, found: Scan, grab: Grab | None) -> tuple[int, list[Job]]:
     """Lock the endpoints and clients, read each stretch of the audit log once (readers at the
-    same place share it), add their rows in one insert and move their cursors."""
+    same place share it), add their rows in one insert and move their cursors. Readers are
+    taken in a random order until about BATCH rows are queued (one transaction stays small
+    after an outage); the rest wait for the next round, which comes at once."""
     hooks = _locked(db, _HOOKS.params(ids=found.hooks)) if found.hooks else []
     clients = _locked(db, _CLIENTS.params(ids=found.logouts)) if found.logouts else []
+    readers = [(True, *h) for h in hooks] + [(False, *c, None) for c in clients]
+    random.shuffle(readers)  # locked in id order (no deadlock), served in any
     stretches: dict[tuple[int, int], list[events.Event]] = {}
     last: dict[tuple[int, int], int] = {}
 
@@ -218,31 +245,35 @@ def _project(db: Session, found: Scan, grab: Grab | None) -> tuple[int, list[Job
     now = utcnow()
     bodies: dict[tuple[int, str], str] = {}
     new: list[dict[str, Any]] = []
-    for hook_id, account_id, cursor, types in hooks:
-        wanted = frozenset(types)
-        for event in read(account_id, cursor):
-            if not wanted or event.type in wanted:
-                body = bodies.get((account_id, event.id))
-                if body is None:
-                    body = json.dumps(event.as_json(), separators=(",", ":"), sort_keys=True)
-                    bodies[(account_id, event.id)] = body
-                new.append(_row(account_id, hook_id, None, event.id, event.type, body, now))
-    for client_pk, account_id, cursor in clients:
-        found_events = [e for e in read(account_id, cursor) if e.type in LOGOUT_TYPES]
-        for event, claims in _logouts(found_events):
+    moved: dict[bool, list[dict[str, int]]] = {True: [], False: []}
+    for is_hook, reader_id, account_id, cursor, types in readers:
+        if len(new) >= BATCH:
+            break
+        found_events = read(account_id, cursor)
+        if last[(account_id, cursor)] > cursor:
+            moved[is_hook].append({"b_id": reader_id, "b_to": last[(account_id, cursor)]})
+        if is_hook:
+            wanted = frozenset(types)
+            for event in found_events:
+                if not wanted or event.type in wanted:
+                    body = bodies.get((account_id, event.id))
+                    if body is None:
+                        body = json.dumps(event.as_json(), separators=(",", ":"), sort_keys=True)
+                        bodies[(account_id, event.id)] = body
+                    new.append(_row(account_id, reader_id, None, event.id, event.type, body, now))
+            continue
+        logouts = [e for e in found_events if e.type in LOGOUT_TYPES]
+        for event, claims in _logouts(logouts):
             suffix = claims.pop("#", None)
             message_id = f"{event.id}_{suffix}" if suffix else event.id
             body = json.dumps(claims)
             new.append(
-                _row(account_id, None, client_pk, message_id, "backchannel_logout", body, now)
+                _row(account_id, None, reader_id, message_id, "backchannel_logout", body, now)
             )
     jobs = _queue(db, new, grab)
-    for statement, readers in ((_MOVE_HOOK, hooks), (_MOVE_CLIENT, clients)):
-        moved = [
-            {"b_id": r[0], "b_to": last[(r[1], r[2])]} for r in readers if last[(r[1], r[2])] > r[2]
-        ]
-        if moved:  # one statement for all
-            db.execute(statement, moved)
+    for statement, rows in ((_MOVE_HOOK, moved[True]), (_MOVE_CLIENT, moved[False])):
+        if rows:  # one statement for all
+            db.execute(statement, rows)
     return len(new), jobs
 
 

@@ -212,6 +212,17 @@ filters = st.recursive(comparison, _combined, max_leaves=5)
 @example(text='meta.created eq "{meta.created:3:+02:00}"')
 @example(text='meta.lastModified le "{meta.lastModified:5:+02:00}"')
 @example(text='meta.created gt "{meta.created:7:no-zone}"')
+# ordering at equality: several users have the title alpha (or Alpha: not caseExact)
+@example(text='title lt "alpha"')
+@example(text='title le "alpha"')
+@example(text='title gt "alpha"')
+@example(text='title ge "alpha"')
+# a bare true compares with the text "true" (externalId: caseExact); ew in and out of [...]
+@example(text="title eq true")
+@example(text="externalId eq true")
+@example(text='externalId eq "alpha"')  # caseExact: not the users whose externalId is Alpha
+@example(text='title ew "TA"')
+@example(text='emails[type eq "work" and value ew "ex.com"]')
 def test_sql_agrees_with_reference(store, population, text):
     """For any valid filter, the database returns exactly the users the reference selects."""
     account, docs = population

@@ -194,6 +194,46 @@ def test_patch_errors(scim):
 
 
 @pytest.mark.parametrize(
+    "path",
+    [
+        "urn:ietf:params:scim:schemas:core:2.0:User",
+        "URN:IETF:PARAMS:SCIM:SCHEMAS:CORE:2.0:USER",  # URNs compare ignoring case
+        " urn:ietf:params:scim:schemas:core:2.0:User ",
+    ],
+)
+def test_patch_path_naming_the_core_schema_is_refused(scim, path):
+    """The core schema's URN is not an attribute a PATCH can target (only the enterprise
+    extension may be set as a whole): 400 invalidPath saying so, and nothing changes."""
+    doc = create(scim, "schema-path@example.com", title="Kept")
+    resp = patch(scim, doc, {"op": "replace", "path": path, "value": {"title": "Changed"}})
+    body = scim_error(resp, 400, "invalidPath")
+    assert body["detail"] == f"{path!r} names a schema, not an attribute"
+    assert scim.get(f"Users/{doc['id']}").json == doc
+
+
+@pytest.mark.parametrize(
+    ("path", "named"),
+    [
+        ('urn:nope:Thing:emails[type eq "work"].value', "urn:nope:Thing:emails.value"),
+        ("urn:nope:Thing:title", "urn:nope:Thing:title"),
+    ],
+)
+def test_patch_path_under_another_schema_is_refused(scim, path, named):
+    """An attribute of a schema the User does not have is no attribute of the User, even when
+    the core schema has one of that name: 400 invalidPath, and nothing changes."""
+    doc = create(
+        scim,
+        "other-schema@example.com",
+        title="Kept",
+        emails=[{"value": "a@x.example", "type": "work"}],
+    )
+    resp = patch(scim, doc, {"op": "replace", "path": path, "value": "changed@x.example"})
+    body = scim_error(resp, 400, "invalidPath")
+    assert body["detail"] == f"no attribute {named!r}"
+    assert scim.get(f"Users/{doc['id']}").json == doc
+
+
+@pytest.mark.parametrize(
     ("path", "detail"),
     [
         ("emails[primary gt false]", "emails.primary is a boolean: only eq, ne and pr apply"),

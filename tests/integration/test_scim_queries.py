@@ -1,5 +1,8 @@
 """SCIM queries through HTTP: every filter operator, pagination, sorting, projection, .search."""
 
+import time
+from datetime import datetime
+
 import pytest
 
 from tests.integration.test_scim_protocol import scim_error
@@ -183,6 +186,22 @@ def test_filter_by_id_and_dates(scim, people):
     assert len(found(scim, 'id ne "not-a-uuid"')) == 4
     assert len(found(scim, 'meta.lastModified gt "2000-01-01T00:00:00Z"')) == 4
     assert found(scim, 'meta.created lt "2000-01-01T00:00:00Z"') == []
+
+
+def test_a_datetime_without_a_zone_is_utc_whatever_the_servers_zone(scim, monkeypatch):
+    """xsd:dateTime without a zone is read as UTC (as stored), not as the server's local time:
+    a server running with TZ=Asia/Tokyo finds the user created at that UTC instant."""
+    user = scim.post("Users", json={"userName": "tz"}).json
+    created = datetime.fromisoformat(user["meta"]["created"].replace("Z", "+00:00"))
+    naive = created.replace(tzinfo=None).isoformat()
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    time.tzset()
+    try:
+        assert found(scim, f'meta.created eq "{naive}"') == ["tz"]
+        assert found(scim, f'meta.created gt "{naive}"') == []
+    finally:
+        monkeypatch.undo()
+        time.tzset()
 
 
 @pytest.mark.parametrize(
@@ -414,6 +433,27 @@ def test_sorting_by_a_multi_valued_attribute_uses_the_primary_value(scim):
     ]:
         page = scim.get("Users", query_string={"sortBy": "emails.value", "sortOrder": order}).json
         assert [r["userName"] for r in page["Resources"]] == expected, order
+
+
+def test_sorting_by_a_multi_valued_attribute_ignores_case(scim):
+    """e-mail values and localities are not caseExact: they sort as their lower-cased text, so
+    "B@..." comes between "a@..." and "c@..." (in code points every capital sorts first)."""
+    for name, mail, town in [("y1", "c@x.example", "cork"), ("y2", "B@x.example", "Bath")]:
+        scim.post(
+            "Users",
+            json={"userName": name, "emails": [{"value": mail}], "addresses": [{"locality": town}]},
+        )
+    scim.post(
+        "Users",
+        json={
+            "userName": "y3",
+            "emails": [{"value": "a@x.example"}],
+            "addresses": [{"locality": "athens"}],
+        },
+    )
+    for sort_by in ("emails.value", "addresses.locality"):
+        page = scim.get("Users", query_string={"sortBy": sort_by}).json
+        assert [r["userName"] for r in page["Resources"]] == ["y3", "y2", "y1"], sort_by
 
 
 def test_sorting_by_group_uses_the_first_group_the_user_shows(scim):

@@ -19,7 +19,8 @@ once: 2-5 s a mutant instead of mutmut's run over every test that reaches the fu
    `name exit-code seconds` (1: killed; 0: survived; `timeout`: the tests ran past --timeout
    seconds, default 120, and were stopped), OUT.log the end of each run's output; names
    already in OUT are skipped, so a stopped run resumes. SQLite, CI=1 (Hypothesis
-   derandomized).
+   derandomized); `--database postgresql+psycopg://...` runs them on PostgreSQL instead (the
+   PostgreSQL-only branches of scim/sql.py, such as COLLATE "C", are only mutated there).
 
    A test that killed a mutant (and passes alone, unmutated) is tried first, alone, on the
    next mutants of the same function (and of the last few ones): a mutant it kills costs a
@@ -150,9 +151,12 @@ def run(
     fresh: bool,
     timeout: int,
     stats: dict[str, list[str]] | None,
+    database: str | None,
 ) -> None:
     os.environ["CI"] = "1"
     os.environ.pop("BRIDGE_TEST_DATABASE_URL", None)
+    if database:
+        os.environ["BRIDGE_TEST_DATABASE_URL"] = database
     sys.path.insert(0, os.getcwd())
     done = set()
     if os.path.exists(out_file):
@@ -291,7 +295,12 @@ def main(argv: list[str]) -> None:
         i = rest.index("--tests-from")
         stats = json.loads(Path(rest[i + 1]).read_text())
         del rest[i : i + 2]
-    run(rest[0], rest[1], rest[2:], fresh=fresh, timeout=timeout, stats=stats)
+    database = None
+    if "--database" in rest:
+        i = rest.index("--database")
+        database = rest[i + 1]
+        del rest[i : i + 2]
+    run(rest[0], rest[1], rest[2:], fresh=fresh, timeout=timeout, stats=stats, database=database)
 
 
 if __name__ == "__main__":

@@ -206,3 +206,23 @@ def test_group_etags(scim):
         headers={"If-Match": 'W/"5"'},
     )
     scim_error(stale, 412)
+
+
+def test_a_blank_external_id_is_no_external_id(scim):
+    """An externalId sent blank (on create, or by PATCH) is no value (RFC 7644 §3.4.2.2 `pr`:
+    a non-empty value): `externalId pr` finds only the group that has one."""
+    scim.post("Groups", json={"displayName": "Blank", "externalId": ""})
+    patched = scim.post("Groups", json={"displayName": "Patched", "externalId": "p-1"}).json
+    op = {"op": "replace", "path": "externalId", "value": ""}
+    body = {"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": [op]}
+    assert scim.patch(f"Groups/{patched['id']}", json=body).status_code in (200, 204)
+    scim.post("Groups", json={"displayName": "Set", "externalId": "s-1"})
+
+    def names(flt):
+        resp = scim.get("Groups", query_string={"filter": flt, "excludedAttributes": "members"})
+        assert resp.status_code == 200, resp.json
+        return sorted(g["displayName"] for g in resp.json["Resources"])
+
+    assert names("externalId pr") == ["Set"]
+    assert names("externalId eq null") == ["Blank", "Patched"]
+    assert names("not (externalId pr)") == ["Blank", "Patched"]

@@ -540,3 +540,19 @@ def test_search_endpoints(scim, people):
         "Group",
     ]
     scim_error(scim.post("Users/.search", json={"schemas": ["urn:wrong"]}), 400, "invalidSyntax")
+
+
+def test_not_around_a_boolean_finds_users_without_the_value(scim):
+    """Comparisons are two-valued: a user whose `active` was removed (it reads back absent)
+    fails both `active eq true` and `active ne true`, so `not (...)` of either finds them."""
+    for name, active in [("on", True), ("off", False), ("unset", True)]:
+        scim.post("Users", json={"userName": name, "active": active})
+    unset = scim.get("Users", query_string={"filter": 'userName eq "unset"'}).json["Resources"][0]
+    op = {"op": "remove", "path": "active"}
+    body = {"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": [op]}
+    assert "active" not in scim.patch(f"Users/{unset['id']}", json=body).json
+    assert found(scim, "active eq true") == ["on"]
+    assert found(scim, "active ne true") == ["off"]
+    assert found(scim, "not (active eq true)") == ["off", "unset"]
+    assert found(scim, "not (active ne true)") == ["on", "unset"]
+    assert found(scim, "not (active ne false)") == ["off", "unset"]

@@ -183,9 +183,10 @@ def _apply_grants(
             db.delete(row)
         elif row.level != wanted[held]:
             row.level = wanted[held]
-    for (env_id, kind, path, prov), level in wanted.items():
-        if (env_id, kind, path, prov) in have:
+    for key, level in wanted.items():
+        if key in have:
             continue
+        env_id, kind, path, prov = key
         db.add(
             Grant(
                 account_id=account.id,

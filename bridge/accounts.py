@@ -284,9 +284,9 @@ def set_verified_domains(
     changes). An IdP added with `--link-by-email` may join a first login to an existing user
     only through an e-mail address on one of them. Declared by the account's admin, like IdP
     routing domains (`bridge.idp_domains`), not proven in DNS. Returns the list now held."""
-    wanted = sorted({idp_domains.normalize(d) for d in domains})
-    if len(wanted) > MAX_VERIFIED_DOMAINS:
+    if len(domains) > MAX_VERIFIED_DOMAINS:  # before any work, as the API's model counts
         raise InvalidInput(f"at most {MAX_VERIFIED_DOMAINS} verified domains per account")
+    wanted = sorted({idp_domains.normalize(d) for d in domains})
 
     def work(db: Session) -> list[str]:
         account = db.scalar(select(Account).where(Account.id == account_id).with_for_update())

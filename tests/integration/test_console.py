@@ -35,9 +35,9 @@ def _tokens(store, account):
 def _events(store, account, action):
     with store.read() as db:
         return db.scalars(
-            select(AuditEvent).where(
-                AuditEvent.account_id == account.id, AuditEvent.action == action
-            )
+            select(AuditEvent)
+            .where(AuditEvent.account_id == account.id, AuditEvent.action == action)
+            .order_by(AuditEvent.seq)
         ).all()
 
 

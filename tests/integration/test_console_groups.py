@@ -44,7 +44,7 @@ def _events(store, account, action, target=None):
         )
         if target is not None:
             stmt = stmt.where(AuditEvent.target_id == str(target))
-        return db.scalars(stmt).all()
+        return db.scalars(stmt.order_by(AuditEvent.seq)).all()
 
 
 def _members(page):

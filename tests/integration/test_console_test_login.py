@@ -51,9 +51,9 @@ def _count(store, model, account, *where):
 def _events(store, account, action):
     with store.read() as db:
         return db.scalars(
-            select(AuditEvent).where(
-                AuditEvent.account_id == account.id, AuditEvent.action == action
-            )
+            select(AuditEvent)
+            .where(AuditEvent.account_id == account.id, AuditEvent.action == action)
+            .order_by(AuditEvent.seq)
         ).all()
 
 

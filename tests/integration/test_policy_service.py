@@ -687,9 +687,9 @@ def test_evaluation_error_keeps_access_and_says_why(store, account, policy_file)
     assert access(store, first.user_id) == before
     with store.read() as db:
         event = db.scalars(
-            select(AuditEvent).where(
-                AuditEvent.account_id == account.id, AuditEvent.action == "user.policy_error"
-            )
+            select(AuditEvent)
+            .where(AuditEvent.account_id == account.id, AuditEvent.action == "user.policy_error")
+            .order_by(AuditEvent.seq)
         ).all()[-1]
     assert event.after["access"] == "kept" and event.after["errors"]
 

@@ -614,10 +614,12 @@ def test_verified_domains_refusals_write_nothing(saml, store, api_for, cli):
     def audited():
         with store.read() as db:
             return db.scalars(
-                select(AuditEvent.after).where(
+                select(AuditEvent.after)
+                .where(
                     AuditEvent.account_id == saml.account.id,
                     AuditEvent.action == "account.verified_domains",
                 )
+                .order_by(AuditEvent.seq)
             ).all()
 
     assert audited() == [{"verified_domains": ["a.example"]}]

@@ -55,6 +55,11 @@ PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
 SLUG = "bench"
 ACS_PATH = f"/saml/{SLUG}/acs"
 CLIENTS = 4
+# Each login comes from its own person's browser, so by default each login opens its own
+# connection (as a browser posting the IdP's form to the ACS does). --keep-alive keeps one
+# connection per client instead: gunicorn's asyncio worker keeps a connection it accepted, so
+# with 2 workers and 4 such connections the split between workers is luck (often 4-0 or 3-1).
+KEEP_ALIVE = False
 VALID = dt.timedelta(minutes=30)  # every pre-signed response stays valid for the whole run
 TICK = os.sysconf("SC_CLK_TCK")
 SPY_RATE = 200
@@ -513,8 +518,9 @@ def drive(
     budget: float | None = None,
     timeout: float = 120.0,
 ) -> Segment:
-    """POST bodies to the ACS with `clients` threads, each on its own keep-alive connection; a
-    login is good when it answers 302 to /session. `budget` (seconds): no new request after it."""
+    """POST bodies to the ACS with `clients` threads, each login on a new connection (or, with
+    KEEP_ALIVE, each thread on its own keep-alive connection); a login is good when it answers
+    302 to /session. `budget` (seconds): no new request after it."""
     seg = Segment()
     lock = threading.Lock()
     index = iter(range(len(bodies)))
@@ -549,7 +555,7 @@ def drive(
                 done.append(t1)
             else:
                 errs[describe_error(resp.status, location, body)] += 1
-            if resp.will_close:
+            if resp.will_close or not KEEP_ALIVE:
                 conn.close()
                 conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=timeout)
         conn.close()
@@ -997,9 +1003,16 @@ def main() -> int:
     ap.add_argument("--sqlite", action="store_true", help="the bridge on a SQLite file")
     ap.add_argument("--profile", action="store_true", help="profile even if every target passes")
     ap.add_argument("--no-profile", action="store_true", help="never profile")
+    ap.add_argument(
+        "--keep-alive",
+        action="store_true",
+        help="each client keeps one connection (default: a new connection per login)",
+    )
     ap.add_argument("--floor-child", help=argparse.SUPPRESS)
     ap.add_argument("--profile-child", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    global KEEP_ALIVE
+    KEEP_ALIVE = args.keep_alive
     if args.floor_child:
         floor_child(args.floor_child)
         return 0
@@ -1122,7 +1135,9 @@ def main() -> int:
         p(f"  note: {note}")
     p(
         f"  {len(rows)} + {len(jit_rows)} interleaved rounds (returning users, then first "
-        f"logins); {CLIENTS} keep-alive clients; responses signed ahead ({signed}, "
+        f"logins); {CLIENTS} clients, "
+        + ("each on one keep-alive connection" if KEEP_ALIVE else "a new connection per login")
+        + f"; responses signed ahead ({signed}, "
         f"{sign_ms:.1f} ms each, distinct assertion IDs, valid {VALID})"
     )
     p("")
@@ -1186,8 +1201,12 @@ def main() -> int:
         if c == 2
     )
     p(
-        f"  2 workers: the busiest worker did {shares} of the server's CPU (each keep-alive "
-        "connection stays with the worker that accepted it)"
+        f"  2 workers: the busiest worker did {shares} of the server's CPU"
+        + (
+            " (each keep-alive connection stays with the worker that accepted it)"
+            if KEEP_ALIVE
+            else ""
+        )
     )
     others = median([x["cores"]["others"] for x in results.values()])
     p(
@@ -1221,6 +1240,17 @@ def main() -> int:
             f"ms: with a core to itself a worker would reach at most "
             f"{1000 / max(cpu['server'], 1e-9):.0f} logins/s = "
             f"{floor_cpu / max(cpu['server'], 1e-9):.2f}x the floor's CPU rate)"
+        )
+        one = results[(kind, 1)]
+        free = max((os.cpu_count() or 1) - one["cores"]["others"], 0.0)
+        used = one["rate"] * (cpu["client"] + cpu["server"] + cpu["postgres"]) / 1000
+        served = one["rate"] * (cpu["server"] + cpu["postgres"]) / 1000
+        p(
+            f"    (the machine's bound on 2 workers / 1: at 1 worker this workload kept {used:.2f} "
+            f"cores busy (client, server, PostgreSQL) of the {free:.2f} other processes left "
+            f"free, so at the same CPU per login 2 workers reach at most "
+            f"{min(2.0, free / max(used, 1e-9)):.2f}x; with the client on another machine "
+            f"{min(2.0, free / max(served, 1e-9)):.2f}x)"
         )
     print("\n".join(out), flush=True)
 

@@ -169,6 +169,32 @@ def _gunicorn_cpu(master: int) -> float:
     return total
 
 
+def _pg_cpu(harness: Any, db: str) -> dict[int, float]:
+    """CPU seconds of each PostgreSQL backend serving the bench's database (PostgreSQL runs on
+    this machine): the database's own work for the creates and, in "on" rounds, the worker."""
+    with harness.pg() as conn:
+        pids = [
+            r[0]
+            for r in conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+                (db,),
+            )
+        ]
+    found: dict[int, float] = {}
+    for pid in pids:
+        try:
+            found[pid] = _cpu_seconds(pid)
+        except OSError:  # ended while we looked
+            continue
+    return found
+
+
+def _pg_spent(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU the backends used between two looks (a backend new since the first counts whole;
+    one that ended before the second is lost: the bench keeps its backends open)."""
+    return sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items())
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[max(0, math.ceil(q * len(ordered)) - 1)]  # nearest rank
@@ -190,6 +216,7 @@ def main() -> None:
     worker_cpu: list[float] = []  # the worker's CPU ms per event delivered, per round
     receiver_cpu: list[float] = []  # the bench receiver's (not the bridge's), likewise
     web_cpu: dict[str, list[float]] = {"off": [], "on": []}  # gunicorn's CPU ms per create
+    pg_cpu: dict[str, list[float]] = {"off": [], "on": []}  # PostgreSQL's, likewise
     assert server.proc is not None
     failures: list[Any] = []
     create_load(server, 25)  # warm-up
@@ -198,8 +225,10 @@ def main() -> None:
             log(f"round {r + 1}/{rounds} {mode} (load {os.getloadavg()[0]:.1f})")
             if mode == "off":
                 web_before = _gunicorn_cpu(server.proc.pid)
+                pg_before = _pg_cpu(harness, server.db)
                 rate, done = create_load(server, per_client)
                 web_cpu["off"].append((_gunicorn_cpu(server.proc.pid) - web_before) / len(done))
+                pg_cpu["off"].append(_pg_spent(pg_before, _pg_cpu(harness, server.db)) / len(done))
                 off.append(rate)
                 continue
             out = subprocess.run(
@@ -234,6 +263,7 @@ def main() -> None:
             cpu_before = _cpu_seconds(worker.pid)
             receiver_before = _cpu_seconds(receiver.proc.pid)
             web_before = _gunicorn_cpu(server.proc.pid)
+            pg_before = _pg_cpu(harness, server.db)
             rate, done = create_load(server, per_client)
             web_cpu["on"].append((_gunicorn_cpu(server.proc.pid) - web_before) / len(done))
             on.append(rate)
@@ -241,6 +271,8 @@ def main() -> None:
             while time.monotonic() < deadline and not set(done) <= set(receiver.arrived):
                 time.sleep(0.05)
                 receiver.drain()
+            # the database's CPU until the last delivery arrived: the worker's statements too
+            pg_cpu["on"].append(_pg_spent(pg_before, _pg_cpu(harness, server.db)) / len(done))
             worker_cpu.append((_cpu_seconds(worker.pid) - cpu_before) / len(done) * 1000)
             received = _cpu_seconds(receiver.proc.pid) - receiver_before
             receiver_cpu.append(received / len(done) * 1000)
@@ -300,6 +332,13 @@ def main() -> None:
         f"off {web['off']:.2f} ms, on {web['on']:.2f} ms, on/off {web['on'] / web['off']:.3f}  "
         f"rounds off {[round(x * 1000, 2) for x in web_cpu['off']]} "
         f"on {[round(x * 1000, 2) for x in web_cpu['on']]}"
+    )
+    dbms = {mode: statistics.median(ms) * 1000 for mode, ms in pg_cpu.items()}
+    print(
+        "PostgreSQL CPU per create (the bench database's backends, from /proc): "
+        f"off {dbms['off']:.2f} ms, on {dbms['on']:.2f} ms  "
+        f"rounds off {[round(x * 1000, 2) for x in pg_cpu['off']]} "
+        f"on {[round(x * 1000, 2) for x in pg_cpu['on']]}"
     )
     print(
         f"missing deliveries: {missing}, bad signatures: {receiver.bad}, "

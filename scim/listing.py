@@ -170,14 +170,14 @@ def page(
     query: Query,
     *,
     lenient: bool = False,
-    options: Sequence[Any] = (),
+    columns: Sequence[Any] = (),
 ) -> tuple[int, list[Any]]:
     """totalResults and one page of rows, in a stable order, filtered by the database.
 
     One query in the usual case: the page's ids are chosen (with the count of every match, a
     window over the filtered rows) and their rows read by a join. A page past the end or of
     count 0 counts apart. `lenient` (searches across resource types): attributes a type lacks
-    have no value. `options`: loader options for the rows.
+    have no value. `columns`: what to read of each row (Core rows), instead of `model` objects.
     """
     dialect = db.get_bind().dialect.name
     ids = select(model.id).where(model.account_id == account_id)
@@ -212,14 +212,13 @@ def page(
         # 450 users)
         chosen = chosen.prefix_with("MATERIALIZED")
     found = db.execute(
-        select(model, chosen.c.total)
+        select(*(columns or [model]), chosen.c.total)
         .join(chosen, chosen.c.id == model.id)
         .order_by(chosen.c.position)
-        .options(*options)
     ).all()
     if not found:  # past the end (or nothing matches): how many there are, apart
         return (_count(db, ids) if query.start > 1 else 0), []
-    return int(found[0].total), [row[0] for row in found]
+    return int(found[0].total), (list(found) if columns else [row[0] for row in found])
 
 
 def _count(db: Session, ids: Any) -> int:

@@ -8,22 +8,13 @@ form, unknown attributes dropped. Values are taken as the IdPs really send them:
 from __future__ import annotations
 
 import functools
+import json
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import (
-    Boolean,
-    Integer,
-    String,
-    bindparam,
-    inspect,
-    literal,
-    null,
-    select,
-    union_all,
-)
-from sqlalchemy.orm import Session, lazyload
+from sqlalchemy import bindparam, func, literal_column, select
+from sqlalchemy.orm import Session
 
 import policies
 from bridge.models import Group, Membership, User, UserAddress, UserEmail, UserPhoneNumber
@@ -222,138 +213,120 @@ def _drop_empty(doc: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in doc.items() if v not in (None, [], {})}
 
 
-# Users read for a SCIM document: their e-mails, phone numbers and addresses come with their
-# groups in one query (user_resources), not in one query each.
-WITHOUT_CHILDREN = (
-    lazyload(User.emails),
-    lazyload(User.phone_numbers),
-    lazyload(User.addresses),
-)
-CHILDREN = ("emails", "phone_numbers", "addresses")
-_ADDRESS_COLUMNS = (
-    "formatted",
-    "street_address",
-    "locality",
-    "region",
-    "postal_code",
-    "country",
-)
+# A User document is read as one row (bridge.models.User's columns, no ORM object): its e-mails,
+# phone numbers, addresses and groups come in the same row as JSON arrays, aggregated by the
+# database (json_agg on PostgreSQL, json_group_array on SQLite). Managers are one more query,
+# when there are any.
+_SKIPPED = ("saml_attributes", "user_name_key")
+USER_COLUMNS = tuple(c for c in User.__table__.c if c.name not in _SKIPPED)
+_MULTI_KEYS = ("value", "type", "primary", "display")
+_ADDRESS_COLUMNS = tuple(ADDRESS_FIELDS.values())
 
 
-def user_resources(db: Session, users: list[User], base: str) -> list[dict[str, Any]]:
-    """SCIM User documents for `users`: groups (and e-mails, phone numbers and addresses, where
-    not loaded yet) in one query, managers in one more when there are any."""
-    ids = [u.id for u in users]
-    groups: dict[uuid.UUID, list[dict[str, Any]]] = {i: [] for i in ids}
-    children: dict[uuid.UUID, dict[str, list[Any]]] = {i: {c: [] for c in CHILDREN} for i in ids}
-    unloaded = [u.id for u in users if CHILDREN[0] in inspect(u).unloaded]
-    seen: set[tuple[uuid.UUID, uuid.UUID]] = set()
-    for row in _related(db, ids, unloaded) if ids else ():
-        if row.kind == "group":
-            if (row.user_id, row.group_id) in seen:  # a member by SCIM and by policy
-                continue
-            seen.add((row.user_id, row.group_id))
-            groups[row.user_id].append(row)
-        else:
-            children[row.user_id][row.kind].append(row)
-    for user_id, rows in groups.items():
-        rows.sort(key=lambda r: (r.display, r.group_id))
-        groups[user_id] = [
-            {
-                "value": str(r.group_id),
-                "$ref": f"{base}/Groups/{r.group_id}",
-                **({"display": r.display} if r.display is not None else {}),  # absent, not null
-                "type": "direct",
-            }
-            for r in rows
-        ]
-    manager_ids = {m for u in users if (m := _uuid(u.manager_id)) is not None}
+def _json_array(dialect: str, where: Any, source: Any, pairs: Iterable[tuple[str, Any]]) -> Any:
+    """`source`'s rows where `where`, as a JSON array of objects (NULL or [] when none)."""
+    args = [a for key, column in pairs for a in (literal_column(f"'{key}'"), column)]
+    if dialect == "postgresql":
+        agg = func.json_agg(func.json_build_object(*args))
+    else:
+        agg = func.json_group_array(func.json_object(*args))
+    return select(agg).select_from(source).where(where).scalar_subquery()
+
+
+@functools.cache
+def user_columns(dialect: str) -> tuple[Any, ...]:
+    """What a User document is built from, one row per user (see user_documents)."""
+
+    def multi(model: Any, keys: Iterable[str]) -> Any:
+        pairs = [("position", model.position), *((k, getattr(model, k)) for k in keys)]
+        return _json_array(dialect, model.user_id == User.id, model.__table__, pairs)
+
+    groups = _json_array(
+        dialect,
+        Membership.user_id == User.id,
+        Membership.__table__.join(Group.__table__, Group.id == Membership.group_id),
+        [("id", Group.id), ("display", Group.display_name)],
+    )
+    return (
+        *USER_COLUMNS,
+        multi(UserEmail, _MULTI_KEYS).label("emails_json"),
+        multi(UserPhoneNumber, _MULTI_KEYS).label("phone_numbers_json"),
+        multi(UserAddress, ("type", "primary", *_ADDRESS_COLUMNS)).label("addresses_json"),
+        groups.label("groups_json"),
+    )
+
+
+@functools.cache
+def user_by_id(dialect: str) -> Any:
+    """One user's document row by `account_id` and `user_id` (bound parameters), built once."""
+    return select(*user_columns(dialect)).where(
+        User.account_id == bindparam("account_id"), User.id == bindparam("user_id")
+    )
+
+
+def user_row(db: Session, account_id: int, user_id: uuid.UUID) -> Any:
+    """The document row of one user of the account, or None."""
+    stmt = user_by_id(db.get_bind().dialect.name)
+    return db.execute(stmt, {"account_id": account_id, "user_id": user_id}).first()
+
+
+def _array(raw: Any) -> list[dict[str, Any]]:
+    # SQLite answers JSON text; psycopg parses PostgreSQL's json itself
+    if raw is None:
+        return []
+    return json.loads(raw) if isinstance(raw, str) else list(raw)
+
+
+def user_documents(db: Session, rows: Sequence[Any], base: str) -> list[dict[str, Any]]:
+    """SCIM User documents from rows of user_columns: managers in one query when there are any."""
+    manager_ids = {m for r in rows if (m := _uuid(r.manager_id)) is not None}
     managers: dict[str, str | None] = {}
     if manager_ids:
         for mid, display, user_name in db.execute(
             select(User.id, User.display_name, User.user_name).where(
-                User.account_id == users[0].account_id, User.id.in_(manager_ids)
+                User.account_id == rows[0].account_id, User.id.in_(manager_ids)
             )
         ):
             managers[str(mid)] = display or user_name
     docs = []
-    for u in users:
-        if u.id in unloaded:
-            kids = children[u.id]
-            for rows in kids.values():
-                rows.sort(key=lambda r: r.position)
-            docs.append(_user_doc(u, groups[u.id], managers, base, kids))
-        else:
-            docs.append(_user_doc(u, groups[u.id], managers, base))
+    for r in rows:
+        kids = {
+            "emails": _array(r.emails_json),
+            "phone_numbers": _array(r.phone_numbers_json),
+            "addresses": _array(r.addresses_json),
+        }
+        for entries in kids.values():
+            entries.sort(key=lambda e: e["position"])
+        docs.append(_user_doc(r, _groups(_array(r.groups_json), base), managers, base, kids))
     return docs
+
+
+def _groups(entries: list[dict[str, Any]], base: str) -> list[dict[str, Any]]:
+    """A user's groups, once each (a member by SCIM and by policy), by display name then id."""
+    found = {uuid.UUID(str(e["id"])): e["display"] for e in entries}
+    return [
+        {
+            "value": str(group_id),
+            "$ref": f"{base}/Groups/{group_id}",
+            **({"display": display} if display is not None else {}),  # absent, not null
+            "type": "direct",
+        }
+        for group_id, display in sorted(found.items(), key=lambda kv: (kv[1], kv[0]))
+    ]
 
 
 def created_user(user: User, base: str) -> dict[str, Any]:
     """The document of a user as their create wrote them (their rows loaded; in no group)."""
-    return _user_doc(user, [], {}, base)
+    kids = {
+        "emails": [_fields(e, _MULTI_KEYS) for e in user.emails],
+        "phone_numbers": [_fields(p, _MULTI_KEYS) for p in user.phone_numbers],
+        "addresses": [_fields(a, ("type", "primary", *_ADDRESS_COLUMNS)) for a in user.addresses],
+    }
+    return _user_doc(user, [], {}, base, kids)
 
 
-def _related(db: Session, ids: list[uuid.UUID], unloaded: list[uuid.UUID]) -> Any:
-    """Group memberships of `ids` and the multi-valued attributes of `unloaded`, one query."""
-    params: dict[str, Any] = {"ids": ids}
-    if unloaded:
-        params["unloaded"] = unloaded
-    return db.execute(_related_statement(bool(unloaded)), params)
-
-
-@functools.cache
-def _related_statement(children: bool) -> Any:
-    """The query of `_related`, built once (a union of four selects costs more to build than
-    to run): `ids` and `unloaded` are expanding parameters."""
-    text, none = String(), null()
-    ids, unloaded = bindparam("ids", expanding=True), bindparam("unloaded", expanding=True)
-
-    def blanks(*columns: str) -> list[Any]:
-        return [none.cast(text).label(c) for c in columns]
-
-    parts: list[Any] = [
-        select(
-            literal("group", text).label("kind"),
-            Membership.user_id.label("user_id"),
-            none.cast(Integer()).label("position"),
-            *blanks("value", "type"),
-            none.cast(Boolean()).label("primary"),
-            Group.display_name.label("display"),
-            *blanks(*_ADDRESS_COLUMNS),
-            Group.id.label("group_id"),
-        )
-        .join(Group, Group.id == Membership.group_id)
-        .where(Membership.user_id.in_(ids))
-    ]
-    if children:
-        for kind, model in (("emails", UserEmail), ("phone_numbers", UserPhoneNumber)):
-            parts.append(
-                select(
-                    literal(kind, text),
-                    model.user_id,
-                    model.position,
-                    model.value,
-                    model.type,
-                    model.primary,
-                    model.display,
-                    *blanks(*_ADDRESS_COLUMNS),
-                    none.cast(Group.id.type),
-                ).where(model.user_id.in_(unloaded))
-            )
-        parts.append(
-            select(
-                literal("addresses", text),
-                UserAddress.user_id,
-                UserAddress.position,
-                none.cast(text),
-                UserAddress.type,
-                UserAddress.primary,
-                none.cast(text),
-                *[getattr(UserAddress, c) for c in _ADDRESS_COLUMNS],
-                none.cast(Group.id.type),
-            ).where(UserAddress.user_id.in_(unloaded))
-        )
-    return union_all(*parts) if len(parts) > 1 else parts[0]
+def _fields(row: Any, keys: Iterable[str]) -> dict[str, Any]:
+    return {k: getattr(row, k) for k in keys}
 
 
 def _uuid(value: str | None) -> uuid.UUID | None:
@@ -364,13 +337,13 @@ def _uuid(value: str | None) -> uuid.UUID | None:
 
 
 def _user_doc(
-    user: User,
+    user: Any,
     groups: list[dict[str, Any]],
     managers: Mapping[str, str | None],
     base: str,
-    children: Mapping[str, list[Any]] | None = None,
+    kids: Mapping[str, list[dict[str, Any]]],
 ) -> dict[str, Any]:
-    kids: Mapping[str, list[Any]] = children or {c: getattr(user, c) for c in CHILDREN}
+    """A User document from a user (an ORM object or a row of user_columns) and its children."""
     name = _drop_empty({key: getattr(user, col) for key, col in NAME_FIELDS.items()})
     doc: dict[str, Any] = {
         "schemas": [schema.CORE_USER],
@@ -380,18 +353,16 @@ def _user_doc(
         "name": name,
         **{key: getattr(user, col) for key, col in CORE_FIELDS.items()},
         "active": user.active,
-        "emails": [_multi_doc(e, ("value", "type", "primary", "display")) for e in kids["emails"]],
-        "phoneNumbers": [
-            _multi_doc(p, ("value", "type", "primary", "display")) for p in kids["phone_numbers"]
-        ],
+        "emails": [_multi_doc(e) for e in kids["emails"]],
+        "phoneNumbers": [_multi_doc(p) for p in kids["phone_numbers"]],
         "addresses": [
             _drop_empty(
                 {
-                    **{key: getattr(a, col) for key, col in ADDRESS_FIELDS.items()},
-                    "type": a.type,
+                    **{key: a[col] for key, col in ADDRESS_FIELDS.items()},
+                    "type": a["type"],
                 }
             )
-            | {"primary": bool(a.primary)}
+            | {"primary": bool(a["primary"])}
             for a in kids["addresses"]
         ],
         "groups": groups,
@@ -412,9 +383,9 @@ def _user_doc(
     return _drop_empty(doc) | ({} if user.active is None else {"active": user.active})
 
 
-def _multi_doc(row: Any, keys: Iterable[str]) -> dict[str, Any]:
-    doc = {k: getattr(row, k) for k in keys}
-    return _drop_empty(doc) | {"primary": bool(doc.get("primary"))}
+def _multi_doc(entry: Mapping[str, Any]) -> dict[str, Any]:
+    doc = {k: entry[k] for k in _MULTI_KEYS}
+    return _drop_empty(doc) | {"primary": bool(doc["primary"])}
 
 
 def group_head(group: Group, base: str) -> dict[str, Any]:

@@ -166,7 +166,7 @@ USER_MAP = AttributeMap(
             lambda: Membership.__table__.join(Group.__table__, Group.id == Membership.group_id),
             lambda: Membership.user_id == User.id,
             {"value": Field(Membership.group_id, ID, True), "display": Field(Group.display_name)},
-            lambda: (Group.display_name, Group.id),  # scim.mapping.user_resources
+            lambda: (Group.display_name, Group.id),  # scim.mapping.user_documents
         ),
         "ext:employeenumber": Field(User.employee_number),
         "ext:costcenter": Field(User.cost_center),

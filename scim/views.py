@@ -11,7 +11,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, g, request, stream_with_context
 from flask.typing import ResponseReturnValue
-from sqlalchemy import bindparam, select
+from sqlalchemy import select
 
 from bridge import accounts, groups, provisioning, scim_log
 from bridge.errors import BridgeError, PreconditionFailed, Unauthorized
@@ -193,16 +193,9 @@ def me() -> ResponseReturnValue:
 # ---------------------------------------------------------------- users
 
 
-def _user_docs(db: Any, users: list[User], projection: listing.Projection) -> list[dict[str, Any]]:
-    docs = mapping.user_resources(db, users, base_url())
+def _user_docs(db: Any, rows: list[Any], projection: listing.Projection) -> list[dict[str, Any]]:
+    docs = mapping.user_documents(db, rows, base_url())
     return [projection.apply(d, schema.USERS) for d in docs]
-
-
-_USER = (  # built once: every read of one user runs it
-    select(User)
-    .where(User.account_id == bindparam("account_id"), User.id == bindparam("user_id"))
-    .options(*mapping.WITHOUT_CHILDREN)
-)
 
 
 def _user_reply(user_id: uuid.UUID, status: int = 200) -> Response:
@@ -210,13 +203,13 @@ def _user_reply(user_id: uuid.UUID, status: int = 200) -> Response:
         schema.USERS, request.args.get("attributes"), request.args.get("excludedAttributes")
     )
     with get_store().read() as db:
-        user = db.scalar(_USER, {"account_id": g.account_id, "user_id": user_id})
-        if user is None:
+        row = mapping.user_row(db, g.account_id, user_id)
+        if row is None:
             raise errors.NotFound(f"no user {user_id}")
-        if status == 200 and request.method == "GET" and not_modified(user.version):
-            return Response(status=304, headers={"ETag": mapping.etag(user.version)})
-        doc = _user_docs(db, [user], projection)[0]
-        resp = scim_response(doc, status, version=user.version)
+        if status == 200 and request.method == "GET" and not_modified(row.version):
+            return Response(status=304, headers={"ETag": mapping.etag(row.version)})
+        doc = _user_docs(db, [row], projection)[0]
+        resp = scim_response(doc, status, version=row.version)
     if status == 201:
         resp.headers["Location"] = f"{base_url()}/Users/{user_id}"
     return resp
@@ -268,7 +261,8 @@ def patch_user(raw_id: str) -> ResponseReturnValue:
     ops = patch.operations(body())
 
     def build(db: Any, user: User) -> Any:
-        current = mapping.canonical(mapping.user_resources(db, [user], base_url())[0], schema.USERS)
+        row = mapping.user_row(db, user.account_id, user.id)
+        current = mapping.canonical(mapping.user_documents(db, [row], base_url())[0], schema.USERS)
         return mapping.user_profile(patch.apply_to_user(current, ops))
 
     provisioning.update_user(
@@ -295,13 +289,15 @@ def search_users() -> ResponseReturnValue:
     return _query_users(listing.Query.from_params(_search_body()))
 
 
+def _columns(db: Any) -> tuple[Any, ...]:
+    return mapping.user_columns(db.get_bind().dialect.name)
+
+
 def _query_users(query: listing.Query) -> Response:
     projection = listing.Projection.parse(schema.USERS, query.attributes, query.excluded)
     with get_store().read() as db:
-        total, users = listing.page(
-            db, USER_MAP, User, g.account_id, query, options=mapping.WITHOUT_CHILDREN
-        )
-        docs = _user_docs(db, users, projection)
+        total, rows = listing.page(db, USER_MAP, User, g.account_id, query, columns=_columns(db))
+        docs = _user_docs(db, rows, projection)
     return scim_response(listing.list_response(total, query.start, docs))
 
 
@@ -463,7 +459,7 @@ def search_all() -> ResponseReturnValue:
             g.account_id,
             query,
             lenient=True,
-            options=mapping.WITHOUT_CHILDREN,
+            columns=_columns(db),
         )
         rest = replace(
             query,

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from sqlalchemy import select
 
 from bridge import accounts, provisioning
 from bridge.models import User
@@ -78,8 +79,9 @@ def population(store):
         doc = mapping.canonical(_person(rng, i), schema.USERS)
         provisioning.provision(store, account.id, mapping.user_profile(doc, active=True), actor="t")
     with store.read() as db:
-        users = db.query(User).filter(User.account_id == account.id).all()
-        docs = mapping.user_resources(db, users, "http://x")
+        columns = mapping.user_columns(db.get_bind().dialect.name)
+        rows = db.execute(select(*columns).where(User.account_id == account.id)).all()
+        docs = mapping.user_documents(db, rows, "http://x")
     return account, {d["id"]: d for d in docs}
 
 

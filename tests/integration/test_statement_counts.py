@@ -28,8 +28,8 @@ BASE = "http://127.0.0.1:8000"
 # (statements, commits) per request, the same on SQLite and PostgreSQL (BEGIN aside). A commit
 # ends each read transaction too (the request's session: bridge.store).
 CREATE = (17, 3)
-GET = (4, 2)
-FILTER = (4, 2)
+GET = (3, 2)
+FILTER = (3, 2)
 PATCH = (13, 3)
 FIRST_LOGIN = (26, 2)
 RETURNING_LOGIN = (13, 2)

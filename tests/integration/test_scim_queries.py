@@ -556,3 +556,39 @@ def test_not_around_a_boolean_finds_users_without_the_value(scim):
     assert found(scim, "not (active eq true)") == ["off", "unset"]
     assert found(scim, "not (active ne true)") == ["on", "unset"]
     assert found(scim, "not (active ne false)") == ["off", "unset"]
+
+
+def test_filter_on_the_display_of_emails_and_phone_numbers(scim):
+    """An e-mail's or phone number's `display` can be filtered on, ignoring case: the filter
+    finds the user showing that display, never one whose value (or other attribute) holds it."""
+    scim.post(
+        "Users",
+        json={
+            "userName": "d1",
+            "emails": [{"value": "d1@x.example", "display": "Work Mail"}],
+            "phoneNumbers": [{"value": "+1 555 0100", "display": "Desk"}],
+        },
+    )
+    scim.post(
+        "Users",
+        json={
+            "userName": "d2",
+            "emails": [{"value": "d2@x.example"}, {"value": "d2b@x.example", "display": "Private"}],
+        },
+    )
+    scim.post(
+        "Users",
+        json={
+            "userName": "d3",
+            "displayName": "Work Mail",
+            "emails": [{"value": "work@x.example", "type": "work"}],
+            "phoneNumbers": [{"value": "desk"}],
+        },
+    )
+    assert found(scim, 'emails.display eq "work mail"') == ["d1"]
+    assert found(scim, 'emails[display sw "PRIV"]') == ["d2"]
+    assert found(scim, "emails.display pr") == ["d1", "d2"]
+    assert found(scim, "emails.display eq null") == ["d3"]
+    assert found(scim, 'emails[type eq "work" or display eq "private"]') == ["d2", "d3"]
+    assert found(scim, 'phoneNumbers.display eq "desk"') == ["d1"]
+    assert found(scim, 'phoneNumbers[display co "es"]') == ["d1"]

@@ -249,3 +249,8 @@ def test_explanation_shortens_long_and_many_values():
     assert long.explanation[0].detail == (
         f"title equals 'x': no match in {'y' * 80!r}, {'z' * 79 + '…'!r}"
     )
+    for value, shown in [("y" * 80, "y" * 80), ("z" * 81, "z" * 79 + "…")]:
+        hit = decide(f"{{title: {{glob: '{value[0]}*'}}}}", scim({"title": (value,)}))
+        assert hit.explanation[0].detail.split(" => ")[0] == (
+            f"title glob '{value[0]}*': matched value {shown!r}"
+        )

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 from scim import schema
 from scim.errors import InvalidValue
 from scim.filters import Expr, parse
-from scim.sql import AttributeMap, Compiler, UnknownAttribute, sort_key
+from scim.sql import AttributeMap, Compiler, UnknownAttribute, shape, sort_key
 
 MAX_PAGE = 1000
 DEFAULT_PAGE = 100
@@ -170,7 +171,7 @@ def page(
     query: Query,
     *,
     lenient: bool = False,
-    columns: Sequence[Any] = (),
+    columns: tuple[Any, ...] = (),
 ) -> tuple[int, list[Any]]:
     """totalResults and one page of rows, in a stable order, filtered by the database.
 
@@ -178,19 +179,65 @@ def page(
     window over the filtered rows) and their rows read by a join. A page past the end or of
     count 0 counts apart. `lenient` (searches across resource types): attributes a type lacks
     have no value. `columns`: what to read of each row (Core rows), instead of `model` objects.
+    The statements are built once per filter shape (scim.sql.shape): values are parameters.
     """
     dialect = db.get_bind().dialect.name
-    ids = select(model.id).where(model.account_id == account_id)
+    params: dict[str, Any] = {
+        "account_id": account_id,
+        "offset": query.start - 1,
+        "limit": query.count,
+    }
+    key: tuple[Any, ...] | None = None
+    values: list[str] = []
+    slots: dict[int, int] = {}
     if query.filter is not None:
-        ids = ids.where(Compiler(amap, dialect, lenient=lenient).where(query.filter))
+        key, values, slots = shape(query.filter)
+    cache_key = (amap.resource.name, model, dialect, key, query.sort_by, query.descending)
+    cache_key += (lenient, columns)
+    built = _BUILT.get(cache_key)
+    if built is None:
+        compiler = Compiler(amap, dialect, lenient=lenient, slots=slots)
+        built = _statements(amap, model, dialect, query, compiler, columns)
+        if not compiler.value_dependent:
+            with _BUILDING:
+                if len(_BUILT) >= _BUILT_MAX:  # the oldest shape goes
+                    _BUILT.pop(next(iter(_BUILT)))
+                _BUILT[cache_key] = built
+    ids, found_stmt, binds = built
+    params.update({f"v{slot}": form(values[slot]) for slot, form in binds.items()})
     if query.count == 0:
-        return _count(db, ids), []
+        return _count(db, ids, params), []
+    # Core rows need no ORM session machinery: they are read on the session's connection
+    found = (db.connection() if columns else db).execute(found_stmt, params).all()
+    if not found:  # past the end (or nothing matches): how many there are, apart
+        return (_count(db, ids, params) if query.start > 1 else 0), []
+    return int(found[0].total), (list(found) if columns else [row[0] for row in found])
+
+
+# Page statements by filter shape, sort and columns: a few hundred at most are kept
+_BUILT: dict[tuple[Any, ...], tuple[Any, Any, dict[int, Any]]] = {}
+_BUILT_MAX = 500
+_BUILDING = threading.Lock()
+
+
+def _statements(
+    amap: AttributeMap,
+    model: Any,
+    dialect: str,
+    query: Query,
+    compiler: Compiler,
+    columns: tuple[Any, ...],
+) -> tuple[Any, Any, dict[int, Any]]:
+    """The ids a query selects, the statement of its page and the filter's bound values' forms."""
+    ids = select(model.id).where(model.account_id == bindparam("account_id"))
+    if query.filter is not None:
+        ids = ids.where(compiler.where(query.filter))
     order: list[Any] = []
     if query.sort_by:
         try:
             key = sort_key(amap, query.sort_by, dialect)
         except UnknownAttribute:
-            if not lenient:
+            if not compiler.lenient:
                 raise
             key = None
         if key is not None:
@@ -202,8 +249,8 @@ def page(
             func.count().over().label("total"),
         )
         .order_by(*order)
-        .offset(query.start - 1)
-        .limit(query.count)
+        .offset(bindparam("offset"))
+        .limit(bindparam("limit"))
         .cte("chosen")
     )
     if dialect == "postgresql":
@@ -211,18 +258,16 @@ def page(
         # table filled since its last ANALYZE) re-ran the window for every row (45 ms a page at
         # 450 users)
         chosen = chosen.prefix_with("MATERIALIZED")
-    found = db.execute(
+    found = (
         select(*(columns or [model]), chosen.c.total)
         .join(chosen, chosen.c.id == model.id)
         .order_by(chosen.c.position)
-    ).all()
-    if not found:  # past the end (or nothing matches): how many there are, apart
-        return (_count(db, ids) if query.start > 1 else 0), []
-    return int(found[0].total), (list(found) if columns else [row[0] for row in found])
+    )
+    return ids, found, compiler.binds
 
 
-def _count(db: Session, ids: Any) -> int:
-    return db.scalar(select(func.count()).select_from(ids.subquery())) or 0
+def _count(db: Session, ids: Any, params: dict[str, Any]) -> int:
+    return db.scalar(select(func.count()).select_from(ids.subquery()), params) or 0
 
 
 def list_response(total: int, start: int, resources: list[dict[str, Any]]) -> dict[str, Any]:

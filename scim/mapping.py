@@ -267,7 +267,8 @@ def user_by_id(dialect: str) -> Any:
 def user_row(db: Session, account_id: int, user_id: uuid.UUID) -> Any:
     """The document row of one user of the account, or None."""
     stmt = user_by_id(db.get_bind().dialect.name)
-    return db.execute(stmt, {"account_id": account_id, "user_id": user_id}).first()
+    params = {"account_id": account_id, "user_id": user_id}
+    return db.connection().execute(stmt, params).first()  # Core rows: no ORM machinery
 
 
 def _array(raw: Any) -> list[dict[str, Any]]:

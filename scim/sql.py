@@ -19,6 +19,7 @@ from sqlalchemy import (
     ColumnElement,
     FromClause,
     and_,
+    bindparam,
     exists,
     false,
     func,
@@ -204,11 +205,54 @@ GROUP_MAP = AttributeMap(
 )
 
 
-class Compiler:
-    """Compiles one filter for one attribute map and dialect."""
+ORDERED = ("eq", "ne", "gt", "ge", "lt", "le")
 
-    def __init__(self, amap: AttributeMap, dialect: str, *, lenient: bool = False) -> None:
+
+def shape(expr: Expr) -> tuple[Any, list[str], dict[int, int]]:
+    """A filter with its string values taken out: (a hashable key, the values, slot by node).
+
+    Filters of one shape compile to one statement whose string comparisons are bound parameters
+    (Compiler(slots=...)), so a lookup by userName is built once, not per request. Other values
+    stay in the key with their type (1 and true are different filters)."""
+    values: list[str] = []
+    slots: dict[int, int] = {}
+
+    def walk(e: Expr) -> Any:
+        if isinstance(e, And | Or):
+            return (type(e).__name__, walk(e.left), walk(e.right))
+        if isinstance(e, Not):
+            return ("not", walk(e.expr))
+        if isinstance(e, ValuePath):
+            return ("[]", e.path, walk(e.filter))
+        if isinstance(e.value, str):
+            slots[id(e)] = len(values)
+            values.append(e.value)
+            return (e.path, e.op, "?")
+        return (e.path, e.op, type(e.value).__name__, e.value)
+
+    return walk(expr), values, slots
+
+
+class Compiler:
+    """Compiles one filter for one attribute map and dialect.
+
+    With `slots` (from shape), a string compared to a string attribute by eq, ne, gt, ge, lt or
+    le becomes the bound parameter `v<slot>`, and `binds[slot]` says how its value is put in
+    key form; `value_dependent` says a string value was used otherwise (the statement holds it).
+    """
+
+    def __init__(
+        self,
+        amap: AttributeMap,
+        dialect: str,
+        *,
+        lenient: bool = False,
+        slots: Mapping[int, int] | None = None,
+    ) -> None:
         self.amap, self.dialect, self.lenient = amap, dialect, lenient
+        self.slots = slots or {}
+        self.binds: dict[int, Callable[[str], str]] = {}
+        self.value_dependent = False
 
     def where(self, expr: Expr) -> ColumnElement[bool]:
         return self._expr(expr, self._lookup)
@@ -257,6 +301,8 @@ class Compiler:
 
     def _compare(self, f: Field, expr: Compare) -> Any:
         op, value = expr.op, expr.value
+        if f.kind != STRING and id(expr) in self.slots:
+            self.value_dependent = True
         if f.kind == ABSENT:
             return false()
         if f.kind == CONSTANT:
@@ -288,12 +334,20 @@ class Compiler:
                 return false() if op == "eq" else present
             return and_(present, col == wanted if op == "eq" else col != wanted)
         text = value if isinstance(value, str) else _text(value)
+        key_form: Callable[[str], str]
         if f.key is not None:
-            target, text = f.key, fold(text)
+            target, key_form = f.key, fold
         elif f.case_exact:
-            target = col
+            target, key_form = col, _same
         else:
-            target, text = func.lower(col), text.lower()
+            target, key_form = func.lower(col), str.lower
+        text = key_form(text)
+        slot = self.slots.get(id(expr))
+        if slot is not None and op in ORDERED:
+            self.binds[slot] = key_form
+            text = bindparam(f"v{slot}", text, type_=target.type)
+        elif slot is not None:
+            self.value_dependent = True
         if op == "co":
             cond = target.contains(text, autoescape=True)
         elif op == "sw":
@@ -338,6 +392,10 @@ def _constant(f: Field, op: str, value: Any, path: Path) -> Any:
         raise InvalidFilter(f"{path} can only be compared with eq or ne and a string")
     hit = any((c == value) if f.case_exact else (c.lower() == value.lower()) for c in f.constant)
     return true() if hit == (op == "eq") else false()
+
+
+def _same(value: str) -> str:
+    return value
 
 
 def _text(value: Any) -> str:

@@ -68,6 +68,44 @@ def found(scim, flt, **params):
     return sorted(r["userName"] for r in resp.json["Resources"])
 
 
+def test_filters_of_one_shape_answer_by_their_own_values(scim, people):
+    """A page's statement is built once per filter shape (scim.listing): each filter of the same
+    shape, asked in turn, answers by its own values, bound or kept in the statement."""
+    by_id = {v: k for k, v in people.items()}
+    bob, alice = people["Bob@Example.com"], people["alice@example.com"]
+    for _ in range(2):  # the second round reads every shape from the cache
+        assert found(scim, 'userName eq "BOB@example.COM"') == ["Bob@Example.com"]
+        assert found(scim, 'userName eq "ALICE@example.com"') == ["alice@example.com"]
+        assert found(scim, 'userName eq "nobody@example.com"') == []
+        assert found(scim, 'title eq "Engineer" or externalId eq "E-4"') == [
+            "alice@example.com",
+            "dave_100%@example.com",
+        ]
+        assert found(scim, 'title eq "Designer" or externalId eq "E-3"') == [
+            "carol@other.org",
+            "dave_100%@example.com",
+        ]
+        assert found(scim, 'emails[type eq "home" and value eq "alice@home.example"]') == [
+            "alice@example.com"
+        ]
+        assert found(scim, 'emails[type eq "work" and value eq "alice@home.example"]') == []
+        assert found(scim, 'userName co "other"') == ["carol@other.org"]
+        assert found(scim, 'userName co "100%"') == ["dave_100%@example.com"]
+        assert found(scim, f'id eq "{bob}"') == [by_id[bob]]
+        assert found(scim, f'id eq "{alice}"') == [by_id[alice]]
+        assert found(scim, 'active eq "False"') == ["Bob@Example.com"]
+        assert found(scim, 'active eq "True"') == [
+            "alice@example.com",
+            "carol@other.org",
+            "dave_100%@example.com",
+        ]
+        assert found(scim, "title eq 1") == found(scim, "title eq true") == []
+        assert found(scim, 'title gt "Engineer"', count=1, startIndex=1) == ["Bob@Example.com"]
+        assert found(scim, 'title ge "Engineer"', sortBy="title", count=1, startIndex=2) == [
+            "Bob@Example.com"
+        ]
+
+
 @pytest.mark.parametrize(
     ("flt", "expected"),
     [

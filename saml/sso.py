@@ -38,6 +38,8 @@ from onelogin.saml2.settings import OneLogin_Saml2_Settings
 from onelogin.saml2.utils import OneLogin_Saml2_Utils
 from onelogin.saml2.xml_utils import OneLogin_Saml2_XML
 from sqlalchemy import delete, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from bridge import test_logins
 from bridge.models import Account, AuthnRequest, IdentityProvider, SeenAssertion, utcnow
@@ -586,13 +588,17 @@ def claim(
         db.delete(row)
     if secrets.randbelow(100) == 0:  # an occasional sweep keeps the cache small
         db.execute(delete(SeenAssertion).where(SeenAssertion.expires < utcnow()))
-    seen = db.scalar(
-        select(SeenAssertion.id).where(
-            SeenAssertion.idp_id == idp.id, SeenAssertion.assertion_id == assertion.assertion_id
-        )
-    )
-    if seen is not None:  # a concurrent twin fails the unique key, retries, and lands here
-        raise SamlRejected("replayed", "this assertion was already used")
     keep_until = max(assertion.expires, utcnow()) + timedelta(minutes=5)  # beyond clock skew
-    db.add(SeenAssertion(idp_id=idp.id, assertion_id=assertion.assertion_id, expires=keep_until))
+    # One statement: the ID goes in unless it is there already (used, even if since expired and
+    # not yet swept). A concurrent twin's insert waits for this one's transaction and then finds
+    # the row (PostgreSQL; SQLite's writers take turns), so exactly one of them gets a row back.
+    insert = sqlite_insert if db.get_bind().dialect.name == "sqlite" else pg_insert
+    added = db.scalar(
+        insert(SeenAssertion)
+        .values(idp_id=idp.id, assertion_id=assertion.assertion_id, expires=keep_until)
+        .on_conflict_do_nothing(index_elements=["idp_id", "assertion_id"])
+        .returning(SeenAssertion.id)
+    )
+    if added is None:
+        raise SamlRejected("replayed", "this assertion was already used")
     return relay

@@ -4,6 +4,7 @@ flows, JIT through the policy, sessions, single logout, key rollover, and every 
 import base64
 import datetime as dt
 import secrets
+import threading
 
 import pytest
 from sqlalchemy import func, select
@@ -297,6 +298,49 @@ def test_replayed_assertion_refused(saml, store):
     resp = saml.post(xml)
     assert resp.status_code == 400 and saml.last_reason() == "replayed"
     assert saml.signed_in_as() is None and saml.users() == 1
+
+
+def test_one_assertion_posted_at_once_from_many_browsers_signs_in_once(saml, store):
+    """Six browsers post the same assertion at the same moment (a stolen response raced with
+    the real one): exactly one is signed in; every other is refused as a replay, with one
+    user, one session and one accepted assertion in the store."""
+    from bridge.models import LoginAttempt, LoginSession, SeenAssertion
+
+    def allow(db):
+        idps.get(db, saml.account.id, "test").allow_idp_initiated = True
+
+    store.write(allow)
+    form = saml.idp.post_form(saml.response(name_id="race@example.com"))
+    app = saml.client.application
+    start = threading.Barrier(6)
+    statuses: list[int] = []
+
+    def browser():
+        client = app.test_client()
+        start.wait()
+        statuses.append(client.post(f"/saml/{saml.account.slug}/acs", data=form).status_code)
+
+    threads = [threading.Thread(target=browser) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(statuses) == [302, 400, 400, 400, 400, 400]
+    with store.read() as db:
+        reasons = db.scalars(
+            select(LoginAttempt.reason).where(LoginAttempt.account_id == saml.account.id)
+        ).all()
+        sessions = db.scalar(
+            select(func.count())
+            .select_from(LoginSession)
+            .where(LoginSession.account_id == saml.account.id)
+        )
+        idp_id = idps.get(db, saml.account.id, "test").id
+        seen = db.scalar(
+            select(func.count()).select_from(SeenAssertion).where(SeenAssertion.idp_id == idp_id)
+        )
+    assert sorted(reasons) == ["ok"] + ["replayed"] * 5, reasons
+    assert saml.users() == 1 and sessions == 1 and seen == 1
 
 
 def test_in_response_to_is_single_use_and_must_be_signed(saml):

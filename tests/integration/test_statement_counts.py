@@ -31,8 +31,8 @@ CREATE = (17, 3)
 GET = (3, 2)
 FILTER = (3, 2)
 PATCH = (13, 3)
-FIRST_LOGIN = (26, 2)
-RETURNING_LOGIN = (13, 2)
+FIRST_LOGIN = (25, 2)
+RETURNING_LOGIN = (12, 2)
 ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
 PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 

@@ -127,7 +127,7 @@ def layer_of(filename: str, function: str) -> str | None:
 
 
 REGIONS = (  # (file suffix, function) -> region; the outermost match wins
-    ("bridge/accounts.py", "authenticate", "auth"),
+    ("bridge/accounts.py", "token_use", "auth"),
     ("bridge/scim_log.py", "record", "request log"),
     ("bridge/audit.py", None, "audit chain"),
 )

@@ -204,32 +204,43 @@ def revoke_token(store: Store, slug: str, token_id: int, *, actor: str) -> ScimT
     return store.write(work)
 
 
-# built once: every SCIM request runs it
-_BY_HASH = (
-    select(ScimToken, Account)
-    .join(Account, Account.id == ScimToken.account_id)
-    .where(ScimToken.token_hash == bindparam("digest"))
-)
+# built once: every SCIM request runs it; columns, not ORM objects (a request needs two ids)
+_BY_HASH = select(
+    ScimToken.id, ScimToken.account_id, ScimToken.token_hash, ScimToken.last_used, ScimToken.revoked
+).where(ScimToken.token_hash == bindparam("digest"))
 
 
-def authenticate(store: Store, raw: str) -> tuple[Account, ScimToken]:
-    """The account a bearer token belongs to, or Unauthorized. Records when it was last used."""
+@dataclass(frozen=True)
+class TokenUse:
+    """Who a SCIM request is from: the account and the token it was sent with."""
+
+    account_id: int
+    token_id: int
+
+
+def token_use(store: Store, raw: str) -> TokenUse:
+    """The account and token of a bearer token, or Unauthorized. Records when it was last used."""
     digest = hash_token(raw)
     with store.read() as db:
-        row = db.execute(_BY_HASH, {"digest": digest}).first()
-        if row is not None:  # values, not live rows: the last-used write below expires those
-            db.expunge(row.ScimToken)
-            db.expunge(row.Account)
+        row = db.connection().execute(_BY_HASH, {"digest": digest}).first()
     # The lookup is by hash, so timing reveals nothing of the token; compare again regardless.
-    if row is None or not hmac.compare_digest(row.ScimToken.token_hash, digest):
+    if row is None or not hmac.compare_digest(row.token_hash, digest):
         raise Unauthorized("unknown bearer token")
-    token, account = row.ScimToken, row.Account
-    if token.revoked is not None:
+    if row.revoked is not None:
         raise Unauthorized("this bearer token was revoked")
     now = utcnow()
-    if token.last_used is None or now - token.last_used > LAST_USED_EVERY:
-        _touch(store, token.id, now)
-    return account, token
+    if row.last_used is None or now - row.last_used > LAST_USED_EVERY:
+        _touch(store, row.id, now)
+    return TokenUse(row.account_id, row.id)
+
+
+def authenticate(store: Store, raw: str) -> tuple[Account, TokenUse]:
+    """The account a bearer token belongs to (token_use, then the account read)."""
+    use = token_use(store, raw)
+    with store.read() as db:
+        account = db.get_one(Account, use.account_id)  # a token's account: a foreign key
+        db.expunge(account)
+    return account, use
 
 
 def _touch(store: Store, token_id: int, now: datetime) -> None:

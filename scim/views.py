@@ -43,8 +43,8 @@ def authenticate() -> None:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("send the account's SCIM token as `Authorization: Bearer <token>`")
-    account, token_row = accounts.authenticate(get_store(), token.strip())
-    g.account_id, g.scim_token_id = account.id, token_row.id
+    use = accounts.token_use(get_store(), token.strip())
+    g.account_id, g.scim_token_id = use.account_id, use.token_id
 
 
 @bp.after_request

@@ -472,7 +472,9 @@ class Sender:
     issuer: str
     allow_private: bool
     tuning: Tuning
-    _endpoints: dict[int, tuple[float, str, list[str]]] = field(default_factory=dict, init=False)
+    _endpoints: dict[int, tuple[float, str, list[Webhook]]] = field(
+        default_factory=dict, init=False
+    )
     connections: egress.Pool = field(default_factory=egress.Pool, init=False)
 
     def send(self, job: Job) -> None:
@@ -523,9 +525,9 @@ class Sender:
             kind = "webhook" if job.endpoint_id is not None else "logout"
             metrics.WEBHOOK_DELIVERIES.labels(kind, outcome).inc()  # after the commit: once
 
-    def _endpoint(self, endpoint_id: int) -> tuple[str, list[str]] | None:
-        """An endpoint's URL and signing secrets, cached for ENDPOINT_TTL seconds (a rotation
-        or removal reaches the workers within that time)."""
+    def _endpoint(self, endpoint_id: int) -> tuple[str, list[Webhook]] | None:
+        """An endpoint's URL and signers (one per signing secret), cached for ENDPOINT_TTL
+        seconds (a rotation or removal reaches the workers within that time)."""
         cached = self._endpoints.get(endpoint_id)
         if cached is not None and cached[0] > time.monotonic():
             return cached[1], cached[2]
@@ -538,9 +540,9 @@ class Sender:
             if hook.previous_secret_sealed and hook.previous_until and hook.previous_until > now:
                 sealed.append(hook.previous_secret_sealed)
             url = hook.url
-        keys = [sealing.unseal(self.secret_key, k).decode() for k in sealed]
-        self._endpoints[endpoint_id] = (time.monotonic() + ENDPOINT_TTL, url, keys)
-        return url, keys
+        signers = [Webhook(sealing.unseal(self.secret_key, k).decode()) for k in sealed]
+        self._endpoints[endpoint_id] = (time.monotonic() + ENDPOINT_TTL, url, signers)
+        return url, signers
 
     def _prepare(self, job: Job) -> tuple[str, bytes, dict[str, str]] | None:
         if job.endpoint_id is not None:
@@ -557,10 +559,10 @@ class Sender:
         headers = {"Content-Type": "application/x-www-form-urlencoded"}
         return url, urlencode({"logout_token": token}).encode(), headers
 
-    def _signed(self, keys: list[str], job: Job) -> dict[str, str]:
+    def _signed(self, signers: list[Webhook], job: Job) -> dict[str, str]:
         """Standard Webhooks headers; both signatures while a rotated-out secret overlaps."""
         now = datetime.now(UTC)
-        signatures = [Webhook(key).sign(job.message_id, now, job.body) for key in keys]
+        signatures = [signer.sign(job.message_id, now, job.body) for signer in signers]
         return {
             "Content-Type": "application/json",
             "webhook-id": job.message_id,

@@ -169,15 +169,20 @@ def _gunicorn_cpu(master: int) -> float:
     return total
 
 
-def _pg_cpu(harness: Any, db: str) -> dict[int, float]:
+WORKER_APP = "bench-webhooks-worker"  # the worker's backends' application_name (PGAPPNAME)
+
+
+def _pg_cpu(harness: Any, db: str, app: str | None = None) -> dict[int, float]:
     """CPU seconds of each PostgreSQL backend serving the bench's database (PostgreSQL runs on
-    this machine): the database's own work for the creates and, in "on" rounds, the worker."""
+    this machine): the database's own work for the creates and, in "on" rounds, the worker
+    (with `app`, only the backends of that application_name)."""
     with harness.pg() as conn:
         pids = [
             r[0]
             for r in conn.execute(
-                "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
-                (db,),
+                "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()"
+                " AND (%s::text IS NULL OR application_name = %s)",
+                (db, app, app),
             )
         ]
     found: dict[int, float] = {}
@@ -217,6 +222,7 @@ def main() -> None:
     receiver_cpu: list[float] = []  # the bench receiver's (not the bridge's), likewise
     web_cpu: dict[str, list[float]] = {"off": [], "on": []}  # gunicorn's CPU ms per create
     pg_cpu: dict[str, list[float]] = {"off": [], "on": []}  # PostgreSQL's, likewise
+    pg_worker: list[float] = []  # PostgreSQL's CPU ms per event for the worker's backends
     assert server.proc is not None
     failures: list[Any] = []
     create_load(server, 25)  # warm-up
@@ -251,7 +257,10 @@ def main() -> None:
             receiver.set_secret(out.stdout.strip().splitlines()[-1])
             endpoint = out.stdout.split()[2]
             worker = subprocess.Popen(
-                [tool("idbridge"), "worker"], env=env, cwd=harness.root, stderr=subprocess.DEVNULL
+                [tool("idbridge"), "worker"],
+                env={**env, "PGAPPNAME": WORKER_APP},
+                cwd=harness.root,
+                stderr=subprocess.DEVNULL,
             )
             harness.procs.append(worker)
             # The worker is up (its first delivery arrived) before the load starts.
@@ -264,6 +273,7 @@ def main() -> None:
             receiver_before = _cpu_seconds(receiver.proc.pid)
             web_before = _gunicorn_cpu(server.proc.pid)
             pg_before = _pg_cpu(harness, server.db)
+            worker_pg_before = _pg_cpu(harness, server.db, WORKER_APP)
             rate, done = create_load(server, per_client)
             web_cpu["on"].append((_gunicorn_cpu(server.proc.pid) - web_before) / len(done))
             on.append(rate)
@@ -273,6 +283,8 @@ def main() -> None:
                 receiver.drain()
             # the database's CPU until the last delivery arrived: the worker's statements too
             pg_cpu["on"].append(_pg_spent(pg_before, _pg_cpu(harness, server.db)) / len(done))
+            worker_pg = _pg_spent(worker_pg_before, _pg_cpu(harness, server.db, WORKER_APP))
+            pg_worker.append(worker_pg / len(done) * 1000)
             worker_cpu.append((_cpu_seconds(worker.pid) - cpu_before) / len(done) * 1000)
             received = _cpu_seconds(receiver.proc.pid) - receiver_before
             receiver_cpu.append(received / len(done) * 1000)
@@ -339,6 +351,10 @@ def main() -> None:
         f"off {dbms['off']:.2f} ms, on {dbms['on']:.2f} ms  "
         f"rounds off {[round(x * 1000, 2) for x in pg_cpu['off']]} "
         f"on {[round(x * 1000, 2) for x in pg_cpu['on']]}"
+    )
+    print(
+        "PostgreSQL CPU per event for the worker's own backends: "
+        f"median {statistics.median(pg_worker):.2f} ms  rounds {[round(x, 2) for x in pg_worker]}"
     )
     print(
         f"missing deliveries: {missing}, bad signatures: {receiver.bad}, "

@@ -612,7 +612,7 @@ class Sender:
                 }
                 for r in rows.values()
             ]
-            db.execute(_MOVE_ROWS_PG, {"rows": json.dumps(moved)})
+            db.execute(_MOVE_ROWS_PG, {"rows": json.dumps(moved), "ids": list(rows)})
             log_rows = [
                 {"d": i, "s": a.status, "l": a.latency_ms, "r": a.excerpt, "e": a.error}
                 for i, a in logged
@@ -689,12 +689,15 @@ _MOVE_ROW = (
 )
 
 
+# The ids again as an array: the rows are then found by their key (an index scan), whatever
+# the planner guesses of the JSON's row count and the table's size (joined to the recordset
+# alone, it may read the whole table: a hash join over a sequential scan).
 _MOVE_ROWS_PG = text(
     "UPDATE deliveries SET state = r.s, attempts = r.n, claimed_until = r.cu,"
     " next_attempt = r.na, delivered = r.dl"
     " FROM json_to_recordset(CAST(:rows AS json))"
     " AS r(i integer, s varchar, n integer, cu timestamp, na timestamp, dl timestamp)"
-    " WHERE deliveries.id = r.i"
+    " WHERE deliveries.id = ANY(CAST(:ids AS integer[])) AND deliveries.id = r.i"
 )
 _LOG_PG = text(
     "INSERT INTO delivery_attempts (delivery_id, at, status, latency_ms, response, error)"

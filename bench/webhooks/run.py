@@ -10,7 +10,7 @@ worker's CPU per event and gunicorn's own CPU per create in each mode (from /pro
 cores the worker, the receiver and PostgreSQL take CPU from gunicorn, so the throughput ratio
 mixes what webhooks cost a create (gunicorn's CPU per create, on vs off) with box contention.
 
-    .venv/bin/python bench/webhooks/run.py [--quick]
+    .venv/bin/python bench/webhooks/run.py [--quick] [--baseline OTHER_CHECKOUT]
 """
 
 from __future__ import annotations
@@ -208,26 +208,35 @@ def pct(values: list[float], q: float) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument(
+        "--baseline",
+        metavar="DIR",
+        help="also run rounds whose worker is another checkout's code (DIR first on its "
+        "PYTHONPATH; the same bridge, database and receiver): a same-run comparison of two "
+        "workers, since this machine's load moves every figure more than a change does",
+    )
     args = parser.parse_args()
     rounds, per_client = (2, 50) if args.quick else (3, 250)
+    modes = ("off", "on", "base") if args.baseline else ("off", "on")
     harness = Harness()
     server = harness.start_bridge("_wh")
     receiver = Receiver()
     env = harness.env(server.db, BRIDGE_ALLOW_PRIVATE_WEBHOOKS="1")
-    off: list[float] = []
-    on: list[float] = []
-    latencies: list[float] = []
+    rates: dict[str, list[float]] = {mode: [] for mode in modes}  # creates per second
+    web_cpu: dict[str, list[float]] = {mode: [] for mode in modes}  # gunicorn's CPU per create
+    pg_cpu: dict[str, list[float]] = {mode: [] for mode in modes}  # PostgreSQL's, likewise
+    # per worker mode, per round: the worker's CPU ms per event delivered, the bench receiver's
+    # (not the bridge's), PostgreSQL's for the worker's own backends; latencies of all rounds
+    worker_cpu: dict[str, list[float]] = {mode: [] for mode in modes[1:]}
+    receiver_cpu: dict[str, list[float]] = {mode: [] for mode in modes[1:]}
+    pg_worker: dict[str, list[float]] = {mode: [] for mode in modes[1:]}
+    latencies: dict[str, list[float]] = {mode: [] for mode in modes[1:]}
     missing = attempts = 0
-    worker_cpu: list[float] = []  # the worker's CPU ms per event delivered, per round
-    receiver_cpu: list[float] = []  # the bench receiver's (not the bridge's), likewise
-    web_cpu: dict[str, list[float]] = {"off": [], "on": []}  # gunicorn's CPU ms per create
-    pg_cpu: dict[str, list[float]] = {"off": [], "on": []}  # PostgreSQL's, likewise
-    pg_worker: list[float] = []  # PostgreSQL's CPU ms per event for the worker's backends
     assert server.proc is not None
     failures: list[Any] = []
     create_load(server, 25)  # warm-up
     for r in range(rounds):
-        for mode in ("off", "on"):
+        for mode in modes:
             log(f"round {r + 1}/{rounds} {mode} (load {os.getloadavg()[0]:.1f})")
             if mode == "off":
                 web_before = _gunicorn_cpu(server.proc.pid)
@@ -235,7 +244,7 @@ def main() -> None:
                 rate, done = create_load(server, per_client)
                 web_cpu["off"].append((_gunicorn_cpu(server.proc.pid) - web_before) / len(done))
                 pg_cpu["off"].append(_pg_spent(pg_before, _pg_cpu(harness, server.db)) / len(done))
-                off.append(rate)
+                rates["off"].append(rate)
                 continue
             out = subprocess.run(
                 [
@@ -256,9 +265,13 @@ def main() -> None:
                 raise RuntimeError(f"webhooks add failed: {out.stderr}")
             receiver.set_secret(out.stdout.strip().splitlines()[-1])
             endpoint = out.stdout.split()[2]
+            worker_env = {**env, "PGAPPNAME": WORKER_APP}
+            if mode == "base":
+                path = os.pathsep.join(p for p in (args.baseline, env.get("PYTHONPATH")) if p)
+                worker_env["PYTHONPATH"] = path
             worker = subprocess.Popen(
                 [tool("idbridge"), "worker"],
-                env={**env, "PGAPPNAME": WORKER_APP},
+                env=worker_env,
                 cwd=harness.root,
                 stderr=subprocess.DEVNULL,
             )
@@ -275,22 +288,22 @@ def main() -> None:
             pg_before = _pg_cpu(harness, server.db)
             worker_pg_before = _pg_cpu(harness, server.db, WORKER_APP)
             rate, done = create_load(server, per_client)
-            web_cpu["on"].append((_gunicorn_cpu(server.proc.pid) - web_before) / len(done))
-            on.append(rate)
+            web_cpu[mode].append((_gunicorn_cpu(server.proc.pid) - web_before) / len(done))
+            rates[mode].append(rate)
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline and not set(done) <= set(receiver.arrived):
                 time.sleep(0.05)
                 receiver.drain()
             # the database's CPU until the last delivery arrived: the worker's statements too
-            pg_cpu["on"].append(_pg_spent(pg_before, _pg_cpu(harness, server.db)) / len(done))
+            pg_cpu[mode].append(_pg_spent(pg_before, _pg_cpu(harness, server.db)) / len(done))
             worker_pg = _pg_spent(worker_pg_before, _pg_cpu(harness, server.db, WORKER_APP))
-            pg_worker.append(worker_pg / len(done) * 1000)
-            worker_cpu.append((_cpu_seconds(worker.pid) - cpu_before) / len(done) * 1000)
+            pg_worker[mode].append(worker_pg / len(done) * 1000)
+            worker_cpu[mode].append((_cpu_seconds(worker.pid) - cpu_before) / len(done) * 1000)
             received = _cpu_seconds(receiver.proc.pid) - receiver_before
-            receiver_cpu.append(received / len(done) * 1000)
+            receiver_cpu[mode].append(received / len(done) * 1000)
             for user_id, at in done.items():
                 if user_id in receiver.arrived:
-                    latencies.append(receiver.arrived[user_id] - at)
+                    latencies[mode].append(receiver.arrived[user_id] - at)
                 else:
                     missing += 1
             worker.terminate()  # it records what it sent before it exits
@@ -308,59 +321,69 @@ def main() -> None:
                 check=True,
                 cwd=harness.root,
             )
-    ratio = statistics.median(on) / statistics.median(off)
-    p99 = pct(latencies, 0.99)
+    _report(modes, rounds, rates, web_cpu, pg_cpu, worker_cpu, receiver_cpu, pg_worker, latencies)
     print(
-        f"SCIM creates/s, no webhooks (median of {rounds}): {statistics.median(off):.1f}  "
-        f"rounds {[round(x, 1) for x in off]}"
-    )
-    print(
-        f"SCIM creates/s, webhook + worker:              {statistics.median(on):.1f}  "
-        f"rounds {[round(x, 1) for x in on]}"
-    )
-    print(
-        f"throughput ratio on/off: {ratio:.3f}  "
-        f"{'PASS' if ratio >= 0.90 else 'MISS'} (target >= 0.90)"
-    )
-    print(
-        f"event latency (create 201 -> receiver), {len(latencies)} events: "
-        f"p50 {pct(latencies, 0.5) * 1000:.0f} ms, p95 {pct(latencies, 0.95) * 1000:.0f} ms, "
-        f"p99 {p99 * 1000:.0f} ms, max {max(latencies) * 1000:.0f} ms  "
-        f"{'PASS' if p99 <= 1.0 and not missing else 'MISS'} (target p99 <= 1000 ms)"
-    )
-    print(
-        "worker CPU per event (user+system, from /proc): "
-        f"median {statistics.median(worker_cpu):.2f} ms  "
-        f"rounds {[round(x, 2) for x in worker_cpu]}"
-    )
-    print(
-        "bench receiver CPU per event (verifying signatures; it shares the 2 cores): "
-        f"median {statistics.median(receiver_cpu):.2f} ms  "
-        f"rounds {[round(x, 2) for x in receiver_cpu]}"
-    )
-    web = {mode: statistics.median(ms) * 1000 for mode, ms in web_cpu.items()}
-    print(
-        "gunicorn CPU per create (master + workers, from /proc): "
-        f"off {web['off']:.2f} ms, on {web['on']:.2f} ms, on/off {web['on'] / web['off']:.3f}  "
-        f"rounds off {[round(x * 1000, 2) for x in web_cpu['off']]} "
-        f"on {[round(x * 1000, 2) for x in web_cpu['on']]}"
-    )
-    dbms = {mode: statistics.median(ms) * 1000 for mode, ms in pg_cpu.items()}
-    print(
-        "PostgreSQL CPU per create (the bench database's backends, from /proc): "
-        f"off {dbms['off']:.2f} ms, on {dbms['on']:.2f} ms  "
-        f"rounds off {[round(x * 1000, 2) for x in pg_cpu['off']]} "
-        f"on {[round(x * 1000, 2) for x in pg_cpu['on']]}"
-    )
-    print(
-        "PostgreSQL CPU per event for the worker's own backends: "
-        f"median {statistics.median(pg_worker):.2f} ms  rounds {[round(x, 2) for x in pg_worker]}"
-    )
-    print(
-        f"missing deliveries: {missing}, bad signatures: {receiver.bad}, "
-        f"signed for an earlier round (read late): {receiver.late}"
+        f"missing deliveries: {missing}{' (a MISS)' if missing else ''}, "
+        f"bad signatures: {receiver.bad}, signed for an earlier round (read late): {receiver.late}"
     )
     print(f"delivery attempts: {attempts}; failed ones by status/error: {failures}")
+
+
+def _ms(values: list[float], scale: float = 1.0) -> str:
+    return f"median {statistics.median(values) * scale:.2f} ms  rounds " + str(
+        [round(x * scale, 2) for x in values]
+    )
+
+
+def _report(
+    modes: tuple[str, ...],
+    rounds: int,
+    rates: dict[str, list[float]],
+    web_cpu: dict[str, list[float]],
+    pg_cpu: dict[str, list[float]],
+    worker_cpu: dict[str, list[float]],
+    receiver_cpu: dict[str, list[float]],
+    pg_worker: dict[str, list[float]],
+    latencies: dict[str, list[float]],
+) -> None:
+    """The figures per mode; "on" is this checkout's worker, "base" the --baseline one's."""
+    off = statistics.median(rates["off"])
+    print(
+        f"SCIM creates/s, no webhooks (median of {rounds}): {off:.1f}  "
+        f"rounds {[round(x, 1) for x in rates['off']]}"
+    )
+    for mode in modes[1:]:
+        tag = "" if mode == "on" else " (baseline worker)"
+        ratio = statistics.median(rates[mode]) / off
+        values = latencies[mode]
+        p99 = pct(values, 0.99)
+        print(
+            f"SCIM creates/s, webhook + worker{tag}: {statistics.median(rates[mode]):.1f}  "
+            f"rounds {[round(x, 1) for x in rates[mode]]}"
+        )
+        print(
+            f"  throughput ratio {mode}/off: {ratio:.3f}  "
+            f"{'PASS' if ratio >= 0.90 else 'MISS'} (target >= 0.90); per-round pairs "
+            f"{[round(x / y, 3) for x, y in zip(rates[mode], rates['off'], strict=True)]}"
+        )
+        print(
+            f"  event latency (create 201 -> receiver), {len(values)} events: "
+            f"p50 {pct(values, 0.5) * 1000:.0f} ms, p95 {pct(values, 0.95) * 1000:.0f} ms, "
+            f"p99 {p99 * 1000:.0f} ms, max {max(values) * 1000:.0f} ms  "
+            f"{'PASS' if p99 <= 1.0 else 'MISS'} (target p99 <= 1000 ms)"
+        )
+        print(f"  worker CPU per event (user+system, from /proc): {_ms(worker_cpu[mode])}")
+        print(f"  PostgreSQL CPU per event, the worker's backends: {_ms(pg_worker[mode])}")
+        print(f"  bench receiver CPU per event (it shares the cores): {_ms(receiver_cpu[mode])}")
+    for mode in modes:
+        print(f"gunicorn CPU per create, {mode} (master + workers): {_ms(web_cpu[mode], 1000)}")
+    for mode in modes:
+        print(f"PostgreSQL CPU per create, {mode} (the bench database): {_ms(pg_cpu[mode], 1000)}")
+    web = statistics.median(web_cpu["off"])
+    print(
+        "gunicorn CPU per create on/off: "
+        + ", ".join(f"{m} {statistics.median(web_cpu[m]) / web:.3f}" for m in modes[1:])
+    )
 
 
 if __name__ == "__main__":

@@ -67,8 +67,27 @@ class WsgiOnAsgi:
         if scope["type"] != "http":
             return
         loop = asyncio.get_running_loop()
-        environ = _environ(scope, _Body(receive, loop))
+        body = _Body(receive, loop)
+        if _small_body(scope):  # read here, so the app's thread never waits on the loop for it
+            await body.prefetch()
+        environ = _environ(scope, body)
         await loop.run_in_executor(self.pool, _run, self.app, environ, send, loop)
+
+
+PREFETCH = 256 * 1024  # a body announced this small is read before the app runs
+
+
+def _small_body(scope: Scope) -> bool:
+    """Whether the request announces a body (Content-Length) of at most PREFETCH bytes."""
+    for name, value in scope.get("headers", ()):
+        if name.lower() == b"content-length":
+            return value.isdigit() and 0 < int(value) <= PREFETCH
+    return False
+
+
+async def _send_all(send: Send, messages: tuple[dict[str, Any], ...]) -> None:
+    for message in messages:
+        await send(message)
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:
@@ -82,10 +101,15 @@ async def _lifespan(receive: Receive, send: Send) -> None:
 
 
 def _run(app: WsgiApp, environ: dict[str, Any], send: Send, loop: Any) -> None:
-    """Call the WSGI app in this (pool) thread, sending its response through the loop."""
+    """Call the WSGI app in this (pool) thread, sending its response through the loop.
 
-    def call(message: dict[str, Any]) -> None:
-        asyncio.run_coroutine_threadsafe(send(message), loop).result()
+    Each hand-over to the loop costs this thread a wait for the loop's thread to take the GIL
+    from the app's other threads (up to the 5 ms switch interval each when they are busy), so a
+    response of one chunk goes in one hand-over (head and body together), and a longer one a
+    chunk behind (the last with the end)."""
+
+    def call(*messages: dict[str, Any]) -> None:
+        asyncio.run_coroutine_threadsafe(_send_all(send, messages), loop).result()
 
     head: dict[str, Any] = {"sent": False}
 
@@ -96,25 +120,24 @@ def _run(app: WsgiApp, environ: dict[str, Any], send: Send, loop: Any) -> None:
         head["headers"] = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
         return lambda data: None  # the legacy write() callable: unused by Flask
 
-    def send_head() -> None:
-        if not head["sent"]:
-            head["sent"] = True
-            call(
-                {
-                    "type": "http.response.start",
-                    "status": head["status"],
-                    "headers": head["headers"],
-                }
-            )
+    def emit(chunk: bytes, *, more: bool) -> None:
+        body = {"type": "http.response.body", "body": chunk, "more_body": more}
+        if head["sent"]:
+            call(body)
+            return
+        head["sent"] = True
+        start = {"type": "http.response.start", "status": head["status"]}
+        call({**start, "headers": head["headers"]}, body)
 
     result = app(environ, start_response)
     try:
+        pending: bytes | None = None  # the last chunk, sent when the next comes or at the end
         for chunk in result:
             if chunk:
-                send_head()
-                call({"type": "http.response.body", "body": bytes(chunk), "more_body": True})
-        send_head()
-        call({"type": "http.response.body", "body": b"", "more_body": False})
+                if pending is not None:
+                    emit(pending, more=True)
+                pending = bytes(chunk)
+        emit(pending or b"", more=False)
     finally:
         close = getattr(result, "close", None)
         if close is not None:
@@ -129,8 +152,15 @@ class _Body:
         self._buffer = bytearray()
         self._done = False
 
+    async def prefetch(self) -> None:
+        """Read the whole body on the loop (before the app runs)."""
+        while not self._done:
+            self._take(await self._receive())
+
     def _fill(self) -> None:
-        message = asyncio.run_coroutine_threadsafe(self._receive(), self._loop).result()
+        self._take(asyncio.run_coroutine_threadsafe(self._receive(), self._loop).result())
+
+    def _take(self, message: MutableMapping[str, Any]) -> None:
         if message["type"] != "http.request":  # http.disconnect
             self._done = True
             return

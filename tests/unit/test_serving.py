@@ -1,0 +1,100 @@
+"""The WSGI-over-ASGI adapter gunicorn serves the app through (bridge/serving.py), driven at its
+ASGI boundary as gunicorn's asyncio worker drives it: what reaches `send`, and when the request
+body is read (on the loop before the app runs, or by the app's thread through the loop)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from bridge.serving import PREFETCH, WsgiOnAsgi
+
+
+def serve(app: Any, *, body: list[bytes] = (), headers: list[tuple[bytes, bytes]] = ()) -> Any:
+    """One request through the adapter: (the messages sent, the order of events)."""
+    events: list[str] = []
+    sent: list[dict[str, Any]] = []
+    parts = list(body)
+
+    async def receive() -> dict[str, Any]:
+        events.append("receive")
+        chunk = parts.pop(0) if parts else b""
+        return {"type": "http.request", "body": chunk, "more_body": bool(parts)}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    def wsgi(environ: dict[str, Any], start_response: Any) -> Any:
+        events.append("app")
+        return app(environ, start_response)
+
+    scope = {
+        "type": "http",
+        "method": "POST" if body else "GET",
+        "path": "/x",
+        "raw_path": b"/x",
+        "query_string": b"",
+        "headers": list(headers),
+    }
+    adapter = WsgiOnAsgi(wsgi, threads=1)
+    try:
+        asyncio.run(adapter(scope, receive, send))
+    finally:
+        adapter.pool.shutdown()
+    return sent, events
+
+
+def answer(*chunks: bytes) -> Any:
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return list(chunks)
+
+    return app
+
+
+def test_a_one_chunk_response_goes_as_head_and_body_together():
+    sent, _ = serve(answer(b"hello"))
+    assert sent == [
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"Content-Type", b"text/plain")],
+        },
+        {"type": "http.response.body", "body": b"hello", "more_body": False},
+    ]
+
+
+def test_a_longer_response_streams_chunk_by_chunk_the_last_one_ending_it():
+    sent, _ = serve(answer(b"a", b"", b"b", b"c"))
+    assert [(m.get("body"), m.get("more_body")) for m in sent] == [
+        (None, None),  # the head
+        (b"a", True),
+        (b"b", True),
+        (b"c", False),
+    ]
+
+
+def test_an_empty_response_still_ends():
+    sent, _ = serve(answer())
+    assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]
+    assert sent[1] == {"type": "http.response.body", "body": b"", "more_body": False}
+
+
+def echo(environ: dict[str, Any], start_response: Any) -> Any:
+    data = environ["wsgi.input"].read()
+    start_response("200 OK", [])
+    return [data]
+
+
+def test_a_small_announced_body_is_read_before_the_app_runs():
+    sent, events = serve(echo, body=[b"ab", b"cd"], headers=[(b"content-length", b"4")])
+    assert events == ["receive", "receive", "app"]
+    assert sent[-1] == {"type": "http.response.body", "body": b"abcd", "more_body": False}
+
+
+def test_a_large_or_unannounced_body_is_read_by_the_app_as_it_asks():
+    big = str(PREFETCH + 1).encode()
+    for headers in ([(b"content-length", big)], [(b"transfer-encoding", b"chunked")]):
+        sent, events = serve(echo, body=[b"ab", b"cd"], headers=headers)
+        assert events == ["app", "receive", "receive"], headers
+        assert sent[-1]["body"] == b"abcd"

@@ -97,6 +97,46 @@ def test_slow_clients_do_not_starve_healthz(server):
             s.close()
 
 
+def test_slow_request_bodies_do_not_starve_healthz(server, account):
+    """40 connections each sending a complete header and half of a small announced body (a slow
+    or stalled upload) hold coroutines, not the app's threads: /healthz answers meanwhile, and
+    a SAML response posted whole is still judged."""
+    held = []
+    try:
+        for _ in range(40):
+            s = socket.create_connection(("127.0.0.1", server), timeout=5)
+            s.sendall(
+                f"POST /saml/{account.slug}/acs HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                "Content-Type: application/x-www-form-urlencoded\r\n"
+                "Content-Length: 2000\r\n\r\nSAMLResponse=".encode()
+            )
+            held.append(s)
+        time.sleep(0.5)  # every one of them is in the server by now
+        for _ in range(3):
+            conn = http.client.HTTPConnection("127.0.0.1", server, timeout=5)
+            try:
+                conn.request("GET", "/healthz")
+                response = conn.getresponse()
+                assert response.status == 200 and b'"ok"' in response.read()
+            finally:
+                conn.close()
+        conn = http.client.HTTPConnection("127.0.0.1", server, timeout=5)
+        try:
+            conn.request(
+                "POST",
+                f"/saml/{account.slug}/acs",
+                body=b"SAMLResponse=bm90IHhtbA%3D%3D",
+                headers={"Content-Type": "application/x-www-form-urlencoded"},
+            )
+            response = conn.getresponse()
+            assert response.status == 400  # read whole and refused by the app: not XML
+        finally:
+            conn.close()
+    finally:
+        for s in held:
+            s.close()
+
+
 def test_worker_sets_its_startup_heap_aside_from_the_collector(database_url, tmp_path):
     """Each worker, once the app is loaded, freezes what exists (gc.freeze) and logs how many
     objects: full collections later walk only newer objects instead of stopping every request

@@ -37,7 +37,8 @@ class Worker(ASGIWorker):  # type: ignore[misc]
     def load_wsgi(self) -> None:
         super().load_wsgi()
         wsgi: WsgiApp = self.__dict__["asgi"]  # what `bridge:create_app()` made: a Flask app
-        self.asgi = WsgiOnAsgi(wsgi, threads=max(1, int(self.cfg.threads)))
+        limit = getattr(wsgi, "config", {}).get("MAX_CONTENT_LENGTH") or PREFETCH
+        self.asgi = WsgiOnAsgi(wsgi, threads=max(1, int(self.cfg.threads)), prefetch=limit)
         self.log.info("%d startup objects set aside from the cycle collector", _set_aside())
 
 
@@ -56,8 +57,8 @@ def _set_aside() -> int:
 class WsgiOnAsgi:
     """An ASGI 3 application running a WSGI application in a thread pool."""
 
-    def __init__(self, app: WsgiApp, *, threads: int) -> None:
-        self.app = app
+    def __init__(self, app: WsgiApp, *, threads: int, prefetch: int = 0) -> None:
+        self.app, self.prefetch = app, prefetch
         self.pool = ThreadPoolExecutor(threads, thread_name_prefix="wsgi")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -68,20 +69,27 @@ class WsgiOnAsgi:
             return
         loop = asyncio.get_running_loop()
         body = _Body(receive, loop)
-        if _small_body(scope):  # read here, so the app's thread never waits on the loop for it
-            await body.prefetch()
+        if _prefetched(scope, self.prefetch):
+            # read here: a slow or stalled upload holds a coroutine, never one of the app's
+            # threads, and the app's thread never waits on the loop for its body
+            await body.prefetch(self.prefetch)
         environ = _environ(scope, body)
         await loop.run_in_executor(self.pool, _run, self.app, environ, send, loop)
 
 
-PREFETCH = 256 * 1024  # a body announced this small is read before the app runs
+PREFETCH = 1_048_576  # bytes read before the app runs, when the app sets no MAX_CONTENT_LENGTH
 
 
-def _small_body(scope: Scope) -> bool:
-    """Whether the request announces a body (Content-Length) of at most PREFETCH bytes."""
+def _prefetched(scope: Scope, limit: int) -> bool:
+    """Whether the request's body is read before the app runs: one announced (Content-Length)
+    at most `limit` bytes, or a chunked one (read until it ends or passes the limit). A body
+    announced larger is not read at all: the app refuses it on its length alone (413)."""
     for name, value in scope.get("headers", ()):
-        if name.lower() == b"content-length":
-            return value.isdigit() and 0 < int(value) <= PREFETCH
+        name = name.lower()
+        if name == b"content-length":
+            return value.isdigit() and 0 < int(value) <= limit
+        if name == b"transfer-encoding":
+            return True
     return False
 
 
@@ -152,9 +160,10 @@ class _Body:
         self._buffer = bytearray()
         self._done = False
 
-    async def prefetch(self) -> None:
-        """Read the whole body on the loop (before the app runs)."""
-        while not self._done:
+    async def prefetch(self, limit: int) -> None:
+        """Read the body on the loop (before the app runs) until it ends or passes `limit`
+        bytes; the app reads any rest as it asks (and refuses a body that long)."""
+        while not self._done and len(self._buffer) <= limit:
             self._take(await self._receive())
 
     def _fill(self) -> None:

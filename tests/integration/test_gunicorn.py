@@ -98,17 +98,22 @@ def test_slow_clients_do_not_starve_healthz(server):
 
 
 def test_slow_request_bodies_do_not_starve_healthz(server, account):
-    """40 connections each sending a complete header and half of a small announced body (a slow
-    or stalled upload) hold coroutines, not the app's threads: /healthz answers meanwhile, and
-    a SAML response posted whole is still judged."""
+    """40 connections each sending a complete header and part of a body the app would accept
+    (announced small or large, or chunked: slow or stalled uploads) hold coroutines, not the
+    app's threads: /healthz answers meanwhile, and a SAML response posted whole is judged."""
     held = []
+    framing = [
+        "Content-Length: 2000\r\n\r\nSAMLResponse=",
+        "Content-Length: 900000\r\n\r\nSAMLResponse=",  # under BRIDGE_MAX_REQUEST_BYTES
+        "Transfer-Encoding: chunked\r\n\r\nd\r\nSAMLResponse=\r\n",
+    ]
     try:
-        for _ in range(40):
+        for i in range(40):
             s = socket.create_connection(("127.0.0.1", server), timeout=5)
             s.sendall(
                 f"POST /saml/{account.slug}/acs HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                "Content-Type: application/x-www-form-urlencoded\r\n"
-                "Content-Length: 2000\r\n\r\nSAMLResponse=".encode()
+                "Content-Type: application/x-www-form-urlencoded\r\n".encode()
+                + framing[i % 3].encode()
             )
             held.append(s)
         time.sleep(0.5)  # every one of them is in the server by now

@@ -155,7 +155,8 @@ def post(
         return _exchange(_Kept(conn, time.monotonic()), key, target, body, headers, pool, started)
     except (OSError, ValueError, http.client.HTTPException, InvalidInput) as exc:
         detail = exc.detail if isinstance(exc, InvalidInput) else f"{type(exc).__name__}: {exc}"
-        return Answer(None, _ms(started), None, detail[:EXCERPT])
+        # a server's bytes can be in it (a bad status line): NUL as U+FFFD, as for the excerpt
+        return Answer(None, _ms(started), None, detail[:EXCERPT].replace("\x00", "\ufffd"))
 
 
 def _exchange(
@@ -173,7 +174,8 @@ def _exchange(
     try:
         conn.request("POST", target, body, headers)
         response = conn.getresponse()
-        excerpt = response.read(EXCERPT).decode("utf-8", errors="replace")
+        # as text a column can hold: a NUL (PostgreSQL refuses it) as U+FFFD, like a bad byte
+        excerpt = response.read(EXCERPT).decode("utf-8", errors="replace").replace("\x00", "\ufffd")
         if pool is not None and not response.will_close:
             response.read(DRAIN)  # the rest of a short answer; a longer one ends the connection
             reusable = response.isclosed()

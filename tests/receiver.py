@@ -18,6 +18,7 @@ class Receiver:
         self.fail_next = 0  # answer 500 to this many requests first
         self.status = 204
         self.delay = 0.0
+        self.reply = b""  # the body of every answer
         self.received: list[dict] = []  # verified payloads, in arrival order
         self.arrived: dict[str, float] = {}  # event id -> first arrival (monotonic)
         self.counts: Counter[str] = Counter()
@@ -35,8 +36,9 @@ class Receiver:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 code = receiver.handle(body, {k.lower(): v for k, v in self.headers.items()})
                 self.send_response(code)
-                self.send_header("Content-Length", "0")
+                self.send_header("Content-Length", str(len(receiver.reply)))
                 self.end_headers()
+                self.wfile.write(receiver.reply)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True

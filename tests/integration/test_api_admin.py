@@ -171,6 +171,19 @@ def test_scim_request_log(api, scim, account, store):
     assert len(api.get("scim-requests").json["requests"]) == 1
 
 
+def test_scim_request_log_keeps_a_request_with_a_nul(api, scim, account):
+    """A body that is not JSON and holds NUL bytes, and a path with %00, are logged with each
+    NUL as U+FFFD (PostgreSQL refuses NUL in text; the log row was lost before)."""
+    raw = scim.post("Users", data=b"\x00\x01junk", content_type="application/scim+json")
+    assert raw.status_code == 400 and raw.json["scimType"] == "invalidSyntax"
+    missing = scim.get("Users/a%00b")
+    assert missing.status_code == 404
+    rows = api.get("scim-requests").json["requests"]
+    assert [(r["method"], r["status"]) for r in rows] == [("GET", 404), ("POST", 400)]
+    assert rows[0]["path"] == "/scim/v2/Users/a\ufffdb"
+    assert rows[1]["body"] == "\ufffd\x01junk"
+
+
 def scim_token_id(store, account):
     with store.read() as db:
         return db.scalar(select(ScimToken.id).where(ScimToken.account_id == account.id))

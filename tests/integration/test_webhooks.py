@@ -209,6 +209,34 @@ def test_gone_disables_the_endpoint(scim, store, settings, receiver, workers):
     assert not receiver.wait_for(lambda r: len(r.counts) > 1, timeout=1.0)
 
 
+def test_an_answer_with_a_nul_is_recorded_once_and_not_sent_again(
+    scim, store, settings, receiver, workers
+):
+    """An endpoint answering 200 with a NUL in its body: the attempt is recorded (the NUL as
+    U+FFFD: PostgreSQL holds no NUL in text) and the delivery is done. Before, recording failed
+    on PostgreSQL, so the delivery was sent again each time its lease ran out, for ever."""
+    import time
+
+    added = _hook(store, settings, scim.account, receiver.url, types=["user.created"])
+    receiver.secrets, receiver.status, receiver.reply = [added.secret], 200, b"ok\x00then"
+    workers.start(1, tuning=replace(FAST, lease=timedelta(seconds=1)))
+    scim.post("Users", {"userName": "nul@example.com"})
+    assert receiver.wait_for(lambda r: len(r.counts) == 1)
+    for _ in range(100):
+        with store.read() as db:
+            rows = db.execute(
+                select(Delivery.state, DeliveryAttempt.status, DeliveryAttempt.response)
+                .join(DeliveryAttempt, DeliveryAttempt.delivery_id == Delivery.id)
+                .where(Delivery.endpoint_id == added.id)
+            ).all()
+        if rows:
+            break
+        time.sleep(0.05)
+    assert [tuple(r) for r in rows] == [("delivered", 200, "ok\ufffdthen")]
+    time.sleep(2.5)  # past the lease: a delivery left unrecorded would be claimed and sent again
+    assert sum(receiver.counts.values()) == 1
+
+
 def _wait_disabled(store, endpoint_id):
     import time
 

@@ -13,8 +13,10 @@
 #   SAMPLE=60 bench/mutation.sh             # a random sample of 60 mutants per module (for a
 #                                           # busy machine); the table says how many were checked
 #
-# Quicker (how issue 16's four modules were measured in full, about an hour at load 3-6):
+# Quicker (how issue 16's modules were measured: policies/ in 26 minutes, the scim/ modules at
+# 7-10 mutants a minute, about 2 hours for their 952, at load 3-9):
 # bench/mutation_fast.py --generate, --stats, then a run with --tests-from (see its docstring).
+# The figures measured, and each equivalent mutant with why: docs/mutation.md.
 #
 # Runs on SQLite with CI=1 so that Hypothesis is derandomized (the same examples every run).
 # Survivors: `.venv/bin/mutmut results`, then `.venv/bin/mutmut show NAME`.

@@ -447,7 +447,10 @@ def sort_key(amap: AttributeMap, sort_by: str, dialect: str) -> Any:
     target = parse_path(sort_by, tuple(amap.resource.schemas))
     if target.filter is not None:
         raise InvalidFilter(f"cannot sort by {sort_by!r}")
-    found, sub = amap.lookup(target.path)
+    try:
+        found, sub = amap.lookup(target.path)
+    except UnknownAttribute:  # its message speaks of filtering
+        raise UnknownAttribute(f"cannot sort by {sort_by!r}: no such attribute") from None
     if isinstance(found, Child):
         name = (sub or found.default).lower()
         if name not in found.fields or found.fields[name].kind == CONSTANT:

@@ -526,7 +526,7 @@ def test_sorting_by_group_uses_the_first_group_the_user_shows(scim):
 def test_bad_sort_is_400(scim, people, sort_by):
     """An unknown or unsortable sort attribute, or an unknown order, is a 400 naming it."""
     body = scim_error(scim.get("Users", query_string={"sortBy": sort_by}), 400, "invalidFilter")
-    assert sort_by in body["detail"], body
+    assert body["detail"].startswith(f"cannot sort by {sort_by!r}"), body  # not "filtered on"
     scim_error(
         scim.get("Users", query_string={"sortBy": "userName", "sortOrder": "sideways"}),
         400,

@@ -155,6 +155,21 @@ def test_patch_multi_valued_paths(scim):
     assert out["phoneNumbers"] == [{"value": "+1 555 0199", "type": "mobile", "primary": False}]
 
 
+def test_patch_value_filter_pr_does_not_take_a_blank_value(scim):
+    """`emails[display pr]` selects entries that have a display; one whose display was sent
+    blank in the same PATCH has none (as a query's `pr` and the store see it), so only the
+    other is removed."""
+    doc = create(scim, "blank@example.com", emails=[{"value": "kept@example.com", "display": "K"}])
+    out = patch(
+        scim,
+        doc,
+        {"op": "add", "path": "emails", "value": [{"value": "b@example.com", "display": ""}]},
+        {"op": "remove", "path": "emails[display pr]"},
+    )
+    assert out.status_code == 200, out.get_data(as_text=True)
+    assert out.json["emails"] == [{"value": "b@example.com", "primary": False}]
+
+
 def test_patch_manager_bare_string_and_removal(scim):
     """Entra sends manager as a bare string; it reads back as {value}, and remove clears it."""
     boss = create(scim, "boss@example.com", displayName="The Boss")

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from bridge import fetch
+from bridge import fetch, values
 from bridge.errors import InvalidInput
 
 EXCERPT = 500
@@ -155,8 +155,8 @@ def post(
         return _exchange(_Kept(conn, time.monotonic()), key, target, body, headers, pool, started)
     except (OSError, ValueError, http.client.HTTPException, InvalidInput) as exc:
         detail = exc.detail if isinstance(exc, InvalidInput) else f"{type(exc).__name__}: {exc}"
-        # a server's bytes can be in it (a bad status line): NUL as U+FFFD, as for the excerpt
-        return Answer(None, _ms(started), None, detail[:EXCERPT].replace("\x00", "\ufffd"))
+        # a server's bytes can be in it (a bad status line)
+        return Answer(None, _ms(started), None, values.storable(detail[:EXCERPT]))
 
 
 def _exchange(
@@ -174,8 +174,7 @@ def _exchange(
     try:
         conn.request("POST", target, body, headers)
         response = conn.getresponse()
-        # as text a column can hold: a NUL (PostgreSQL refuses it) as U+FFFD, like a bad byte
-        excerpt = response.read(EXCERPT).decode("utf-8", errors="replace").replace("\x00", "\ufffd")
+        excerpt = values.storable(response.read(EXCERPT).decode("utf-8", errors="replace"))
         if pool is not None and not response.will_close:
             response.read(DRAIN)  # the rest of a short answer; a longer one ends the connection
             reusable = response.isclosed()

@@ -41,15 +41,9 @@ def redact(raw: bytes) -> str | None:
     try:
         doc = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
-        text = _storable(raw[:MAX_BODY].decode("utf-8", errors="replace"))
+        text = values.storable(raw[:MAX_BODY].decode("utf-8", errors="replace"))
         return text if not any(w in text.lower() for w in SECRET_WORDS) else REDACTED
     return json.dumps(_scrub(doc), ensure_ascii=False)[:MAX_BODY]
-
-
-def _storable(text: str) -> str:
-    """Text a column can hold: a NUL (which PostgreSQL refuses) shown as U+FFFD, as an
-    undecodable byte is (a request's raw body or a path with %00 is still logged)."""
-    return text.replace("\x00", "\ufffd")
 
 
 def _scrub(value: Any) -> Any:
@@ -92,11 +86,11 @@ def record(
             "token_id": token_id,
             "at": utcnow(),
             "method": method,
-            "path": _storable(path[:2048]),
+            "path": values.storable(path[:2048]),
             "status": status,
             "scim_type": scim_type,
             "duration_ms": duration_ms,
-            "detail": _storable((detail or "")[:1024]) or None,
+            "detail": values.storable((detail or "")[:1024]) or None,
             "body": redact(body) if status >= 400 else None,
         }
         values.check_values(TABLE, row)

@@ -46,6 +46,12 @@ def check_value(column: Column[Any], value: Any) -> None:
         raise InvalidInput(f"{what} must be true or false")
 
 
+def storable(text: str) -> str:
+    """Outside text kept in a record that must not be lost for it (a log line, a delivery's
+    answer): each NUL, which PostgreSQL refuses, as U+FFFD, as an undecodable byte already is."""
+    return text.replace("\x00", "\ufffd")
+
+
 def check_text(value: Any, what: str, limit: int | None = None) -> None:
     """`value` is text every database can store, at most `limit` characters."""
     if not isinstance(value, str):

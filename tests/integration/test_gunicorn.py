@@ -4,6 +4,7 @@ import http.client
 import re
 import socket
 import time
+from contextlib import contextmanager
 
 import pytest
 
@@ -74,70 +75,61 @@ def healthz_answers(port):
             conn.close()
 
 
-def test_slow_clients_do_not_starve_healthz(server):
-    """40 connections each holding a partial request header (slowloris) leave /healthz
-    answering, and a SCIM-sized POST body still streams through, while they hold on."""
+def post(port, path, body, content_type):
+    """(status, body) of one POST on a connection of its own."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request("POST", path, body=body, headers={"Content-Type": content_type})
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+@contextmanager
+def held_open(port, beginnings):
+    """A connection per item of `beginnings`, each sent that much of a request and held."""
     held = []
     try:
-        for _ in range(40):
-            s = socket.create_connection(("127.0.0.1", server), timeout=5)
-            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+        for data in beginnings:
+            s = socket.create_connection(("127.0.0.1", port), timeout=5)
+            s.sendall(data)
             held.append(s)
-        healthz_answers(server)
-        conn = http.client.HTTPConnection("127.0.0.1", server, timeout=5)
-        try:
-            conn.request(
-                "POST",
-                "/scim/v2/Users",
-                body=b'{"userName": "' + b"x" * 200_000 + b'"}',
-                headers={"Content-Type": "application/scim+json"},
-            )
-            response = conn.getresponse()
-            assert response.status == 401  # read whole, judged by the app: no token
-            assert b"Bearer" in response.read()
-        finally:
-            conn.close()
+        yield
     finally:
         for s in held:
             s.close()
+
+
+def test_slow_clients_do_not_starve_healthz(server):
+    """40 connections each holding a partial request header (slowloris) leave /healthz
+    answering, and a SCIM-sized POST body still streams through, while they hold on."""
+    with held_open(server, [b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: "] * 40):
+        healthz_answers(server)
+        body = b'{"userName": "' + b"x" * 200_000 + b'"}'
+        status, answer = post(server, "/scim/v2/Users", body, "application/scim+json")
+        assert status == 401  # read whole, judged by the app: no token
+        assert b"Bearer" in answer
 
 
 def test_slow_request_bodies_do_not_starve_healthz(server, account):
     """40 connections each sending a complete header and part of a body the app would accept
     (announced small or large, or chunked: slow or stalled uploads) hold coroutines, not the
     app's threads: /healthz answers meanwhile, and a SAML response posted whole is judged."""
-    held = []
+    form = "application/x-www-form-urlencoded"
     framing = [
         "Content-Length: 2000\r\n\r\nSAMLResponse=",
         "Content-Length: 900000\r\n\r\nSAMLResponse=",  # under BRIDGE_MAX_REQUEST_BYTES
         "Transfer-Encoding: chunked\r\n\r\nd\r\nSAMLResponse=\r\n",
     ]
-    try:
-        for i in range(40):
-            s = socket.create_connection(("127.0.0.1", server), timeout=5)
-            s.sendall(
-                f"POST /saml/{account.slug}/acs HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                "Content-Type: application/x-www-form-urlencoded\r\n".encode()
-                + framing[i % 3].encode()
-            )
-            held.append(s)
+    head = f"POST /saml/{account.slug}/acs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {form}\r\n"
+    with held_open(server, [(head + framing[i % 3]).encode() for i in range(40)]):
         time.sleep(0.5)  # every one of them is in the server by now
         healthz_answers(server)
-        conn = http.client.HTTPConnection("127.0.0.1", server, timeout=5)
-        try:
-            conn.request(
-                "POST",
-                f"/saml/{account.slug}/acs",
-                body=b"SAMLResponse=bm90IHhtbA%3D%3D",
-                headers={"Content-Type": "application/x-www-form-urlencoded"},
-            )
-            response = conn.getresponse()
-            assert response.status == 400  # read whole and refused by the app: not XML
-        finally:
-            conn.close()
-    finally:
-        for s in held:
-            s.close()
+        status, _ = post(
+            server, f"/saml/{account.slug}/acs", b"SAMLResponse=bm90IHhtbA%3D%3D", form
+        )
+        assert status == 400  # read whole and refused by the app: not XML
 
 
 def test_worker_sets_its_startup_heap_aside_from_the_collector(database_url, tmp_path):

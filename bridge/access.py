@@ -42,16 +42,26 @@ def apply(
     *,
     actor: str,
     fresh: bool = False,
-) -> None:
+) -> dict[str, Any] | None:
     """Make the user's policy-provenance rows exactly what `decision` says. `fresh`: a user
-    created in this transaction, who has no such rows yet (none are read). `actor` is audited on
-    a group grant this adds (the user's own rows are audited by the caller, on the user)."""
+    created in this transaction, who has no such rows yet (none are read), and no others: their
+    access is what this writes, returned as `access_of` would read it back. `actor` is audited
+    on a group grant this adds (the user's own rows are audited by the caller, on the user)."""
     db.flush()
     _apply_role(db, user, decision, fresh)
     environments = {name: env_id for env_id, name, _default in environments_of(db, account.id)}
-    _apply_environments(db, user, decision, environments, fresh)
-    _apply_groups(db, account, user, decision, fresh)
-    _apply_grants(db, account, user, decision, environments, fresh, actor)
+    envs = _apply_environments(db, user, decision, environments, fresh)
+    groups = _apply_groups(db, account, user, decision, fresh)
+    grants = _apply_grants(db, account, user, decision, environments, fresh, actor)
+    if not fresh:
+        return None
+    names = {env_id: name for name, env_id in environments.items()}
+    return _shaped(
+        (decision.role, POLICY + decision.role_rule),
+        [(None if env_id is None else names[env_id], prov) for env_id, prov in envs],
+        groups,
+        [(names[e], kind, path, level, prov) for (e, kind, path, prov), level in grants.items()],
+    )
 
 
 def _apply_role(db: Session, user: User, decision: policies.Decision, fresh: bool) -> None:
@@ -75,7 +85,7 @@ def _apply_environments(
     decision: policies.Decision,
     environments: Mapping[str, int],
     fresh: bool,
-) -> None:
+) -> set[tuple[int | None, str]]:
     provenance = POLICY + decision.environments_rule
     if decision.environments == policies.ALL_ENVIRONMENTS:
         wanted: set[tuple[int | None, str]] = {(None, provenance)}
@@ -101,14 +111,19 @@ def _apply_environments(
             db.delete(row)
     for env_id, prov in wanted - have.keys():
         db.add(EnvironmentAccess(user_id=user.id, environment_id=env_id, provenance=prov))
+    return wanted
 
 
 def _apply_groups(
     db: Session, account: Account, user: User, decision: policies.Decision, fresh: bool
-) -> None:
+) -> list[tuple[str, str]]:
+    """Returns the (group name, provenance) pairs the user now has from the policy."""
     wanted: set[tuple[uuid.UUID, str]] = set()
+    named: dict[tuple[uuid.UUID, str], str] = {}
     for spec in decision.groups:
-        wanted.add((policy_group(db, account, spec.name).id, POLICY + spec.rule))
+        group = policy_group(db, account, spec.name)
+        wanted.add((group.id, POLICY + spec.rule))
+        named[group.id, POLICY + spec.rule] = group.display_name
     rows = (
         []
         if fresh
@@ -124,6 +139,7 @@ def _apply_groups(
             db.delete(row)
     for group_id, prov in wanted - have.keys():
         db.add(Membership(group_id=group_id, user_id=user.id, provenance=prov))
+    return [(named[key], key[1]) for key in wanted]
 
 
 def policy_group(db: Session, account: Account, name: str) -> Group:
@@ -151,7 +167,8 @@ def _apply_grants(
     environments: Mapping[str, int],
     fresh: bool,
     actor: str,
-) -> None:
+) -> dict[tuple[int, str, str, str], str]:
+    """Returns the user's policy grants now: (environment id, kind, path, provenance) -> level."""
     # A grant is one row per (environment, kind, path, provenance): the level is what it says,
     # so a policy that changes a level updates the row (a delete and an insert of the same key
     # in one flush would break the unique index: SQLAlchemy inserts before it deletes).
@@ -198,6 +215,7 @@ def _apply_grants(
                 provenance=prov,
             )
         )
+    return wanted
 
 
 def _ensure_group_grant(
@@ -286,12 +304,28 @@ def record_group_grants(
 def access_of(db: Session, user: User) -> dict[str, Any]:
     """Role, environments, groups and grants of a user, each with its provenance (one query)."""
     rows = db.execute(_access_statement(), {"user_id": user.id}).all()
-    role = next((r for r in rows if r[0] == "role"), None)
+    role = next(((r[1], r[2]) for r in rows if r[0] == "role"), None)
     envs = [(r[1], r[2]) for r in rows if r[0] == "environment"]
     groups = [(r[1], r[2]) for r in rows if r[0] == "group"]
     grants = [(r[1], r[3], r[4], r[5], r[2]) for r in rows if r[0] == "grant"]
+    return _shaped(role, envs, groups, grants)
+
+
+def no_access() -> dict[str, Any]:
+    """What `access_of` answers for a user with no access rows at all."""
+    return _shaped(None, [], [], [])
+
+
+def _shaped(
+    role: tuple[str, str] | None,
+    envs: list[tuple[str | None, str]],
+    groups: list[tuple[str, str]],
+    grants: list[tuple[str, str, str, str, str]],
+) -> dict[str, Any]:
+    """What `access_of` answers, from (role, provenance), (environment name or None for all,
+    provenance), (group name, provenance) and (environment, kind, path, level, provenance)."""
     return {
-        "role": None if role is None else {"role": role[1], "provenance": role[2]},
+        "role": None if role is None else {"role": role[0], "provenance": role[1]},
         "environments": sorted(
             [{"environment": name or "all", "provenance": prov} for name, prov in envs],
             key=lambda e: (e["environment"], e["provenance"]),

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import Boolean, Integer, bindparam, literal, null, select, union_all
 from sqlalchemy.orm import Session
 
 import policies
@@ -165,11 +165,59 @@ def environments_of(db: Session, account_id: int) -> list[tuple[int, str, bool]]
 _ACTIVE = select(PolicyVersion.id, PolicyVersion.number, PolicyVersion.content_hash).where(
     PolicyVersion.account_id == bindparam("account_id"), PolicyVersion.active.is_(True)
 )  # built once: every write that applies the policy reads it
+# The active version and the account's environments in one round trip (a write that applies
+# the policy needs both): kind 0 is the version (id, number, hash), kind 1 an environment
+# (id, name, default). Built once.
+_ACTIVE_AND_ENVIRONMENTS = union_all(
+    select(
+        literal(0).label("kind"),
+        PolicyVersion.id,
+        PolicyVersion.number,
+        PolicyVersion.content_hash.label("text"),
+        null().cast(Boolean).label("is_default"),
+    ).where(PolicyVersion.account_id == bindparam("account_id"), PolicyVersion.active.is_(True)),
+    select(
+        literal(1),
+        Environment.id,
+        null().cast(Integer),
+        Environment.name,
+        Environment.is_default,
+    ).where(Environment.account_id == bindparam("account_id")),
+).order_by("kind", "id")
+
+
+@dataclass(frozen=True)
+class _Version:
+    """An active stored policy version, as policy_for reads it."""
+
+    id: int
+    number: int
+    content_hash: str
+
+
+def _active(db: Session, account_id: int) -> _Version | None:
+    """The active stored version's (id, number, content_hash), or None; the environments too
+    (into the session's cache of environments_of) when they are not known yet."""
+    cache: dict[int, list[tuple[int, str, bool]]] = db.info.setdefault(ENVIRONMENTS, {})
+    if account_id in cache:
+        row = db.execute(_ACTIVE, {"account_id": account_id}).first()
+        return None if row is None else _Version(*row)
+    active: _Version | None = None
+    environments: list[tuple[int, str, bool]] = []
+    for kind, row_id, number, text, default in db.execute(
+        _ACTIVE_AND_ENVIRONMENTS, {"account_id": account_id}
+    ):
+        if kind == 0:
+            active = _Version(row_id, number, text)
+        else:
+            environments.append((row_id, text, bool(default)))
+    cache[account_id] = environments
+    return active
 
 
 def policy_for(db: Session, account: Account, registry: PolicyRegistry | None) -> Choice:
     """The account's policy now: its active stored version, else its file, else its defaults."""
-    active = db.execute(_ACTIVE, {"account_id": account.id}).first()
+    active = _active(db, account.id)
     if active is not None:
 
         def source() -> str:

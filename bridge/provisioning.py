@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 import policies
@@ -274,20 +274,27 @@ def _decide(
     *,
     actor: str,
     fresh: bool = False,
-) -> policies.Decision | None:
+) -> tuple[policies.Decision | None, dict[str, Any] | None]:
     """Evaluate and apply the policy; on any error keep the user's access exactly as it was.
     db.info[SETTLED] keeps, per user, the key of a policy applied exactly as it decided (None
-    after an error or a guard's hold: their next login must evaluate again)."""
+    after an error or a guard's hold: their next login must evaluate again). Returns the
+    Decision applied and, for a `fresh` user (made in this transaction), their access as
+    `access.access_of` would read it."""
     decision = policies.evaluate(choice.policy, profile) if choice.policy is not None else None
     result = "no_policy" if decision is None else "applied" if decision.ok else "error"
     metrics.on_commit(db, metrics.POLICY_EVALUATIONS.labels(result).inc)
     db.info.setdefault(SETTLED, {})[user.id] = None
     if choice.policy is not None and decision is not None and decision.ok:
-        held = guards.hold(db, account, user, choice.policy, decision, actor=actor)
-        access.apply(db, account, user, held, actor=actor, fresh=fresh)
+        # a fresh user holds no role yet, so no guard can keep one for them
+        held = (
+            decision
+            if fresh
+            else guards.hold(db, account, user, choice.policy, decision, actor=actor)
+        )
+        written = access.apply(db, account, user, held, actor=actor, fresh=fresh)
         if held is decision:
             db.info[SETTLED][user.id] = choice.key
-        return held
+        return held, written
     why = list(decision.errors) if decision is not None else [choice.error or "no policy"]
     log.warning("policy not applied to user %s: %s", user.id, "; ".join(why))
     db.flush()
@@ -300,7 +307,7 @@ def _decide(
         target_id=str(user.id),
         after={"policy": choice.source, "errors": why, "access": "kept"},
     )
-    return decision
+    return decision, access.no_access() if fresh else None
 
 
 def login_digest(
@@ -481,11 +488,11 @@ def _write(
             db, account, user, choice.policy, change="deactivate", actor=actor
         )
     stored = profiles.stored(db, user, profile, groups=() if is_new else None)
-    decision = _decide(db, account, user, choice, stored, actor=actor, fresh=is_new)
+    decision, written = _decide(db, account, user, choice, stored, actor=actor, fresh=is_new)
     if deactivated:
         sessions.end_for_user(db, user.id)  # suspension takes effect at once
     if is_new:
-        after = snapshot(db, user)
+        after = snapshot(db, user, written)  # the access just written: nothing to read back
         audit.record(
             db,
             account.id,
@@ -567,11 +574,21 @@ def _find(
         )
         if linked is not None:
             return linked
+    key = fold(profile.user_name)
     if profile.external_id:
-        by_external = db.scalar(in_account.where(User.external_id == profile.external_id))
-        if by_external is not None:
-            return by_external
-    by_name = db.scalar(in_account.where(User.user_name_key == fold(profile.user_name)))
+        # both keys in one round trip (at most a row each: both are unique in the account),
+        # locked in id order so two writers naming the same two users cannot deadlock
+        found = db.scalars(
+            in_account.where(
+                or_(User.external_id == profile.external_id, User.user_name_key == key)
+            ).order_by(User.id)
+        ).all()
+        for user in found:
+            if user.external_id == profile.external_id:
+                return user
+        by_name = found[0] if found else None
+    else:
+        by_name = db.scalar(in_account.where(User.user_name_key == key))
     if (
         by_name is not None
         and profile.external_id
@@ -716,8 +733,9 @@ def _link_identity(
         raise Conflict("this IdP identity is linked to another user")
 
 
-def snapshot(db: Session, user: User) -> dict[str, Any]:
-    """The user's stored state and access as JSON-able data, for audit and change detection."""
+def snapshot(db: Session, user: User, known_access: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The user's stored state and access as JSON-able data, for audit and change detection
+    (`known_access`: their access, when the caller knows it without reading it)."""
     db.flush()
     state: dict[str, Any] = {"user_name": user.user_name}
     for key in sorted(SCALAR_FIELDS):
@@ -725,5 +743,5 @@ def snapshot(db: Session, user: User) -> dict[str, Any]:
         state[key] = str(value) if isinstance(value, uuid.UUID) else value
     for key in MULTI_VALUED:
         state[key] = [{k: getattr(row, k) for k in ENTRY_KEYS[key]} for row in getattr(user, key)]
-    state["access"] = access_of(db, user)
+    state["access"] = access_of(db, user) if known_access is None else known_access
     return state

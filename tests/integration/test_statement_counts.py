@@ -27,12 +27,12 @@ from tests.saml_idp import TestIdP
 BASE = "http://127.0.0.1:8000"
 # (statements, commits) per request, the same on SQLite and PostgreSQL (BEGIN aside). A commit
 # ends each read transaction too (the request's session: bridge.store).
-CREATE = (17, 3)
+CREATE = (14, 3)
 GET = (3, 2)
 FILTER = (3, 2)
-PATCH = (13, 3)
-FIRST_LOGIN = (25, 2)
-RETURNING_LOGIN = (12, 2)
+PATCH = (12, 3)
+FIRST_LOGIN = (23, 2)
+RETURNING_LOGIN = (11, 2)
 ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
 PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 

@@ -12,11 +12,11 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import String, bindparam, literal, null, select, union_all
+from sqlalchemy import String, Table, bindparam, insert, literal, null, select, union_all
 from sqlalchemy.orm import Session
 
 import policies
-from bridge import audit, tracing
+from bridge import audit, metrics, tracing, values
 from bridge.models import (
     Account,
     Environment,
@@ -41,35 +41,146 @@ def apply(
     decision: policies.Decision,
     *,
     actor: str,
-    fresh: bool = False,
-) -> dict[str, Any] | None:
-    """Make the user's policy-provenance rows exactly what `decision` says. `fresh`: a user
-    created in this transaction, who has no such rows yet (none are read), and no others: their
-    access is what this writes, returned as `access_of` would read it back. `actor` is audited
-    on a group grant this adds (the user's own rows are audited by the caller, on the user)."""
+) -> None:
+    """Make the stored user's policy-provenance rows exactly what `decision` says. `actor` is
+    audited on a group grant this adds (the user's own rows are audited by the caller)."""
     db.flush()
-    _apply_role(db, user, decision, fresh)
+    _apply_role(db, user, decision)
     environments = {name: env_id for env_id, name, _default in environments_of(db, account.id)}
-    envs = _apply_environments(db, user, decision, environments, fresh)
-    groups = _apply_groups(db, account, user, decision, fresh)
-    grants = _apply_grants(db, account, user, decision, environments, fresh, actor)
-    if not fresh:
-        return None
+    _apply_environments(db, user, _wanted_environments(decision, environments))
+    _apply_groups(db, user, _wanted_groups(db, account, decision))
+    _apply_grants(db, account, user, _wanted_grants(db, account, decision, environments, actor))
+
+
+@tracing.step("provisioning.access")
+def create(
+    db: Session,
+    account: Account,
+    user_id: uuid.UUID,
+    decision: policies.Decision,
+    *,
+    actor: str,
+) -> dict[str, Any]:
+    """`apply` for a user created in this transaction: they have no access rows yet, so none
+    are read, and the rows `decision` gives are written with one Core INSERT per table (values
+    checked as a flush would: bridge.values). Returns their access as `access_of` would read it
+    back: what was written is all there is."""
+    environments = {name: env_id for env_id, name, _default in environments_of(db, account.id)}
+    envs = _wanted_environments(decision, environments)
+    groups = _wanted_groups(db, account, decision)
+    grants = _wanted_grants(db, account, decision, environments, actor)
+    role = (decision.role, POLICY + decision.role_rule)
+    _insert(db, ROLES, [{"user_id": user_id, "role": role[0], "provenance": role[1]}], "role")
+    _insert(
+        db,
+        ENVIRONMENT_ACCESS,
+        [{"user_id": user_id, "environment_id": e, "provenance": p} for e, p in envs],
+        "environment",
+    )
+    _insert(
+        db,
+        MEMBERSHIPS,
+        [{"group_id": g, "user_id": user_id, "provenance": p} for g, p in groups],
+        "membership",
+    )
+    _insert(
+        db,
+        GRANTS,
+        [
+            {
+                "account_id": account.id,
+                "user_id": user_id,
+                "environment_id": env_id,
+                "kind": kind,
+                "path": path,
+                "level": level,
+                "provenance": prov,
+            }
+            for (env_id, kind, path, prov), level in grants.items()
+        ],
+        "grant",
+    )
     names = {env_id: name for name, env_id in environments.items()}
     return _shaped(
-        (decision.role, POLICY + decision.role_rule),
+        role,
         [(None if env_id is None else names[env_id], prov) for env_id, prov in envs],
-        groups,
+        [(name, prov) for (_group_id, prov), name in groups.items()],
         [(names[e], kind, path, level, prov) for (e, kind, path, prov), level in grants.items()],
     )
 
 
-def _apply_role(db: Session, user: User, decision: policies.Decision, fresh: bool) -> None:
-    assignment = (
-        None
-        if fresh
-        else db.scalar(select(RoleAssignment).where(RoleAssignment.user_id == user.id))
-    )
+ROLES: Table = RoleAssignment.__table__  # type: ignore[assignment]
+ENVIRONMENT_ACCESS: Table = EnvironmentAccess.__table__  # type: ignore[assignment]
+MEMBERSHIPS: Table = Membership.__table__  # type: ignore[assignment]
+GRANTS: Table = Grant.__table__  # type: ignore[assignment]
+_INSERTS = {t.name: insert(t) for t in (ROLES, ENVIRONMENT_ACCESS, MEMBERSHIPS, GRANTS)}
+
+
+def _insert(db: Session, table: Table, rows: list[dict[str, Any]], kind: str) -> None:
+    """One Core INSERT of `rows` (none: no statement), each checked first; counted as `kind`."""
+    if not rows:
+        return
+    for row in rows:
+        values.check_values(table, row)
+    db.connection().execute(_INSERTS[table.name], rows)
+    metrics.count_created(db, kind, len(rows))
+
+
+def _wanted_environments(
+    decision: policies.Decision, environments: Mapping[str, int]
+) -> set[tuple[int | None, str]]:
+    """(environment id, None for all, provenance) of the environments `decision` gives."""
+    provenance = POLICY + decision.environments_rule
+    if decision.environments == policies.ALL_ENVIRONMENTS:
+        return {(None, provenance)}
+    return {
+        (environments[name], provenance)
+        for name in decision.environments
+        if name in environments  # an environment the account lacks grants nothing
+    }
+
+
+def _wanted_groups(
+    db: Session, account: Account, decision: policies.Decision
+) -> dict[tuple[uuid.UUID, str], str]:
+    """(group id, provenance) -> group name, of the groups `decision` puts the user in (made
+    when the account lacks them)."""
+    wanted: dict[tuple[uuid.UUID, str], str] = {}
+    for spec in decision.groups:
+        group = policy_group(db, account, spec.name)
+        wanted[group.id, POLICY + spec.rule] = group.display_name
+    return wanted
+
+
+def _wanted_grants(
+    db: Session,
+    account: Account,
+    decision: policies.Decision,
+    environments: Mapping[str, int],
+    actor: str,
+) -> dict[tuple[int, str, str, str], str]:
+    """The user grants `decision` gives: (environment id, kind, path, provenance) -> level. The
+    group grants it names are added to their groups on the way (`_ensure_group_grant`)."""
+    wanted: dict[tuple[int, str, str, str], str] = {}
+    for spec in decision.grants:
+        if spec.environment not in environments:
+            continue
+        key: tuple[int, str, str, str] = (
+            environments[spec.environment],
+            spec.kind,
+            spec.path,
+            POLICY + spec.rule,
+        )
+        if spec.subject == "user":
+            wanted[key] = spec.level
+        elif spec.group is not None:
+            group = policy_group(db, account, spec.group)
+            _ensure_group_grant(db, account, group, key, spec.level, actor)
+    return wanted
+
+
+def _apply_role(db: Session, user: User, decision: policies.Decision) -> None:
+    assignment = db.scalar(select(RoleAssignment).where(RoleAssignment.user_id == user.id))
     provenance = POLICY + decision.role_rule
     if assignment is None:
         db.add(RoleAssignment(user_id=user.id, role=decision.role, provenance=provenance))
@@ -79,67 +190,33 @@ def _apply_role(db: Session, user: User, decision: policies.Decision, fresh: boo
         assignment.role, assignment.provenance = decision.role, provenance
 
 
-def _apply_environments(
-    db: Session,
-    user: User,
-    decision: policies.Decision,
-    environments: Mapping[str, int],
-    fresh: bool,
-) -> set[tuple[int | None, str]]:
-    provenance = POLICY + decision.environments_rule
-    if decision.environments == policies.ALL_ENVIRONMENTS:
-        wanted: set[tuple[int | None, str]] = {(None, provenance)}
-    else:
-        wanted = {
-            (environments[name], provenance)
-            for name in decision.environments
-            if name in environments  # an environment the account lacks grants nothing
-        }
-    rows = (
-        []
-        if fresh
-        else db.scalars(
-            select(EnvironmentAccess).where(
-                EnvironmentAccess.user_id == user.id,
-                EnvironmentAccess.provenance.startswith(POLICY),
-            )
-        ).all()
-    )
+def _apply_environments(db: Session, user: User, wanted: set[tuple[int | None, str]]) -> None:
+    rows = db.scalars(
+        select(EnvironmentAccess).where(
+            EnvironmentAccess.user_id == user.id,
+            EnvironmentAccess.provenance.startswith(POLICY),
+        )
+    ).all()
     have = {(row.environment_id, row.provenance): row for row in rows}
     for key, row in have.items():
         if key not in wanted:
             db.delete(row)
     for env_id, prov in wanted - have.keys():
         db.add(EnvironmentAccess(user_id=user.id, environment_id=env_id, provenance=prov))
-    return wanted
 
 
-def _apply_groups(
-    db: Session, account: Account, user: User, decision: policies.Decision, fresh: bool
-) -> list[tuple[str, str]]:
-    """Returns the (group name, provenance) pairs the user now has from the policy."""
-    wanted: set[tuple[uuid.UUID, str]] = set()
-    named: dict[tuple[uuid.UUID, str], str] = {}
-    for spec in decision.groups:
-        group = policy_group(db, account, spec.name)
-        wanted.add((group.id, POLICY + spec.rule))
-        named[group.id, POLICY + spec.rule] = group.display_name
-    rows = (
-        []
-        if fresh
-        else db.scalars(
-            select(Membership).where(
-                Membership.user_id == user.id, Membership.provenance.startswith(POLICY)
-            )
-        ).all()
-    )
+def _apply_groups(db: Session, user: User, wanted: Mapping[tuple[uuid.UUID, str], str]) -> None:
+    rows = db.scalars(
+        select(Membership).where(
+            Membership.user_id == user.id, Membership.provenance.startswith(POLICY)
+        )
+    ).all()
     have = {(row.group_id, row.provenance): row for row in rows}
     for key, row in have.items():
         if key not in wanted:
             db.delete(row)
-    for group_id, prov in wanted - have.keys():
+    for group_id, prov in wanted.keys() - have.keys():
         db.add(Membership(group_id=group_id, user_id=user.id, provenance=prov))
-    return [(named[key], key[1]) for key in wanted]
 
 
 def policy_group(db: Session, account: Account, name: str) -> Group:
@@ -160,40 +237,14 @@ def policy_group(db: Session, account: Account, name: str) -> Group:
 
 
 def _apply_grants(
-    db: Session,
-    account: Account,
-    user: User,
-    decision: policies.Decision,
-    environments: Mapping[str, int],
-    fresh: bool,
-    actor: str,
-) -> dict[tuple[int, str, str, str], str]:
-    """Returns the user's policy grants now: (environment id, kind, path, provenance) -> level."""
+    db: Session, account: Account, user: User, wanted: Mapping[tuple[int, str, str, str], str]
+) -> None:
     # A grant is one row per (environment, kind, path, provenance): the level is what it says,
     # so a policy that changes a level updates the row (a delete and an insert of the same key
     # in one flush would break the unique index: SQLAlchemy inserts before it deletes).
-    wanted: dict[tuple[int, str, str, str], str] = {}
-    for spec in decision.grants:
-        if spec.environment not in environments:
-            continue
-        key: tuple[int, str, str, str] = (
-            environments[spec.environment],
-            spec.kind,
-            spec.path,
-            POLICY + spec.rule,
-        )
-        if spec.subject == "user":
-            wanted[key] = spec.level
-        elif spec.group is not None:
-            group = policy_group(db, account, spec.group)
-            _ensure_group_grant(db, account, group, key, spec.level, actor)
-    rows = (
-        []
-        if fresh
-        else db.scalars(
-            select(Grant).where(Grant.user_id == user.id, Grant.provenance.startswith(POLICY))
-        ).all()
-    )
+    rows = db.scalars(
+        select(Grant).where(Grant.user_id == user.id, Grant.provenance.startswith(POLICY))
+    ).all()
     have = {(r.environment_id, r.kind, r.path, r.provenance): r for r in rows}
     for held, row in have.items():
         if held not in wanted:
@@ -215,7 +266,6 @@ def _apply_grants(
                 provenance=prov,
             )
         )
-    return wanted
 
 
 def _ensure_group_grant(

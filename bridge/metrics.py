@@ -158,6 +158,14 @@ def on_commit(db: Session, count: Callable[[], None]) -> None:
     db.info.setdefault(PENDING, []).append(count)
 
 
+def count_created(db: Session, kind: str, rows: int = 1) -> None:
+    """Count `rows` rows of `kind` (KINDS) inserted without the ORM, once committed; the ORM's
+    own inserts are counted by the session's flushes (_after_flush), as are audit appends by
+    bridge.audit."""
+    if rows:
+        db.info.setdefault(PENDING, []).append(lambda: CHANGES.labels(kind, "created").inc(rows))
+
+
 def per_account() -> bool:
     """Whether the operator asked for per-account series (BRIDGE_METRICS_ACCOUNT_LABEL)."""
     if not has_app_context():
@@ -171,8 +179,6 @@ def _after_flush(db: Session, _context: Any) -> None:
     counts: list[Callable[[], None]] = db.info.setdefault(PENDING, [])
     for op, objects in (("created", db.new), ("updated", db.dirty), ("deleted", db.deleted)):
         for obj in objects:
-            if isinstance(obj, models.AuditEvent) and op == "created":
-                counts.append(AUDIT_APPENDS.labels(obj.action).inc)
             kind = KINDS.get(type(obj))
             if kind is None or (op == "updated" and not db.is_modified(obj)):
                 continue

@@ -43,6 +43,7 @@ SCIM_PATHS: dict[str, str] = {
     "department": f"{ENTERPRISE}:department",
 }
 MANAGER = f"{ENTERPRISE}:manager.value"  # from the manager_id column
+STORED_FIELDS = (*SCIM_PATHS, "active", "manager_id", "saml_attributes")  # what `build` reads
 
 
 def saml_state(profile: policies.Profile) -> dict[str, Any]:
@@ -69,10 +70,7 @@ def stored(
         groups = scim_groups(db, [user.id]).get(user.id, ())
     emails = sorted(user.emails, key=lambda e: (not e.primary, e.position))
     return build(
-        {
-            field: getattr(user, field)
-            for field in (*SCIM_PATHS, "active", "manager_id", "saml_attributes")
-        },
+        {field: getattr(user, field) for field in STORED_FIELDS},
         emails=tuple(e.value for e in emails),
         phones=tuple(p.value for p in user.phone_numbers),
         groups=groups,

@@ -9,19 +9,21 @@ rows whose provenance is `policy:*`; `scim`, `saml` and `manual` rows are never 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import ColumnElement, Select, Table, bindparam, false, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 import policies
-from bridge import access, audit, guards, metrics, profiles, sessions, tracing
+from bridge import access, audit, guards, metrics, profiles, sessions, tracing, values
 from bridge.access import access_of
 from bridge.errors import Conflict, InvalidInput, NotFound, PreconditionFailed
 from bridge.identifiers import identifier_problem
@@ -34,6 +36,7 @@ from bridge.models import (
     UserEmail,
     UserPhoneNumber,
     fold,
+    utcnow,
 )
 from bridge.policy import Choice, PolicyRegistry, environments_of, policy_for
 from bridge.store import Store
@@ -89,6 +92,69 @@ ENTRY_KEYS = {
 }
 
 
+USERS: Table = User.__table__  # type: ignore[assignment]
+ENTRY_TABLES: dict[str, Table] = {
+    key: model.__table__  # type: ignore[misc]
+    for key, model in MULTI_VALUED.items()
+}
+_INSERTS = {key: insert(table) for key, table in {"users": USERS, **ENTRY_TABLES}.items()}
+
+
+class NewUser:
+    """A user this transaction creates, as plain values: the `users` row (every column an
+    attribute, as on User) and each multi-valued attribute's rows as dicts. `insert` writes
+    them with one Core INSERT per table, rather than through the ORM's unit of work, whose
+    flush costs several times the SQL it sends; a reply is built from the same values."""
+
+    id: uuid.UUID
+    user_name: str
+    user_name_key: str | None
+    external_id: str | None
+    active: bool | None
+    manager_id: str | None
+    saml_attributes: dict[str, Any] | None
+    created: datetime
+    last_modified: datetime
+    version: int
+
+    def __init__(self, account_id: int) -> None:
+        for column in USERS.columns:
+            setattr(self, column.key, None)
+        self.id, self.account_id, self.active, self.version = uuid.uuid4(), account_id, True, 1
+        self.emails: list[dict[str, Any]] = []
+        self.phone_numbers: list[dict[str, Any]] = []
+        self.addresses: list[dict[str, Any]] = []
+
+    def insert(self, db: Session) -> None:
+        """Write the user and their entries (each row checked first, as a flush checks it)."""
+        self.created = self.last_modified = utcnow()
+        row = {column.key: getattr(self, column.key) for column in USERS.columns}
+        if row["saml_attributes"] is None:
+            del row["saml_attributes"]  # SQL NULL, as the ORM leaves an unset JSON column
+        values.check_values(USERS, row)
+        entries = {key: getattr(self, key) for key in MULTI_VALUED}
+        for key, rows in entries.items():
+            for entry in rows:
+                values.check_values(ENTRY_TABLES[key], entry)
+        conn = db.connection()
+        conn.execute(_INSERTS["users"], row)
+        for key, rows in entries.items():
+            if rows:
+                conn.execute(_INSERTS[key], rows)
+        metrics.count_created(db, "user")
+
+    def profile(self, trigger: policies.Profile) -> policies.Profile:
+        """What `profiles.stored` gives for this user once written (in no group yet)."""
+        emails = sorted(self.emails, key=lambda e: (not e["primary"], e["position"]))
+        return profiles.build(
+            {field: getattr(self, field) for field in profiles.STORED_FIELDS},
+            emails=tuple(e["value"] for e in emails),
+            phones=tuple(p["value"] for p in self.phone_numbers),
+            groups=(),
+            trigger=trigger,
+        )
+
+
 @dataclass(frozen=True)
 class Outcome:
     """What a provisioning call did."""
@@ -100,7 +166,7 @@ class Outcome:
     decision: policies.Decision | None
     policy_key: str | None = None  # the policy applied as it decided (no error, no guard held)
     active: bool = True
-    user: User | None = None  # the row as written (its collections loaded), for a reply
+    user: User | NewUser | None = None  # the user as written (a User's collections loaded)
 
 
 ProfileBuilder = Callable[[Session, User], policies.Profile]
@@ -156,16 +222,8 @@ def provision_in(
     if user is None:
         if user_id is not None or not create:
             raise NotFound(f"no user {profile.user_name!r} in account {account.slug!r}")
-        # empty collections, known to be empty: nothing to load for a user not yet stored
-        user = User(
-            id=uuid.uuid4(),
-            account_id=account.id,
-            active=True,
-            emails=[],
-            phone_numbers=[],
-            addresses=[],
-        )
-    elif must_create:
+        return _write(db, account, NewUser(account.id), profile, registry=registry, actor=actor)
+    if must_create:
         taken = "externalId" if user.user_name_key != fold(profile.user_name) else "userName"
         raise Conflict(f"a user with this {taken} already exists")
     return _write(db, account, user, profile, registry=registry, actor=actor)
@@ -268,33 +326,29 @@ def record_change(
 def _decide(
     db: Session,
     account: Account,
-    user: User,
+    user: User | NewUser,
     choice: Choice,
     profile: policies.Profile,
     *,
     actor: str,
-    fresh: bool = False,
 ) -> tuple[policies.Decision | None, dict[str, Any] | None]:
     """Evaluate and apply the policy; on any error keep the user's access exactly as it was.
     db.info[SETTLED] keeps, per user, the key of a policy applied exactly as it decided (None
     after an error or a guard's hold: their next login must evaluate again). Returns the
-    Decision applied and, for a `fresh` user (made in this transaction), their access as
-    `access.access_of` would read it."""
+    Decision applied and, for a NewUser, their access as `access.access_of` would read it."""
     decision = policies.evaluate(choice.policy, profile) if choice.policy is not None else None
     result = "no_policy" if decision is None else "applied" if decision.ok else "error"
     metrics.on_commit(db, metrics.POLICY_EVALUATIONS.labels(result).inc)
     db.info.setdefault(SETTLED, {})[user.id] = None
     if choice.policy is not None and decision is not None and decision.ok:
-        # a fresh user holds no role yet, so no guard can keep one for them
-        held = (
-            decision
-            if fresh
-            else guards.hold(db, account, user, choice.policy, decision, actor=actor)
-        )
-        written = access.apply(db, account, user, held, actor=actor, fresh=fresh)
+        if isinstance(user, NewUser):  # no role yet, so no guard can keep one for them
+            db.info[SETTLED][user.id] = choice.key
+            return decision, access.create(db, account, user.id, decision, actor=actor)
+        held = guards.hold(db, account, user, choice.policy, decision, actor=actor)
+        access.apply(db, account, user, held, actor=actor)
         if held is decision:
             db.info[SETTLED][user.id] = choice.key
-        return held, written
+        return held, None
     why = list(decision.errors) if decision is not None else [choice.error or "no policy"]
     log.warning("policy not applied to user %s: %s", user.id, "; ".join(why))
     db.flush()
@@ -307,7 +361,7 @@ def _decide(
         target_id=str(user.id),
         after={"policy": choice.source, "errors": why, "access": "kept"},
     )
-    return decision, access.no_access() if fresh else None
+    return decision, access.no_access() if isinstance(user, NewUser) else None
 
 
 def login_digest(
@@ -458,41 +512,43 @@ def delete_user(
 def _write(
     db: Session,
     account: Account,
-    user: User,
+    user: User | NewUser,
     profile: policies.Profile,
     *,
     registry: PolicyRegistry | None,
     actor: str,
 ) -> Outcome:
     """Write `profile` onto `user` (new or stored), apply the policy, audit the difference."""
-    is_new = user not in db
-    before = None if is_new else snapshot(db, user)
+    stored = None if isinstance(user, NewUser) else user
+    is_new = stored is None
+    before = None if stored is None else snapshot(db, stored)
     was_active = user.active is not False
     # A new user: `_find` just looked for their userName, externalId and IdP identity in this
     # transaction and found none of them (a concurrent insert fails the unique keys, and the
-    # work is retried), and they have no rows yet: none of that is read again. Nothing is
-    # flushed until the user row is complete (one INSERT, not an INSERT and an UPDATE).
+    # work is retried), and they have no rows yet: none of that is read again, and what is
+    # written is what they are (their access included: nothing is read back).
     with db.no_autoflush:
         _set_identity(db, account, user, profile, fresh=is_new)
-        if is_new:
-            db.add(user)
         free = profile.external_id if is_new else None
         _set_fields(db, account, user, profile.fields, free_external_id=free)
         if profile.source == policies.Source.SAML:  # kept so a policy can be re-applied later
             user.saml_attributes = profiles.saml_state(profile)
-    _link_identity(db, account, user, profile.idp, fresh=is_new)
+    if isinstance(user, NewUser):
+        user.insert(db)
+    _link_identity(db, account, user.id, profile.idp, fresh=is_new)
     choice = policy_for(db, account, registry)
-    deactivated = was_active and user.active is False and not is_new
-    if deactivated:
+    deactivated = stored is not None and was_active and stored.active is False
+    if stored is not None and deactivated:
         guards.keep_active_holder(
-            db, account, user, choice.policy, change="deactivate", actor=actor
+            db, account, stored, choice.policy, change="deactivate", actor=actor
         )
-    stored = profiles.stored(db, user, profile, groups=() if is_new else None)
-    decision, written = _decide(db, account, user, choice, stored, actor=actor, fresh=is_new)
+    seen = (
+        user.profile(profile) if isinstance(user, NewUser) else profiles.stored(db, user, profile)
+    )
+    decision, written = _decide(db, account, user, choice, seen, actor=actor)
     if deactivated:
         sessions.end_for_user(db, user.id)  # suspension takes effect at once
-    if is_new:
-        after = snapshot(db, user, written)  # the access just written: nothing to read back
+    if stored is None:
         audit.record(
             db,
             account.id,
@@ -500,11 +556,11 @@ def _write(
             action="user.create",
             target_type="user",
             target_id=str(user.id),
-            after=after,
+            after=_state(user, written or access.no_access()),
         )
         changed = True
     else:
-        changed = bool(_record(db, account, user, before, actor=actor, action="user.update"))
+        changed = bool(_record(db, account, stored, before, actor=actor, action="user.update"))
     settled = db.info.get(SETTLED, {}).get(user.id)
     active = user.active is not False
     return Outcome(user.id, is_new, changed, user.version, decision, settled, active, user)
@@ -560,35 +616,23 @@ def _find(
     # released at commit) instead of both rewriting its e-mails from a stale read. Only the
     # user's row: locking the joined IdP row too would deadlock concurrent logins, which hold
     # key-share locks on it through their replay-cache inserts. SQLite's write lock does the same.
-    in_account = select(User).where(User.account_id == account.id).with_for_update(of=User)
     if user_id is not None:
-        return db.scalar(in_account.where(User.id == user_id))
+        return db.scalar(_BY_ID, {"account_id": account.id, "user_id": user_id})
+    key, external = fold(profile.user_name), profile.external_id or None
+    params = {"account_id": account.id, "key": key, "external_id": external}
     if profile.idp is not None:
-        linked = db.scalar(
-            in_account.join(SamlIdentity, SamlIdentity.user_id == User.id)
-            .join(IdentityProvider, IdentityProvider.id == SamlIdentity.idp_id)
-            .where(
-                IdentityProvider.entity_id == profile.idp.entity_id,
-                SamlIdentity.name_id == profile.idp.name_id,
-            )
-        )
-        if linked is not None:
-            return linked
-    key = fold(profile.user_name)
-    if profile.external_id:
-        # both keys in one round trip (at most a row each: both are unique in the account),
-        # locked in id order so two writers naming the same two users cannot deadlock
-        found = db.scalars(
-            in_account.where(
-                or_(User.external_id == profile.external_id, User.user_name_key == key)
-            ).order_by(User.id)
-        ).all()
-        for user in found:
-            if user.external_id == profile.external_id:
-                return user
-        by_name = found[0] if found else None
-    else:
-        by_name = db.scalar(in_account.where(User.user_name_key == key))
+        params |= {"entity_id": profile.idp.entity_id, "name_id": profile.idp.name_id}
+    # every key in one round trip: at most a row each (each is unique in the account)
+    stmt = _match_statement(profile.idp is not None, external is not None)
+    found = []
+    for user, linked in db.execute(stmt, params).all():
+        if linked:
+            return user
+        found.append(user)
+    by_external = next((u for u in found if external and u.external_id == external), None)
+    if by_external is not None:
+        return by_external
+    by_name = next((u for u in found if u.user_name_key == key), None)
     if (
         by_name is not None
         and profile.external_id
@@ -599,8 +643,47 @@ def _find(
     return by_name
 
 
+_BY_ID = (
+    select(User)
+    .where(User.account_id == bindparam("account_id"), User.id == bindparam("user_id"))
+    .with_for_update(of=User)
+)
+
+
+@functools.cache
+def _match_statement(linked: bool, external: bool) -> Select[User, bool]:
+    """The users of the account a profile may name: linked to its IdP identity (`linked`), with
+    its externalId (`external`), with its userName, each flagged whether it is the linked one.
+    Rows are locked in id order, so two writers naming the same users cannot deadlock."""
+    keys = [User.user_name_key == bindparam("key")]
+    if external:
+        keys.append(User.external_id == bindparam("external_id"))
+    is_linked: ColumnElement[bool] = false()
+    if linked:
+        is_linked = User.id.in_(
+            select(SamlIdentity.user_id)
+            .join(IdentityProvider, IdentityProvider.id == SamlIdentity.idp_id)
+            .where(
+                IdentityProvider.entity_id == bindparam("entity_id"),
+                SamlIdentity.name_id == bindparam("name_id"),
+            )
+        )
+        keys.append(is_linked)
+    return (
+        select(User, is_linked.label("linked"))
+        .where(User.account_id == bindparam("account_id"), or_(*keys))
+        .order_by(User.id)
+        .with_for_update(of=User)
+    )
+
+
 def _set_identity(
-    db: Session, account: Account, user: User, profile: policies.Profile, *, fresh: bool = False
+    db: Session,
+    account: Account,
+    user: User | NewUser,
+    profile: policies.Profile,
+    *,
+    fresh: bool = False,
 ) -> None:
     name = profile.user_name.strip()
     if not name:
@@ -625,7 +708,7 @@ def _set_identity(
 
 
 def _set_external_id(
-    db: Session, account: Account, user: User, value: Any, *, fresh: bool = False
+    db: Session, account: Account, user: User | NewUser, value: Any, *, fresh: bool = False
 ) -> None:
     """externalId names one user of the account (RFC 7643 §3.1): a taken one is a Conflict.
     `fresh`: `_find` looked this value up in this transaction and found no one."""
@@ -643,7 +726,7 @@ def _set_external_id(
 def _set_fields(
     db: Session,
     account: Account,
-    user: User,
+    user: User | NewUser,
     fields: Mapping[str, Any],
     *,
     free_external_id: str | None = None,
@@ -665,7 +748,7 @@ def _set_fields(
             raise InvalidInput(f"unknown user field {key!r}")
 
 
-def _set_multi(user: User, key: str, entries: list[Mapping[str, Any]]) -> None:
+def _set_multi(user: User | NewUser, key: str, entries: list[Mapping[str, Any]]) -> None:
     keys = ENTRY_KEYS[key]
     if len(entries) > MAX_ENTRIES:
         raise InvalidInput(f"{key} may hold at most {MAX_ENTRIES} values")
@@ -676,8 +759,17 @@ def _set_multi(user: User, key: str, entries: list[Mapping[str, Any]]) -> None:
             raise InvalidInput(f"every entry of {key} needs a value")
     if sum(1 for entry in wanted if entry["primary"]) > 1:
         raise InvalidInput(f"at most one entry of {key} may be primary")  # RFC 7643 §2.4
+    if isinstance(user, NewUser):  # rows for `NewUser.insert`
+        rows_of = []
+        for position, entry in enumerate(wanted):
+            row = {**entry, "user_id": user.id, "position": position}
+            if key == "emails":
+                row["value_key"] = fold(entry["value"])
+            rows_of.append(row)
+        setattr(user, key, rows_of)
+        return
     current = getattr(user, key)
-    if [{k: getattr(row, k) for k in keys} for row in current] == wanted:
+    if _entries(user, key) == wanted:
         return
     model = MULTI_VALUED[key]
     rows = []
@@ -687,7 +779,7 @@ def _set_multi(user: User, key: str, entries: list[Mapping[str, Any]]) -> None:
     current[:] = rows
 
 
-def _set_manager(db: Session, user: User, manager_id: str | None) -> None:
+def _set_manager(db: Session, user: User | NewUser, manager_id: str | None) -> None:
     """The manager's id as sent: IdPs may name a manager before provisioning them."""
     if manager_id is not None and _same_id(manager_id, user.id):
         raise InvalidInput("a user cannot be their own manager")
@@ -704,44 +796,67 @@ def _same_id(text: str, user_id: uuid.UUID) -> bool:
 
 
 def _link_identity(
-    db: Session, account: Account, user: User, link: policies.IdpLink | None, *, fresh: bool
+    db: Session,
+    account: Account,
+    user_id: uuid.UUID,
+    link: policies.IdpLink | None,
+    *,
+    fresh: bool,
 ) -> None:
     """Link the IdP identity to the user; `fresh`: a new user, whom `_find` looked this identity
     up for in this transaction (linked to no one)."""
     if link is None:
         return
-    idp = db.scalar(
-        select(IdentityProvider).where(
+    idp_id = db.scalar(
+        select(IdentityProvider.id).where(
             IdentityProvider.account_id == account.id,
             IdentityProvider.entity_id == link.entity_id,
         )
     )
-    if idp is None:
+    if idp_id is None:
         raise InvalidInput(f"IdP {link.entity_id!r} is not registered for this account")
-    if fresh:
-        db.add(SamlIdentity(idp_id=idp.id, user_id=user.id, name_id=link.name_id))
+    if fresh:  # one row: a Core INSERT, checked as a flush would check it
+        row = {"idp_id": idp_id, "user_id": user_id, "name_id": link.name_id}
+        values.check_values(SAML_IDENTITIES, row)
+        db.connection().execute(_INSERT_IDENTITY, row)
         return
     db.flush()
     current = db.scalar(
         select(SamlIdentity).where(
-            SamlIdentity.idp_id == idp.id, SamlIdentity.name_id == link.name_id
+            SamlIdentity.idp_id == idp_id, SamlIdentity.name_id == link.name_id
         )
     )
     if current is None:
-        db.add(SamlIdentity(idp_id=idp.id, user_id=user.id, name_id=link.name_id))
-    elif current.user_id != user.id:
+        db.add(SamlIdentity(idp_id=idp_id, user_id=user_id, name_id=link.name_id))
+    elif current.user_id != user_id:
         raise Conflict("this IdP identity is linked to another user")
 
 
-def snapshot(db: Session, user: User, known_access: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The user's stored state and access as JSON-able data, for audit and change detection
-    (`known_access`: their access, when the caller knows it without reading it)."""
+SAML_IDENTITIES: Table = SamlIdentity.__table__  # type: ignore[assignment]
+_INSERT_IDENTITY = insert(SAML_IDENTITIES)
+
+
+def snapshot(db: Session, user: User) -> dict[str, Any]:
+    """The user's stored state and access as JSON-able data, for audit and change detection."""
     db.flush()
+    return _state(user, access_of(db, user))
+
+
+def _state(user: User | NewUser, user_access: dict[str, Any]) -> dict[str, Any]:
+    """`snapshot` of a user whose access is known."""
     state: dict[str, Any] = {"user_name": user.user_name}
     for key in sorted(SCALAR_FIELDS):
         value = getattr(user, key)
         state[key] = str(value) if isinstance(value, uuid.UUID) else value
     for key in MULTI_VALUED:
-        state[key] = [{k: getattr(row, k) for k in ENTRY_KEYS[key]} for row in getattr(user, key)]
-    state["access"] = access_of(db, user) if known_access is None else known_access
+        state[key] = _entries(user, key)
+    state["access"] = user_access
     return state
+
+
+def _entries(user: User | NewUser, key: str) -> list[dict[str, Any]]:
+    """A multi-valued attribute's entries as stored (ENTRY_KEYS), in order."""
+    keys = ENTRY_KEYS[key]
+    if isinstance(user, NewUser):
+        return [{k: row[k] for k in keys} for row in getattr(user, key)]
+    return [{k: getattr(row, k) for k in keys} for row in getattr(user, key)]

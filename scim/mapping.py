@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 import policies
 from bridge.models import Group, Membership, User, UserAddress, UserEmail, UserPhoneNumber
+from bridge.provisioning import NewUser
 from scim import schema
 from scim.errors import InvalidValue
 
@@ -316,18 +317,10 @@ def _groups(entries: list[dict[str, Any]], base: str) -> list[dict[str, Any]]:
     ]
 
 
-def created_user(user: User, base: str) -> dict[str, Any]:
-    """The document of a user as their create wrote them (their rows loaded; in no group)."""
-    kids = {
-        "emails": [_fields(e, _MULTI_KEYS) for e in user.emails],
-        "phone_numbers": [_fields(p, _MULTI_KEYS) for p in user.phone_numbers],
-        "addresses": [_fields(a, ("type", "primary", *_ADDRESS_COLUMNS)) for a in user.addresses],
-    }
+def created_user(user: NewUser, base: str) -> dict[str, Any]:
+    """The document of a user as their create wrote them (in no group)."""
+    kids = {"emails": user.emails, "phone_numbers": user.phone_numbers, "addresses": user.addresses}
     return _user_doc(user, [], {}, base, kids)
-
-
-def _fields(row: Any, keys: Iterable[str]) -> dict[str, Any]:
-    return {k: getattr(row, k) for k in keys}
 
 
 def _uuid(value: str | None) -> uuid.UUID | None:

@@ -222,14 +222,15 @@ def create_user() -> ResponseReturnValue:
     out = provisioning.provision(
         get_store(), g.account_id, profile, actor=actor(), must_create=True
     )
-    if out.user is None or out.user.manager_id is not None:  # a manager's name is read
-        return _user_reply(out.user_id, 201)
-    # RFC 7644 §3.3: the resource as created, answered from what was written (a new user is in
-    # no group yet), not read back
+    made = out.user
+    groups = out.decision is not None and out.decision.ok and out.decision.groups
+    if not isinstance(made, provisioning.NewUser) or made.manager_id is not None or groups:
+        return _user_reply(out.user_id, 201)  # a manager's name, a policy's groups are read
+    # RFC 7644 §3.3: the resource as created, answered from what was written, not read back
     projection = listing.Projection.parse(
         schema.USERS, request.args.get("attributes"), request.args.get("excludedAttributes")
     )
-    doc = projection.apply(mapping.created_user(out.user, base_url()), schema.USERS)
+    doc = projection.apply(mapping.created_user(made, base_url()), schema.USERS)
     resp = scim_response(doc, 201, version=out.version)
     resp.headers["Location"] = f"{base_url()}/Users/{out.user_id}"
     return resp

@@ -349,3 +349,26 @@ def test_patch_add_without_value_is_invalid(scim):
         patch(scim, doc, {"op": "add", "path": "emails", "value": None}), 400, "invalidValue"
     )
     assert "emails" not in patch(scim, doc, {"op": "replace", "path": "emails", "value": None}).json
+
+
+GROUP_POLICY = """\
+account: {slug}
+defaults: {{role: media_library_user}}
+rules:
+  - name: marketing
+    when: {{department: {{equals: Marketing}}}}
+    then: {{groups: [Marketing]}}
+"""
+
+
+def test_create_answers_the_groups_the_policy_gave(scim, settings):
+    """A user the policy puts in a group at their create is answered in it, as a read shows."""
+    slug = scim.account.slug
+    (settings.policy_dir / f"{slug}.yaml").write_text(GROUP_POLICY.format(slug=slug))
+    resp = scim.post(
+        "Users", json={"userName": "mia@example.com", ENT: {"department": "Marketing"}}
+    )
+    assert resp.status_code == 201, resp.get_data(as_text=True)
+    assert [g["display"] for g in resp.json["groups"]] == ["Marketing"]
+    got = scim.get(f"Users/{resp.json['id']}")
+    assert resp.json == got.json and resp.headers["ETag"] == got.headers["ETag"]

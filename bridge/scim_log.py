@@ -4,7 +4,8 @@ error type, duration), the first thing an IT admin reads when a sync fails.
 Bodies are kept only for failures, with secrets redacted (any member whose name says password,
 secret or token) and cut to 4 KB. Rows older than the retention (BRIDGE_SCIM_LOG_DAYS) are purged
 by the writers themselves, at most once a minute per process; a log write never fails the
-request it describes (it runs after the response is made, in its own transaction).
+request it describes (it runs after the response is made, on a connection of its own:
+Store.write_one).
 """
 
 from __future__ import annotations
@@ -78,33 +79,30 @@ def record(
         if purge:
             _purged[account_id] = now
 
-    def work(db: Session) -> None:
-        # one row, no ORM object: a unit-of-work flush costs more than the INSERT itself; the
-        # values are checked as a flush would check them (bridge.values)
-        row = {
-            "account_id": account_id,
-            "token_id": token_id,
-            "at": utcnow(),
-            "method": method,
-            "path": values.storable(path[:2048]),
-            "status": status,
-            "scim_type": scim_type,
-            "duration_ms": duration_ms,
-            "detail": values.storable((detail or "")[:1024]) or None,
-            "body": redact(body) if status >= 400 else None,
-        }
+    # one row, no ORM object: a unit-of-work flush costs more than the INSERT itself; the
+    # values are checked as a flush would check them (bridge.values)
+    row = {
+        "account_id": account_id,
+        "token_id": token_id,
+        "at": utcnow(),
+        "method": method,
+        "path": values.storable(path[:2048]),
+        "status": status,
+        "scim_type": scim_type,
+        "duration_ms": duration_ms,
+        "detail": values.storable((detail or "")[:1024]) or None,
+        "body": redact(body) if status >= 400 else None,
+    }
+    try:
         values.check_values(TABLE, row)
-        db.execute(INSERT, row)
+        store.write_one(INSERT, row)
         if purge:
-            db.execute(
-                delete(ScimRequest).where(
-                    ScimRequest.account_id == account_id,
-                    ScimRequest.at < utcnow() - timedelta(days=retention_days),
+            store.write_one(
+                delete(TABLE).where(
+                    TABLE.c.account_id == account_id,
+                    TABLE.c.at < utcnow() - timedelta(days=retention_days),
                 )
             )
-
-    try:
-        store.write(work)
     except Exception:  # the request already has its answer; losing a log line must not change it
         log.exception("could not write the SCIM request log")
 

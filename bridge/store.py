@@ -26,13 +26,13 @@ import random
 import select
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, Executable, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -257,6 +257,21 @@ class Store:
                 metrics.WRITE_RETRIES.labels(type(exc).__name__).inc()
                 time.sleep(random.uniform(0, min(0.25, 0.002 * 2**attempt)))
         raise AssertionError("unreachable")
+
+    def write_one(self, statement: Executable, params: Mapping[str, Any] | None = None) -> None:
+        """One statement that is a whole change on its own (a log row, a purge), on a
+        connection of its own and outside any retry: a failure is the caller's to weigh.
+
+        On PostgreSQL it is sent in autocommit, one round trip where a transaction would take
+        three (BEGIN, the statement, COMMIT); on SQLite it runs inside BEGIN IMMEDIATE as every
+        write does (an implicit transaction would wait on SQLite's 100 ms busy steps). Either
+        way no ORM session is made for it."""
+        if self.dialect == "sqlite":
+            with self.engine.connect() as conn, conn.execution_options(**{WRITE: True}).begin():
+                conn.execute(statement, params)
+            return
+        with self.engine.connect() as conn:
+            conn.execution_options(isolation_level="AUTOCOMMIT").execute(statement, params)
 
     @staticmethod
     def _attempt(db: Session, work: Callable[[Session], T], committing: list[bool]) -> T:

@@ -2,6 +2,7 @@
 type, the failure's body with secrets redacted, failed-only filter, pages), and the overview the
 last request and how it ended."""
 
+import logging
 import re
 from html import unescape
 
@@ -79,3 +80,29 @@ def test_the_scim_screen_is_for_admins_only(app, store, account, settings, scim)
     login.sign_in("bob@example.com", groups=("staff",))
     refused = login.client.get(f"/console/{account.slug}/scim")
     assert refused.status_code == 403 and "/scim/v2/Users" not in _text(refused)
+
+
+def test_a_log_row_that_cannot_be_written_leaves_the_request_as_answered(
+    app, scim, store, account, monkeypatch, caplog
+):
+    """The log is written after the answer is made, on a connection of its own: when that
+    write fails (the database refusing it), the create still stands and nothing is half-kept."""
+    from sqlalchemy import func, select
+    from sqlalchemy.exc import OperationalError
+
+    from bridge.models import ScimRequest, User
+
+    def refuse(statement, params=None):
+        raise OperationalError("INSERT INTO scim_requests", {}, Exception("disk I/O error"))
+
+    monkeypatch.setattr(app.extensions["bridge.store"], "write_one", refuse)
+    with caplog.at_level(logging.ERROR, logger="bridge.scim_log"):
+        made = scim.post("Users", json={"schemas": [USER], "userName": "lee@example.com"})
+    assert made.status_code == 201 and made.json["userName"] == "lee@example.com"
+    assert "could not write the SCIM request log" in caplog.text
+    with store.read() as db:
+        assert db.scalar(select(User.user_name).where(User.account_id == account.id)) == (
+            "lee@example.com"
+        )
+        logged = select(func.count()).where(ScimRequest.account_id == account.id)
+        assert db.scalar(logged.select_from(ScimRequest)) == 0

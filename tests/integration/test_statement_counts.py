@@ -25,11 +25,13 @@ from bridge.models import AuditEvent, User
 from tests.saml_idp import TestIdP
 
 BASE = "http://127.0.0.1:8000"
-# (statements, commits) per request, the same on SQLite and PostgreSQL (BEGIN aside). A commit
-# ends each read transaction too (the request's session: bridge.store).
+# (statements, commits) per request on SQLite (BEGIN aside). A write commits; a read transaction
+# is ended by the next write's start (a commit) or, at the request's end, by a rollback (not
+# counted). On PostgreSQL the SCIM request log's row is sent in autocommit (Store.write_one: one
+# round trip, no BEGIN or COMMIT), so a SCIM request there has one commit fewer.
 CREATE = (14, 3)
-GET = (3, 2)
-FILTER = (3, 2)
+GET = (3, 1)
+FILTER = (3, 1)
 PATCH = (12, 3)
 FIRST_LOGIN = (22, 2)
 RETURNING_LOGIN = (11, 2)
@@ -42,6 +44,7 @@ class Counter:
     statements: list[str] = field(default_factory=list)
     commits: int = 0
     checkouts: int = 0
+    dialect: str = ""
 
     def reset(self) -> None:
         self.statements.clear()
@@ -60,7 +63,7 @@ class Counter:
 @contextmanager
 def counting(engine) -> Iterator[Counter]:
     """Every statement, commit and pool checkout on `engine` while inside."""
-    counter = Counter()
+    counter = Counter(dialect=engine.dialect.name)
 
     def on_statement(conn, cursor, statement, parameters, context, executemany):
         counter.statements.append(statement)
@@ -111,6 +114,12 @@ def measured(sql: Counter, call) -> tuple[int, int, object]:
     return sql.count(), sql.commits, resp
 
 
+def scim_counts(sql: Counter, expected: tuple[int, int]) -> tuple[int, int]:
+    """A SCIM request's expected counts on the database counted (see above)."""
+    statements, commits = expected
+    return statements, commits - (sql.dialect == "postgresql")
+
+
 @pytest.fixture
 def warm(scim):
     """One request first: the token's last-used write and the log's purge are behind us."""
@@ -122,7 +131,7 @@ def test_scim_create(warm, sql):
     """POST /Users: auth, the one write (user, e-mail, access, audit) and the request log."""
     n, commits, resp = measured(sql, lambda: warm.post("Users", json=user_doc(1)))
     assert resp.status_code == 201, resp.get_data(as_text=True)
-    assert (n, commits) == CREATE, str(sql)
+    assert (n, commits) == scim_counts(sql, CREATE), str(sql)
     # answered from what was written, not read back: the same document a read gives
     got = warm.get(f"Users/{resp.json['id']}")
     assert resp.json == got.json and resp.headers["ETag"] == got.headers["ETag"]
@@ -134,7 +143,7 @@ def test_scim_get_by_id(warm, sql):
     made = warm.post("Users", json=user_doc(2)).json
     n, commits, resp = measured(sql, lambda: warm.get(f"Users/{made['id']}"))
     assert resp.status_code == 200 and resp.json["userName"] == "user2@example.com"
-    assert (n, commits) == GET, str(sql)
+    assert (n, commits) == scim_counts(sql, GET), str(sql)
 
 
 def test_scim_filter_username(warm, sql):
@@ -143,7 +152,7 @@ def test_scim_filter_username(warm, sql):
     query = {"filter": 'userName eq "USER3@example.com"'}
     n, commits, resp = measured(sql, lambda: warm.get("Users", query_string=query))
     assert resp.status_code == 200 and resp.json["totalResults"] == 1
-    assert (n, commits) == FILTER, str(sql)
+    assert (n, commits) == scim_counts(sql, FILTER), str(sql)
 
 
 def test_scim_patch_one_member(warm, sql):
@@ -154,7 +163,7 @@ def test_scim_patch_one_member(warm, sql):
     body = {"schemas": [PATCH_OP], "Operations": [op]}
     n, commits, resp = measured(sql, lambda: warm.patch(f"Groups/{group['id']}", json=body))
     assert resp.status_code == 204, resp.get_data(as_text=True)
-    assert (n, commits) == PATCH, str(sql)
+    assert (n, commits) == scim_counts(sql, PATCH), str(sql)
 
 
 class Logins:

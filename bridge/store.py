@@ -228,9 +228,7 @@ class Store:
 
         `work` must be safe to repeat: it reads what it needs inside the transaction.
         """
-        scope = self._scoped()
-        if scope is not None and scope.session is not None and scope.session.in_transaction():
-            scope.session.commit()  # the read transaction: nothing was written
+        scope = self._end_read()
         for attempt in range(1, self.attempts + 1):
             committing = [False]
             try:
@@ -265,13 +263,23 @@ class Store:
         On PostgreSQL it is sent in autocommit, one round trip where a transaction would take
         three (BEGIN, the statement, COMMIT); on SQLite it runs inside BEGIN IMMEDIATE as every
         write does (an implicit transaction would wait on SQLite's 100 ms busy steps). Either
-        way no ORM session is made for it."""
+        way no ORM session is made for it. The request's read transaction ends first, as before
+        `write`: on SQLite an open read keeps checkpoints from draining the WAL, and every
+        later commit tries again (about 1 ms each)."""
+        self._end_read()
         if self.dialect == "sqlite":
             with self.engine.connect() as conn, conn.execution_options(**{WRITE: True}).begin():
                 conn.execute(statement, params)
             return
         with self.engine.connect() as conn:
             conn.execution_options(isolation_level="AUTOCOMMIT").execute(statement, params)
+
+    def _end_read(self) -> _Scope | None:
+        """End the request's read transaction (nothing was written in it); the scope."""
+        scope = self._scoped()
+        if scope is not None and scope.session is not None and scope.session.in_transaction():
+            scope.session.commit()
+        return scope
 
     @staticmethod
     def _attempt(db: Session, work: Callable[[Session], T], committing: list[bool]) -> T:

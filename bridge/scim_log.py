@@ -40,11 +40,10 @@ def redact(raw: bytes) -> str | None:
     if not raw:
         return None
     try:
-        doc = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+        return json.dumps(_scrub(json.loads(raw)), ensure_ascii=False)[:MAX_BODY]
+    except (ValueError, UnicodeDecodeError, RecursionError):  # not JSON, or nested too deep
         text = values.storable(raw[:MAX_BODY].decode("utf-8", errors="replace"))
         return text if not any(w in text.lower() for w in SECRET_WORDS) else REDACTED
-    return json.dumps(_scrub(doc), ensure_ascii=False)[:MAX_BODY]
 
 
 def _scrub(value: Any) -> Any:

@@ -106,3 +106,25 @@ def test_a_log_row_that_cannot_be_written_leaves_the_request_as_answered(
         )
         logged = select(func.count()).where(ScimRequest.account_id == account.id)
         assert db.scalar(logged.select_from(ScimRequest)) == 0
+
+
+def test_a_refused_body_nested_past_pythons_stack_is_logged_as_text(scim, store, account):
+    """A body nested 100,000 deep is refused (invalidSyntax) and still reaches the log, kept as
+    text: its redaction cannot parse it (the JSON parser runs out of stack), so it is not lost."""
+    from sqlalchemy import select
+
+    from bridge.models import ScimRequest
+
+    text = '{"userName": "sam", "a": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    resp = scim.request(
+        "POST", "Users", data=text, headers={"Content-Type": "application/scim+json"}
+    )
+    assert resp.status_code == 400 and resp.json["scimType"] == "invalidSyntax"
+    with store.read() as db:
+        row = db.execute(
+            select(ScimRequest.status, ScimRequest.scim_type, ScimRequest.body).where(
+                ScimRequest.account_id == account.id
+            )
+        ).one()
+    assert row.status == 400 and row.scim_type == "invalidSyntax"
+    assert row.body == text[: scim_log.MAX_BODY]

@@ -6,11 +6,11 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Table, func, insert, select
 from sqlalchemy.orm import Session
 
-from bridge import audit, metrics
-from bridge.models import Account, IdentityProvider, LoginAttempt
+from bridge import audit, metrics, values
+from bridge.models import Account, IdentityProvider, LoginAttempt, utcnow
 from bridge.store import Store
 
 
@@ -59,16 +59,17 @@ def record_in(
     account = _slug(db, account_id) if metrics.per_account() else ""
     labels = metrics.LOGINS.labels(kind, "ok" if ok else "refused", reason, account)
     metrics.on_commit(db, labels.inc)
-    db.add(
-        LoginAttempt(
-            account_id=account_id,
-            ok=ok,
-            reason=reason,
-            idp_id=idp_id,
-            name_id=(name_id or "")[:1024] or None,
-            user_id=user_id,
-            detail=(detail or "")[:1024] or None,
-        )
+    _insert(
+        db,
+        {
+            "account_id": account_id,
+            "ok": ok,
+            "reason": reason,
+            "idp_id": idp_id,
+            "name_id": (name_id or "")[:1024] or None,
+            "user_id": user_id,
+            "detail": (detail or "")[:1024] or None,
+        },
     )
     if idp_name is None and idp_id is not None:
         idp = db.get(IdentityProvider, idp_id)
@@ -89,16 +90,31 @@ def record_test_in(
 ) -> None:
     """A test login's line (bridge.test_logins): validated, but nobody signed in, so it has no
     user, counts as no sign-in, and sends no `login.*` event (its audit event is its own)."""
-    db.add(
-        LoginAttempt(
-            account_id=account_id,
-            ok=True,
-            reason=TEST_LOGIN,
-            idp_id=idp_id,
-            name_id=(name_id or "")[:1024] or None,
-            detail=detail[:1024],
-        )
+    _insert(
+        db,
+        {
+            "account_id": account_id,
+            "ok": True,
+            "reason": TEST_LOGIN,
+            "idp_id": idp_id,
+            "name_id": (name_id or "")[:1024] or None,
+            "user_id": None,
+            "detail": detail[:1024],
+        },
     )
+
+
+_TABLE: Table = LoginAttempt.__table__  # type: ignore[assignment]
+_INSERT = insert(_TABLE)  # built once, run on the session's connection
+
+
+def _insert(db: Session, row: dict[str, Any]) -> None:
+    """One login-log line without the ORM's unit of work (nothing reads it back in the request):
+    the values are checked as a flush checks them (bridge.values)."""
+    row["at"] = utcnow()
+    values.check_values(_TABLE, row)
+    db.flush()  # what the caller added first (the user the line names)
+    db.connection().execute(_INSERT, row)
 
 
 TEST_LOGIN = "test_login"

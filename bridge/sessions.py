@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from itsdangerous import BadSignature, URLSafeSerializer
-from sqlalchemy import select, update
+from sqlalchemy import Table, insert, select, update
 from sqlalchemy.orm import Session
 
-from bridge import audit, authcodes
+from bridge import audit, authcodes, values
 from bridge.errors import NotFound
 from bridge.models import LoginSession, User, utcnow
 from bridge.store import Store
@@ -106,23 +106,30 @@ def start_in(
     """A new session for `secret`, inside the caller's transaction; `authenticated`: when the
     IdP says the person authenticated (kept no later than now: an IdP's clock may run ahead)."""
     now = utcnow()
-    db.add(
-        LoginSession(
-            secret_hash=secret_hash(secret),
-            account_id=account_id,
-            user_id=user_id,
-            idp_id=idp_id,
-            name_id=name_id.value if name_id else None,
-            name_id_format=name_id.format if name_id else None,
-            name_qualifier=name_id.name_qualifier if name_id else None,
-            sp_name_qualifier=name_id.sp_name_qualifier if name_id else None,
-            sp_provided_id=name_id.sp_provided_id if name_id else None,
-            session_index=session_index,
-            created=now,
-            authenticated=None if authenticated is None else min(authenticated, now),
-            expires=now + timedelta(minutes=minutes),
-        )
-    )
+    row = {
+        "secret_hash": secret_hash(secret),
+        "account_id": account_id,
+        "user_id": user_id,
+        "idp_id": idp_id,
+        "name_id": name_id.value if name_id else None,
+        "name_id_format": name_id.format if name_id else None,
+        "name_qualifier": name_id.name_qualifier if name_id else None,
+        "sp_name_qualifier": name_id.sp_name_qualifier if name_id else None,
+        "sp_provided_id": name_id.sp_provided_id if name_id else None,
+        "session_index": session_index,
+        "created": now,
+        "authenticated": None if authenticated is None else min(authenticated, now),
+        "expires": now + timedelta(minutes=minutes),
+    }
+    # Without the ORM's unit of work (nothing reads the row back in the request): the values
+    # are checked as a flush checks them, and what the caller added (the user) goes in first.
+    values.check_values(_SESSIONS, row)
+    db.flush()
+    db.connection().execute(_START, row)
+
+
+_SESSIONS: Table = LoginSession.__table__  # type: ignore[assignment]
+_START = insert(_SESSIONS)  # built once
 
 
 def authenticated_at(login: LoginSession) -> datetime:

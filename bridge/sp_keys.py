@@ -8,9 +8,12 @@ to the previous certificate keeps working until that key is retired.
 from __future__ import annotations
 
 import datetime
+from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from bridge import audit, certs, sealing
@@ -35,14 +38,34 @@ class KeyPair:
 def active(store: Store, account_id: int, slug: str, secret_key: str) -> list[KeyPair]:
     """The account's keys, newest first, making the first one when there is none."""
     with store.read() as db:
-        rows = _rows(db, account_id)
+        rows = db.execute(_ACTIVE, {"account_id": account_id}).all()
     if not rows:
         store.write(lambda db: _ensure(db, account_id, slug, secret_key))
         with store.read() as db:
-            rows = _rows(db, account_id)
-    return [
-        KeyPair(r.id, r.cert_pem, sealing.unseal(secret_key, r.key_sealed).decode()) for r in rows
-    ]
+            rows = db.execute(_ACTIVE, {"account_id": account_id}).all()
+    return unsealed(rows, secret_key)
+
+
+def unsealed(rows: Iterable[Any], secret_key: str) -> list[KeyPair]:
+    """Key pairs from rows of ACTIVE_COLUMNS (a caller may read them with other things)."""
+    return [_pair(r.key_id, r.cert_pem, r.key_sealed, secret_key) for r in rows]
+
+
+# What a key pair is made of, and the order `active` gives them in (newest first).
+ACTIVE_COLUMNS = (SpKey.id.label("key_id"), SpKey.cert_pem, SpKey.key_sealed)
+ACTIVE_ORDER = (SpKey.created.desc(), SpKey.id.desc())
+_ACTIVE = (  # built once
+    select(*ACTIVE_COLUMNS)
+    .where(SpKey.account_id == bindparam("account_id"), SpKey.retired.is_(None))
+    .order_by(*ACTIVE_ORDER)
+)
+
+
+@lru_cache(maxsize=256)
+def _pair(key_id: int, cert_pem: str, key_sealed: str, secret_key: str) -> KeyPair:
+    """A stored key pair, unsealed once per process (a row's key never changes: rotation adds a
+    row); the same object every time, so the SAML settings built on it are found cached."""
+    return KeyPair(key_id, cert_pem, sealing.unseal(secret_key, key_sealed).decode())
 
 
 def rotate(store: Store, account_id: int, slug: str, secret_key: str, *, actor: str) -> int:

@@ -534,6 +534,17 @@ def remember_request_in(
     )
 
 
+_SEEN_TABLE = SeenAssertion.__table__
+# The replay cache's insert, built once per dialect (PostgreSQL, SQLite): the row's id comes back
+# only when this transaction put it there.
+_SEEN = tuple(
+    insert(_SEEN_TABLE)
+    .on_conflict_do_nothing(index_elements=["idp_id", "assertion_id"])
+    .returning(_SEEN_TABLE.c.id)
+    for insert in (pg_insert, sqlite_insert)
+)
+
+
 def claim(
     db: Any,
     account: Account,
@@ -592,13 +603,11 @@ def claim(
     # One statement: the ID goes in unless it is there already (used, even if since expired and
     # not yet swept). A concurrent twin's insert waits for this one's transaction and then finds
     # the row (PostgreSQL; SQLite's writers take turns), so exactly one of them gets a row back.
-    insert = sqlite_insert if db.get_bind().dialect.name == "sqlite" else pg_insert
-    added = db.scalar(
-        insert(SeenAssertion)
-        .values(idp_id=idp.id, assertion_id=assertion.assertion_id, expires=keep_until)
-        .on_conflict_do_nothing(index_elements=["idp_id", "assertion_id"])
-        .returning(SeenAssertion.id)
-    )
+    connection = db.connection()
+    added = connection.execute(
+        _SEEN[connection.dialect.name == "sqlite"],
+        {"idp_id": idp.id, "assertion_id": assertion.assertion_id, "expires": keep_until},
+    ).scalar()
     if added is None:
         raise SamlRejected("replayed", "this assertion was already used")
     return relay

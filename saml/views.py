@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -11,9 +12,9 @@ from flask import Blueprint, Response, current_app, g, jsonify, redirect, reques
 from flask.typing import ResponseReturnValue
 from itsdangerous import BadSignature, URLSafeSerializer
 from onelogin.saml2.auth import OneLogin_Saml2_Auth
-from sqlalchemy import select
+from sqlalchemy import and_, bindparam, select
 
-from bridge import accounts, browser, idps, logins, provisioning, redirects, sessions
+from bridge import browser, idps, logins, provisioning, redirects, sessions
 from bridge import sp_keys as keys
 from bridge.access import access_of
 from bridge.errors import InvalidInput, NotFound
@@ -25,6 +26,7 @@ from bridge.models import (
     IdentityProvider,
     LoginSession,
     Membership,
+    SpKey,
     User,
 )
 from bridge.web import get_store
@@ -41,23 +43,60 @@ def _settings_of_app() -> Any:
     return current_app.config["BRIDGE_SETTINGS"]
 
 
+# The account with its IdPs and its SP keys, in one statement: every SAML route needs the three
+# (an account has a few IdPs and one or two keys, so the product of the two is small).
+_ACCOUNT_STATE = (
+    select(Account, IdentityProvider, *keys.ACTIVE_COLUMNS)
+    .outerjoin(IdentityProvider, IdentityProvider.account_id == Account.id)
+    .outerjoin(SpKey, and_(SpKey.account_id == Account.id, SpKey.retired.is_(None)))
+    .where(Account.slug == bindparam("slug"))
+    .order_by(IdentityProvider.name, *keys.ACTIVE_ORDER)
+)
+
+
+@dataclass(frozen=True)
+class _State:
+    """What `_account` read of the account's IdPs and SP keys, for this request only."""
+
+    account_id: int
+    idps: tuple[IdentityProvider, ...]
+    keys: tuple[Any, ...]
+
+
 def _account(slug: str) -> Account:
+    """The account of the route, with its IdPs and SP keys read in the same statement (kept on
+    `g` for `_idps` and `_sp`)."""
     with get_store().read() as db:
-        try:
-            account = accounts.get_account(db, slug)
-        except NotFound:
-            raise SamlRejected("unknown_account", f"no account {slug!r}", status=404) from None
+        rows = db.execute(_ACCOUNT_STATE, {"slug": slug}).all()
+    if not rows:
+        raise SamlRejected("unknown_account", f"no account {slug!r}", status=404)
+    account = rows[0][0]
+    found = {row[1].id: row[1] for row in rows if row[1] is not None}  # in name order
+    pairs = {row.key_id: row for row in rows if row.key_id is not None}  # newest first
+    g.saml_state = _State(account.id, tuple(found.values()), tuple(pairs.values()))
     g.saml_account_id = account.id  # a refusal from here on goes into this account's login log
     return account
 
 
+def _state(account: Account) -> _State | None:
+    state: _State | None = g.get("saml_state")
+    return state if state is not None and state.account_id == account.id else None
+
+
 def _sp(account: Account) -> sso.Sp:
     config = _settings_of_app()
-    pairs = keys.active(get_store(), account.id, account.slug, config.secret_key)
+    state = _state(account)
+    if state is not None and state.keys:
+        pairs = keys.unsealed(state.keys, config.secret_key)
+    else:  # none yet: made on first use
+        pairs = keys.active(get_store(), account.id, account.slug, config.secret_key)
     return sso.Sp(account.slug, config.base_url, tuple(pairs))
 
 
 def _idps(account: Account) -> list[IdentityProvider]:
+    state = _state(account)
+    if state is not None:
+        return list(state.idps)
     with get_store().read() as db:
         return idps.list_for(db, account.id)
 

@@ -34,8 +34,8 @@ CREATE = (14, 3)
 GET = (3, 2)
 FILTER = (3, 2)
 PATCH = (12, 3)
-FIRST_LOGIN = (22, 2)
-RETURNING_LOGIN = (11, 2)
+FIRST_LOGIN = (20, 2)
+RETURNING_LOGIN = (9, 2)
 ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
 PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 

@@ -41,15 +41,42 @@ def apply(
     decision: policies.Decision,
     *,
     actor: str,
-) -> None:
+    known: dict[str, Any] | None = None,
+) -> dict[str, Any] | None:
     """Make the stored user's policy-provenance rows exactly what `decision` says. `actor` is
-    audited on a group grant this adds (the user's own rows are audited by the caller)."""
+    audited on a group grant this adds (the user's own rows are audited by the caller).
+
+    `known`: the user's access as `access_of` read it earlier in this transaction (the user's
+    row locked). Then their access now is returned, without reading it again: the rows of other
+    provenances as known (this never touches them), the policy's as this left them."""
     db.flush()
-    _apply_role(db, user, decision)
+    role = _apply_role(db, user, decision)
     environments = {name: env_id for env_id, name, _default in environments_of(db, account.id)}
-    _apply_environments(db, user, _wanted_environments(decision, environments))
-    _apply_groups(db, user, _wanted_groups(db, account, decision))
-    _apply_grants(db, account, user, _wanted_grants(db, account, decision, environments, actor))
+    envs = _wanted_environments(decision, environments)
+    _apply_environments(db, user, envs)
+    groups = _wanted_groups(db, account, decision)
+    _apply_groups(db, user, groups)
+    grants = _wanted_grants(db, account, decision, environments, actor)
+    _apply_grants(db, account, user, grants)
+    if known is None:
+        return None
+    names = {env_id: name for name, env_id in environments.items()}
+
+    def kept(part: str) -> list[dict[str, Any]]:
+        return [e for e in known[part] if not e["provenance"].startswith(POLICY)]
+
+    return _shaped(
+        role,
+        [(e["environment"], e["provenance"]) for e in kept("environments")]
+        + [(None if env_id is None else names[env_id], prov) for env_id, prov in envs],
+        [(e["group"], e["provenance"]) for e in kept("groups")]
+        + [(name, prov) for (_group_id, prov), name in groups.items()],
+        [
+            (e["environment"], e["kind"], e["path"], e["level"], e["provenance"])
+            for e in kept("grants")
+        ]
+        + [(names[e], kind, path, level, prov) for (e, kind, path, prov), level in grants.items()],
+    )
 
 
 @tracing.step("provisioning.access")
@@ -179,15 +206,17 @@ def _wanted_grants(
     return wanted
 
 
-def _apply_role(db: Session, user: User, decision: policies.Decision) -> None:
+def _apply_role(db: Session, user: User, decision: policies.Decision) -> tuple[str, str]:
+    """Returns the user's role and its provenance now."""
     assignment = db.scalar(select(RoleAssignment).where(RoleAssignment.user_id == user.id))
     provenance = POLICY + decision.role_rule
     if assignment is None:
         db.add(RoleAssignment(user_id=user.id, role=decision.role, provenance=provenance))
-    elif assignment.provenance.startswith(POLICY) and (  # a manual role outranks any policy
-        (assignment.role, assignment.provenance) != (decision.role, provenance)
-    ):
+    elif not assignment.provenance.startswith(POLICY):  # a manual role outranks any policy
+        return assignment.role, assignment.provenance
+    elif (assignment.role, assignment.provenance) != (decision.role, provenance):
         assignment.role, assignment.provenance = decision.role, provenance
+    return decision.role, provenance
 
 
 def _apply_environments(db: Session, user: User, wanted: set[tuple[int | None, str]]) -> None:

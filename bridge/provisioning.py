@@ -294,8 +294,12 @@ def reevaluate(
         if user is None or user.account_id != account.id:
             continue
         before = snapshot(db, user)
-        _decide(db, account, user, choice, profiles.stored(db, user), actor=actor)
-        changed += _record(db, account, user, before, actor=actor, action="user.reevaluate")
+        _, now = _decide(
+            db, account, user, choice, profiles.stored(db, user), actor=actor, known=before
+        )
+        changed += _record(
+            db, account, user, before, actor=actor, action="user.reevaluate", access_now=now
+        )
     return changed
 
 
@@ -331,11 +335,14 @@ def _decide(
     profile: policies.Profile,
     *,
     actor: str,
+    known: dict[str, Any] | None = None,
 ) -> tuple[policies.Decision | None, dict[str, Any] | None]:
     """Evaluate and apply the policy; on any error keep the user's access exactly as it was.
     db.info[SETTLED] keeps, per user, the key of a policy applied exactly as it decided (None
     after an error or a guard's hold: their next login must evaluate again). Returns the
-    Decision applied and, for a NewUser, their access as `access.access_of` would read it."""
+    Decision applied and the user's access now as `access.access_of` would read it, when that
+    is known without reading it: for a NewUser, and for a stored user whose `snapshot` taken
+    earlier in this transaction is `known` (see access.apply); else None."""
     decision = policies.evaluate(choice.policy, profile) if choice.policy is not None else None
     result = "no_policy" if decision is None else "applied" if decision.ok else "error"
     metrics.on_commit(db, metrics.POLICY_EVALUATIONS.labels(result).inc)
@@ -345,10 +352,12 @@ def _decide(
             db.info[SETTLED][user.id] = choice.key
             return decision, access.create(db, account, user.id, decision, actor=actor)
         held = guards.hold(db, account, user, choice.policy, decision, actor=actor)
-        access.apply(db, account, user, held, actor=actor)
+        now = access.apply(
+            db, account, user, held, actor=actor, known=None if known is None else known["access"]
+        )
         if held is decision:
             db.info[SETTLED][user.id] = choice.key
-        return held, None
+        return held, now
     why = list(decision.errors) if decision is not None else [choice.error or "no policy"]
     log.warning("policy not applied to user %s: %s", user.id, "; ".join(why))
     db.flush()
@@ -361,7 +370,9 @@ def _decide(
         target_id=str(user.id),
         after={"policy": choice.source, "errors": why, "access": "kept"},
     )
-    return decision, access.no_access() if isinstance(user, NewUser) else None
+    if isinstance(user, NewUser):
+        return decision, access.no_access()
+    return decision, None if known is None else known["access"]  # kept as it was
 
 
 def login_digest(
@@ -533,8 +544,12 @@ def _write(
         _set_fields(db, account, user, profile.fields, free_external_id=free)
         if profile.source == policies.Source.SAML:  # kept so a policy can be re-applied later
             user.saml_attributes = profiles.saml_state(profile)
+    touched = False
     if isinstance(user, NewUser):
         user.insert(db)
+    elif before is not None and _state(user, before["access"]) != before:
+        user.touch()  # it changes, and is audited: one UPDATE of its row, new version included
+        touched = True
     _link_identity(db, account, user.id, profile.idp, fresh=is_new)
     choice = policy_for(db, account, registry)
     deactivated = stored is not None and was_active and stored.active is False
@@ -542,10 +557,12 @@ def _write(
         guards.keep_active_holder(
             db, account, stored, choice.policy, change="deactivate", actor=actor
         )
-    seen = (
-        user.profile(profile) if isinstance(user, NewUser) else profiles.stored(db, user, profile)
-    )
-    decision, written = _decide(db, account, user, choice, seen, actor=actor)
+    if isinstance(user, NewUser):
+        seen = user.profile(profile)
+    else:  # their SCIM groups are read only for a policy that reads them
+        reads = choice.policy is not None and policies.reads_scim_path(choice.policy, "groups")
+        seen = profiles.stored(db, user, profile, groups=None if reads else ())
+    decision, written = _decide(db, account, user, choice, seen, actor=actor, known=before)
     if deactivated:
         sessions.end_for_user(db, user.id)  # suspension takes effect at once
     if stored is None:
@@ -560,7 +577,18 @@ def _write(
         )
         changed = True
     else:
-        changed = bool(_record(db, account, stored, before, actor=actor, action="user.update"))
+        changed = bool(
+            _record(
+                db,
+                account,
+                stored,
+                before,
+                actor=actor,
+                action="user.update",
+                access_now=written,
+                touched=touched,
+            )
+        )
     settled = db.info.get(SETTLED, {}).get(user.id)
     active = user.active is not False
     return Outcome(user.id, is_new, changed, user.version, decision, settled, active, user)
@@ -574,12 +602,17 @@ def _record(
     *,
     actor: str,
     action: str,
+    access_now: dict[str, Any] | None = None,
+    touched: bool = False,
 ) -> int:
-    """If the user really changed: next version, and an audit event with before and after."""
-    after = snapshot(db, user)
+    """If the user really changed: next version, and an audit event with before and after.
+    `access_now`: their access, when known (not read again); `touched`: the caller already
+    moved them to their next version (their own values changed)."""
+    after = snapshot(db, user) if access_now is None else _state(user, access_now)
     if after == before:
         return 0
-    user.touch()  # children may be all that changed: the row's version says so too
+    if not touched:
+        user.touch()  # children may be all that changed: the row's version says so too
     audit.record(
         db,
         account.id,

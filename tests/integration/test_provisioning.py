@@ -7,7 +7,16 @@ from sqlalchemy import select
 
 from bridge import provisioning
 from bridge.errors import Conflict, InvalidInput, NotFound
-from bridge.models import AuditEvent, RoleAssignment, User
+from bridge.models import (
+    AuditEvent,
+    Environment,
+    EnvironmentAccess,
+    Grant,
+    Group,
+    Membership,
+    RoleAssignment,
+    User,
+)
 from tests.factories import profile
 
 
@@ -201,3 +210,79 @@ def test_accounts_are_isolated(store, account):
         )
     with pytest.raises(NotFound):
         provisioning.delete_user(store, other.id, mine.user_id, actor="t")
+
+
+ACCESS_POLICY = """
+account: {slug}
+environments: [production, staging]
+defaults: {{role: media_library_user, environments: [production]}}
+rules:
+  - name: marketing
+    when: {{department: {{equals: Marketing}}}}
+    then:
+      role: {role}
+      groups: [Marketing]
+      environments: [production, staging]
+      grants: [{{environment: production, folder: "marketing/", level: editor}}]
+"""
+
+
+def test_audited_access_is_what_a_read_finds(store, account, settings):
+    """After each change (create; department out of and back into the rule; the policy's role
+    edited) the audit's `after` access is what a read finds, manual and SCIM rows included,
+    and the version moves by one; a change to nothing audits nothing."""
+    policy = settings.policy_dir / f"{account.slug}.yaml"
+    policy.write_text(ACCESS_POLICY.format(slug=account.slug, role="reports"))
+    pat = profile("pat", fields={"department": "Marketing"})
+    made = provisioning.provision(store, account.id, pat, actor="t")
+    user_id = made.user_id
+    assert _events(store, account)[-1].after["access"] == _access(store, user_id)
+
+    def other_rows(db):  # rows of other provenances: the policy never touches them
+        staging = db.scalar(
+            select(Environment.id).where(
+                Environment.account_id == account.id, Environment.name == "staging"
+            )
+        )
+        crew = Group(account_id=account.id, display_name="Crew", display_name_key="crew")
+        db.add(crew)
+        db.flush()
+        db.add(Membership(group_id=crew.id, user_id=user_id, provenance="scim"))
+        db.add(EnvironmentAccess(user_id=user_id, environment_id=None, provenance="manual"))
+        db.add(
+            Grant(
+                account_id=account.id,
+                user_id=user_id,
+                environment_id=staging,
+                kind="folder",
+                path="x/",
+                level="viewer",
+                provenance="manual",
+            )
+        )
+
+    store.write(other_rows)
+    steps = [
+        ("Sales", None, True),
+        ("Sales", None, False),
+        ("Marketing", None, True),
+        ("Marketing", "admin", True),  # the access alone changes
+    ]
+    for department, role, changes in steps:
+        if role is not None:
+            policy.write_text(ACCESS_POLICY.format(slug=account.slug, role=role))
+        seen, version = len(_events(store, account)), _user(store, user_id).version
+        out = provisioning.provision(
+            store, account.id, profile("pat", fields={"department": department}), actor="t"
+        )
+        events = _events(store, account)
+        assert out.changed is changes
+        if not changes:
+            assert len(events) == seen and _user(store, user_id).version == version
+            continue
+        assert [e.action for e in events[seen:]] == ["user.update"]
+        now = _access(store, user_id)
+        assert events[-1].after["access"] == now and _user(store, user_id).version == version + 1
+        assert {"group": "Crew", "provenance": "scim"} in now["groups"]
+        assert {"environment": "all", "provenance": "manual"} in now["environments"]
+    assert now["role"] == {"role": "admin", "provenance": "policy:marketing"}

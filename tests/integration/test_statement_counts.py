@@ -36,6 +36,7 @@ FILTER = (3, 2)
 PATCH = (12, 3)
 FIRST_LOGIN = (20, 2)
 RETURNING_LOGIN = (9, 2)
+PUT_USER = (18, 4)
 ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
 PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 
@@ -165,6 +166,17 @@ def test_scim_patch_one_member(warm, sql):
     n, commits, resp = measured(sql, lambda: warm.patch(f"Groups/{group['id']}", json=body))
     assert resp.status_code == 204, resp.get_data(as_text=True)
     assert (n, commits) == scim_counts(sql, PATCH), str(sql)
+
+
+def test_scim_put_user(warm, sql):
+    """PUT /Users/<id> changing a name: auth, the one write (the user locked and read with
+    their access, one UPDATE of the row, the policy applied, audit), the answer, the log."""
+    made = warm.post("Users", json=user_doc(5)).json
+    doc = {**user_doc(5), "name": {"givenName": "Bo", "familyName": "Lee5"}}
+    n, commits, resp = measured(sql, lambda: warm.put(f"Users/{made['id']}", json=doc))
+    assert resp.status_code == 200 and resp.json["name"]["givenName"] == "Bo"
+    assert resp.headers["ETag"] == 'W/"2"'
+    assert (n, commits) == scim_counts(sql, PUT_USER), str(sql)
 
 
 class Logins:

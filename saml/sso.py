@@ -37,7 +37,7 @@ from onelogin.saml2.response import OneLogin_Saml2_Response
 from onelogin.saml2.settings import OneLogin_Saml2_Settings
 from onelogin.saml2.utils import OneLogin_Saml2_Utils
 from onelogin.saml2.xml_utils import OneLogin_Saml2_XML
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -545,6 +545,19 @@ _SEEN = tuple(
 )
 
 
+_REQUESTS = AuthnRequest.__table__
+# A pending request used up in one statement, which also locks it: a concurrent claim of the
+# same ID waits for this transaction and then finds nothing (or the row, if this one rolled back).
+_USE_UP = (
+    delete(_REQUESTS)
+    .where(
+        _REQUESTS.c.id == bindparam("request_id"),
+        _REQUESTS.c.account_id == bindparam("account_id"),
+    )
+    .returning(*_REQUESTS.c)
+)
+
+
 def claim(
     db: Any,
     account: Account,
@@ -562,12 +575,11 @@ def claim(
     if test and not assertion.in_response_to:
         raise SamlRejected("unknown_in_response_to", "a test login answers a request of ours")
     if assertion.in_response_to:
-        row = db.scalar(
-            select(AuthnRequest)
-            .where(
-                AuthnRequest.id == assertion.in_response_to, AuthnRequest.account_id == account.id
-            )
-            .with_for_update()
+        # used up first, judged after: a refusal below rolls the deletion back with the rest
+        row = (
+            db.connection()
+            .execute(_USE_UP, {"request_id": assertion.in_response_to, "account_id": account.id})
+            .first()
         )
         if row is None or row.idp_id != idp.id or row.expires < utcnow():
             raise SamlRejected(
@@ -596,7 +608,6 @@ def claim(
                 403,
             )
         relay = row.relay_state
-        db.delete(row)
     if secrets.randbelow(100) == 0:  # an occasional sweep keeps the cache small
         db.execute(delete(SeenAssertion).where(SeenAssertion.expires < utcnow()))
     keep_until = max(assertion.expires, utcnow()) + timedelta(minutes=5)  # beyond clock skew

@@ -14,12 +14,13 @@ from itsdangerous import BadSignature, URLSafeSerializer
 from onelogin.saml2.auth import OneLogin_Saml2_Auth
 from sqlalchemy import and_, bindparam, select
 
-from bridge import browser, idps, logins, provisioning, redirects, sessions
+from bridge import browser, idps, logins, provisioning, redirects, sessions, test_logins
 from bridge import sp_keys as keys
 from bridge.access import access_of
 from bridge.errors import InvalidInput, NotFound
 from bridge.models import (
     Account,
+    AuthnRequest,
     Environment,
     Grant,
     Group,
@@ -267,13 +268,18 @@ def consume(slug: str, idp_name: str | None = None) -> ResponseReturnValue:
         form = request.form.to_dict()
         safe_next(form.get("RelayState"), account)
         root = sso.inspect(sso.decode(form.get("SAMLResponse")))
-        test = testlogin.is_test(account, root.get("InResponseTo"))  # labels a refusal only
-        idp = _idp_for(account, idp_name, root.get("InResponseTo"))
+        # our pending request the (unsigned) Response names, read once: it labels a refusal as
+        # a test login's and names the IdP; the signed InResponseTo is judged below and in claim
+        unsigned = root.get("InResponseTo")
+        pending = _pending(account, unsigned)
+        test = _is_test(pending)
+        idp = _idp_for(account, idp_name, pending)
         sp = _sp(account)
         path = request.path.removeprefix(urlsplit(sp.base_url).path)
         acs_url = sp.acs_url_for(idp.name) if idp_name else sp.acs_url
         assertion = sso.validate(sp, idp, form, path, acs_url)
-        if testlogin.is_test(account, assertion.in_response_to):
+        signed = assertion.in_response_to
+        if test if signed == unsigned else testlogin.is_test(account, signed):
             return testlogin.finish(account, idp, assertion)
         minutes = account.session_minutes
         secret, target = _log_in(account, idp, assertion, _login_nonce())
@@ -289,17 +295,30 @@ def consume(slug: str, idp_name: str | None = None) -> ResponseReturnValue:
     return response
 
 
-def _idp_for(account: Account, name: str | None, in_response_to: str | None) -> IdentityProvider:
+def _pending(account: Account, in_response_to: str | None) -> AuthnRequest | None:
+    """This account's pending AuthnRequest of that ID, if any (not yet judged: see sso.claim)."""
+    if not in_response_to:
+        return None
+    with get_store().read() as db:
+        pending = db.get(AuthnRequest, in_response_to)
+    return pending if pending is not None and pending.account_id == account.id else None
+
+
+def _is_test(pending: AuthnRequest | None) -> bool:
+    """Whether a pending request is a test login's (bridge.test_logins)."""
+    return pending is not None and test_logins.link_of(pending.relay_state) is not None
+
+
+def _idp_for(account: Account, name: str | None, pending: AuthnRequest | None) -> IdentityProvider:
     """The IdP from the route, or from our own pending request; never from the unsigned Issuer."""
     if name:
         return _choose(account, name)
-    if in_response_to:
+    if pending is not None:
+        for idp in _idps(account):
+            if idp.id == pending.idp_id:
+                return _enabled(idp)
         with get_store().read() as db:
-            from bridge.models import AuthnRequest
-
-            pending = db.get(AuthnRequest, in_response_to)
-            if pending is not None and pending.account_id == account.id:
-                return _enabled(db.get_one(IdentityProvider, pending.idp_id))
+            return _enabled(db.get_one(IdentityProvider, pending.idp_id))
     found = _idps(account)
     if len(found) == 1:
         return _enabled(found[0])

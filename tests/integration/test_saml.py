@@ -774,3 +774,48 @@ def test_removing_or_disabling_an_idp_ends_its_sessions(saml, cli, how):
             path=f"/saml/{saml.account.slug}/acs/test",
         )
         assert back.status_code == 302, saml.last_reason()
+
+
+def test_one_request_answered_twice_at_once_signs_in_once(saml, store):
+    """Two different assertions answering the same AuthnRequest, posted at the same moment from
+    the browser that asked (a second tab, or an IdP that answered twice): the request is used up
+    by exactly one of them; the other is refused as answering no pending login, and nothing of
+    it is written (one session, one accepted assertion)."""
+    from bridge.models import LoginSession, SeenAssertion
+
+    rid = _fresh(saml)  # saml.client now holds the login cookie
+    path = f"/saml/{saml.account.slug}/"
+    cookie = saml.client.get_cookie("bridge_login", path=path)
+    assert cookie is not None
+    forms = [
+        saml.idp.post_form(saml.response(in_response_to=rid, name_id="twice@example.com"))
+        for _ in range(2)
+    ]
+    start = threading.Barrier(2)
+    statuses: list[int] = []
+
+    def tab(form):
+        client = saml.client.application.test_client()
+        client.set_cookie("bridge_login", cookie.value, path=path)
+        start.wait()
+        statuses.append(client.post(f"/saml/{saml.account.slug}/acs", data=form).status_code)
+
+    threads = [threading.Thread(target=tab, args=(form,)) for form in forms]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(statuses) == [302, 400]
+    with store.read() as db:
+        reasons = [row["reason"] for row in logins.recent(db, saml.account.id)]
+        sessions = db.scalar(
+            select(func.count())
+            .select_from(LoginSession)
+            .where(LoginSession.account_id == saml.account.id)
+        )
+        idp_id = idps.get(db, saml.account.id, "test").id
+        seen = db.scalar(
+            select(func.count()).select_from(SeenAssertion).where(SeenAssertion.idp_id == idp_id)
+        )
+    assert sorted(reasons) == ["ok", "unknown_in_response_to"], reasons
+    assert saml.users() == 1 and sessions == 1 and seen == 1

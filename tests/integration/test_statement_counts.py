@@ -22,7 +22,7 @@ from sqlalchemy import event, select
 
 from bridge import idps
 from bridge.models import AuditEvent, User
-from tests.saml_idp import TestIdP
+from tests.saml_idp import TestIdP, parse_authn_request
 
 BASE = "http://127.0.0.1:8000"
 # (statements, commits) per request on SQLite (BEGIN aside). A commit ends each read transaction
@@ -37,6 +37,7 @@ PATCH = (12, 3)
 FIRST_LOGIN = (20, 2)
 RETURNING_LOGIN = (9, 2)
 PUT_USER = (18, 4)
+SP_RETURNING_LOGIN = (11, 2)
 ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
 PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 
@@ -192,16 +193,23 @@ class Logins:
 
         store.write(allow)
 
-    def post(self, name: str, **attributes):
+    def post(self, name: str, in_response_to: str | None = None, **attributes):
         attributes.setdefault("email", [name])
         xml = self.idp.response(
             name_id=name,
             destination=f"{BASE}/saml/{self.account.slug}/acs",
             audience=f"{BASE}/saml/{self.account.slug}/metadata",
+            in_response_to=in_response_to,
             attributes=attributes,
         )
         form = self.idp.post_form(xml)
         return self.client.post(f"/saml/{self.account.slug}/acs", data=form)
+
+    def start(self) -> str:
+        """SP-initiated: the ID of the AuthnRequest our /login sends (this browser's)."""
+        resp = self.client.get(f"/saml/{self.account.slug}/login")
+        assert resp.status_code == 302, resp.get_data(as_text=True)
+        return parse_authn_request(resp.headers["Location"]).id
 
     def audit_actions(self) -> list[str]:
         with self.store.read() as db:
@@ -244,6 +252,18 @@ def test_returning_saml_login_unchanged(logins, sql):
             )
         )
         assert user is not None and user.given_name == "Bo"
+
+
+def test_sp_initiated_returning_login(logins, sql):
+    """The same login answering our AuthnRequest: the pending request is read once before the
+    checks (to name the IdP and tell a test login apart), then used up under its lock."""
+    assert logins.post("cy@example.com", givenName=["Cy"]).status_code == 302
+    request_id = logins.start()
+    n, commits, resp = measured(
+        sql, lambda: logins.post("cy@example.com", in_response_to=request_id, givenName=["Cy"])
+    )
+    assert resp.status_code == 302, resp.get_data(as_text=True)
+    assert (n, commits) == SP_RETURNING_LOGIN, str(sql)
 
 
 PLAN_POLICY = """

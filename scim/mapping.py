@@ -317,6 +317,21 @@ def _groups(entries: list[dict[str, Any]], base: str) -> list[dict[str, Any]]:
     ]
 
 
+def stored_user(user: User, base: str) -> dict[str, Any]:
+    """The document of a stored user from their ORM row and its loaded collections, without
+    their groups or their manager's name (read-only: what a PATCH is applied to)."""
+    kids = {
+        "emails": [_fields(e, _MULTI_KEYS) for e in user.emails],
+        "phone_numbers": [_fields(p, _MULTI_KEYS) for p in user.phone_numbers],
+        "addresses": [_fields(a, ("type", "primary", *_ADDRESS_COLUMNS)) for a in user.addresses],
+    }
+    return _user_doc(user, [], {}, base, kids)
+
+
+def _fields(row: Any, keys: Iterable[str]) -> dict[str, Any]:
+    return {k: getattr(row, k) for k in keys}
+
+
 def created_user(user: NewUser, base: str) -> dict[str, Any]:
     """The document of a user as their create wrote them (in no group)."""
     kids = {"emails": user.emails, "phone_numbers": user.phone_numbers, "addresses": user.addresses}

@@ -262,8 +262,8 @@ def patch_user(raw_id: str) -> ResponseReturnValue:
     ops = patch.operations(body())
 
     def build(db: Any, user: User) -> Any:
-        row = mapping.user_row(db, user.account_id, user.id)
-        current = mapping.canonical(mapping.user_documents(db, [row], base_url())[0], schema.USERS)
+        # from the user as locked and loaded: their groups and manager's name are read-only
+        current = mapping.canonical(mapping.stored_user(user, base_url()), schema.USERS)
         return mapping.user_profile(patch.apply_to_user(current, ops))
 
     provisioning.update_user(

@@ -38,6 +38,7 @@ FIRST_LOGIN = (20, 2)
 RETURNING_LOGIN = (9, 2)
 PUT_USER = (18, 4)
 SP_RETURNING_LOGIN = (11, 2)
+PATCH_USER = (18, 4)
 ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
 PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 
@@ -178,6 +179,19 @@ def test_scim_put_user(warm, sql):
     assert resp.status_code == 200 and resp.json["name"]["givenName"] == "Bo"
     assert resp.headers["ETag"] == 'W/"2"'
     assert (n, commits) == scim_counts(sql, PUT_USER), str(sql)
+
+
+def test_scim_patch_user(warm, sql):
+    """PATCH /Users/<id> replacing a name: auth, the one write (the user locked and read once,
+    the document patched from that, one UPDATE of the row, the policy, audit), the answer, the
+    log."""
+    made = warm.post("Users", json=user_doc(6)).json
+    op = {"op": "replace", "path": "name.givenName", "value": "Bo"}
+    body = {"schemas": [PATCH_OP], "Operations": [op]}
+    n, commits, resp = measured(sql, lambda: warm.patch(f"Users/{made['id']}", json=body))
+    assert resp.status_code == 200 and resp.json["name"]["givenName"] == "Bo"
+    assert resp.headers["ETag"] == 'W/"2"'
+    assert (n, commits) == scim_counts(sql, PATCH_USER), str(sql)
 
 
 class Logins:

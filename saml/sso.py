@@ -353,7 +353,10 @@ def validate(
         _check_transforms(document)
     try:
         response.is_valid(request_data(sp, path, post=form), raise_exceptions=True)
-        name_id = response.get_nameid()
+        # once: the library's get_nameid and get_nameid_format each read it again (and decrypt
+        # an EncryptedID again), with the same checks
+        name_data = response.get_nameid_data()
+        name_id = name_data.get("Value")
     except VE as exc:
         raise SamlRejected(REASONS.get(exc.code, "invalid"), str(exc)) from None
     except Exception as exc:  # anything else the library raises is a bad message, not a 500
@@ -386,8 +389,8 @@ def validate(
     return Assertion(
         idp=idp,
         name_id=name_id,
-        name_id_format=response.get_nameid_format(),
-        subject=_subject(response, assertion, name_id),
+        name_id_format=name_data.get("Format"),
+        subject=_subject(name_data, assertion, name_id),
         session_index=response.get_session_index(),
         attributes={k: [str(v) for v in vs] for k, vs in response.get_attributes().items()},
         in_response_to=in_response_to,
@@ -408,9 +411,8 @@ def _authn_instant(assertion: etree._Element) -> datetime | None:
         raise SamlRejected("malformed", "the AuthnStatement's AuthnInstant is no time") from None
 
 
-def _subject(response: Any, assertion: etree._Element, value: str) -> NameId:
+def _subject(data: dict[str, Any], assertion: etree._Element, value: str) -> NameId:
     """The whole NameID: value, Format and qualifiers (SPProvidedID only when not encrypted)."""
-    data = response.get_nameid_data()
     plain = assertion.find("saml:Subject/saml:NameID", NS)
     return NameId(
         value,

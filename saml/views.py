@@ -13,6 +13,7 @@ from flask.typing import ResponseReturnValue
 from itsdangerous import BadSignature, URLSafeSerializer
 from onelogin.saml2.auth import OneLogin_Saml2_Auth
 from sqlalchemy import and_, bindparam, select
+from sqlalchemy.orm import defer
 
 from bridge import browser, idps, logins, provisioning, redirects, sessions, test_logins
 from bridge import sp_keys as keys
@@ -52,6 +53,9 @@ _ACCOUNT_STATE = (
     .outerjoin(SpKey, and_(SpKey.account_id == Account.id, SpKey.retired.is_(None)))
     .where(Account.slug == bindparam("slug"))
     .order_by(IdentityProvider.name, *keys.ACTIVE_ORDER)
+    # an IdP's metadata document (tens of KB for some IdPs) is kept for refreshes, never read
+    # by a SAML route: not loaded unless asked for
+    .options(defer(IdentityProvider.metadata_xml))
 )
 
 

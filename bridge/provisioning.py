@@ -840,6 +840,14 @@ def _link_identity(
     up for in this transaction (linked to no one)."""
     if link is None:
         return
+    unknown = f"IdP {link.entity_id!r} is not registered for this account"
+    if fresh:  # one statement: the INSERT reads the IdP's id; the row checked as a flush would
+        row = {"user_id": user_id, "name_id": link.name_id, "created": utcnow()}
+        values.check_values(SAML_IDENTITIES, row)
+        params = {**row, "account_id": account.id, "entity_id": link.entity_id}
+        if db.connection().execute(_LINK_NEW, params).rowcount != 1:
+            raise InvalidInput(unknown)
+        return
     idp_id = db.scalar(
         select(IdentityProvider.id).where(
             IdentityProvider.account_id == account.id,
@@ -847,12 +855,7 @@ def _link_identity(
         )
     )
     if idp_id is None:
-        raise InvalidInput(f"IdP {link.entity_id!r} is not registered for this account")
-    if fresh:  # one row: a Core INSERT, checked as a flush would check it
-        row = {"idp_id": idp_id, "user_id": user_id, "name_id": link.name_id}
-        values.check_values(SAML_IDENTITIES, row)
-        db.connection().execute(_INSERT_IDENTITY, row)
-        return
+        raise InvalidInput(unknown)
     db.flush()
     current = db.scalar(
         select(SamlIdentity).where(
@@ -866,7 +869,22 @@ def _link_identity(
 
 
 SAML_IDENTITIES: Table = SamlIdentity.__table__  # type: ignore[assignment]
-_INSERT_IDENTITY = insert(SAML_IDENTITIES)
+_LINK_NEW = (
+    insert(SAML_IDENTITIES)
+    .from_select(  # (IdP id by entity ID, user, NameID)
+        ["idp_id", "user_id", "name_id", "created"],
+        select(
+            IdentityProvider.id,
+            bindparam("user_id", type_=SAML_IDENTITIES.c.user_id.type),
+            bindparam("name_id", type_=SAML_IDENTITIES.c.name_id.type),
+            bindparam("created", type_=SAML_IDENTITIES.c.created.type),
+        ).where(
+            IdentityProvider.account_id == bindparam("account_id"),
+            IdentityProvider.entity_id == bindparam("entity_id"),
+        ),
+    )
+    .execution_options(preserve_rowcount=True)
+)  # an INSERT's rowcount is not kept otherwise
 
 
 def snapshot(db: Session, user: User) -> dict[str, Any]:

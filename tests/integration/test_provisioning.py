@@ -17,7 +17,7 @@ from bridge.models import (
     RoleAssignment,
     User,
 )
-from tests.factories import profile
+from tests.factories import profile, saml_profile
 
 
 def _user(store, user_id):
@@ -286,3 +286,12 @@ def test_audited_access_is_what_a_read_finds(store, account, settings):
         assert {"group": "Crew", "provenance": "scim"} in now["groups"]
         assert {"environment": "all", "provenance": "manual"} in now["environments"]
     assert now["role"] == {"role": "admin", "provenance": "policy:marketing"}
+
+
+def test_first_login_through_an_unregistered_idp_is_refused(store, account):
+    """A new user linked to an IdP the account has not registered is refused whole."""
+    una = saml_profile("una@example.com", "https://nowhere.example/idp", "una")
+    with pytest.raises(InvalidInput, match="is not registered for this account"):
+        provisioning.provision(store, account.id, una, actor="t")
+    with store.read() as db:
+        assert db.scalar(select(User.id).where(User.account_id == account.id)) is None

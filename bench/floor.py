@@ -144,9 +144,21 @@ def region_of(frame: Any) -> str:
     return region
 
 
+REGIONAL = ("ours", "SQLAlchemy", "driver", "json")  # layers told apart by region
+
+
 @contextmanager
-def sampled(charge: Counter[str], every: float = 0.0005) -> Iterator[None]:
-    """Charge the main thread's CPU to what it runs, sampled every `every` seconds."""
+def sampled(
+    charge: Counter[str],
+    every: float = 0.0005,
+    *,
+    layer: Callable[[str, str], str | None] = layer_of,
+    region: Callable[[Any], str] = region_of,
+    regional: tuple[str, ...] = REGIONAL,
+) -> Iterator[None]:
+    """Charge the main thread's CPU to what it runs, sampled every `every` seconds: to the
+    innermost frame's `layer` (its caller's for None; "stdlib" when none says), and for the
+    `regional` layers to the `region` the stack is in (bench/saml/login_floor.py passes its own)."""
     main = threading.main_thread().ident
     assert main is not None
     clock = time.pthread_getcpuclockid(main)
@@ -158,15 +170,15 @@ def sampled(charge: Counter[str], every: float = 0.0005) -> Iterator[None]:
         while not stop.wait(every):
             now = time.clock_gettime(clock)
             frame = sys._current_frames().get(main)
-            layer, f = None, frame
-            while f is not None and layer is None:
-                layer = layer_of(f.f_code.co_filename, f.f_code.co_name)
+            found, f = None, frame
+            while f is not None and found is None:
+                found = layer(f.f_code.co_filename, f.f_code.co_name)
                 f = f.f_back
-            if layer is None:
-                layer = "stdlib"
-            if layer in ("ours", "SQLAlchemy", "driver", "json"):
-                layer = f"{layer}: {region_of(frame)}"
-            charge[layer] += now - last
+            if found is None:
+                found = "stdlib"
+            if found in regional:
+                found = f"{found}: {region(frame)}"
+            charge[found] += now - last
             last = now
 
     sys.setswitchinterval(every / 10)  # the sampler waits for the GIL at most this long

@@ -39,17 +39,17 @@ import argparse
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT / "bench"), str(ROOT)]
 
+import floor  # noqa: E402
 from cost import BASE, bridge_app, fresh_database  # noqa: E402
 from floor import Capture, call, layer_of, replayed, snapshot  # noqa: E402
 
@@ -98,40 +98,12 @@ def region_of(frame: Any) -> str:
     return "request (view, cookies, redirect)"
 
 
-@contextmanager
-def sampled(charge: Counter[str], every: float = 0.0005) -> Iterator[None]:
-    """Charge the main thread's CPU to what it runs, sampled every `every` seconds."""
-    main = threading.main_thread().ident
-    assert main is not None
-    clock = time.pthread_getcpuclockid(main)
-    stop = threading.Event()
-    old = sys.getswitchinterval()
-
-    def sample() -> None:
-        last = time.clock_gettime(clock)
-        while not stop.wait(every):
-            now = time.clock_gettime(clock)
-            frame = sys._current_frames().get(main)
-            layer, f = None, frame
-            while f is not None and layer is None:
-                layer = saml_layer(f.f_code.co_filename, f.f_code.co_name)
-                f = f.f_back
-            if layer is None:
-                layer = "stdlib"
-            if layer in ("ours", "SQLAlchemy", "driver", "json", "stdlib"):
-                layer = f"{layer}: {region_of(frame)}"
-            charge[layer] += now - last
-            last = now
-
-    sys.setswitchinterval(every / 10)  # the sampler waits for the GIL at most this long
-    thread = threading.Thread(target=sample, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
-        sys.setswitchinterval(old)
+def sampled(charge: Counter[str]) -> AbstractContextManager[None]:
+    """bench/floor.py's sampler with this bench's layers and regions (the standard library's
+    own time told apart by region too)."""
+    return floor.sampled(
+        charge, layer=saml_layer, region=region_of, regional=(*floor.REGIONAL, "stdlib")
+    )
 
 
 def environ(path: str, form: dict[str, str] | None = None) -> dict[str, Any]:

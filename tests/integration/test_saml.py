@@ -300,11 +300,25 @@ def test_replayed_assertion_refused(saml, store):
     assert saml.signed_in_as() is None and saml.users() == 1
 
 
+def _sessions_and_seen(db, account_id):
+    """The account's login sessions, and the assertions its IdP `test` has in the replay cache."""
+    from bridge.models import LoginSession, SeenAssertion
+
+    sessions = db.scalar(
+        select(func.count()).select_from(LoginSession).where(LoginSession.account_id == account_id)
+    )
+    idp_id = idps.get(db, account_id, "test").id
+    seen = db.scalar(
+        select(func.count()).select_from(SeenAssertion).where(SeenAssertion.idp_id == idp_id)
+    )
+    return sessions, seen
+
+
 def test_one_assertion_posted_at_once_from_many_browsers_signs_in_once(saml, store):
     """Six browsers post the same assertion at the same moment (a stolen response raced with
     the real one): exactly one is signed in; every other is refused as a replay, with one
     user, one session and one accepted assertion in the store."""
-    from bridge.models import LoginAttempt, LoginSession, SeenAssertion
+    from bridge.models import LoginAttempt
 
     def allow(db):
         idps.get(db, saml.account.id, "test").allow_idp_initiated = True
@@ -330,15 +344,7 @@ def test_one_assertion_posted_at_once_from_many_browsers_signs_in_once(saml, sto
         reasons = db.scalars(
             select(LoginAttempt.reason).where(LoginAttempt.account_id == saml.account.id)
         ).all()
-        sessions = db.scalar(
-            select(func.count())
-            .select_from(LoginSession)
-            .where(LoginSession.account_id == saml.account.id)
-        )
-        idp_id = idps.get(db, saml.account.id, "test").id
-        seen = db.scalar(
-            select(func.count()).select_from(SeenAssertion).where(SeenAssertion.idp_id == idp_id)
-        )
+        sessions, seen = _sessions_and_seen(db, saml.account.id)
     assert sorted(reasons) == ["ok"] + ["replayed"] * 5, reasons
     assert saml.users() == 1 and sessions == 1 and seen == 1
 
@@ -781,7 +787,6 @@ def test_one_request_answered_twice_at_once_signs_in_once(saml, store):
     the browser that asked (a second tab, or an IdP that answered twice): the request is used up
     by exactly one of them; the other is refused as answering no pending login, and nothing of
     it is written (one session, one accepted assertion)."""
-    from bridge.models import LoginSession, SeenAssertion
 
     rid = _fresh(saml)  # saml.client now holds the login cookie
     path = f"/saml/{saml.account.slug}/"
@@ -808,14 +813,6 @@ def test_one_request_answered_twice_at_once_signs_in_once(saml, store):
     assert sorted(statuses) == [302, 400]
     with store.read() as db:
         reasons = [row["reason"] for row in logins.recent(db, saml.account.id)]
-        sessions = db.scalar(
-            select(func.count())
-            .select_from(LoginSession)
-            .where(LoginSession.account_id == saml.account.id)
-        )
-        idp_id = idps.get(db, saml.account.id, "test").id
-        seen = db.scalar(
-            select(func.count()).select_from(SeenAssertion).where(SeenAssertion.idp_id == idp_id)
-        )
+        sessions, seen = _sessions_and_seen(db, saml.account.id)
     assert sorted(reasons) == ["ok", "unknown_in_response_to"], reasons
     assert saml.users() == 1 and sessions == 1 and seen == 1

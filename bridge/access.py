@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import String, Table, bindparam, insert, literal, null, select, union_all
+from sqlalchemy import String, Table, bindparam, literal, null, select, union_all
 from sqlalchemy.orm import Session
 
 import policies
@@ -140,17 +140,13 @@ ROLES: Table = RoleAssignment.__table__  # type: ignore[assignment]
 ENVIRONMENT_ACCESS: Table = EnvironmentAccess.__table__  # type: ignore[assignment]
 MEMBERSHIPS: Table = Membership.__table__  # type: ignore[assignment]
 GRANTS: Table = Grant.__table__  # type: ignore[assignment]
-_INSERTS = {t.name: insert(t) for t in (ROLES, ENVIRONMENT_ACCESS, MEMBERSHIPS, GRANTS)}
 
 
 def _insert(db: Session, table: Table, rows: list[dict[str, Any]], kind: str) -> None:
-    """One Core INSERT of `rows` (none: no statement), each checked first; counted as `kind`."""
-    if not rows:
-        return
-    for row in rows:
-        values.check_values(table, row)
-    db.connection().execute(_INSERTS[table.name], rows)
-    metrics.count_created(db, kind, len(rows))
+    """`rows` in one checked Core INSERT (none: no statement), counted as `kind`."""
+    values.insert_rows(db, table, rows)
+    if rows:
+        metrics.count_created(db, kind, len(rows))
 
 
 def _wanted_environments(

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, func, insert, select
+from sqlalchemy import Table, func, select
 from sqlalchemy.orm import Session
 
 from bridge import audit, metrics, values
@@ -105,16 +105,13 @@ def record_test_in(
 
 
 _TABLE: Table = LoginAttempt.__table__  # type: ignore[assignment]
-_INSERT = insert(_TABLE)  # built once, run on the session's connection
 
 
 def _insert(db: Session, row: dict[str, Any]) -> None:
     """One login-log line without the ORM's unit of work (nothing reads it back in the request):
     the values are checked as a flush checks them (bridge.values)."""
     row["at"] = utcnow()
-    values.check_values(_TABLE, row)
-    db.flush()  # what the caller added first (the user the line names)
-    db.connection().execute(_INSERT, row)
+    values.insert_rows(db, _TABLE, [row])  # after what the caller added (the user it names)
 
 
 TEST_LOGIN = "test_login"

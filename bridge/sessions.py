@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from itsdangerous import BadSignature, URLSafeSerializer
-from sqlalchemy import Table, insert, select, update
+from sqlalchemy import Table, select, update
 from sqlalchemy.orm import Session
 
 from bridge import audit, authcodes, values
@@ -121,15 +121,12 @@ def start_in(
         "authenticated": None if authenticated is None else min(authenticated, now),
         "expires": now + timedelta(minutes=minutes),
     }
-    # Without the ORM's unit of work (nothing reads the row back in the request): the values
-    # are checked as a flush checks them, and what the caller added (the user) goes in first.
-    values.check_values(_SESSIONS, row)
-    db.flush()
-    db.connection().execute(_START, row)
+    # Without the ORM's unit of work (nothing reads the row back in the request), after what
+    # the caller added (the user)
+    values.insert_rows(db, _SESSIONS, [row])
 
 
 _SESSIONS: Table = LoginSession.__table__  # type: ignore[assignment]
-_START = insert(_SESSIONS)  # built once
 
 
 def authenticated_at(login: LoginSession) -> datetime:

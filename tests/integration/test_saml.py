@@ -471,6 +471,45 @@ def test_encrypted_assertion(saml):
     assert saml.signed_in_as() == "enc@example.com"
 
 
+def _sp_metadata(saml):
+    return parse_sp_metadata(
+        saml.client.get(f"/saml/{saml.account.slug}/metadata").get_data(as_text=True)
+    )
+
+
+def test_encrypted_name_id(saml):
+    """A NameID encrypted to the SP's certificate (an EncryptedID, as ADFS and Shibboleth can
+    send) signs in the user it names, inside a plain or an encrypted assertion; the user is
+    stored under the decrypted value."""
+    cert = _sp_metadata(saml).encryption_certs[0]
+    for name, whole in (("eid@example.com", None), ("eid2@example.com", cert)):
+        xml = saml.response(
+            in_response_to=_fresh(saml),
+            name_id=name,
+            encrypt_name_id_to_cert=cert,
+            encrypt_to_cert=whole,
+        )
+        assert b"EncryptedID" in xml or whole is not None
+        assert saml.post(xml).status_code == 302
+        assert saml.signed_in_as() == name and saml.last_reason() == "ok"
+        saml.new_browser()
+    with saml.store.read() as db:
+        names = db.scalars(select(User.user_name).where(User.account_id == saml.account.id))
+        assert sorted(names) == ["eid2@example.com", "eid@example.com"]
+
+
+def test_name_id_encrypted_to_another_key_refused(saml):
+    """An EncryptedID the SP cannot decrypt (encrypted to someone else's certificate) is
+    refused with the reason logged, and nobody is signed in or stored."""
+    stranger = TestIdP(entity_id="https://stranger.example.test/metadata")
+    xml = saml.response(
+        in_response_to=_fresh(saml),
+        name_id="who@example.com",
+        encrypt_name_id_to_cert=stranger.signing_key.cert_pem,
+    )
+    saml.refused(saml.post(xml), "invalid")
+
+
 def test_idp_initiated_logout(saml):
     """A signed LogoutRequest from the IdP ends the session and gets a LogoutResponse."""
     saml.post(
@@ -581,6 +620,12 @@ def test_sp_key_rotation_overlaps(saml, cli):
     )
     assert saml.post(xml).status_code == 302
     assert saml.signed_in_as() == "rot@example.com"
+    saml.new_browser()  # a NameID encrypted to the old certificate, in a plain assertion, too
+    xml = saml.response(
+        in_response_to=saml.start().id, name_id="rot2@example.com", encrypt_name_id_to_cert=old_cert
+    )
+    assert saml.post(xml).status_code == 302, saml.last_attempt()
+    assert saml.signed_in_as() == "rot2@example.com"
 
 
 def test_concurrent_logins_of_returning_users(saml, store, caplog):

@@ -178,6 +178,7 @@ class IdPCore:
         sign_assertion: bool = True,
         sign_response: bool = False,
         encrypt_to_cert: str | bytes | x509.Certificate | None = None,
+        encrypt_name_id_to_cert: str | bytes | x509.Certificate | None = None,
         encryption_algorithm: str = "aes256-gcm",
         signature_algorithm: str = "rsa-sha256",
         digest_algorithm: str = "sha256",
@@ -230,13 +231,22 @@ class IdPCore:
                 sub(assertion, "saml:Issuer", issuer)
             subject = sub(assertion, "saml:Subject")
             if name_id is not None:
-                sub(
+                name = sub(
                     subject,
                     "saml:NameID",
                     name_id,
                     Format=name_id_format,
                     SPNameQualifier=sp_name_qualifier,
                 )
+                if encrypt_name_id_to_cert is not None:  # an EncryptedID in its place
+                    encrypted_id = sub(None, "saml:EncryptedID")
+                    encrypted_id.append(
+                        encrypt_element(
+                            name, encrypt_name_id_to_cert, algorithm=encryption_algorithm
+                        )
+                    )
+                    name.addprevious(encrypted_id)
+                    subject.remove(name)
             confirmation = sub(subject, "saml:SubjectConfirmation", Method=CM_BEARER)
             sub(
                 confirmation,
@@ -299,7 +309,9 @@ class IdPCore:
         (after any encryption). `encrypt_to_cert` (PEM, DER, base64 body or x509.Certificate:
         the SP's encryption cert) turns the assertion into an EncryptedAssertion
         (`encryption_algorithm` aes256-gcm | aes128-gcm | aes128-cbc | aes256-cbc, key
-        transport RSA-OAEP-MGF1P), signed before it is encrypted. A `status` other than Success
+        transport RSA-OAEP-MGF1P), signed before it is encrypted. `encrypt_name_id_to_cert`
+        puts a saml:EncryptedID (the NameID encrypted to that cert, the same algorithms) in the
+        Subject instead of the NameID, before the assertion is signed. A `status` other than Success
         ('Responder', 'AuthnFailed' or a full URI) gives a Response without an assertion."""
         return serialize(self.response_tree(**kwargs))
 

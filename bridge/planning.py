@@ -13,21 +13,23 @@ from __future__ import annotations
 import contextlib
 import functools
 import gc
+import itertools
 import operator
 import threading
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from sqlalchemy import (
     Connection,
+    Integer,
     String,
     bindparam,
     func,
-    literal,
+    literal_column,
     select,
     type_coerce,
     union_all,
@@ -235,12 +237,13 @@ def plan(
                 if outcome.role_after and active is not False:  # guards count active users
                     result.role_counts[outcome.role_after] += 1
                 if outcome.changes:
+                    user_uuid = _as_uuid(user_id)
                     change = Change(  # lists of its own: outcomes are shared
                         user_name,
-                        user_id,
+                        user_uuid,
                         outcome.role,
-                        {k: v[:] for k, v in outcome.gains.items()},
-                        {k: v[:] for k, v in outcome.losses.items()},
+                        _own(outcome.gains),
+                        _own(outcome.losses),
                         outcome.errors,
                     )
                     result.gaining += outcome.gaining
@@ -249,7 +252,7 @@ def plan(
                     if outcome.errors:
                         result.errors += 1
                     else:
-                        result.changed_ids.append(user_id)
+                        result.changed_ids.append(user_uuid)
                     if on_change is None:
                         result.changes.append(change)
                     else:
@@ -361,163 +364,212 @@ def _outcome(held: Held, decision: policies.Decision, names: set[str]) -> _Outco
 
 def _users(
     db: Session, account: Account, attributes: frozenset[str]
-) -> Generator[tuple[uuid.UUID, str, bool | None, _Parts, tuple[str, ...], Held], None, None]:
-    """Users in id order, read a batch at a time (memory stays flat), each with the parts of
+) -> Generator[tuple[Any, str, bool | None, _Parts, tuple[str, ...], Held], None, None]:
+    """Users in id order (the id as the driver gives it: see _as_uuid), each with the parts of
     the Profile the write path would build (source, IdP link and only the `attributes` the
-    policy can look at: the same Decision), their SCIM group names and what they hold now; a
-    handful of queries per batch."""
+    policy can look at: the same Decision), their SCIM group names and what they hold now.
+
+    A few statements, each streamed in user id order (memory stays flat) and read alongside:
+    the users, with their e-mails when the policy reads them (a row per e-mail); their phones,
+    when it reads them; what they hold. No range of random UUIDs per batch, each of whose rows
+    sat on a page of its own: the database reads a kind's rows in the order it keeps them
+    (memberships through the account's groups, which SQLite reads from their unique index
+    alone) and sorts them."""
     fields = [f for f, path in profiles.SCIM_PATHS.items() if path in attributes]
     if profiles.MANAGER in attributes:
         fields.append("manager_id")
-    columns = [
-        User.__table__.c[name]
-        for name in dict.fromkeys(("id", "user_name", "active", "saml_attributes", *fields))
-    ]
-    reader = profiles.Reader([c.name for c in columns], attributes)
-    parts = reader.parts
-    emails = _values_statement(UserEmail) if "emails.value" in attributes else None
-    phones = _values_statement(UserPhoneNumber) if "phoneNumbers.value" in attributes else None
+    names = tuple(dict.fromkeys(("id", "user_name", "active", "saml_attributes", *fields)))
+    parts = profiles.Reader(names, attributes).parts
+    emails = "emails.value" in attributes
     conn = db.connection()
-    raw_key, key = _id_keys(conn)
-    batches = _batches(conn, account, columns, emails, phones, raw_key, key)
-    none: tuple[str, ...] = ()
-    with contextlib.closing(batches):
-        for users, found_emails, found_phones, groups, held in batches:
-            for user in users:
-                number = key(user[0])
-                yield (
-                    user[0],
-                    user[1],
-                    user[2],
-                    parts(user, found_emails.get(number, none), found_phones.get(number, none)),
-                    groups.get(number, none),
-                    frozenset(held[number]),
-                )
-
-
-_Batch = tuple[  # users; by their id's key: e-mails, phones, SCIM group names, held rows
-    Sequence[Any],
-    dict[Any, tuple[str, ...]],
-    dict[Any, tuple[str, ...]],
-    dict[Any, tuple[str, ...]],
-    dict[Any, list[tuple[str, str, bool]]],
-]
-
-
-def _id_keys(conn: Connection) -> tuple[Callable[[Any], Any], Callable[[uuid.UUID], Any]]:
-    """How a batch's rows are matched to its users: the key of a user id as the driver gives
-    it in those rows, and the key of a user's UUID. A UUID hashes in Python, so by its number
-    where the driver gives UUIDs (PostgreSQL); by the stored hex text where it gives text
-    (SQLite: the rows' ids are not made UUIDs at all)."""
-    if conn.dialect.supports_native_uuid:
-        return operator.attrgetter("int"), operator.attrgetter("int")
-    return str, operator.attrgetter("hex")
-
-
-def _batches(
-    conn: Connection,
-    account: Account,
-    columns: list[Any],
-    emails: Any,
-    phones: Any,
-    raw_key: Callable[[Any], Any],
-    key: Callable[[uuid.UUID], Any],
-) -> Generator[_Batch, None, None]:
-    """The account's users in id order, BATCH at a time from one streamed statement, each batch
-    with its users' values (e-mails, phones: when the policy reads them) and what they hold
-    (a statement each; a batch's rows are found by the range of its ids)."""
-    held_rows = _held_statement()
-    statement = select(*columns).where(User.account_id == account.id).order_by(User.id)
-    result = conn.execute(statement, execution_options={"yield_per": BATCH})
-    with contextlib.closing(result):
-        for users in result.partitions():
-            bounds = {"lo": users[0][0], "hi": users[-1][0]}
-            yield (
-                users,
-                _values(conn, emails, bounds, raw_key, primary_first=True)
-                if emails is not None
-                else {},
-                _values(conn, phones, bounds, raw_key) if phones is not None else {},
-                *_held(conn, held_rows, bounds, raw_key, [key(u[0]) for u in users]),
-            )
-
-
-@functools.cache
-def _values_statement(model: Any) -> Any:
-    """A batch's values (e-mails, phone numbers) with their order (primary, position); built
-    once. Unsorted: the few values of a user are sorted here, not the batch's in the database."""
-    return select(_raw(model.user_id), model.value, model.primary, model.position).where(
-        _within(model.user_id)
-    )
-
-
-def _values(
-    db: Connection,
-    statement: Any,
-    ids: dict[str, uuid.UUID],
-    raw_key: Callable[[Any], Any],
-    *,
-    primary_first: bool = False,
-) -> dict[Any, tuple[str, ...]]:
-    """Each user's values by position, the primary first if `primary_first` (as profiles.stored
-    orders e-mails and phone numbers), by the user id's number (a UUID's hash is computed in
-    Python on every look-up)."""
-    found: dict[Any, list[tuple[bool, int, str]]] = {}
-    for user_id, value, primary, position in db.execute(statement, ids).all():
-        found.setdefault(raw_key(user_id), []).append(
-            (primary_first and not primary, position, value)
+    key = _id_key(conn)
+    bound = {"account": account.id}
+    with contextlib.ExitStack() as streams:
+        users = streams.enter_context(_stream(conn, _users_statement(names, emails), bound))
+        phones = (
+            _Following(streams.enter_context(_stream(conn, _phones_statement(), bound)), key)
+            if "phoneNumbers.value" in attributes
+            else None
         )
-    return {
-        k: (v[0][2],) if len(v) == 1 else tuple(value for *_, value in sorted(v))
-        for k, v in found.items()
-    }
+        held_rows = _Following(streams.enter_context(_stream(conn, _held_statement(), bound)), key)
+        none: tuple[str, ...] = ()
+        kinds = KINDS
+        rows = itertools.chain.from_iterable(users.partitions())
+        user = next(rows, None)
+        while user is not None:
+            number = key(user[0])
+            following = next(rows, None)
+            found_emails = none
+            if emails:  # the last column, one row per e-mail (NULL: none)
+                if user[-1] is not None:
+                    found_emails = (user[-1],)
+                while following is not None and key(following[0]) == number:
+                    found_emails += (following[-1],)
+                    following = next(rows, None)
+            held: list[tuple[str, str, bool]] = []
+            groups: list[str] = []
+            for _, code, value, provenance in held_rows.take(number):
+                if code == ALL_ENVIRONMENTS and not value:
+                    value = "all"  # access to every environment, present and future
+                held.append((kinds[code], value, not provenance.startswith(POLICY)))
+                if code == GROUPS and provenance == "scim":
+                    groups.append(value)
+            yield (
+                user[0],
+                user[1],
+                user[2],
+                parts(
+                    user,
+                    found_emails,
+                    tuple(r[1] for r in phones.take(number)) if phones is not None else none,
+                ),
+                tuple(groups),
+                frozenset(held),
+            )
+            user = following
+
+
+# What a user holds, by the code the held statement gives each kind of row.
+KINDS = ("role", "environments", "groups", "grants")
+ALL_ENVIRONMENTS, GROUPS = KINDS.index("environments"), KINDS.index("groups")
+
+
+def _id_key(conn: Connection) -> Callable[[Any], Any]:
+    """How user ids as the driver gives them compare in the order the database sorts them:
+    PostgreSQL's driver gives UUIDs (compared in Python, so by their number); SQLite's, the
+    stored hex text (sorted as text)."""
+    if conn.dialect.supports_native_uuid:
+        return operator.attrgetter("int")
+    return _same
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def _as_uuid(raw: Any) -> uuid.UUID:
+    """A user id as the driver gave it (a UUID, or SQLite's hex text) as a UUID."""
+    return raw if type(raw) is uuid.UUID else uuid.UUID(raw)
+
+
+@contextmanager
+def _stream(conn: Connection, statement: Any, bound: dict[str, Any]) -> Iterator[Any]:
+    """`statement`'s rows, fetched BATCH at a time while they are read (a server-side cursor on
+    PostgreSQL); closed on exit."""
+    result = conn.execute(statement, bound, execution_options={"yield_per": BATCH})
+    with contextlib.closing(result):
+        yield result
+
+
+class _Following:
+    """The rows of a statement sorted by user id (the first column), taken a user at a time as
+    the users, in the same order, go by; rows of a user who is not among them (one who came
+    or went between the statements) are passed over."""
+
+    __slots__ = ("_at", "_head", "_key", "_rows")
+
+    def __init__(self, result: Any, key: Callable[[Any], Any]) -> None:
+        self._rows = itertools.chain.from_iterable(result.partitions())
+        self._key = key
+        self._head = next(self._rows, None)
+        self._at = None if self._head is None else key(self._head[0])
+
+    def take(self, user: Any) -> list[Any]:
+        """The rows of the user whose id's key is `user`."""
+        head, at = self._head, self._at
+        if head is None or at > user:
+            return []
+        found = []
+        rows, key = self._rows, self._key
+        while at <= user:
+            if at == user:
+                found.append(head)
+            head = next(rows, None)
+            if head is None:
+                break
+            at = key(head[0])
+        self._head, self._at = head, at
+        return found
 
 
 def _raw(column: Any) -> Any:
-    """A user id column as the driver gives it (no conversion per row; see _id_keys)."""
+    """A user id column as the driver gives it (no conversion per row; see _id_key)."""
     return type_coerce(column, NullType()).label("user_id")
 
 
-def _within(column: Any) -> Any:
-    """Rows of a batch's users: a range on the (sorted) batch ids (bound as `lo` and `hi`),
-    which an index serves better than a thousand-value IN list; rows of other accounts' users
-    in the range are skipped."""
-    return column.between(bindparam("lo", type_=column.type), bindparam("hi", type_=column.type))
+@functools.cache
+def _users_statement(names: tuple[str, ...], emails: bool) -> Any:
+    """The account's users in id order, the columns `names` (the id first) and, with `emails`,
+    each of their e-mails last (a row each, in the order profiles.stored gives them: the
+    primary first, then by position); built once."""
+    table = User.__table__
+    statement = select(_raw(table.c.id), *(table.c[name] for name in names[1:]))
+    if not emails:
+        return statement.where(table.c.account_id == bindparam("account")).order_by(table.c.id)
+    return (
+        statement.add_columns(UserEmail.value)
+        .outerjoin(UserEmail, UserEmail.user_id == table.c.id)
+        .where(table.c.account_id == bindparam("account"))
+        .order_by(table.c.id, UserEmail.primary.desc(), UserEmail.position, UserEmail.value)
+    )
+
+
+@functools.cache
+def _phones_statement() -> Any:
+    """The account's users' phone numbers by user id, each user's by position (as
+    profiles.stored gives them); built once."""
+    return (
+        select(_raw(UserPhoneNumber.user_id), UserPhoneNumber.value)
+        .select_from(User)
+        .join(UserPhoneNumber, UserPhoneNumber.user_id == User.id)
+        .where(User.account_id == bindparam("account"))
+        .order_by(User.id, UserPhoneNumber.position, UserPhoneNumber.value)
+    )
 
 
 @functools.cache
 def _held_statement() -> Any:
-    """Role, environments, groups and grants of a batch's users in one statement, ordered by
-    value (the profile's SCIM groups come by name, as profiles.scim_groups gives them); built
-    once (building the union costs more than running it)."""
+    """Role, environments, groups and grants of the account's users in one statement, by user
+    id and, a user's, by value (the profile's SCIM groups come by name, as profiles.scim_groups
+    gives them); each row's kind is its index in KINDS. Built once (building the union costs
+    more than running it)."""
+    account: Any = bindparam("account")
     text = String()
+
+    def kind(name: str) -> Any:
+        return literal_column(str(KINDS.index(name)), Integer())
+
     held_rows = union_all(
         select(
-            literal("role", text),
-            _raw(RoleAssignment.user_id),
-            RoleAssignment.role.cast(text),
-            RoleAssignment.provenance,
-        ).where(_within(RoleAssignment.user_id)),
+            RoleAssignment.user_id.label("user_id"),
+            kind("role").label("kind"),
+            RoleAssignment.role.cast(text).label("value"),
+            RoleAssignment.provenance.label("provenance"),
+        )
+        .join(User, User.id == RoleAssignment.user_id)
+        .where(User.account_id == account),
         select(
-            literal("environments", text),
-            _raw(EnvironmentAccess.user_id),
+            EnvironmentAccess.user_id,
+            kind("environments"),
             Environment.name,  # NULL: every environment
             EnvironmentAccess.provenance,
         )
         .select_from(EnvironmentAccess)
+        .join(User, User.id == EnvironmentAccess.user_id)
         .outerjoin(Environment, Environment.id == EnvironmentAccess.environment_id)
-        .where(_within(EnvironmentAccess.user_id)),
-        select(
-            literal("groups", text),
-            _raw(Membership.user_id),
+        .where(User.account_id == account),
+        select(  # through the account's groups: the unique index holds every column read
+            Membership.user_id,
+            kind("groups"),
             Group.display_name,
             Membership.provenance,
         )
-        .join(Group, Group.id == Membership.group_id)
-        .where(_within(Membership.user_id)),
+        .select_from(Group)
+        .join(Membership, Membership.group_id == Group.id)
+        .where(Group.account_id == account),
         select(
-            literal("grants", text),
-            _raw(Grant.user_id),
+            Grant.user_id,
+            kind("grants"),
             Environment.name
             + ":"
             + Grant.kind.cast(text)
@@ -528,33 +580,10 @@ def _held_statement() -> Any:
             Grant.provenance,
         )
         .join(Environment, Environment.id == Grant.environment_id)
-        .where(_within(Grant.user_id)),
+        .where(Grant.account_id == account, Grant.user_id.is_not(None)),
     ).subquery()
-    return select(held_rows).order_by(held_rows.c[2])
-
-
-def _held(
-    db: Connection,
-    statement: Any,
-    bounds: dict[str, uuid.UUID],
-    raw_key: Callable[[Any], Any],
-    ids: list[Any],
-) -> tuple[dict[Any, tuple[str, ...]], dict[Any, list[tuple[str, str, bool]]]]:
-    """The batch's SCIM group names (the profile's groups, by name) and what each user holds:
-    role, environments, groups and grants, from one statement."""
-    held: dict[Any, list[tuple[str, str, bool]]] = {i: [] for i in ids}
-    groups: dict[Any, list[str]] = {}
-    for kind, raw_id, value, prov in db.execute(statement, bounds).all():
-        user_id = raw_key(raw_id)
-        mine = held.get(user_id)
-        if mine is None:
-            continue  # another account's user whose id falls in the batch's range
-        if kind == "environments" and not value:
-            value = "all"  # access to every environment, present and future
-        mine.append((kind, value, not prov.startswith(POLICY)))
-        if kind == "groups" and prov == "scim":
-            groups.setdefault(user_id, []).append(value)
-    return {k: tuple(v) for k, v in groups.items()}, held
+    c = held_rows.c
+    return select(_raw(c.user_id), c.kind, c.value, c.provenance).order_by(c.user_id, c.value)
 
 
 def _access(held: Held) -> Access:
@@ -593,6 +622,16 @@ def _after(now: Access, decision: policies.Decision, names: set[str]) -> Access:
             if g.subject == "user" and g.environment in names
         },
     )
+
+
+def _own(found: Mapping[str, list[str]]) -> dict[str, list[str]]:
+    """A copy of what _diff found, with lists of its own (spelt out: the copy is made for
+    every changed user)."""
+    return {
+        "environments": [*found["environments"]],
+        "groups": [*found["groups"]],
+        "grants": [*found["grants"]],
+    }
 
 
 def _diff(now: Access, after: Access) -> tuple[dict[str, list[str]], dict[str, list[str]]]:

@@ -68,29 +68,40 @@ class WsgiOnAsgi:
         if scope["type"] != "http":
             return
         loop = asyncio.get_running_loop()
-        body = _Body(receive, loop)
-        if _prefetched(scope, self.prefetch):
+        read = _body_read(scope, self.prefetch)
+        body = _Body(receive, loop, empty=read == NO_BODY)
+        if read == BEFORE:
             # read here: a slow or stalled upload holds a coroutine, never one of the app's
             # threads, and the app's thread never waits on the loop for its body
             await body.prefetch(self.prefetch)
         environ = _environ(scope, body)
-        await loop.run_in_executor(self.pool, _run, self.app, environ, send, loop)
+        # the response's last messages (all of a one-chunk response) come back with the
+        # thread's result and are sent here: no hand-over to the loop and back to send them
+        for message in await loop.run_in_executor(self.pool, _run, self.app, environ, send, loop):
+            await send(message)
 
 
 PREFETCH = 1_048_576  # bytes read before the app runs, when the app sets no MAX_CONTENT_LENGTH
 
 
-def _prefetched(scope: Scope, limit: int) -> bool:
-    """Whether the request's body is read before the app runs: one announced (Content-Length)
-    at most `limit` bytes, or a chunked one (read until it ends or passes the limit). A body
-    announced larger is not read at all: the app refuses it on its length alone (413)."""
+NO_BODY, BEFORE, BY_APP = "no body", "before the app", "by the app"
+
+
+def _body_read(scope: Scope, limit: int) -> str:
+    """When the request's body is read. BEFORE the app runs: one announced (Content-Length) at
+    most `limit` bytes, or a chunked one (read until it ends or passes the limit). BY_APP as it
+    asks: one announced larger (the app refuses it on its length alone: 413). NO_BODY: neither
+    header (RFC 9112 §6.3: a request without them has none) or a length of 0; the app's reads
+    end at once, without asking the loop."""
     for name, value in scope.get("headers", ()):
         name = name.lower()
         if name == b"content-length":
-            return value.isdigit() and 0 < int(value) <= limit
+            if value == b"0":
+                return NO_BODY
+            return BEFORE if value.isdigit() and int(value) <= limit else BY_APP
         if name == b"transfer-encoding":
-            return True
-    return False
+            return BEFORE
+    return NO_BODY
 
 
 async def _send_all(send: Send, messages: tuple[dict[str, Any], ...]) -> None:
@@ -108,17 +119,18 @@ async def _lifespan(receive: Receive, send: Send) -> None:
             return
 
 
-def _run(app: WsgiApp, environ: dict[str, Any], send: Send, loop: Any) -> None:
-    """Call the WSGI app in this (pool) thread, sending its response through the loop.
+def _run(
+    app: WsgiApp, environ: dict[str, Any], send: Send, loop: Any
+) -> tuple[dict[str, Any], ...]:
+    """Call the WSGI app in this (pool) thread; return the response's last messages, which the
+    loop sends when it takes the result.
 
     Each hand-over to the loop costs this thread a wait for the loop's thread to take the GIL
-    from the app's other threads (up to the 5 ms switch interval each when they are busy), so a
-    response of one chunk goes in one hand-over (head and body together), and a longer one a
-    chunk behind (the last with the end)."""
-
-    def call(*messages: dict[str, Any]) -> None:
-        asyncio.run_coroutine_threadsafe(_send_all(send, messages), loop).result()
-
+    from the app's other threads (up to the 5 ms switch interval each when they are busy), and
+    both threads a wake-up (a futex, the loop's self-pipe): so a response of one chunk (what
+    Flask returns but for streamed ones) goes back whole with the result, head and body
+    together, and a longer one is sent a chunk behind through the loop, the last with the end
+    returned."""
     head: dict[str, Any] = {"sent": False}
 
     def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
@@ -128,14 +140,13 @@ def _run(app: WsgiApp, environ: dict[str, Any], send: Send, loop: Any) -> None:
         head["headers"] = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
         return lambda data: None  # the legacy write() callable: unused by Flask
 
-    def emit(chunk: bytes, *, more: bool) -> None:
+    def messages(chunk: bytes, *, more: bool) -> tuple[dict[str, Any], ...]:
         body = {"type": "http.response.body", "body": chunk, "more_body": more}
         if head["sent"]:
-            call(body)
-            return
+            return (body,)
         head["sent"] = True
         start = {"type": "http.response.start", "status": head["status"]}
-        call({**start, "headers": head["headers"]}, body)
+        return {**start, "headers": head["headers"]}, body
 
     result = app(environ, start_response)
     try:
@@ -143,9 +154,10 @@ def _run(app: WsgiApp, environ: dict[str, Any], send: Send, loop: Any) -> None:
         for chunk in result:
             if chunk:
                 if pending is not None:
-                    emit(pending, more=True)
+                    sending = _send_all(send, messages(pending, more=True))
+                    asyncio.run_coroutine_threadsafe(sending, loop).result()
                 pending = bytes(chunk)
-        emit(pending or b"", more=False)
+        return messages(pending or b"", more=False)
     finally:
         close = getattr(result, "close", None)
         if close is not None:
@@ -155,10 +167,10 @@ def _run(app: WsgiApp, environ: dict[str, Any], send: Send, loop: Any) -> None:
 class _Body:
     """wsgi.input: the request body, read from the event loop as the app asks for it."""
 
-    def __init__(self, receive: Receive, loop: Any) -> None:
+    def __init__(self, receive: Receive, loop: Any, *, empty: bool = False) -> None:
         self._receive, self._loop = receive, loop
         self._buffer = bytearray()
-        self._done = False
+        self._done = empty
 
     async def prefetch(self, limit: int) -> None:
         """Read the body on the loop (before the app runs) until it ends or passes `limit`

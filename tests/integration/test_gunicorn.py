@@ -1,6 +1,7 @@
 """The service as deployed: gunicorn with the project's config, on a real socket."""
 
 import http.client
+import json
 import re
 import socket
 import time
@@ -8,6 +9,7 @@ from contextlib import contextmanager
 
 import pytest
 
+from bridge import accounts
 from tests.servers import GUNICORN, Gunicorn
 
 
@@ -130,6 +132,36 @@ def test_slow_request_bodies_do_not_starve_healthz(server, account):
             server, f"/saml/{account.slug}/acs", b"SAMLResponse=bm90IHhtbA%3D%3D", form
         )
         assert status == 400  # read whole and refused by the app: not XML
+
+
+def test_a_streamed_response_arrives_whole_and_the_connection_stays_usable(server, store, account):
+    """A SCIM group with members is streamed (a chunk per member, sent through the loop as the
+    app yields them, the last with the end): each GET on one keep-alive connection reads the
+    whole document, and the next request on that connection is answered."""
+    token = accounts.issue_token(store, account.slug, label="stream", actor="test").raw
+    scim = {"Authorization": f"Bearer {token}", "Content-Type": "application/scim+json"}
+    conn = http.client.HTTPConnection("127.0.0.1", server, timeout=10)
+
+    def call(method, path, body=None):
+        conn.request(method, f"/scim/v2/{path}", body=json.dumps(body) if body else None,
+                     headers=scim)  # fmt: skip
+        response = conn.getresponse()
+        return response.status, json.loads(response.read() or b"null")
+
+    try:
+        ids = [call("POST", "Users", {"userName": f"s{i}@x.test"})[1]["id"] for i in range(5)]
+        status, group = call(
+            "POST", "Groups", {"displayName": "streamed", "members": [{"value": i} for i in ids]}
+        )
+        assert status == 201 and len(group["members"]) == 5
+        for _ in range(2):
+            status, got = call("GET", f"Groups/{group['id']}")
+            assert status == 200 and sorted(m["value"] for m in got["members"]) == sorted(ids)
+        conn.request("GET", "/healthz")
+        response = conn.getresponse()
+        assert response.status == 200 and json.loads(response.read()) == {"status": "ok"}
+    finally:
+        conn.close()
 
 
 def test_worker_sets_its_startup_heap_aside_from_the_collector(database_url, tmp_path):

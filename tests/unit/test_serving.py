@@ -111,6 +111,85 @@ def test_a_chunked_body_is_read_until_it_passes_the_limit_the_rest_by_the_app():
 
 
 def test_no_body_nothing_read():
-    sent, events = serve(echo)
-    assert events == ["app", "receive"]  # the app's read() asks once and finds the end
-    assert sent[-1]["body"] == b""
+    """Neither Content-Length nor Transfer-Encoding (RFC 9112 §6.3), or a length of 0: the
+    app's read() ends at once, without waiting on the loop to ask gunicorn."""
+    for headers in ([], [(b"content-length", b"0")]):
+        sent, events = serve(echo, headers=headers)
+        assert events == ["app"], headers
+        assert sent[-1] == {"type": "http.response.body", "body": b"", "more_body": False}
+
+
+class Closing:
+    """A WSGI response iterable noting when it is iterated and closed."""
+
+    def __init__(self, chunks: list[bytes], events: list[str]) -> None:
+        self.chunks, self.events = chunks, events
+
+    def __iter__(self) -> Any:
+        for chunk in self.chunks:
+            self.events.append(f"yield {chunk.decode()}")
+            yield chunk
+
+    def close(self) -> None:
+        self.events.append("close")
+
+
+def traced(chunks: list[bytes]) -> tuple[Any, list[str]]:
+    """An app answering `chunks`, and the events of its thread and of what reaches `send`."""
+    events: list[str] = []
+
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        start_response("200 OK", [])
+        return Closing(chunks, events)
+
+    return app, events
+
+
+def test_a_one_chunk_response_is_sent_by_the_loop_once_the_app_is_done():
+    """No hand-over to the loop and back: the head and body come back with the thread's
+    result (the app has closed its response by then) and the loop sends them."""
+    app, events = traced([b"a"])
+    sent = run_recorded(app, events)
+    assert events == ["yield a", "close", "send start", "send a (end)"]
+    assert sent[-1] == {"type": "http.response.body", "body": b"a", "more_body": False}
+
+
+def test_a_streamed_response_sends_each_chunk_while_the_app_runs():
+    """A chunk behind: every chunk but the last goes through the loop as the next one comes,
+    before the app is done; the last, with the end, comes back with the result."""
+    app, events = traced([b"a", b"b", b"c"])
+    run_recorded(app, events)
+    assert events == [
+        "yield a",
+        "yield b",
+        "send start",
+        "send a",
+        "yield c",
+        "send b",
+        "close",
+        "send c (end)",
+    ]
+
+
+def run_recorded(app: Any, events: list[str]) -> list[dict[str, Any]]:
+    """One GET through the adapter, `send` noting each message in `events`."""
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+        if message["type"] == "http.response.start":
+            events.append("send start")
+        else:
+            end = "" if message["more_body"] else " (end)"
+            events.append(f"send {message['body'].decode()}{end}")
+
+    scope = {"type": "http", "method": "GET", "path": "/x", "raw_path": b"/x", "headers": []}
+    adapter = WsgiOnAsgi(app, threads=1, prefetch=LIMIT)
+    try:
+        asyncio.run(adapter(scope, receive, send))
+    finally:
+        adapter.pool.shutdown()
+    return sent

@@ -92,6 +92,13 @@ POOL_CONNECTS = Counter(
     "bridge_db_connections_opened_total",
     "New database connections opened by the pools (a steady climb means connections drop).",
 )
+SQLITE_CHECKPOINTS = Histogram(
+    "bridge_sqlite_checkpoint_seconds",
+    "Checkpoints of the SQLite WAL done in the background (bridge.store), by mode (passive;"
+    " restart when writes left no moment to start the WAL over) and duration.",
+    ["mode"],
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5),
+)
 WEBHOOK_DELIVERIES = Counter(
     "bridge_webhook_deliveries_total",
     "Delivery attempts recorded by `idbridge worker`, by kind (webhook, logout) and outcome "

@@ -48,11 +48,15 @@ def apply(
 
     `known`: the user's access as `access_of` read it earlier in this transaction (the user's
     row locked). Then their access now is returned, without reading it again: the rows of other
-    provenances as known (this never touches them), the policy's as this left them."""
-    db.flush()
-    role = _apply_role(db, user, decision)
+    provenances as known (this never touches them), the policy's as this left them. When the
+    policy's rows in `known` are already what `decision` gives (`_holds`), nothing is read or
+    written here: an update or a returning login that changes no access costs no statement."""
     environments = {name: env_id for env_id, name, _default in environments_of(db, account.id)}
     envs = _wanted_environments(decision, environments)
+    if known is not None and _holds(known, decision, environments, envs):
+        return known
+    db.flush()
+    role = _apply_role(db, user, decision)
     _apply_environments(db, user, envs)
     groups = _wanted_groups(db, account, decision)
     _apply_groups(db, user, groups)
@@ -76,6 +80,54 @@ def apply(
             for e in kept("grants")
         ]
         + [(names[e], kind, path, level, prov) for (e, kind, path, prov), level in grants.items()],
+    )
+
+
+def _holds(
+    known: Mapping[str, Any],
+    decision: policies.Decision,
+    environments: Mapping[str, int],
+    envs: set[tuple[int | None, str]],
+) -> bool:
+    """Whether the policy-provenance rows in `known` (as `access_of` shapes them) are exactly
+    the rows `decision` gives (`envs`: its environments), so that `apply` would change nothing.
+
+    Compared by name, which is what `known` holds: a group's display name names one group of
+    the account (unique; `policy_group` finds a group by it), an environment's name one
+    environment. Where a name could stand for two rows (an environment named "all", which is how
+    `access_of` shows access to all of them), a row shows twice, or a part needs rows `known`
+    does not hold (a group's grants), the answer is False and `apply` reads the rows."""
+    if "all" in environments:
+        return False
+    role = known["role"]
+    if role is None:
+        return False
+    wanted_role = (decision.role, POLICY + decision.role_rule)
+    if role["provenance"].startswith(POLICY) and (role["role"], role["provenance"]) != wanted_role:
+        return False  # (a manual role outranks any policy's: nothing to change there)
+    if any(s.subject != "user" and s.environment in environments for s in decision.grants):
+        return False  # a group grant the group may lack (`_ensure_group_grant` reads it)
+
+    def held(part: str, *keys: str) -> set[tuple[Any, ...]] | None:
+        rows = [
+            tuple(e[k] for k in keys) for e in known[part] if e["provenance"].startswith(POLICY)
+        ]
+        return set(rows) if len(set(rows)) == len(rows) else None
+
+    names = {env_id: name for name, env_id in environments.items()}
+    want_envs = {("all" if e is None else names[e], prov) for e, prov in envs}
+    want_groups = {(spec.name, POLICY + spec.rule) for spec in decision.groups}
+    want_grants = {
+        (spec.environment, spec.kind, spec.path, POLICY + spec.rule, spec.level)
+        for spec in decision.grants
+        if spec.environment in environments
+    }
+    if len({g[:4] for g in want_grants}) != len(want_grants):
+        return False  # one key at two levels: `apply` keeps the last, so let it decide
+    return (
+        held("environments", "environment", "provenance") == want_envs
+        and held("groups", "group", "provenance") == want_groups
+        and held("grants", "environment", "kind", "path", "provenance", "level") == want_grants
     )
 
 

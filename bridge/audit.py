@@ -23,6 +23,7 @@ from sqlalchemy.orm.util import identity_key
 
 from bridge import metrics, tracing, values
 from bridge.models import Account, AuditEvent, utcnow
+from bridge.store import WRITE
 
 HEADS = "bridge.audit_heads"  # db.info: (transaction, {account id: (seq, hash)}) it appended
 
@@ -81,6 +82,24 @@ _MOVE = (
 )
 
 
+def read_head(db: Session, account_id: int, seq: int, head: str) -> None:
+    """The account's chain head (`seq`, `head`) as the caller read it in this transaction: on
+    SQLite, in a write transaction (its BEGIN IMMEDIATE took the database's write lock, which
+    no other writer can take before this one commits), it is the head an append here builds
+    on, so `record` does not read it again. Elsewhere it is read under its row lock at the
+    first append, as ever (on PostgreSQL a row read earlier is not locked by the read)."""
+    if db.get_bind().dialect.name != "sqlite" or db.in_nested_transaction():
+        return
+    if not db.connection().get_execution_options().get(WRITE):
+        return
+    txn = db.get_transaction()
+    known = db.info.get(HEADS)
+    if known is None or known[0] is not txn:
+        heads: dict[int, tuple[int, str]] = {}
+        known = db.info[HEADS] = (txn, heads)
+    known[1].setdefault(account_id, (seq, head))
+
+
 @tracing.step("audit.append")
 def record(
     db: Session,
@@ -126,7 +145,9 @@ def record(
     if known is None or known[0] is not txn:
         heads: dict[int, tuple[int, str]] = {}
         known = db.info[HEADS] = (txn, heads)
-    if not nested:
+    if nested:  # the savepoint may be rolled back: the next append reads the head again
+        known[1].pop(account_id, None)
+    else:
         known[1][account_id] = (event["seq"], event["hash"])
     conn.execute(_MOVE, {"account": account_id, "seq": event["seq"], "hash": event["hash"]})
     # as an ORM UPDATE would: the account this session holds, if any, shows the new head

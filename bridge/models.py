@@ -43,6 +43,8 @@ def utcnow() -> datetime:
 
 def fold(value: str) -> str:
     """The case-insensitive key of a name: the same on every database (bridge.identifiers)."""
+    if value.isascii() and value.isprintable():  # no character to refuse, NFC is itself
+        return value.lower()
     return identifiers.fold(value)
 
 

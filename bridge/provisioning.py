@@ -19,7 +19,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, Select, Table, bindparam, false, insert, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Row,
+    Select,
+    Table,
+    bindparam,
+    false,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session
 
 import policies
@@ -168,6 +179,18 @@ class Outcome:
     active: bool = True
     user: User | NewUser | None = None  # the user as written (a User's collections loaded)
 
+    @property
+    def created_as_written(self) -> NewUser | None:
+        """The user this call created, when what was written is all a read of them would show;
+        None when a read must look more up (their manager's name, groups a policy put them in)
+        or nobody was created."""
+        user = self.user
+        if not isinstance(user, NewUser) or user.manager_id is not None:
+            return None
+        if self.decision is not None and self.decision.ok and self.decision.groups:
+            return None
+        return user
+
 
 ProfileBuilder = Callable[[Session, User], policies.Profile]
 SETTLED = "bridge.settled"  # db.info: user id -> key of the policy applied as it decided
@@ -218,7 +241,8 @@ def provision_in(
     """`provision` inside the caller's transaction (a SAML login writes its replay-cache entry,
     the user and the session together)."""
     account = _account(db, account_id)
-    user = _find(db, account, profile, user_id)
+    # a profile that must create matches no one or is refused: the match read as keys only
+    user = _find(db, account, profile, user_id, keys=must_create and user_id is None)
     if user is None:
         if user_id is not None or not create:
             raise NotFound(f"no user {profile.user_name!r} in account {account.slug!r}")
@@ -226,6 +250,7 @@ def provision_in(
     if must_create:
         taken = "externalId" if user.user_name_key != fold(profile.user_name) else "userName"
         raise Conflict(f"a user with this {taken} already exists")
+    assert isinstance(user, User)
     return _write(db, account, user, profile, registry=registry, actor=actor)
 
 
@@ -627,24 +652,42 @@ def _record(
 
 
 def _account(db: Session, account_id: int) -> Account:
-    account = db.get(Account, account_id)
-    if account is None:
+    """The account as this transaction reads it, with one Core SELECT: an ORM load of the row
+    (identity map, loader) cost more than the rest of a SCIM create's reads together. It is not
+    added to the session (an Account has no relationships, and nothing here changes it: the
+    audit chain's head moves through bridge.audit's own UPDATE)."""
+    row = db.connection().execute(_ACCOUNT, {"account_id": account_id}).first()
+    if row is None:
         raise NotFound(f"no account {account_id}")
-    return account
+    audit.read_head(db, account_id, row.audit_seq, row.audit_head)
+    return Account(**row._mapping)
+
+
+ACCOUNTS: Table = Account.__table__  # type: ignore[assignment]
+_ACCOUNT = select(ACCOUNTS).where(ACCOUNTS.c.id == bindparam("account_id"))
 
 
 def match(
     db: Session, account: Account, profile: policies.Profile, user_id: uuid.UUID | None = None
 ) -> User | None:
     """The stored user a login or SCIM request with `profile` would update (row locked)."""
-    return _find(db, account, profile, user_id)
+    found = _find(db, account, profile, user_id)
+    assert found is None or isinstance(found, User)
+    return found
 
 
 @tracing.step("provisioning.match")
 def _find(
-    db: Session, account: Account, profile: policies.Profile, user_id: uuid.UUID | None
-) -> User | None:
-    """The stored user this profile describes. E-mail alone never identifies anyone."""
+    db: Session,
+    account: Account,
+    profile: policies.Profile,
+    user_id: uuid.UUID | None,
+    *,
+    keys: bool = False,
+) -> User | Row[Any] | None:
+    """The stored user this profile describes. E-mail alone never identifies anyone. `keys`:
+    only their id, userName key and externalId (a Core row, no ORM object), for a caller that
+    refuses any match."""
     # FOR UPDATE OF users: concurrent writers of one user queue on its row (a database lock,
     # released at commit) instead of both rewriting its e-mails from a stale read. Only the
     # user's row: locking the joined IdP row too would deadlock concurrent logins, which hold
@@ -656,10 +699,11 @@ def _find(
     if profile.idp is not None:
         params |= {"entity_id": profile.idp.entity_id, "name_id": profile.idp.name_id}
     # every key in one round trip: at most a row each (each is unique in the account)
-    stmt = _match_statement(profile.idp is not None, external is not None)
-    found = []
-    for user, linked in db.execute(stmt, params).all():
-        if linked:
+    stmt = _match_statement(profile.idp is not None, external is not None, keys)
+    found: list[User | Row[Any]] = []
+    for row in db.execute(stmt, params).all():
+        user: User | Row[Any] = row if keys else row[0]
+        if row.linked:
             return user
         found.append(user)
     by_external = next((u for u in found if external and u.external_id == external), None)
@@ -684,13 +728,14 @@ _BY_ID = (
 
 
 @functools.cache
-def _match_statement(linked: bool, external: bool) -> Select[User, bool]:
+def _match_statement(linked: bool, external: bool, keys: bool = False) -> Select[Any]:
     """The users of the account a profile may name: linked to its IdP identity (`linked`), with
-    its externalId (`external`), with its userName, each flagged whether it is the linked one.
-    Rows are locked in id order, so two writers naming the same users cannot deadlock."""
-    keys = [User.user_name_key == bindparam("key")]
+    its externalId (`external`), with its userName, each flagged whether it is the linked one
+    (`keys`: their id, userName key and externalId rather than the User). Rows are locked in
+    id order, so two writers naming the same users cannot deadlock."""
+    match = [User.user_name_key == bindparam("key")]
     if external:
-        keys.append(User.external_id == bindparam("external_id"))
+        match.append(User.external_id == bindparam("external_id"))
     is_linked: ColumnElement[bool] = false()
     if linked:
         is_linked = User.id.in_(
@@ -701,10 +746,11 @@ def _match_statement(linked: bool, external: bool) -> Select[User, bool]:
                 SamlIdentity.name_id == bindparam("name_id"),
             )
         )
-        keys.append(is_linked)
+        match.append(is_linked)
+    what: tuple[Any, ...] = (User.id, User.user_name_key, User.external_id) if keys else (User,)
     return (
-        select(User, is_linked.label("linked"))
-        .where(User.account_id == bindparam("account_id"), or_(*keys))
+        select(*what, is_linked.label("linked"))
+        .where(User.account_id == bindparam("account_id"), or_(*match))
         .order_by(User.id)
         .with_for_update(of=User)
     )

@@ -222,10 +222,9 @@ def create_user() -> ResponseReturnValue:
     out = provisioning.provision(
         get_store(), g.account_id, profile, actor=actor(), must_create=True
     )
-    made = out.user
-    groups = out.decision is not None and out.decision.ok and out.decision.groups
-    if not isinstance(made, provisioning.NewUser) or made.manager_id is not None or groups:
-        return _user_reply(out.user_id, 201)  # a manager's name, a policy's groups are read
+    made = out.created_as_written
+    if made is None:
+        return _user_reply(out.user_id, 201)
     # RFC 7644 §3.3: the resource as created, answered from what was written, not read back
     projection = listing.Projection.parse(
         schema.USERS, request.args.get("attributes"), request.args.get("excludedAttributes")

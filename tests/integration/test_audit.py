@@ -1,6 +1,6 @@
 """The audit chain detects edited, deleted and truncated events (`idbridge audit verify`)."""
 
-from sqlalchemy import delete, update
+from sqlalchemy import delete, select, update
 
 from bridge import provisioning
 from bridge.models import AuditEvent
@@ -19,6 +19,37 @@ def test_intact_chain_verifies(store, account, cli):
     assert result.exit_code == 0, result.output
     # create account + 2 environments + 3 users
     assert f"audit chain of {account.slug} verified: 6 events intact" in result.stdout
+
+
+def test_appends_around_a_savepoint_keep_the_chain(store, account, cli):
+    """In one transaction that read the head with the account (SQLite keeps it for the first
+    append), an append inside a savepoint, one rolled back with its savepoint and one after
+    both leave a chain that verifies: the head is read again after each savepoint."""
+    from bridge import audit
+
+    def work(db):
+        provisioning._account(db, account.id)  # the head, as a write reads it first
+        with db.begin_nested():
+            audit.record(
+                db, account.id, actor="t", action="test.kept", target_type="t", target_id="1"
+            )
+        nested = db.begin_nested()
+        audit.record(
+            db, account.id, actor="t", action="test.undone", target_type="t", target_id="2"
+        )
+        nested.rollback()
+        audit.record(db, account.id, actor="t", action="test.after", target_type="t", target_id="3")
+
+    store.write(work)
+    result = cli("audit", "verify", account.slug)
+    assert result.exit_code == 0, result.output
+    with store.read() as db:
+        actions = db.scalars(
+            select(AuditEvent.action)
+            .where(AuditEvent.account_id == account.id)
+            .order_by(AuditEvent.seq)
+        ).all()
+    assert actions[-2:] == ["test.kept", "test.after"]
 
 
 def test_edited_event_is_named(store, account, cli):

@@ -295,3 +295,57 @@ def test_first_login_through_an_unregistered_idp_is_refused(store, account):
         provisioning.provision(store, account.id, una, actor="t")
     with store.read() as db:
         assert db.scalar(select(User.id).where(User.account_id == account.id)) is None
+
+
+DECIDING_POLICY = """
+account: {slug}
+environments: [production, staging]
+defaults: {{role: media_library_user, environments: [production]}}
+rules:
+  - name: marketing
+    when: {{department: {{equals: Marketing}}}}
+    then:
+      role: reports
+      groups: {groups}
+      environments: {environments}
+      grants: [{{environment: production, folder: "marketing/", level: {level}}}]
+"""
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        {"level": "viewer"},  # one grant's level: the same row, updated
+        {"groups": "[Marketing, Sales]"},  # a group more
+        {"groups": "[marketing]"},  # the same group named in another case: nothing changes
+        {"environments": "all"},  # every environment instead of two
+        {"environments": "[production]"},  # one environment fewer
+    ],
+)
+def test_access_the_policy_alone_changes_is_written(store, account, settings, edit):
+    """A user updated to the same values after their policy was edited gets exactly the access
+    it now decides (the audit's `after` is what a read finds), and an update that decides the
+    same access again writes nothing: access is compared with what the user's snapshot shows."""
+    policy = settings.policy_dir / f"{account.slug}.yaml"
+    base = {"groups": "[Marketing]", "environments": "[production, staging]", "level": "editor"}
+    policy.write_text(DECIDING_POLICY.format(slug=account.slug, **base))
+    pat = profile("pat", fields={"department": "Marketing"})
+    user_id = provisioning.provision(store, account.id, pat, actor="t").user_id
+    before = _access(store, user_id)
+    policy.write_text(DECIDING_POLICY.format(slug=account.slug, **(base | edit)))
+    out = provisioning.provision(store, account.id, pat, actor="t")
+    now = _access(store, user_id)
+    assert out.changed is (now != before)
+    assert (now == before) is (edit == {"groups": "[marketing]"})
+    assert _events(store, account)[-1].after["access"] == now
+    if "level" in edit:
+        assert [g["level"] for g in now["grants"]] == ["viewer"]
+    if "environments" in edit:
+        want = ["all"] if edit["environments"] == "all" else ["production"]
+        assert [e["environment"] for e in now["environments"]] == want
+    if edit.get("groups") == "[Marketing, Sales]":
+        assert [g["group"] for g in now["groups"]] == ["Marketing", "Sales"]
+    seen, version = len(_events(store, account)), _user(store, user_id).version
+    again = provisioning.provision(store, account.id, pat, actor="t")
+    assert not again.changed and _access(store, user_id) == now
+    assert len(_events(store, account)) == seen and _user(store, user_id).version == version

@@ -29,16 +29,20 @@ BASE = "http://127.0.0.1:8000"
 # too, before any write (the request's session: bridge.store; on SQLite a read left open while
 # another connection commits keeps the WAL from being checkpointed, and every commit then pays).
 # On PostgreSQL the SCIM request log's row is sent in autocommit (Store.write_one: one round trip,
-# no BEGIN or COMMIT), so a SCIM request there has one commit fewer.
-CREATE = (14, 3)
+# no BEGIN or COMMIT), so a SCIM request there has one commit fewer. A user's write reads the
+# account once; on SQLite, whose write lock the transaction holds from its BEGIN IMMEDIATE, that
+# read is the audit chain's head too, and on PostgreSQL the head is read again under its row
+# lock when the event is appended (bridge.audit.read_head): one statement more there (HEAD).
+CREATE = (13, 3)
 GET = (3, 2)
 FILTER = (3, 2)
 PATCH = (12, 3)
-FIRST_LOGIN = (19, 2)
+FIRST_LOGIN = (18, 2)
 RETURNING_LOGIN = (9, 2)
-PUT_USER = (18, 4)
+PUT_USER = (13, 4)
 SP_RETURNING_LOGIN = (11, 2)
-PATCH_USER = (18, 4)
+PATCH_USER = (13, 4)
+HEAD = 1
 ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
 PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 
@@ -118,10 +122,12 @@ def measured(sql: Counter, call) -> tuple[int, int, object]:
     return sql.count(), sql.commits, resp
 
 
-def scim_counts(sql: Counter, expected: tuple[int, int]) -> tuple[int, int]:
-    """A SCIM request's expected counts on the database counted (see above)."""
+def scim_counts(sql: Counter, expected: tuple[int, int], *, head: int = 0) -> tuple[int, int]:
+    """A SCIM request's expected counts on the database counted (see above); `head`: the
+    statements PostgreSQL spends reading the audit chain's head again."""
     statements, commits = expected
-    return statements, commits - (sql.dialect == "postgresql")
+    on_pg = sql.dialect == "postgresql"
+    return statements + head * on_pg, commits - on_pg
 
 
 @pytest.fixture
@@ -135,7 +141,7 @@ def test_scim_create(warm, sql):
     """POST /Users: auth, the one write (user, e-mail, access, audit) and the request log."""
     n, commits, resp = measured(sql, lambda: warm.post("Users", json=user_doc(1)))
     assert resp.status_code == 201, resp.get_data(as_text=True)
-    assert (n, commits) == scim_counts(sql, CREATE), str(sql)
+    assert (n, commits) == scim_counts(sql, CREATE, head=HEAD), str(sql)
     # answered from what was written, not read back: the same document a read gives
     got = warm.get(f"Users/{resp.json['id']}")
     assert resp.json == got.json and resp.headers["ETag"] == got.headers["ETag"]
@@ -178,7 +184,7 @@ def test_scim_put_user(warm, sql):
     n, commits, resp = measured(sql, lambda: warm.put(f"Users/{made['id']}", json=doc))
     assert resp.status_code == 200 and resp.json["name"]["givenName"] == "Bo"
     assert resp.headers["ETag"] == 'W/"2"'
-    assert (n, commits) == scim_counts(sql, PUT_USER), str(sql)
+    assert (n, commits) == scim_counts(sql, PUT_USER, head=HEAD), str(sql)
 
 
 def test_scim_patch_user(warm, sql):
@@ -191,7 +197,7 @@ def test_scim_patch_user(warm, sql):
     n, commits, resp = measured(sql, lambda: warm.patch(f"Users/{made['id']}", json=body))
     assert resp.status_code == 200 and resp.json["name"]["givenName"] == "Bo"
     assert resp.headers["ETag"] == 'W/"2"'
-    assert (n, commits) == scim_counts(sql, PATCH_USER), str(sql)
+    assert (n, commits) == scim_counts(sql, PATCH_USER, head=HEAD), str(sql)
 
 
 class Logins:
@@ -247,7 +253,8 @@ def test_first_saml_login(logins, sql):
     """A first login: the replay cache, the user made through the policy, session, log."""
     n, commits, resp = measured(sql, lambda: logins.post("ann@example.com", givenName=["Ann"]))
     assert resp.status_code == 302, resp.get_data(as_text=True)
-    assert (n, commits) == FIRST_LOGIN, str(sql)
+    on_pg = sql.dialect == "postgresql"
+    assert (n, commits) == (FIRST_LOGIN[0] + HEAD * on_pg, FIRST_LOGIN[1]), str(sql)
 
 
 def test_returning_saml_login_unchanged(logins, sql):

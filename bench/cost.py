@@ -11,7 +11,8 @@ the machine's load, so two checkouts can be compared run after run where req/s c
 PostgreSQL's own CPU is not in it (the wall time, which moves with load, includes it). Two
 floors come first: GET /healthz (Flask, no database) and GET ServiceProviderConfig (a SCIM
 request with no resource: the token's read and the request log's row). Statements are counted
-with a before_cursor_execute listener (BEGIN included on SQLite).
+with a before_cursor_execute listener (no BEGIN or COMMIT is seen: bridge.store sends SQLite's
+straight to the driver).
 """
 
 from __future__ import annotations

@@ -211,7 +211,7 @@ class Capture:
                 self.requests[-1].append(ev)
 
         def statement(_c: Any, _cur: Any, sql: str, params: Any, _ctx: Any, many: bool) -> None:
-            if sql != "BEGIN":  # SQLite's, sent by bridge.store's begin hook: see "begin"
+            if sql != "BEGIN":  # older code sent SQLite's through SQLAlchemy: see "begin"
                 add(("sql", sql, params, many))
 
         def begin(conn: Any) -> None:

@@ -89,10 +89,12 @@ def make_engine(url: str) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _begin(conn: Any) -> None:
+        # straight to the driver, as COMMIT is (a statement through SQLAlchemy costs more
+        # than SQLite's BEGIN itself); so no cursor event sees a BEGIN
         if conn.get_execution_options().get(WRITE):
             _begin_immediate(conn.connection.dbapi_connection)
         else:
-            conn.exec_driver_sql("BEGIN")
+            conn.connection.dbapi_connection.execute("BEGIN")
 
     return engine
 
@@ -256,6 +258,7 @@ class Store:
         self.policies = PolicyRegistry(policy_dir)
         self.engine = make_engine(url)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._writer = self.engine.execution_options(**{WRITE: True})  # write_one's, on SQLite
         event.listen(self.sessions, "before_flush", values.check_flush)
         self.attempts = attempts
         database = make_url(url).database if self.dialect == "sqlite" else None
@@ -345,7 +348,7 @@ class Store:
         later commit tries again (about 1 ms each)."""
         self._end_read()
         if self.dialect == "sqlite":
-            with self.engine.connect() as conn, conn.execution_options(**{WRITE: True}).begin():
+            with self._writer.begin() as conn:
                 conn.execute(statement, params)
             self._wrote()
             return

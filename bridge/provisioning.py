@@ -271,9 +271,7 @@ def update_user(
 
     def work(db: Session) -> Outcome:
         account = _account(db, account_id)
-        user = db.scalar(
-            select(User).where(User.account_id == account.id, User.id == user_id).with_for_update()
-        )
+        user = db.scalar(_BY_ID, {"account_id": account.id, "user_id": user_id})
         if user is None:
             raise NotFound(f"no user {user_id} in account {account.slug!r}")
         if if_version is not None and user.version != if_version:
@@ -519,9 +517,7 @@ def delete_user(
 
     def work(db: Session) -> None:
         account = _account(db, account_id)
-        user = db.scalar(
-            select(User).where(User.account_id == account.id, User.id == user_id).with_for_update()
-        )
+        user = db.scalar(_BY_ID, {"account_id": account.id, "user_id": user_id})
         if user is None:
             raise NotFound(f"no user {user_id} in account {account.slug!r}")
         if if_version is not None and user.version != if_version:

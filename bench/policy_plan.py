@@ -12,7 +12,8 @@ process's peak RSS growth during (2), which must stay flat (plan streams its row
 numbers, the 1-minute load average and the target (plan within 3x of the load).
 
 A second floor is plan's own SQL: every statement plan sent (captured with an engine event, with
-its parameters as the driver got them) replayed through the bare driver (execute, fetchall),
+its parameters as the driver got them) replayed through the bare driver (execute, every row
+fetched; a statement plan streamed through a server-side cursor on PostgreSQL, as plan read it),
 twice, best taken; plan's time above it is its Python per user.
 
 Both ratios are printed in this process's CPU time too: on a machine others share, wall time
@@ -155,31 +156,39 @@ def load_floor(store: Store, account_id: int) -> tuple[float, float]:
 
 
 class Captured:
-    """The statements (and driver-level parameters) `engine` sends while capturing."""
+    """The statements (and driver-level parameters) `engine` sends while capturing, and whether
+    each was streamed (read a batch at a time: a server-side cursor on PostgreSQL)."""
 
     def __init__(self, engine: Any) -> None:
         self.engine, self.sent = engine, []
         event.listen(engine, "before_cursor_execute", self._sent)
 
-    def _sent(self, _conn, _cursor, statement, parameters, _context, _many) -> None:  # type: ignore[no-untyped-def]
-        self.sent.append((statement, parameters))
+    def _sent(self, _conn, _cursor, statement, parameters, context, _many) -> None:  # type: ignore[no-untyped-def]
+        options = context.execution_options if context is not None else {}
+        streamed = bool(options.get("stream_results") or options.get("yield_per"))
+        self.sent.append((statement, parameters, streamed))
 
     def stop(self) -> None:
         event.remove(self.engine, "before_cursor_execute", self._sent)
 
     def replay(self) -> tuple[float, float, int]:
         """Seconds (wall, this process's CPU) to run the captured statements through the bare
-        driver, fetching every row; and the rows fetched."""
+        driver, fetching every row, each streamed one as plan read it (a server-side cursor on
+        PostgreSQL, fetched planning.BATCH rows at a time: fetching a whole sorted account at
+        once costs the client more); and the rows fetched."""
         raw = self.engine.raw_connection()
+        server_side = self.engine.dialect.supports_server_side_cursors
         try:
             t0, c0, rows = time.perf_counter(), time.process_time(), 0
-            cursor = raw.cursor()
-            for statement, parameters in self.sent:
+            for n, (statement, parameters, streamed) in enumerate(self.sent):
+                named = streamed and server_side
+                cursor = raw.cursor(name=f"replay_{n}") if named else raw.cursor()
                 cursor.execute(statement, parameters)
                 if cursor.description is not None:
-                    rows += len(cursor.fetchall())
+                    while batch := cursor.fetchmany(planning.BATCH):
+                        rows += len(batch)
+                cursor.close()
             elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
-            cursor.close()
             raw.rollback()
             return elapsed, cpu, rows
         finally:

@@ -17,6 +17,8 @@ drives them one after the other (the order alternating), 4 client threads per ph
   healthz            GET /healthz (Flask, no database), keep-alive connections; N requests
   healthz, new conn  the same with a new connection per request; N/2
   SCIM GET by id     keep-alive, Bearer token; N/2
+  SCIM GET group     the group of the N/10 users below as members (Flask streams it, a chunk
+                     per member); N/30
   SAML returning     IdP-initiated POST to the ACS, a user that exists, a new connection per
                      login (a browser posting the IdP's form); N/10
   SAML first login   the same for a new user (JIT create); N/10
@@ -57,7 +59,14 @@ SLUG = "serve"
 SECRET = "b" * 64  # every server's and the in-process app's BRIDGE_SECRET_KEY
 ACS = f"/saml/{SLUG}/acs"
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
-PHASES = ("healthz", "healthz, new conn", "SCIM GET by id", "SAML returning", "SAML first login")
+PHASES = (
+    "healthz",
+    "healthz, new conn",
+    "SCIM GET by id",
+    "SCIM GET group",
+    "SAML returning",
+    "SAML first login",
+)
 
 
 def ticks(path: str, kernel_only: bool = False) -> int:
@@ -361,6 +370,7 @@ class Workload:
     scim: dict[str, str]
     pool: list[str]  # the users of the returning logins
     ids: list[str]  # their SCIM ids
+    group: str  # the SCIM id of a group of them all
 
     def calls(self, phase: str, scale: float = 1.0) -> tuple[list[Call], bool]:
         """(the requests, whether each client keeps its connection)."""
@@ -374,6 +384,10 @@ class Workload:
             path = "/scim/v2/Users/{}"
             return [("GET", path.format(self.ids[i % len(self.ids)]), None, self.scim, 200)
                     for i in range(n // 2)], True  # fmt: skip
+        if phase == "SCIM GET group":
+            return [("GET", f"/scim/v2/Groups/{self.group}", None, self.scim, 200)] * (
+                n // 30
+            ), True
         users = self.pool[:saml] if phase == "SAML returning" else self.logins.new_users(saml)
         return [("POST", ACS, body, FORM, 302) for body in self.logins.bodies(users)], False
 
@@ -438,7 +452,10 @@ def main() -> int:
         query = f"/scim/v2/Users?count={len(pool)}&attributes=id"
         ids = [r["id"] for r in json.loads(request(servers[0].port, "GET", query, None, scim)[1])
                ["Resources"]]  # fmt: skip
-        work = Workload(args.n, logins, scim, pool, ids)
+        members = {"displayName": "all", "members": [{"value": i} for i in ids]}
+        body = request(servers[0].port, "POST", "/scim/v2/Groups", json.dumps(members).encode(),
+                       {**scim, "Content-Type": "application/scim+json"})[1]  # fmt: skip
+        work = Workload(args.n, logins, scim, pool, ids, json.loads(body)["id"])
         for s in servers:  # every worker warmed on every path
             for phase in PHASES:
                 calls, keep = work.calls(phase, scale=0.1)

@@ -5,7 +5,8 @@ clients each holding half a header stopped every thread (and /healthz) for as lo
 on. Here gunicorn's asyncio worker reads and parses requests, so a slow client costs a coroutine,
 never a thread; only a complete request header reaches the pool of `threads` that runs the WSGI
 app (Flask and SQLAlchemy stay synchronous, exactly as before). The body is streamed to the app
-as it reads it, and the response streamed back as the app yields it (PEP 3333 over ASGI 3).
+as it reads it, and the response streamed back as the app yields it, gathered into pieces of
+STREAM_BUFFER bytes (PEP 3333 over ASGI 3).
 Selected in gunicorn.conf.py: `worker_class = "bridge.serving.Worker"`.
 """
 
@@ -119,6 +120,9 @@ async def _lifespan(receive: Receive, send: Send) -> None:
             return
 
 
+STREAM_BUFFER = 65_536  # bytes of a streamed response gathered before a hand-over to the loop
+
+
 def _run(
     app: WsgiApp, environ: dict[str, Any], send: Send, loop: Any
 ) -> tuple[dict[str, Any], ...]:
@@ -127,10 +131,11 @@ def _run(
 
     Each hand-over to the loop costs this thread a wait for the loop's thread to take the GIL
     from the app's other threads (up to the 5 ms switch interval each when they are busy), and
-    both threads a wake-up (a futex, the loop's self-pipe): so a response of one chunk (what
+    both threads a wake-up (a futex, the loop's self-pipe). So a response of one chunk (what
     Flask returns but for streamed ones) goes back whole with the result, head and body
-    together, and a longer one is sent a chunk behind through the loop, the last with the end
-    returned."""
+    together; a streamed one (a SCIM group yields a chunk per member) is gathered into
+    STREAM_BUFFER bytes at a time, each sent through the loop as the next chunk comes, the
+    last with the end returned."""
     head: dict[str, Any] = {"sent": False}
 
     def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
@@ -150,14 +155,17 @@ def _run(
 
     result = app(environ, start_response)
     try:
-        pending: bytes | None = None  # the last chunk, sent when the next comes or at the end
+        pending: list[bytes] = []  # gathered, sent when full and more comes, or at the end
+        size = 0
         for chunk in result:
             if chunk:
-                if pending is not None:
-                    sending = _send_all(send, messages(pending, more=True))
+                if size >= STREAM_BUFFER:
+                    sending = _send_all(send, messages(b"".join(pending), more=True))
                     asyncio.run_coroutine_threadsafe(sending, loop).result()
-                pending = bytes(chunk)
-        return messages(pending or b"", more=False)
+                    pending, size = [], 0
+                pending.append(chunk)
+                size += len(chunk)
+        return messages(b"".join(pending), more=False)
     finally:
         close = getattr(result, "close", None)
         if close is not None:

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from bridge import accounts
+from bridge import accounts, serving
 from tests.servers import GUNICORN, Gunicorn
 
 
@@ -135,28 +135,32 @@ def test_slow_request_bodies_do_not_starve_healthz(server, account):
 
 
 def test_a_streamed_response_arrives_whole_and_the_connection_stays_usable(server, store, account):
-    """A SCIM group with members is streamed (a chunk per member, sent through the loop as the
-    app yields them, the last with the end): each GET on one keep-alive connection reads the
-    whole document, and the next request on that connection is answered."""
+    """A SCIM group with members is streamed (a chunk per member, sent through the loop in
+    pieces of STREAM_BUFFER bytes, the last with the end): each GET of a group longer than one
+    piece, on one keep-alive connection, reads the whole document, and the next request on
+    that connection is answered."""
     token = accounts.issue_token(store, account.slug, label="stream", actor="test").raw
     scim = {"Authorization": f"Bearer {token}", "Content-Type": "application/scim+json"}
-    conn = http.client.HTTPConnection("127.0.0.1", server, timeout=10)
+    conn = http.client.HTTPConnection("127.0.0.1", server, timeout=30)
 
     def call(method, path, body=None):
-        conn.request(method, f"/scim/v2/{path}", body=json.dumps(body) if body else None,
-                     headers=scim)  # fmt: skip
+        data = json.dumps(body) if body else None
+        conn.request(method, f"/scim/v2/{path}", body=data, headers=scim)
         response = conn.getresponse()
-        return response.status, json.loads(response.read() or b"null")
+        return response.status, response.read()
 
     try:
-        ids = [call("POST", "Users", {"userName": f"s{i}@x.test"})[1]["id"] for i in range(5)]
-        status, group = call(
-            "POST", "Groups", {"displayName": "streamed", "members": [{"value": i} for i in ids]}
-        )
-        assert status == 201 and len(group["members"]) == 5
+        ids = [
+            json.loads(call("POST", "Users", {"userName": f"s{i}@x.test"})[1])["id"]
+            for i in range(500)
+        ]
+        members = {"displayName": "streamed", "members": [{"value": i} for i in ids]}
+        status, created = call("POST", "Groups", members)
+        assert status == 201
         for _ in range(2):
-            status, got = call("GET", f"Groups/{group['id']}")
-            assert status == 200 and sorted(m["value"] for m in got["members"]) == sorted(ids)
+            status, raw = call("GET", f"Groups/{json.loads(created)['id']}")
+            assert status == 200 and len(raw) > serving.STREAM_BUFFER  # in two pieces
+            assert sorted(m["value"] for m in json.loads(raw)["members"]) == sorted(ids)
         conn.request("GET", "/healthz")
         response = conn.getresponse()
         assert response.status == 200 and json.loads(response.read()) == {"status": "ok"}

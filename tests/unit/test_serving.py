@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from bridge import serving
 from bridge.serving import WsgiOnAsgi
 
 LIMIT = 4  # bytes read before the app runs (the app's MAX_CONTENT_LENGTH in the worker)
@@ -66,13 +67,23 @@ def test_a_one_chunk_response_goes_as_head_and_body_together():
     ]
 
 
-def test_a_longer_response_streams_chunk_by_chunk_the_last_one_ending_it():
+def test_a_streamed_response_of_small_chunks_goes_in_one_piece_with_its_end():
+    """Chunks gathered under STREAM_BUFFER bytes: one body message, no hand-over per chunk."""
     sent, _ = serve(answer(b"a", b"", b"b", b"c"))
     assert [(m.get("body"), m.get("more_body")) for m in sent] == [
         (None, None),  # the head
-        (b"a", True),
-        (b"b", True),
-        (b"c", False),
+        (b"abc", False),
+    ]
+
+
+def test_a_streamed_response_goes_in_pieces_of_the_buffer_the_last_one_ending_it(monkeypatch):
+    monkeypatch.setattr(serving, "STREAM_BUFFER", 2)
+    sent, _ = serve(answer(b"a", b"b", b"", b"cde", b"f", b"g"))
+    assert [(m.get("body"), m.get("more_body")) for m in sent] == [
+        (None, None),
+        (b"ab", True),
+        (b"cde", True),
+        (b"fg", False),
     ]
 
 
@@ -154,20 +165,23 @@ def test_a_one_chunk_response_is_sent_by_the_loop_once_the_app_is_done():
     assert sent[-1] == {"type": "http.response.body", "body": b"a", "more_body": False}
 
 
-def test_a_streamed_response_sends_each_chunk_while_the_app_runs():
-    """A chunk behind: every chunk but the last goes through the loop as the next one comes,
-    before the app is done; the last, with the end, comes back with the result."""
-    app, events = traced([b"a", b"b", b"c"])
+def test_a_streamed_response_sends_each_full_buffer_while_the_app_runs(monkeypatch):
+    """Each STREAM_BUFFER bytes go through the loop when the next chunk comes, before the app
+    is done; the rest, with the end, comes back with the result."""
+    monkeypatch.setattr(serving, "STREAM_BUFFER", 2)
+    app, events = traced([b"a", b"b", b"c", b"d", b"e"])
     run_recorded(app, events)
     assert events == [
         "yield a",
         "yield b",
-        "send start",
-        "send a",
         "yield c",
-        "send b",
+        "send start",
+        "send ab",
+        "yield d",
+        "yield e",
+        "send cd",
         "close",
-        "send c (end)",
+        "send e (end)",
     ]
 
 

@@ -73,7 +73,7 @@ def create_group(
     wanted = frozenset(members)
 
     def work(db: Session) -> GroupOutcome:
-        account = _account(db, account_id)
+        account = provisioning.account_in(db, account_id)
         # Only the IdP adopts a policy-only group; a manual group is always new.
         group = _policy_only(db, account, display_name) if managed_by == SCIM else None
         adopted = group is not None
@@ -127,7 +127,7 @@ def update_group(
     `managed_by` refuses (Conflict) a group someone else manages (the API changes only its own)."""
 
     def work(db: Session) -> GroupOutcome:
-        account = _account(db, account_id)
+        account = provisioning.account_in(db, account_id)
         group = _group(db, account, group_id, managed_by)
         _writable(db, group)
         if if_version is not None and group.version != if_version:
@@ -182,7 +182,7 @@ def delete_group(
     """Remove a group, its memberships and its grants; re-evaluate its former members."""
 
     def work(db: Session) -> None:
-        account = _account(db, account_id)
+        account = provisioning.account_in(db, account_id)
         group = _group(db, account, group_id, managed_by)
         _writable(db, group)
         if if_version is not None and group.version != if_version:
@@ -212,13 +212,6 @@ def delete_group(
         )
 
     store.write(work)
-
-
-def _account(db: Session, account_id: int) -> Account:
-    account = db.get(Account, account_id)
-    if account is None:
-        raise NotFound(f"no account {account_id}")
-    return account
 
 
 def _group(

@@ -240,7 +240,7 @@ def provision_in(
 ) -> Outcome:
     """`provision` inside the caller's transaction (a SAML login writes its replay-cache entry,
     the user and the session together)."""
-    account = _account(db, account_id)
+    account = account_in(db, account_id)
     # a profile that must create matches no one or is refused: the match read as keys only
     user = _find(db, account, profile, user_id, keys=must_create and user_id is None)
     if user is None:
@@ -270,7 +270,7 @@ def update_user(
     """
 
     def work(db: Session) -> Outcome:
-        account = _account(db, account_id)
+        account = account_in(db, account_id)
         user = db.scalar(_BY_ID, {"account_id": account.id, "user_id": user_id})
         if user is None:
             raise NotFound(f"no user {user_id} in account {account.slug!r}")
@@ -516,7 +516,7 @@ def delete_user(
     """Remove a user with their memberships, grants, identities and sessions."""
 
     def work(db: Session) -> None:
-        account = _account(db, account_id)
+        account = account_in(db, account_id)
         user = db.scalar(_BY_ID, {"account_id": account.id, "user_id": user_id})
         if user is None:
             raise NotFound(f"no user {user_id} in account {account.slug!r}")
@@ -647,7 +647,7 @@ def _record(
     return 1
 
 
-def _account(db: Session, account_id: int) -> Account:
+def account_in(db: Session, account_id: int) -> Account:
     """The account as this transaction reads it, with one Core SELECT: an ORM load of the row
     (identity map, loader) cost more than the rest of a SCIM create's reads together. It is not
     added to the session (an Account has no relationships, and nothing here changes it: the

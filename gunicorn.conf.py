@@ -18,6 +18,12 @@ keepalive = 5
 # Reject oversized request lines and headers before they reach the app.
 limit_request_line = 8190
 limit_request_fields = 100
+# gunicorn's control socket (gunicornc: worker counts, reload, shutdown) defaults to one path per
+# user ($XDG_RUNTIME_DIR or ~/.gunicorn/gunicorn.ctl): a second gunicorn of that user on the host
+# takes it over, gunicornc then steers the wrong server, and the first to exit removes the other's
+# socket. Off, unless GUNICORN_CONTROL_SOCKET names a path of this server's own.
+control_socket = os.environ.get("GUNICORN_CONTROL_SOCKET") or "gunicorn.ctl"
+control_socket_disable = not os.environ.get("GUNICORN_CONTROL_SOCKET")
 accesslog = "-"
 # The request id the app echoes in X-Request-ID ties each access line to the app's JSON logs.
 access_log_format = (

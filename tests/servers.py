@@ -74,7 +74,6 @@ class Gunicorn:
             "BRIDGE_INSTANCE_PATH": str(self.instance),
             "BRIDGE_BASE_URL": f"http://127.0.0.1:{self.port}",
             "BRIDGE_LOG_LEVEL": "WARNING",
-            "GUNICORN_CMD_ARGS": "--no-control-socket",
             **self.env,
         }
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # each master makes its own

@@ -28,7 +28,7 @@ def test_appends_around_a_savepoint_keep_the_chain(store, account, cli):
     from bridge import audit
 
     def work(db):
-        provisioning._account(db, account.id)  # the head, as a write reads it first
+        provisioning.account_in(db, account.id)  # the head, as a write reads it first
         with db.begin_nested():
             audit.record(
                 db, account.id, actor="t", action="test.kept", target_type="t", target_id="1"

@@ -190,3 +190,34 @@ def test_worker_sets_its_startup_heap_aside_from_the_collector(database_url, tmp
         assert len(counts) == 2 and min(counts) > 50_000, server.log()[-2000:]
     finally:
         server.stop()
+
+
+def test_control_socket_only_at_a_path_of_its_own(database_url, tmp_path):
+    """gunicorn's control socket is off by default (its default path is shared by every gunicorn
+    of the user: another server would take it over); GUNICORN_CONTROL_SOCKET puts it at a path
+    of this server's own, which the master removes when it stops."""
+    if not GUNICORN.exists():
+        pytest.skip("gunicorn is installed by `make test`; this interpreter has none")
+    bare = Gunicorn(database_url, tmp_path / "bare", workers=1, env={"GUNICORN_CMD_ARGS": ""})
+    bare.start()
+    try:
+        assert "Control socket" not in bare.log(), bare.log()[-2000:]
+    finally:
+        bare.stop()
+    path = tmp_path / "own.ctl"
+    own = Gunicorn(
+        database_url,
+        tmp_path / "own",
+        workers=1,
+        env={"GUNICORN_CMD_ARGS": "", "GUNICORN_CONTROL_SOCKET": str(path)},
+    )
+    own.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not path.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert path.is_socket() and f"Control socket listening at {path}" in own.log()
+        assert path.stat().st_mode & 0o077 == 0  # its owner's only
+    finally:
+        own.stop()
+    assert not path.exists()

@@ -1,7 +1,7 @@
 """SAML ACS benchmark: IdP-initiated logins through gunicorn + PostgreSQL, against the floor of
 python3-saml validating the same responses alone (no HTTP, no database).
 
-Run:  /tmp/v1/bin/python bench/saml/run.py [--logins N] [--rounds R] [--quick] [--profile]
+Run:  .venv/bin/python bench/saml/run.py [--logins N] [--rounds R] [--quick] [--profile]
 
 Fresh PostgreSQL database (dropped at exit); account "bench" with a test IdP (tests/saml_idp)
 registered IdP-initiated, JIT on. Every response is signed ahead of time (distinct assertion IDs,

@@ -36,13 +36,16 @@ PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 BASE = "http://127.0.0.1:8000"
 
 
-def fresh_database(url: str | None, tmp: Path) -> tuple[str, Callable[[], None]]:
+def fresh_database(
+    url: str | None, tmp: Path, label: str = "cost"
+) -> tuple[str, Callable[[], None]]:
+    """A SQLite file in `tmp`, or a new PostgreSQL database beside `url`; and how to drop it."""
     if not url:
-        return f"sqlite:///{tmp / 'cost.db'}", lambda: None
+        return f"sqlite:///{tmp / label}.db", lambda: None
     from sqlalchemy import create_engine, text
     from sqlalchemy.engine import make_url
 
-    name = f"bench_cost_{os.getpid()}"
+    name = f"bench_{label}_{os.getpid()}"
     admin = create_engine(make_url(url), isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))

@@ -42,7 +42,6 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,6 +50,8 @@ from urllib.parse import urlencode
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.append(str(ROOT))
+
+from cost import fresh_database  # noqa: E402  (bench/ is this script's directory)
 
 TICK = os.sysconf("SC_CLK_TCK")
 CLIENTS = 4
@@ -336,25 +337,6 @@ def inprocess(path: Path, url: str, tmp: Path, phases: dict[str, list[Call]]) ->
 # ------------------------------------------------------------------ main
 
 
-def fresh_database(url: str | None, tmp: Path) -> tuple[str, Callable[[], None]]:
-    if not url:
-        return f"sqlite:///{tmp / 'serving.db'}", lambda: None
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    name = f"bench_serving_{os.getpid()}"
-    admin = create_engine(make_url(url), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-
-    def drop() -> None:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-    return make_url(url).set(database=name).render_as_string(hide_password=False), drop
-
-
 def parse_config(text: str) -> tuple[str, Path, str]:
     label, _, rest = text.partition("=")
     path, _, args = rest.partition(":")
@@ -439,7 +421,7 @@ def main() -> int:
     configs = [parse_config(c) for c in args.config] or [("this", ROOT, "")]
     tmp = Path(tempfile.mkdtemp(prefix="bench_serving_"))
     (tmp / "policies").mkdir()
-    url, drop = fresh_database(args.database_url, tmp)
+    url, drop = fresh_database(args.database_url, tmp, "serving")
     servers = [Server(label, path, extra) for label, path, extra in configs]
     try:
         setup = prepare(url, tmp)

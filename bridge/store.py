@@ -57,7 +57,6 @@ LOCK_WAIT = 30.0  # seconds a SQLite writer waits for the write lock before givi
 LOCK_STEP = 0.002  # the longest single sleep of that wait
 CHECKPOINT_EVERY = 100  # SQLite writes of a process between two checkpoints in the background
 WAL_BACKSTOP = 10_000  # WAL pages after which a commit checkpoints (SQLite's own, if ours lag)
-WAL_RESTART = 4_000  # WAL pages after which our checkpoint waits for a moment to start it over
 # PostgreSQL SQLSTATEs worth another try: serialization_failure, deadlock_detected.
 RETRY_SQLSTATES = {"40001", "40P01"}
 
@@ -157,23 +156,19 @@ class _Checkpoints:
 
 
 def checkpoint(path: str) -> None:
-    """Copy what the WAL of the SQLite file at `path` holds into the file (PASSIVE). The WAL
-    starts over at the next write only when that write finds it all copied; writes that never
-    leave such a moment would let it grow, so past WAL_RESTART pages the checkpoint is RESTART:
-    new writes wait while it copies the rest (little, after the PASSIVE pass) and starts the
-    WAL over. A file that is gone is not made again (mode=rw); a failure is only logged (SQLite's
-    own checkpoint at WAL_BACKSTOP pages is still there)."""
+    """Copy what the WAL of the SQLite file at `path` holds into the file: PASSIVE, which never
+    waits for a reader or a writer (the next write that finds the WAL all copied starts it over,
+    as after SQLite's own checkpoint). Never RESTART or FULL: those hold new writers back until
+    every reader is done, and a request that reads (a streamed group) and then writes its log row
+    would wait on the checkpoint that waits on it (up to the busy timeout: seen in CI). A file
+    that is gone is not made again (mode=rw); a failure is only logged (SQLite's own checkpoint
+    at WAL_BACKSTOP pages is still there)."""
     try:
         conn = sqlite3.connect(f"file:{quote(path)}?mode=rw", uri=True, isolation_level=None)
         try:
             started = time.perf_counter()
-            _busy, pages, _copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-            metrics.SQLITE_CHECKPOINTS.labels("passive").observe(time.perf_counter() - started)
-            if pages >= WAL_RESTART:
-                started = time.perf_counter()
-                conn.execute(f"PRAGMA busy_timeout = {int(LOCK_WAIT * 1000)}")
-                conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
-                metrics.SQLITE_CHECKPOINTS.labels("restart").observe(time.perf_counter() - started)
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            metrics.SQLITE_CHECKPOINTS.observe(time.perf_counter() - started)
         finally:
             conn.close()
     except sqlite3.Error as exc:

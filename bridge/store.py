@@ -124,9 +124,10 @@ class _Checkpoints:
 
     SQLite checkpoints inside the commit that takes the WAL past 1,000 pages: that write waits
     for the copy and two fsyncs, 10-300 ms on this machine's disk against 0.1 ms for a commit
-    (the SQLite logins' p99). Here the commit returns and this thread copies; a PASSIVE
-    checkpoint neither waits for nor blocks readers and writers (what a reader still needs is
-    copied next time), and the next write after a complete one starts the WAL over."""
+    (one write in a few hundred: not what sets the logins' p99, but a slow request each time).
+    Here the commit returns and this thread copies; a PASSIVE checkpoint neither waits for nor
+    blocks readers and writers (what a reader still needs is copied next time), and the next
+    write after a complete one starts the WAL over."""
 
     def __init__(self) -> None:
         self._reset()

@@ -1,6 +1,6 @@
 """SQLite's WAL is checkpointed by a thread of the process, not inside a request's commit
 (bridge.store._Checkpoints): the commit that passed SQLite's threshold used to wait for the copy
-and two fsyncs (issue 14's login p99)."""
+and two fsyncs (10-290 ms on this machine's disk; rare, so not what sets issue 14's login p99)."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ Bodies are kept only for failures, with secrets redacted (any member whose name 
 secret or token) and cut to 4 KB. Rows older than the retention (BRIDGE_SCIM_LOG_DAYS) are purged
 by the writers themselves, at most once a minute per process; a log write never fails the
 request it describes (it runs after the response is made, on a connection of its own:
-Store.write_one).
+Store.append).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import time
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table, delete, insert, select
+from sqlalchemy import Table, delete, select
 from sqlalchemy.orm import Session
 
 from bridge import values
@@ -32,7 +32,6 @@ PURGE_EVERY = 60.0
 _purged: dict[int, float] = {}
 _lock = threading.Lock()
 TABLE: Table = ScimRequest.__table__  # type: ignore[assignment]
-INSERT = insert(TABLE)
 
 
 def redact(raw: bytes) -> str | None:
@@ -78,8 +77,8 @@ def record(
         if purge:
             _purged[account_id] = now
 
-    # one row, no ORM object: a unit-of-work flush costs more than the INSERT itself; the
-    # values are checked as a flush would check them (bridge.values)
+    # one row, no ORM object nor SQLAlchemy execution (Store.append): either costs more than
+    # the INSERT itself; the values are checked as a flush would check them (bridge.values)
     row = {
         "account_id": account_id,
         "token_id": token_id,
@@ -94,7 +93,7 @@ def record(
     }
     try:
         values.check_values(TABLE, row)
-        store.write_one(INSERT, row)
+        store.append(TABLE, row)
         if purge:
             store.write_one(
                 delete(TABLE).where(

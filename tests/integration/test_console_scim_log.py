@@ -92,10 +92,10 @@ def test_a_log_row_that_cannot_be_written_leaves_the_request_as_answered(
 
     from bridge.models import ScimRequest, User
 
-    def refuse(statement, params=None):
+    def refuse(table, row):
         raise OperationalError("INSERT INTO scim_requests", {}, Exception("disk I/O error"))
 
-    monkeypatch.setattr(app.extensions["bridge.store"], "write_one", refuse)
+    monkeypatch.setattr(app.extensions["bridge.store"], "append", refuse)
     with caplog.at_level(logging.ERROR, logger="bridge.scim_log"):
         made = scim.post("Users", json={"schemas": [USER], "userName": "lee@example.com"})
     assert made.status_code == 201 and made.json["userName"] == "lee@example.com"

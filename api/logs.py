@@ -180,6 +180,7 @@ def list_scim_requests() -> ResponseReturnValue:
     """The SCIM requests the IdP made, newest first: when a sync fails, what it sent and what it
     got back (failures keep the body, secrets redacted). Kept BRIDGE_SCIM_LOG_DAYS days."""
     q: ScimRequestQuery = request.context.query  # type: ignore[attr-defined]
+    get_store().flush()  # this process's rows still queued (Store.append)
     with get_store().read() as db:
         rows = scim_log.search(
             db,

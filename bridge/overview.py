@@ -55,6 +55,7 @@ class Overview:
 
 def of(store: Store, slug: str) -> Overview:
     """The account's overview, now."""
+    store.flush()  # this process's SCIM log rows still queued (Store.append)
     now = utcnow()
     since = now - DAY
     with store.read() as db:

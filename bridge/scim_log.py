@@ -4,8 +4,11 @@ error type, duration), the first thing an IT admin reads when a sync fails.
 Bodies are kept only for failures, with secrets redacted (any member whose name says password,
 secret or token) and cut to 4 KB. Rows older than the retention (BRIDGE_SCIM_LOG_DAYS) are purged
 by the writers themselves, at most once a minute per process; a log write never fails the
-request it describes (it runs after the response is made, on a connection of its own:
-Store.append).
+request it describes. The row is made after the response and queued (Store.append): a thread of
+the process writes the rows of the last 50 ms in one transaction, and this process's readers of
+the log (`search`'s callers: API, console, overview) write what is queued first. So another
+process's request shows up within about 50 ms, and a worker killed outright (SIGKILL, the OOM
+killer) loses what it had queued; a graceful stop writes it.
 """
 
 from __future__ import annotations

@@ -108,6 +108,7 @@ def scim_page(slug: str) -> ResponseReturnValue:
 def _scim(slug: str, issued: accounts.IssuedToken | None = None) -> ResponseReturnValue:
     before, size = page_args()
     failed = request.args.get("failed") == "1"
+    get_store().flush()  # this process's log rows still queued (Store.append)
     with get_store().read() as db:
         tokens = accounts.list_tokens(db, slug)
         requests = scim_log.search(

@@ -39,7 +39,9 @@ class Worker(ASGIWorker):  # type: ignore[misc]
         super().load_wsgi()
         wsgi: WsgiApp = self.__dict__["asgi"]  # what `bridge:create_app()` made: a Flask app
         limit = getattr(wsgi, "config", {}).get("MAX_CONTENT_LENGTH") or PREFETCH
-        self.asgi = WsgiOnAsgi(wsgi, threads=max(1, int(self.cfg.threads)), prefetch=limit)
+        threads = max(1, int(self.cfg.threads))
+        self.asgi = WsgiOnAsgi(wsgi, threads=threads, prefetch=limit)
+        self.log.info("the app runs in %d thread%s", threads, "s" if threads > 1 else "")
         self.log.info("%d startup objects set aside from the cycle collector", _set_aside())
 
 

@@ -414,6 +414,8 @@ def main() -> int:
     ap.add_argument("--config", action="append", default=[], help="LABEL=PATH[:GUNICORN ARGS]")
     ap.add_argument("--inprocess-child", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.n < 300:  # the group phase sends n/30 requests, the warm-up a tenth of each phase
+        ap.error(f"--n {args.n}: at least 300 (the warm-up's group phase would send none)")
     if args.inprocess_child:
         inprocess_child(args.inprocess_child)
         return 0

@@ -243,7 +243,14 @@ def get_user(raw_id: str) -> ResponseReturnValue:
 @bp.put("/Users/<raw_id>")
 def replace_user(raw_id: str) -> ResponseReturnValue:
     user_id = resource_id(raw_id)
-    profile = mapping.user_profile(mapping.canonical(_object(body()), schema.USERS))
+    doc = mapping.canonical(_object(body()), schema.USERS)
+    profile = mapping.user_profile(doc)
+    if doc.get("active") is None:
+        # Not asserted (RFC 7644 §3.5.1 lets a service provider read an omitted readWrite
+        # attribute so): the user keeps their state. Cleared, a suspended user would be active
+        # again (an unset `active` means active everywhere) without the IdP having said so.
+        fields = {k: v for k, v in profile.fields.items() if k != "active"}
+        profile = replace(profile, fields=fields)
     provisioning.update_user(
         get_store(),
         g.account_id,

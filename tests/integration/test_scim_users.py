@@ -1,6 +1,7 @@
 """SCIM Users through HTTP: create, read, replace, PATCH grammar, ETags, deprovisioning."""
 
 import json
+import uuid
 from datetime import timedelta
 
 import pytest
@@ -94,6 +95,27 @@ def test_put_replaces_and_ignores_read_only(scim):
     assert resp.json["id"] == doc["id"] and resp.json["title"] == "Manager"
     assert "nickName" not in resp.json
     assert resp.json["meta"]["version"] == 'W/"2"'
+
+
+def test_a_put_that_does_not_mention_active_keeps_the_user_as_they_are(scim, store, account):
+    """PUT clears what it omits, but not `active`: an omitted readWrite attribute may be read as
+    not asserted (RFC 7644 §3.5.1), and a suspended user cleared to unset would sign in again
+    (unset means active) without the IdP having said so. `active` in the body still counts."""
+    from bridge.models import User
+
+    doc = create(scim, "kept@example.com", title="Engineer")
+    suspended = patch(scim, doc, {"op": "replace", "path": "active", "value": False}).json
+    assert suspended["active"] is False
+    body = {k: v for k, v in suspended.items() if k not in ("active", "title")}
+    resp = scim.put(f"Users/{doc['id']}", json=body)
+    assert resp.status_code == 200 and "title" not in resp.json  # the rest is replaced
+    assert resp.json["active"] is False and scim.get(f"Users/{doc['id']}").json["active"] is False
+    with store.read() as db:
+        assert db.scalar(select(User.active).where(User.id == uuid.UUID(doc["id"]))) is False
+    assert scim.put(f"Users/{doc['id']}", json={**body, "active": None}).json["active"] is False
+    back = scim.put(f"Users/{doc['id']}", json={**body, "active": True}).json
+    assert back["active"] is True
+    assert scim.put(f"Users/{doc['id']}", json=body).json["active"] is True  # kept again
 
 
 def test_etags(scim):

@@ -482,22 +482,24 @@ class Store:
                 log.exception("could not write appended rows")
 
     def _write_appended(self, rows: list[tuple[_Append, Any]]) -> None:
-        """`rows` in one transaction; if it is refused, each row in one of its own."""
+        """`rows` in one transaction; if it is refused, each row in one of its own. What is
+        still refused is logged, never raised: the caller may be a reader of the log (`flush`)
+        or `dispose`, neither of which a lost log line should fail."""
         try:
             self._insert_rows(rows)
             return
         except Exception as exc:
-            if len(rows) == 1:
-                raise
-            first: Exception = exc
-        lost = 0
-        for row in rows:
-            try:
-                self._insert_rows([row])
-            except Exception as exc:
-                lost, first = lost + 1, exc
+            failure: Exception = exc
+        lost = len(rows)
+        if len(rows) > 1:
+            lost = 0
+            for row in rows:
+                try:
+                    self._insert_rows([row])
+                except Exception as exc:
+                    lost, failure = lost + 1, exc
         if lost:
-            log.error("%d of %d appended rows not written: %s", lost, len(rows), first)
+            log.error("%d of %d appended rows not written: %s", lost, len(rows), failure)
 
     def _insert_rows(self, rows: list[tuple[_Append, Any]]) -> None:
         by_plan: dict[_Append, list[Any]] = {}

@@ -86,8 +86,9 @@ def test_the_scim_screen_is_for_admins_only(app, store, account, settings, scim)
 def test_a_log_row_that_cannot_be_written_leaves_the_request_as_answered(
     app, scim, store, account, monkeypatch, caplog
 ):
-    """The log is written after the answer is made, on a connection of its own: when that
-    write fails (the database refusing it), the create still stands and nothing is half-kept."""
+    """The log row is made after the answer: when it cannot be kept (refused as it is queued;
+    a refusal by the database when the batch is written: test_store_append), the create still
+    stands and nothing is half-kept."""
     from sqlalchemy import func, select
     from sqlalchemy.exc import OperationalError
 

@@ -113,6 +113,11 @@ def test_a_row_the_database_refuses_costs_only_itself(store, account, caplog):
     assert [r[5] for r in _stored(store, account.id)] == [200, 201, 202, 202, 202]
     with store.read() as db:
         assert db.scalar(select(func.count()).where(ScimRequest.account_id == missing)) == 0
+    caplog.clear()
+    store.append(TABLE, _row(missing))  # alone: a reader's flush is not failed by it either
+    with caplog.at_level(logging.ERROR, logger="bridge.store"):
+        store.flush()
+    assert "1 of 1 appended rows not written" in caplog.text
 
 
 def test_past_the_limit_new_rows_are_dropped_and_said_so(store, account, monkeypatch, caplog):

@@ -430,17 +430,8 @@ def unchanged_login(
     login, or this login for it, as on the write path."""
     if profile.idp is None:
         return None
-    row = db.execute(
-        select(User.id, User.version, User.active, SamlIdentity.login_digest)
-        .join(SamlIdentity, SamlIdentity.user_id == User.id)
-        .join(IdentityProvider, IdentityProvider.id == SamlIdentity.idp_id)
-        .where(
-            User.account_id == account.id,
-            IdentityProvider.entity_id == profile.idp.entity_id,
-            SamlIdentity.name_id == profile.idp.name_id,
-        )
-        .with_for_update(read=True, of=User)
-    ).first()
+    idp = {"entity_id": profile.idp.entity_id, "name_id": profile.idp.name_id}
+    row = db.execute(_RETURNING, {"account_id": account.id, **idp}).first()
     if row is None or row.login_digest is None or row.active is False:
         return None
     choice = policy_for(db, account, registry)
@@ -464,21 +455,47 @@ def remember_login(
         envs = [list(e) for e in environments_of(db, account.id)]
         digest = login_digest(profile, outcome.policy_key, envs, outcome.version)
     db.execute(
-        update(SamlIdentity)
-        .where(
-            SamlIdentity.user_id == outcome.user_id,
-            SamlIdentity.name_id == profile.idp.name_id,
-            SamlIdentity.idp_id
-            == select(IdentityProvider.id)
-            .where(
-                IdentityProvider.account_id == account.id,
-                IdentityProvider.entity_id == profile.idp.entity_id,
-            )
-            .scalar_subquery(),
-        )
-        .values(login_digest=digest)
-        .execution_options(synchronize_session=False)
+        _REMEMBER,
+        {
+            "b_user": outcome.user_id,
+            "b_account": account.id,
+            "b_entity": profile.idp.entity_id,
+            "b_name": profile.idp.name_id,
+            "b_digest": digest,
+        },
     )
+
+
+# unchanged_login's and remember_login's statements, built once (a login runs them inside its
+# write transaction: on SQLite, under the database's one write lock). An UPDATE's bind names
+# must differ from its columns' (b_*).
+_RETURNING = (
+    select(User.id, User.version, User.active, SamlIdentity.login_digest)
+    .join(SamlIdentity, SamlIdentity.user_id == User.id)
+    .join(IdentityProvider, IdentityProvider.id == SamlIdentity.idp_id)
+    .where(
+        User.account_id == bindparam("account_id"),
+        IdentityProvider.entity_id == bindparam("entity_id"),
+        SamlIdentity.name_id == bindparam("name_id"),
+    )
+    .with_for_update(read=True, of=User)
+)
+_REMEMBER = (
+    update(SamlIdentity)
+    .where(
+        SamlIdentity.user_id == bindparam("b_user"),
+        SamlIdentity.name_id == bindparam("b_name"),
+        SamlIdentity.idp_id
+        == select(IdentityProvider.id)
+        .where(
+            IdentityProvider.account_id == bindparam("b_account"),
+            IdentityProvider.entity_id == bindparam("b_entity"),
+        )
+        .scalar_subquery(),
+    )
+    .values(login_digest=bindparam("b_digest"))
+    .execution_options(synchronize_session=False)
+)
 
 
 def verified_email_owner(

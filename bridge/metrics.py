@@ -97,6 +97,11 @@ SQLITE_CHECKPOINTS = Histogram(
     "Checkpoints (PASSIVE) of the SQLite WAL done in the background (bridge.store), by duration.",
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5),
 )
+SQLITE_LOCK_WAITS = Histogram(
+    "bridge_sqlite_lock_wait_seconds",
+    "SQLite write transactions by how long they waited for the database's one write lock.",
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5, 30),
+)
 WEBHOOK_DELIVERIES = Counter(
     "bridge_webhook_deliveries_total",
     "Delivery attempts recorded by `idbridge worker`, by kind (webhook, logout) and outcome "

@@ -64,6 +64,8 @@ VALID = dt.timedelta(minutes=30)  # every pre-signed response stays valid for th
 TICK = os.sysconf("SC_CLK_TCK")
 SPY_RATE = 200
 TARGET_FLOOR, TARGET_SCALE, TARGET_TAIL = 0.7, 1.8, 2.0
+METRICS_TOKEN = secrets.token_hex(16)
+LOCK_WAIT = "bridge_sqlite_lock_wait_seconds"
 CLI_WITH_ADAPTERS = (
     "import sys; from bridge import cli; "
     "getattr(cli, 'add_adapter_commands', lambda: None)(); "
@@ -243,6 +245,7 @@ class Harness:
             BRIDGE_LOG_LEVEL="WARNING",
             BRIDGE_INSTANCE_PATH=str(self.tmp / "instance"),
             BRIDGE_POLICY_DIR=str(self.tmp / "policies"),
+            BRIDGE_METRICS_TOKEN=METRICS_TOKEN,  # the lock waits are read from /metrics
             PYTHONPATH=str(ROOT),
         )
         env.update(extra)
@@ -383,10 +386,10 @@ class Harness:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
-def get(port: int, path: str) -> tuple[int, bytes]:
+def get(port: int, path: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
-        conn.request("GET", path)
+        conn.request("GET", path, headers=headers or {})
         resp = conn.getresponse()
         return resp.status, resp.read()
     finally:
@@ -450,6 +453,19 @@ class Server:
     def workers(self) -> list[int]:
         return children(self.proc.pid)
 
+    def lock_waits(self) -> tuple[float, float] | None:
+        """SQLite's write-lock waits so far, summed over the workers (bridge.metrics): seconds
+        waited and write transactions; None where the checkout does not export them."""
+        status, body = get(self.port, "/metrics", {"Authorization": f"Bearer {METRICS_TOKEN}"})
+        found: dict[str, float] = {}
+        for line in body.decode().splitlines() if status == 200 else []:
+            name, _, value = line.partition(" ")
+            if name in (f"{LOCK_WAIT}_sum", f"{LOCK_WAIT}_count"):
+                found[name] = float(value)
+        if len(found) < 2:
+            return None
+        return found[f"{LOCK_WAIT}_sum"], found[f"{LOCK_WAIT}_count"]
+
     def cpu_snapshot(self) -> dict[str, Any]:
         return {
             "client": time.process_time(),
@@ -489,6 +505,7 @@ class Segment:
     errors: Counter[str] = field(default_factory=Counter)
     cpu: dict[str, float] = field(default_factory=dict)  # seconds of CPU per kind of process
     deadlocks: int = 0
+    lock_wait: float | None = None  # SQLite: seconds the server's writers waited for the lock
 
     @property
     def rate(self) -> float:
@@ -568,6 +585,7 @@ def drive(
     threads = [threading.Thread(target=client, daemon=True) for _ in range(clients)]
     for t in threads:
         t.start()
+    waits = server.lock_waits()  # outside the timed part and its CPU counts
     before = server.cpu_snapshot()
     start[0] = time.perf_counter()
     barrier.wait()
@@ -575,6 +593,9 @@ def drive(
         t.join()
     seg.wall = time.perf_counter() - start[0]
     seg.cpu = Server.cpu_delta(before, server.cpu_snapshot())
+    after = server.lock_waits()
+    if waits is not None and after is not None:
+        seg.lock_wait = after[0] - waits[0]
     seg.ok = len(seg.latencies)
     return seg
 
@@ -964,7 +985,11 @@ def summarize(name: str, segs: list[Segment]) -> dict[str, Any]:
     wall = sum(s.wall for s in segs)
     kinds = ("client", "server", "postgres", "others", "busiest_worker")
     cpu = {k: sum(s.cpu[k] for s in segs) for k in kinds}
+    waited = [s.lock_wait for s in segs]
     return {
+        "lock_wait_ms": None
+        if None in waited
+        else sum(w for w in waited if w is not None) / max(ok, 1) * 1000,
         "name": name,
         "ok": ok,
         "sent": sum(s.sent for s in segs),
@@ -1252,6 +1277,17 @@ def main() -> int:
             f"{min(2.0, free / max(used, 1e-9)):.2f}x; with the client on another machine "
             f"{min(2.0, free / max(served, 1e-9)):.2f}x)"
         )
+        two = results[(kind, 2)]
+        if args.sqlite and one["lock_wait_ms"] is not None and two["lock_wait_ms"] is not None:
+            # a worker waiting for the lock sleeps: that share of its time serves nothing
+            idle = [x["rate"] / c * x["lock_wait_ms"] / 1000 for x, c in ((one, 1), (two, 2))]
+            bound = min(2.0, free / max(used, 1e-9)) * (1 - idle[1]) / max(1 - idle[0], 1e-9)
+            p(
+                f"    (SQLite's write lock ({LOCK_WAIT}): writers waited "
+                f"{one['lock_wait_ms']:.2f} ms per login at 1 worker, {two['lock_wait_ms']:.2f} "
+                f"ms at 2 workers, {idle[1] * 100:.0f}% of each worker's time; the machine's "
+                f"bound less that share: 2 workers / 1 reach at most {bound:.2f}x)"
+            )
     print("\n".join(out), flush=True)
 
     if (missed or args.profile) and not args.no_profile:

@@ -8,11 +8,21 @@ import threading
 import time
 
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
 from bridge import store as store_module
 from bridge.models import Account
+
+
+def _lock_waits() -> tuple[float, float, float]:
+    """bridge_sqlite_lock_wait_seconds of this process: writes, seconds waited, writes that
+    waited more than 50 ms."""
+    count = REGISTRY.get_sample_value("bridge_sqlite_lock_wait_seconds_count") or 0.0
+    total = REGISTRY.get_sample_value("bridge_sqlite_lock_wait_seconds_sum") or 0.0
+    within = REGISTRY.get_sample_value("bridge_sqlite_lock_wait_seconds_bucket", {"le": "0.05"})
+    return count, total, count - (within or 0.0)
 
 
 @pytest.fixture
@@ -24,7 +34,8 @@ def sqlite_path(store):
 
 def test_writer_waits_for_the_lock_in_short_steps(store, account, sqlite_path, monkeypatch):
     """A write while another connection holds the lock waits, never sleeping more than
-    LOCK_STEP at a time, and lands once the lock is free."""
+    LOCK_STEP at a time, and lands once the lock is free; the wait is in the lock-wait metric."""
+    waits_before = _lock_waits()
     sleeps: list[float] = []
     real_sleep = time.sleep
 
@@ -50,6 +61,8 @@ def test_writer_waits_for_the_lock_in_short_steps(store, account, sqlite_path, m
     writer.join(10)
     assert done == ["written"]
     assert max(sleeps) <= store_module.LOCK_STEP
+    count, total, over_50ms = (now - then for now, then in zip(_lock_waits(), waits_before))
+    assert count >= 1 and over_50ms == 1 and 0.08 <= total < 10  # this write's, and only it waited
     with store.read() as db:
         assert db.scalar(select(Account.name).where(Account.id == account.id)) == (
             "renamed while queued"

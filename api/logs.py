@@ -180,18 +180,16 @@ def list_scim_requests() -> ResponseReturnValue:
     """The SCIM requests the IdP made, newest first: when a sync fails, what it sent and what it
     got back (failures keep the body, secrets redacted). Kept BRIDGE_SCIM_LOG_DAYS days."""
     q: ScimRequestQuery = request.context.query  # type: ignore[attr-defined]
-    get_store().flush()  # this process's rows still queued (Store.append)
-    with get_store().read() as db:
-        rows = scim_log.search(
-            db,
-            account_id(),
-            failed=q.failed,
-            status=q.status,
-            method=q.method,
-            since=q.since,
-            until=q.until,
-            before_id=q.cursor,
-            limit=q.limit,
-        )
+    rows = scim_log.search(
+        get_store(),
+        account_id(),
+        failed=q.failed,
+        status=q.status,
+        method=q.method,
+        since=q.since,
+        until=q.until,
+        before_id=q.cursor,
+        limit=q.limit,
+    )
     nxt = str(rows[-1]["id"]) if len(rows) == q.limit else None
     return ScimRequestList(requests=[ScimRequestDoc(**r) for r in rows], next=nxt)

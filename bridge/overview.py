@@ -55,7 +55,11 @@ class Overview:
 
 def of(store: Store, slug: str) -> Overview:
     """The account's overview, now."""
-    store.flush()  # this process's SCIM log rows still queued (Store.append)
+    with store.read() as db:
+        account_id = accounts.get_account(db, slug).id
+    # first: it ends the request's read transaction (bridge.scim_log.search), so that what
+    # follows is read in one
+    last_request = next(iter(scim_log.search(store, account_id, limit=1)), None)
     now = utcnow()
     since = now - DAY
     with store.read() as db:
@@ -85,7 +89,7 @@ def of(store: Store, slug: str) -> Overview:
             policy_error=choice.error,
             audit=chain,
             since=since,
-            last_scim_request=next(iter(scim_log.search(db, account.id, limit=1)), None),
+            last_scim_request=last_request,
         )
 
 

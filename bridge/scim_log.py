@@ -21,7 +21,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Table, delete, select
-from sqlalchemy.orm import Session
 
 from bridge import values
 from bridge.models import ScimRequest, ScimToken, utcnow
@@ -109,7 +108,7 @@ def record(
 
 
 def search(
-    db: Session,
+    store: Store,
     account_id: int,
     *,
     failed: bool = False,
@@ -120,7 +119,10 @@ def search(
     before_id: int | None = None,
     limit: int = 50,
 ) -> list[dict[str, Any]]:
-    """Logged SCIM requests, newest first, filtered; `before_id` pages back."""
+    """Logged SCIM requests, newest first, filtered; `before_id` pages back. This process's
+    rows still queued (Store.append) are written first; other processes' land within
+    APPEND_DELAY. In a request, the request's read transaction ends before the read."""
+    store.flush()
     stmt = (
         select(ScimRequest, ScimToken.label, ScimToken.prefix)
         .outerjoin(ScimToken, ScimToken.id == ScimRequest.token_id)
@@ -140,6 +142,8 @@ def search(
         stmt = stmt.where(ScimRequest.at < until)
     if before_id is not None:
         stmt = stmt.where(ScimRequest.id < before_id)
+    with store.read() as db:
+        found = db.execute(stmt).all()
     return [
         {
             "id": r.id,
@@ -153,5 +157,5 @@ def search(
             "detail": r.detail,
             "body": r.body,
         }
-        for r, label, prefix in db.execute(stmt)
+        for r, label, prefix in found
     ]

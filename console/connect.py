@@ -108,12 +108,11 @@ def scim_page(slug: str) -> ResponseReturnValue:
 def _scim(slug: str, issued: accounts.IssuedToken | None = None) -> ResponseReturnValue:
     before, size = page_args()
     failed = request.args.get("failed") == "1"
-    get_store().flush()  # this process's log rows still queued (Store.append)
+    requests = scim_log.search(
+        get_store(), g.admin.account_id, failed=failed, before_id=before, limit=size + 1
+    )
     with get_store().read() as db:
         tokens = accounts.list_tokens(db, slug)
-        requests = scim_log.search(
-            db, g.admin.account_id, failed=failed, before_id=before, limit=size + 1
-        )
     return render_template(
         "console/scim.html",
         tokens=list(reversed(tokens)),

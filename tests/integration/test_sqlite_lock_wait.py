@@ -61,8 +61,8 @@ def test_writer_waits_for_the_lock_in_short_steps(store, account, sqlite_path, m
     writer.join(10)
     assert done == ["written"]
     assert max(sleeps) <= store_module.LOCK_STEP
-    count, total, over_50ms = (now - then for now, then in zip(_lock_waits(), waits_before))
-    assert count >= 1 and over_50ms == 1 and 0.08 <= total < 10  # this write's, and only it waited
+    count, total, over_50ms = (a - b for a, b in zip(_lock_waits(), waits_before, strict=True))
+    assert count >= 1 and over_50ms == 1 and 0.08 <= total < 10  # this write, alone, waited
     with store.read() as db:
         assert db.scalar(select(Account.name).where(Account.id == account.id)) == (
             "renamed while queued"

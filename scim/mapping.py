@@ -127,6 +127,11 @@ def _string(name: str, value: Any) -> str | None:
     return str(value)
 
 
+def external_id(value: Any) -> str | None:
+    """An externalId as a user's or a group's is kept: "" is none, a number its text."""
+    return _string("externalId", value)
+
+
 def flag(name: str, value: Any) -> bool:
     """A boolean; Entra sends "True"/"False" strings."""
     if isinstance(value, bool):
@@ -144,7 +149,7 @@ def user_profile(doc: Mapping[str, Any], *, active: bool | None = None) -> polic
     user_name = _string("userName", doc.get("userName"))
     if not user_name or not user_name.strip():
         raise InvalidValue("userName is required")
-    fields: dict[str, Any] = {"external_id": _string("externalId", doc.get("externalId"))}
+    fields: dict[str, Any] = {"external_id": external_id(doc.get("externalId"))}
     fields["active"] = active if doc.get("active") is None else flag("active", doc["active"])
     name = doc.get("name") or {}
     if not isinstance(name, Mapping):

@@ -28,7 +28,7 @@ from scim.errors import (
     PayloadTooLarge,
 )
 from scim.filters import And, Compare, Expr, Not, Or, PatchPath, Path, matches, parse_path
-from scim.mapping import canonical, canonical_value, member_ids
+from scim.mapping import canonical, canonical_value, external_id, member_ids
 from scim.sql import boolean
 
 OPS = ("add", "replace", "remove")
@@ -361,7 +361,7 @@ def _group_path(op: str, text: str, value: Any, members: _Members, attrs: dict[s
             raise Mutability("displayName is required and cannot be removed")
         attrs["display_name"] = value
     elif attr.name == "externalId":
-        attrs["external_id"] = None if op == "remove" else value
+        attrs["external_id"] = None if op == "remove" else external_id(value)
 
 
 def _filtered_ids(flt: Expr) -> list[str]:

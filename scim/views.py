@@ -358,7 +358,7 @@ def create_group() -> ResponseReturnValue:
         get_store(),
         g.account_id,
         doc.get("displayName"),
-        external_id=doc.get("externalId"),
+        external_id=mapping.external_id(doc.get("externalId")),
         members=mapping.member_ids(doc.get("members")),
         actor=actor(),
     )
@@ -376,7 +376,7 @@ def replace_group(raw_id: str) -> ResponseReturnValue:
     doc = mapping.canonical(_object(body()), schema.GROUPS)
     change = groups.GroupChange(
         display_name=doc.get("displayName"),
-        external_id=doc.get("externalId"),
+        external_id=mapping.external_id(doc.get("externalId")),
         replace=frozenset(mapping.member_ids(doc.get("members"))),
     )
     groups.update_group(

@@ -1,5 +1,8 @@
 """SCIM Groups through HTTP: members as deltas, renames, uniqueness, projection, streaming."""
 
+from sqlalchemy import select
+
+from bridge.models import Group
 from tests.integration.test_scim_protocol import scim_error
 from tests.integration.test_scim_users import create as create_user
 
@@ -208,14 +211,25 @@ def test_group_etags(scim):
     scim_error(stale, 412)
 
 
-def test_a_blank_external_id_is_no_external_id(scim):
-    """An externalId sent blank (on create, or by PATCH) is no value (RFC 7644 §3.4.2.2 `pr`:
-    a non-empty value): `externalId pr` finds only the group that has one."""
-    scim.post("Groups", json={"displayName": "Blank", "externalId": ""})
+def test_a_blank_external_id_is_no_external_id(scim, store):
+    """An externalId sent blank (on create, by PUT or by PATCH) is no value (RFC 7644 §3.4.2.2
+    `pr`: a non-empty value), as a user's is: not stored, not in the group's document, and
+    `externalId pr` finds only the group that has one. A number is kept as its text, as a
+    user's is; anything else is refused."""
+    blank = scim.post("Groups", json={"displayName": "Blank", "externalId": ""})
+    assert blank.status_code == 201 and "externalId" not in blank.json
     patched = scim.post("Groups", json={"displayName": "Patched", "externalId": "p-1"}).json
     op = {"op": "replace", "path": "externalId", "value": ""}
     body = {"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": [op]}
     assert scim.patch(f"Groups/{patched['id']}", json=body).status_code in (200, 204)
+    assert "externalId" not in scim.get(f"Groups/{patched['id']}").json
+    put = scim.post("Groups", json={"displayName": "Put", "externalId": "u-1"}).json
+    replaced = scim.put(f"Groups/{put['id']}", json={"displayName": "Put", "externalId": ""})
+    assert replaced.status_code == 200 and "externalId" not in replaced.json
+    numbered = scim.post("Groups", json={"displayName": "Numbered", "externalId": 42})
+    assert numbered.status_code == 201 and numbered.json["externalId"] == "42"
+    refused = scim.post("Groups", json={"displayName": "Listed", "externalId": ["x"]})
+    assert scim_error(refused, 400, "invalidValue")["detail"] == "externalId must be a string"
     scim.post("Groups", json={"displayName": "Set", "externalId": "s-1"})
 
     def names(flt):
@@ -223,6 +237,17 @@ def test_a_blank_external_id_is_no_external_id(scim):
         assert resp.status_code == 200, resp.json
         return sorted(g["displayName"] for g in resp.json["Resources"])
 
-    assert names("externalId pr") == ["Set"]
-    assert names("externalId eq null") == ["Blank", "Patched"]
-    assert names("not (externalId pr)") == ["Blank", "Patched"]
+    assert names("externalId pr") == ["Numbered", "Set"]
+    assert names("externalId eq null") == ["Blank", "Patched", "Put"]
+    assert names("not (externalId pr)") == ["Blank", "Patched", "Put"]
+    with store.read() as db:  # stored as no value at all
+        kept = db.execute(
+            select(Group.display_name, Group.external_id).where(Group.account_id == scim.account.id)
+        ).all()
+    assert sorted(kept) == [
+        ("Blank", None),
+        ("Numbered", "42"),
+        ("Patched", None),
+        ("Put", None),
+        ("Set", "s-1"),
+    ]

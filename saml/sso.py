@@ -92,6 +92,12 @@ def _validate_xml(xml: Any, schema: str, debug: bool = False) -> Any:
 _schema("saml-schema-protocol-2.0.xsd")
 OneLogin_Saml2_XML.validate_xml = staticmethod(_validate_xml)  # type: ignore[method-assign]
 
+# An IdP that encrypts to a certificate other than ours: set up with another SP's, or with
+# one of ours since retired (the console's SAML page and our metadata give the current one).
+UNDECRYPTABLE = (
+    "the {what} is encrypted to a certificate this account does not hold: give the IdP the "
+    "encryption certificate in this account's SP metadata"
+)
 # Library error codes -> the typed reasons recorded for every refused login.
 REASONS = {
     VE.ASSERTION_EXPIRED: "expired",
@@ -339,7 +345,7 @@ def validate(
     """Run python3-saml's checks and ours (no writes: `claim` then records the assertion);
     `acs_url` is the ACS it was posted to, which Destination and Recipient must name exactly."""
     raw = form["SAMLResponse"]
-    response = None
+    response, opened = None, False
     for key in sp.keys:  # during a rotation the IdP may still encrypt to the previous key
         try:
             candidate = _Response(settings(sp, idp, key=key), raw)
@@ -347,11 +353,15 @@ def validate(
             last = exc
             continue
         response = response or candidate
-        if len(sp.keys) == 1 or _opens_name_id(candidate, key):
-            response = candidate
+        if _opens_name_id(candidate, key):
+            response, opened = candidate, True
             break
     if response is None:
+        if inspect(decode(raw)).find("saml:EncryptedAssertion", NS) is not None:
+            raise SamlRejected("undecryptable", UNDECRYPTABLE.format(what="assertion"))
         raise SamlRejected("malformed", f"the response cannot be read ({type(last).__name__})")
+    if not opened:
+        raise SamlRejected("undecryptable", UNDECRYPTABLE.format(what="NameID (EncryptedID)"))
     document = response.decrypted_document if response.encrypted else response.document
     if response.encrypted:
         _check_transforms(document)

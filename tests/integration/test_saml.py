@@ -498,16 +498,26 @@ def test_encrypted_name_id(saml):
         assert sorted(names) == ["eid2@example.com", "eid@example.com"]
 
 
-def test_name_id_encrypted_to_another_key_refused(saml):
-    """An EncryptedID the SP cannot decrypt (encrypted to someone else's certificate) is
-    refused with the reason logged, and nobody is signed in or stored."""
+@pytest.mark.parametrize(
+    ("encrypted", "what"),
+    [("encrypt_name_id_to_cert", "the NameID (EncryptedID)"), ("encrypt_to_cert", "the assertion")],
+)
+def test_encrypted_to_another_key_refused(saml, encrypted, what):
+    """An EncryptedID or EncryptedAssertion the SP cannot decrypt (encrypted to someone else's
+    certificate: the IdP was given the wrong one) is refused as `undecryptable`, saying what the
+    admin must fix, not as a malformed or invalid message; nobody is signed in or stored."""
     stranger = TestIdP(entity_id="https://stranger.example.test/metadata")
     xml = saml.response(
         in_response_to=_fresh(saml),
         name_id="who@example.com",
-        encrypt_name_id_to_cert=stranger.signing_key.cert_pem,
+        **{encrypted: stranger.signing_key.cert_pem},
     )
-    saml.refused(saml.post(xml), "invalid")
+    saml.refused(
+        saml.post(xml),
+        "undecryptable",
+        f"{what} is encrypted to a certificate this account does not hold: give the IdP the "
+        "encryption certificate in this account's SP metadata",
+    )
 
 
 def test_idp_initiated_logout(saml):

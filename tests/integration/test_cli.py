@@ -159,3 +159,18 @@ def test_console_script_prints_token_alone_on_last_line(database_url, tmp_path):
     ).stdout
     last = out.rstrip("\n").splitlines()[-1]
     assert last.startswith("ibs_") and " " not in last
+
+
+def test_commands_start_without_alembic():
+    """Importing the CLI (every `idbridge` command does, before it runs) loads no Alembic: it
+    took ~0.17 s, a quarter of a command's start, and only `db upgrade`, `demo` and /readyz
+    use it (bridge.schema imports it there)."""
+    root = Path(__file__).resolve().parents[2]
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import bridge.cli; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'alembic'))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(root)], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "[]", out.stdout

@@ -10,6 +10,11 @@ every `read` of that request, authentication included: one read transaction, one
 Each `write` still runs in a transaction and session of its own (the work reads what it decides
 on inside it, under its locks, and is retried as a whole): it ends the request's read
 transaction first, and afterwards what the request had read is expired (read again if used).
+A request whose reads each stand alone (`scope(snapshot=False)`: SCIM's, a token and then one
+resource) reads without a transaction on PostgreSQL: each statement sees its own snapshot, and
+no BEGIN or ROLLBACK is sent (two of a SCIM GET's four round trips). Not for a request that
+compares what two statements read (the audit chain against its head) or streams rows through a
+server-side cursor, which only lives in a transaction.
 
 On SQLite the WAL is copied back into the database file (a checkpoint) by a thread of each
 process after every CHECKPOINT_EVERY writes, not inside the commit that happens to pass SQLite's
@@ -234,14 +239,19 @@ def _retryable(exc: Exception) -> bool:
 class _Scope:
     """One request's session, opened on first use."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, snapshot: bool = True) -> None:
         self.store = store
+        self.snapshot = snapshot
         self.session: Session | None = None
         self.writing = False
 
     def db(self) -> Session:
         if self.session is None:
-            self.session = self.store.sessions()
+            standalone = None if self.snapshot else self.store._standalone
+            if standalone is None:
+                self.session = self.store.sessions()
+            else:
+                self.session = self.store.sessions(bind=standalone)
         return self.session
 
     def close(self) -> None:
@@ -314,6 +324,12 @@ class Store:
         self.engine = make_engine(url)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._writer = self.engine.execution_options(**{WRITE: True})  # write_one's, on SQLite
+        # the sessions of requests whose reads stand alone (scope(snapshot=False))
+        self._standalone = (
+            self.engine.execution_options(isolation_level="AUTOCOMMIT")
+            if self.dialect == "postgresql"
+            else None
+        )
         event.listen(self.sessions, "before_flush", values.check_flush)
         self.attempts = attempts
         database = make_url(url).database if self.dialect == "sqlite" else None
@@ -327,9 +343,11 @@ class Store:
         return self.engine.dialect.name
 
     @contextmanager
-    def scope(self) -> Iterator[None]:
-        """Every `read` and `write` inside shares one session (one request's work)."""
-        scope = _Scope(self)
+    def scope(self, *, snapshot: bool = True) -> Iterator[None]:
+        """Every `read` and `write` inside shares one session (one request's work); its reads
+        share one transaction, unless `snapshot` is False (reads that each stand alone: on
+        PostgreSQL they are sent without one; see the module's docstring)."""
+        scope = _Scope(self, snapshot)
         token = _scope.set(scope)
         try:
             yield

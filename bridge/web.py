@@ -6,7 +6,7 @@ import logging
 import re
 import secrets
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from flask import Blueprint, Flask, current_app, g, jsonify, request
 from flask.typing import ResponseReturnValue
@@ -127,6 +127,17 @@ def init_app(app: Flask, store: Store) -> None:
 
 
 SCOPE = "bridge.store_scope"
+STANDALONE = "bridge_standalone_reads"  # a view function's mark: see standalone_reads
+
+V = TypeVar("V", bound=Callable[..., Any])
+
+
+def standalone_reads(view: V) -> V:
+    """Mark a view whose reads each stand alone (no two compared, no server-side cursor): its
+    request's reads need no shared snapshot, and on PostgreSQL go without a transaction
+    (bridge.store: two round trips fewer per request)."""
+    setattr(view, STANDALONE, True)
+    return view
 
 
 def _open_scope() -> None:
@@ -137,7 +148,8 @@ def _open_scope() -> None:
     scope replaced the Bulk's, whose session was then never closed (a connection held in an
     open transaction for good, and that thread's later work outside a request reading its stale
     snapshot)."""
-    scope = get_store().scope()
+    view = current_app.view_functions.get(request.endpoint or "")
+    scope = get_store().scope(snapshot=not getattr(view, STANDALONE, False))
     scope.__enter__()
     request.environ[SCOPE] = scope
 

@@ -16,7 +16,7 @@ from sqlalchemy import select
 from bridge import accounts, groups, provisioning, scim_log
 from bridge.errors import BridgeError, PreconditionFailed, Unauthorized
 from bridge.models import Group, User
-from bridge.web import get_store
+from bridge.web import get_store, standalone_reads
 from scim import bulk, errors, inputs, listing, mapping, patch, schema
 from scim.errors import SCIM_JSON
 from scim.sql import GROUP_MAP, USER_MAP
@@ -125,6 +125,7 @@ def not_modified(version: int) -> bool:
 
 
 @bp.get("/ServiceProviderConfig")
+@standalone_reads
 def get_service_provider_config() -> ResponseReturnValue:
     limit = current_app.config["MAX_CONTENT_LENGTH"]
     return scim_response(
@@ -158,12 +159,14 @@ def get_service_provider_config() -> ResponseReturnValue:
 
 
 @bp.get("/ResourceTypes")
+@standalone_reads
 def query_resource_types() -> ResponseReturnValue:
     docs = [schema.resource_type_document(r, base_url()) for r in schema.RESOURCES.values()]
     return scim_response(listing.list_response(len(docs), 1, docs))
 
 
 @bp.get("/ResourceTypes/<name>")
+@standalone_reads
 def get_resource_type(name: str) -> ResponseReturnValue:
     resource = schema.RESOURCES.get(name)
     if resource is None:
@@ -172,12 +175,14 @@ def get_resource_type(name: str) -> ResponseReturnValue:
 
 
 @bp.get("/Schemas")
+@standalone_reads
 def query_schemas() -> ResponseReturnValue:
     docs = [schema.schema_document(urn, base_url()) for urn in schema.SCHEMA_IDS]
     return scim_response(listing.list_response(len(docs), 1, docs))
 
 
 @bp.get("/Schemas/<path:urn>")
+@standalone_reads
 def get_schema(urn: str) -> ResponseReturnValue:
     doc = schema.schema_document(urn, base_url())
     if doc is None:
@@ -216,6 +221,7 @@ def _user_reply(user_id: uuid.UUID, status: int = 200) -> Response:
 
 
 @bp.post("/Users")
+@standalone_reads
 def create_user() -> ResponseReturnValue:
     doc = mapping.canonical(_object(body()), schema.USERS)
     profile = mapping.user_profile(doc, active=True)
@@ -236,11 +242,13 @@ def create_user() -> ResponseReturnValue:
 
 
 @bp.get("/Users/<raw_id>")
+@standalone_reads
 def get_user(raw_id: str) -> ResponseReturnValue:
     return _user_reply(resource_id(raw_id))
 
 
 @bp.put("/Users/<raw_id>")
+@standalone_reads
 def replace_user(raw_id: str) -> ResponseReturnValue:
     user_id = resource_id(raw_id)
     doc = mapping.canonical(_object(body()), schema.USERS)
@@ -263,6 +271,7 @@ def replace_user(raw_id: str) -> ResponseReturnValue:
 
 
 @bp.patch("/Users/<raw_id>")
+@standalone_reads
 def patch_user(raw_id: str) -> ResponseReturnValue:
     user_id = resource_id(raw_id)
     ops = patch.operations(body())
@@ -279,6 +288,7 @@ def patch_user(raw_id: str) -> ResponseReturnValue:
 
 
 @bp.delete("/Users/<raw_id>")
+@standalone_reads
 def delete_user(raw_id: str) -> ResponseReturnValue:
     provisioning.delete_user(
         get_store(), g.account_id, resource_id(raw_id), actor=actor(), if_version=if_match()
@@ -287,11 +297,13 @@ def delete_user(raw_id: str) -> ResponseReturnValue:
 
 
 @bp.get("/Users")
+@standalone_reads
 def query_users() -> ResponseReturnValue:
     return _query_users(listing.Query.from_params(request.args))
 
 
 @bp.post("/Users/.search")
+@standalone_reads
 def search_users() -> ResponseReturnValue:
     return _query_users(listing.Query.from_params(_search_body()))
 
@@ -352,6 +364,7 @@ def _group_reply(group_id: uuid.UUID, status: int = 200) -> Response:
 
 
 @bp.post("/Groups")
+@standalone_reads
 def create_group() -> ResponseReturnValue:
     doc = mapping.canonical(_object(body()), schema.GROUPS)
     out = groups.create_group(
@@ -366,11 +379,13 @@ def create_group() -> ResponseReturnValue:
 
 
 @bp.get("/Groups/<raw_id>")
+@standalone_reads
 def get_group(raw_id: str) -> ResponseReturnValue:
     return _group_reply(resource_id(raw_id))
 
 
 @bp.put("/Groups/<raw_id>")
+@standalone_reads
 def replace_group(raw_id: str) -> ResponseReturnValue:
     group_id = resource_id(raw_id)
     doc = mapping.canonical(_object(body()), schema.GROUPS)
@@ -391,6 +406,7 @@ def replace_group(raw_id: str) -> ResponseReturnValue:
 
 
 @bp.patch("/Groups/<raw_id>")
+@standalone_reads
 def patch_group(raw_id: str) -> ResponseReturnValue:
     group_id = resource_id(raw_id)
     change = patch.group_change(patch.operations(body()))
@@ -410,6 +426,7 @@ def patch_group(raw_id: str) -> ResponseReturnValue:
 
 
 @bp.delete("/Groups/<raw_id>")
+@standalone_reads
 def delete_group(raw_id: str) -> ResponseReturnValue:
     groups.delete_group(
         get_store(), g.account_id, resource_id(raw_id), actor=actor(), if_version=if_match()
@@ -418,11 +435,13 @@ def delete_group(raw_id: str) -> ResponseReturnValue:
 
 
 @bp.get("/Groups")
+@standalone_reads
 def query_groups() -> ResponseReturnValue:
     return _query_groups(listing.Query.from_params(request.args))
 
 
 @bp.post("/Groups/.search")
+@standalone_reads
 def search_groups() -> ResponseReturnValue:
     return _query_groups(listing.Query.from_params(_search_body()))
 
@@ -454,7 +473,9 @@ def _query_groups(query: listing.Query) -> Response:
 
 @bp.post("/.search")
 def search_all() -> ResponseReturnValue:
-    """A search across Users and Groups (RFC 7644 §3.4.3): users first, then groups."""
+    """A search across Users and Groups (RFC 7644 §3.4.3): users first, then groups. Not
+    standalone_reads: its groups' members stream through a server-side cursor, which lives
+    only in a transaction (bridge.store)."""
     query = listing.Query.from_params(_search_body())
     users_view = listing.Projection.parse(schema.USERS, query.attributes, query.excluded)
     groups_view = listing.Projection.parse(schema.GROUPS, query.attributes, query.excluded)

@@ -1,0 +1,81 @@
+"""SCIM requests read without a transaction on PostgreSQL (bridge.store, `scope(snapshot=False)`):
+their reads each stand alone (the token, then one resource), so no BEGIN and no ROLLBACK are
+sent for them, two of a SCIM GET's four round trips. Their writes keep their transactions, and
+a request that needs one snapshot for its reads keeps it (SCIM `/.search`, whose groups' members
+stream through a server-side cursor, which only lives in a transaction).
+
+Told from psycopg's own view of its connection after each statement: IDLE (no transaction
+open) or INTRANS (inside one)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+from sqlalchemy import event
+
+from tests.integration.test_scim_users import create
+
+
+@pytest.fixture
+def engine(app, store):
+    if store.dialect != "postgresql":
+        pytest.skip("SQLite's transactions cost no round trip: its reads keep one")
+    return app.extensions["bridge.store"].engine
+
+
+@contextmanager
+def states(engine) -> Iterator[list[str]]:
+    """psycopg's transaction status after each statement on the engine, with its verb."""
+    seen: list[str] = []
+
+    def after(conn, cursor, statement, parameters, context, executemany):
+        status = conn.connection.dbapi_connection.info.transaction_status.name
+        seen.append(f"{statement.split()[0]} {status}")
+
+    event.listen(engine, "after_cursor_execute", after)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "after_cursor_execute", after)
+
+
+def test_a_scim_read_sends_no_transaction(scim, engine):
+    """GET by id and a filter: the token and the resource, each read on its own."""
+    made = create(scim, "alone@example.com")
+    with states(engine) as seen:
+        assert scim.get(f"Users/{made['id']}").status_code == 200
+        found = scim.get("Users", query_string={"filter": 'userName eq "alone@example.com"'})
+        assert found.status_code == 200 and found.json["totalResults"] == 1
+    assert len(seen) == 4 and all(s.endswith(" IDLE") for s in seen), seen
+
+
+def test_a_scim_write_keeps_its_transaction(scim, engine):
+    """A create: the token read alone, the user written in one transaction as ever."""
+    assert scim.get("Users", query_string={"count": 0}).status_code == 200  # the token's use,
+    # the log's purge (a write each, at most once a minute) are behind us
+    with states(engine) as seen:
+        assert scim.post("Users", json={"userName": "written@example.com"}).status_code == 201
+    assert seen[0] == "SELECT IDLE", seen
+    assert seen[1:] and all(s.endswith("INTRANS") for s in seen[1:]), seen
+    assert any(s.startswith("INSERT") for s in seen), seen
+
+
+def test_a_search_across_resources_keeps_one_snapshot(scim, engine):
+    """`/.search` reads users, groups and members (a server-side cursor) in one transaction."""
+    member = create(scim, "member@example.com")
+    group = scim.post(
+        "Groups", json={"displayName": "Searched", "members": [{"value": member["id"]}]}
+    )
+    assert group.status_code == 201
+    body = {
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"],
+        "filter": 'displayName eq "Searched"',
+    }
+    with states(engine) as seen:
+        resp = scim.post(".search", json=body)
+    assert resp.status_code == 200, resp.json
+    groups = [r for r in resp.json["Resources"] if r.get("displayName") == "Searched"]
+    assert [m["value"] for m in groups[0]["members"]] == [member["id"]]
+    assert seen[1:] and all(s.endswith("INTRANS") for s in seen[1:]), seen

@@ -453,18 +453,15 @@ class Server:
     def workers(self) -> list[int]:
         return children(self.proc.pid)
 
-    def lock_waits(self) -> tuple[float, float] | None:
-        """SQLite's write-lock waits so far, summed over the workers (bridge.metrics): seconds
-        waited and write transactions; None where the checkout does not export them."""
+    def lock_waits(self) -> float | None:
+        """Seconds the workers' writers have waited for SQLite's write lock so far, summed over
+        the workers (bridge.metrics); None where the checkout does not export it."""
         status, body = get(self.port, "/metrics", {"Authorization": f"Bearer {METRICS_TOKEN}"})
-        found: dict[str, float] = {}
         for line in body.decode().splitlines() if status == 200 else []:
             name, _, value = line.partition(" ")
-            if name in (f"{LOCK_WAIT}_sum", f"{LOCK_WAIT}_count"):
-                found[name] = float(value)
-        if len(found) < 2:
-            return None
-        return found[f"{LOCK_WAIT}_sum"], found[f"{LOCK_WAIT}_count"]
+            if name == f"{LOCK_WAIT}_sum":
+                return float(value)
+        return None
 
     def cpu_snapshot(self) -> dict[str, Any]:
         return {
@@ -595,7 +592,7 @@ def drive(
     seg.cpu = Server.cpu_delta(before, server.cpu_snapshot())
     after = server.lock_waits()
     if waits is not None and after is not None:
-        seg.lock_wait = after[0] - waits[0]
+        seg.lock_wait = after - waits
     seg.ok = len(seg.latencies)
     return seg
 
@@ -985,11 +982,9 @@ def summarize(name: str, segs: list[Segment]) -> dict[str, Any]:
     wall = sum(s.wall for s in segs)
     kinds = ("client", "server", "postgres", "others", "busiest_worker")
     cpu = {k: sum(s.cpu[k] for s in segs) for k in kinds}
-    waited = [s.lock_wait for s in segs]
+    waited = [s.lock_wait for s in segs if s.lock_wait is not None]
     return {
-        "lock_wait_ms": None
-        if None in waited
-        else sum(w for w in waited if w is not None) / max(ok, 1) * 1000,
+        "lock_wait_ms": sum(waited) / max(ok, 1) * 1000 if len(waited) == len(segs) else None,
         "name": name,
         "ok": ok,
         "sent": sum(s.sent for s in segs),

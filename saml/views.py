@@ -31,7 +31,7 @@ from bridge.models import (
     SpKey,
     User,
 )
-from bridge.web import get_store
+from bridge.web import get_store, standalone_reads
 from saml import mapping, pages, slo, sso
 from saml.errors import SamlRejected, page
 
@@ -153,6 +153,7 @@ def record_refusal(
 
 @bp.get("/saml/<slug>/metadata")
 @bp.get("/saml/<slug>/metadata/<idp_name>")
+@standalone_reads
 def get_metadata(slug: str, idp_name: str | None = None) -> ResponseReturnValue:
     """The SP metadata: account-wide, or an IdP's own (its ACS and SLS, its signing rule)."""
     account = _account(slug)
@@ -161,6 +162,7 @@ def get_metadata(slug: str, idp_name: str | None = None) -> ResponseReturnValue:
 
 
 @bp.get("/saml/<slug>/login")
+@standalone_reads
 def login(slug: str) -> ResponseReturnValue:
     account = _account(slug)
     idp = _choose(account, request.args.get("idp"))
@@ -261,6 +263,7 @@ def _landing(target: str | None) -> str:
 
 @bp.post("/saml/<slug>/acs")
 @bp.post("/saml/<slug>/acs/<idp_name>")
+@standalone_reads
 def consume(slug: str, idp_name: str | None = None) -> ResponseReturnValue:
     from saml import testlogin
 

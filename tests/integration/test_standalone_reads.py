@@ -1,8 +1,9 @@
-"""SCIM requests read without a transaction on PostgreSQL (bridge.store, `scope(snapshot=False)`):
-their reads each stand alone (the token, then one resource), so no BEGIN and no ROLLBACK are
-sent for them, two of a SCIM GET's four round trips. Their writes keep their transactions, and
-a request that needs one snapshot for its reads keeps it (SCIM `/.search`, whose groups' members
-stream through a server-side cursor, which only lives in a transaction).
+"""SCIM requests and SAML logins read without a transaction on PostgreSQL (bridge.store,
+`scope(snapshot=False)`): their reads each stand alone (a SCIM request's token, then one
+resource; a login's account, then its pending request), so no BEGIN and no ROLLBACK are sent for
+them, two of a SCIM GET's four round trips. Their writes keep their transactions, and a request
+that needs one snapshot for its reads keeps it (SCIM `/.search`, whose groups' members stream
+through a server-side cursor, which only lives in a transaction).
 
 Told from psycopg's own view of its connection after each statement: IDLE (no transaction
 open) or INTRANS (inside one)."""
@@ -16,6 +17,7 @@ import pytest
 from sqlalchemy import event
 
 from tests.integration.test_scim_users import create
+from tests.integration.test_statement_counts import Logins
 
 
 @pytest.fixture
@@ -79,3 +81,24 @@ def test_a_search_across_resources_keeps_one_snapshot(scim, engine):
     groups = [r for r in resp.json["Resources"] if r.get("displayName") == "Searched"]
     assert [m["value"] for m in groups[0]["members"]] == [member["id"]]
     assert seen[1:] and all(s.endswith("INTRANS") for s in seen[1:]), seen
+
+
+def test_a_saml_login_reads_alone_and_writes_in_one_transaction(client, store, account, engine):
+    """SP-initiated: /login reads the account alone and writes the pending request in one
+    transaction; the ACS reads the account and that request alone, then writes the login (the
+    request used up, the user, the session, the log) in one."""
+    logins = Logins(client, store, account)
+    assert logins.post("warm@example.com").status_code == 302  # the SP key is made
+    with states(engine) as started:
+        request_id = logins.start()
+    with states(engine) as seen:
+        resp = logins.post("ann@example.com", in_response_to=request_id)
+    assert resp.status_code == 302, resp.get_data(as_text=True)
+    for steps, reads in ((started, 1), (seen, 2)):
+        assert [s.split()[1] for s in steps[:reads]] == ["IDLE"] * reads, steps
+        writes = steps[reads:]
+        assert writes and all(s.endswith(" INTRANS") for s in writes), steps
+        assert any(s.startswith("INSERT") for s in writes), steps
+    with states(engine) as seen:
+        assert client.get(f"/saml/{account.slug}/metadata").status_code == 200
+    assert seen == ["SELECT IDLE"]

@@ -104,3 +104,19 @@ def test_oversized_body_is_413(client, app):
     response = client.post("/healthz", data=b"x" * (limit + 1))
     assert response.status_code == 413
     assert response.is_json
+
+
+def test_no_flask_cookie_session(app, client):
+    """Nothing is kept in Flask's signed cookie (bridge.web.NoCookieSession): a value put in
+    `flask.session` by mistake is refused, not sent to the browser, and a `session` cookie a
+    client sends is never read nor answered."""
+    import flask
+
+    with app.test_request_context("/healthz"):
+        assert flask.session.get("anything") is None
+        with pytest.raises(RuntimeError, match="session is unavailable"):
+            flask.session["role"] = "admin"
+    client.set_cookie("session", "eyJyb2xlIjoiYWRtaW4ifQ.forged.sig")
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert "Set-Cookie" not in response.headers

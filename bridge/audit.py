@@ -80,6 +80,19 @@ _MOVE = (
     .where(ACCOUNTS.c.id == bindparam("account"))
     .values(audit_seq=bindparam("seq"), audit_head=bindparam("hash"))
 )
+# On PostgreSQL the event and the head it becomes go in one statement (a data-modifying CTE:
+# one round trip where _INSERT and _MOVE take two); SQLite has no INSERT inside WITH.
+_APPENDED = (
+    insert(EVENTS)
+    .values({name: bindparam(name) for name in (*_HASHED, "hash")})
+    .returning(EVENTS.c.account_id, EVENTS.c.seq, EVENTS.c.hash)
+    .cte("appended")
+)
+_APPEND = (
+    update(ACCOUNTS)
+    .values(audit_seq=_APPENDED.c.seq, audit_head=_APPENDED.c.hash)
+    .where(ACCOUNTS.c.id == _APPENDED.c.account_id)
+)
 
 
 def read_head(db: Session, account_id: int, seq: int, head: str) -> None:
@@ -141,7 +154,11 @@ def record(
     }
     event["hash"] = _digest(event)
     values.check_values(EVENTS, event)
-    conn.execute(_INSERT, event)
+    if conn.dialect.name == "postgresql":
+        conn.execute(_APPEND, event)
+    else:
+        conn.execute(_INSERT, event)
+        conn.execute(_MOVE, {"account": account_id, "seq": event["seq"], "hash": event["hash"]})
     if known is None or known[0] is not txn:
         heads: dict[int, tuple[int, str]] = {}
         known = db.info[HEADS] = (txn, heads)
@@ -149,7 +166,6 @@ def record(
         known[1].pop(account_id, None)
     else:
         known[1][account_id] = (event["seq"], event["hash"])
-    conn.execute(_MOVE, {"account": account_id, "seq": event["seq"], "hash": event["hash"]})
     # as an ORM UPDATE would: the account this session holds, if any, shows the new head
     held = db.identity_map.get(identity_key(Account, account_id))
     if held is not None:

@@ -17,8 +17,20 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import Boolean, Integer, bindparam, literal, null, select, union_all
+from sqlalchemy import (
+    Boolean,
+    Integer,
+    Row,
+    Table,
+    and_,
+    bindparam,
+    literal,
+    null,
+    select,
+    union_all,
+)
 from sqlalchemy.orm import Session
 
 import policies
@@ -195,6 +207,60 @@ class _Version:
     content_hash: str
 
 
+@dataclass(frozen=True)
+class Known:
+    """The account's active version and environments, read with the account in one statement
+    (read_with_account) by a write that then applies the policy (policy_for(known=...)) with
+    nothing written to either in between."""
+
+    active: _Version | None
+    environments: list[tuple[int, str, bool]]
+
+
+_ACCOUNTS: Table = Account.__table__  # type: ignore[assignment]
+# The account's row once per environment (there is at least one row: the account's, with no
+# environment when it has none), each with the active version's columns, if any. Built once.
+_WITH_ACCOUNT = (
+    select(
+        _ACCOUNTS,
+        PolicyVersion.id.label("known_version_id"),
+        PolicyVersion.number.label("known_version_number"),
+        PolicyVersion.content_hash.label("known_version_hash"),
+        Environment.id.label("known_environment_id"),
+        Environment.name.label("known_environment_name"),
+        Environment.is_default.label("known_environment_default"),
+    )
+    .select_from(
+        _ACCOUNTS.outerjoin(
+            PolicyVersion,
+            and_(PolicyVersion.account_id == _ACCOUNTS.c.id, PolicyVersion.active.is_(True)),
+        ).outerjoin(Environment, Environment.account_id == _ACCOUNTS.c.id)
+    )
+    .where(_ACCOUNTS.c.id == bindparam("account_id"))
+    .order_by(Environment.id)
+)
+
+
+def read_with_account(db: Session, account_id: int) -> tuple[Row[Any], Known] | None:
+    """The account's row (its columns by name) and what policy_for reads of it (Known), in one
+    round trip; None when there is no such account."""
+    rows = db.connection().execute(_WITH_ACCOUNT, {"account_id": account_id}).all()
+    if not rows:
+        return None
+    first = rows[0]
+    active = (
+        None
+        if first.known_version_id is None
+        else _Version(first.known_version_id, first.known_version_number, first.known_version_hash)
+    )
+    environments = [
+        (r.known_environment_id, r.known_environment_name, bool(r.known_environment_default))
+        for r in rows
+        if r.known_environment_id is not None
+    ]
+    return first, Known(active, environments)
+
+
 def _active(db: Session, account_id: int) -> _Version | None:
     """The active stored version's (id, number, content_hash), or None; the environments too
     (into the session's cache of environments_of) when they are not known yet."""
@@ -215,9 +281,16 @@ def _active(db: Session, account_id: int) -> _Version | None:
     return active
 
 
-def policy_for(db: Session, account: Account, registry: PolicyRegistry | None) -> Choice:
-    """The account's policy now: its active stored version, else its file, else its defaults."""
-    active = _active(db, account.id)
+def policy_for(
+    db: Session, account: Account, registry: PolicyRegistry | None, *, known: Known | None = None
+) -> Choice:
+    """The account's policy now: its active stored version, else its file, else its defaults
+    (`known`: the version and environments as read with the account in this transaction)."""
+    if known is None:
+        active = _active(db, account.id)
+    else:
+        active = known.active
+        db.info.setdefault(ENVIRONMENTS, {}).setdefault(account.id, known.environments)
     if active is not None:
 
         def source() -> str:

@@ -241,12 +241,12 @@ _WITH_ACCOUNT = (
 )
 
 
-def read_with_account(db: Session, account_id: int) -> tuple[Row[Any], Known] | None:
-    """The account's row (its columns by name) and what policy_for reads of it (Known), in one
-    round trip; None when there is no such account."""
+def read_with_account(db: Session, account_id: int) -> tuple[Row[Any] | None, Known]:
+    """The account's row (its columns by name; None when there is no such account) and what
+    policy_for reads of it (Known), in one round trip."""
     rows = db.connection().execute(_WITH_ACCOUNT, {"account_id": account_id}).all()
     if not rows:
-        return None
+        return None, Known(None, [])
     first = rows[0]
     active = (
         None

@@ -680,23 +680,25 @@ def account_in(db: Session, account_id: int) -> Account:
     (identity map, loader) cost more than the rest of a SCIM create's reads together. It is not
     added to the session (an Account has no relationships, and nothing here changes it: the
     audit chain's head moves through bridge.audit's own UPDATE)."""
-    row = db.connection().execute(_ACCOUNT, {"account_id": account_id}).first()
-    if row is None:
-        raise NotFound(f"no account {account_id}")
-    audit.read_head(db, account_id, row.audit_seq, row.audit_head)
-    return Account(**row._mapping)
+    return _account_of(
+        db, account_id, db.connection().execute(_ACCOUNT, {"account_id": account_id}).first()
+    )
 
 
 def account_and_policy_in(db: Session, account_id: int) -> tuple[Account, Known]:
     """account_in, with the account's active policy version and environments read in the same
     statement, for a write that applies the policy (`_write(known=...)`): one round trip fewer
     than account_in and policy_for's own read."""
-    found = read_with_account(db, account_id)
-    if found is None:
+    row, known = read_with_account(db, account_id)
+    return _account_of(db, account_id, row), known
+
+
+def _account_of(db: Session, account_id: int, row: Any) -> Account:
+    """The account from its row (read in this transaction), or NotFound."""
+    if row is None:
         raise NotFound(f"no account {account_id}")
-    row, known = found
     audit.read_head(db, account_id, row.audit_seq, row.audit_head)
-    return Account(**{c.name: row._mapping[c.name] for c in ACCOUNTS.columns}), known
+    return Account(**{c.name: row._mapping[c.name] for c in ACCOUNTS.columns})
 
 
 ACCOUNTS: Table = Account.__table__  # type: ignore[assignment]

@@ -6,10 +6,10 @@ import logging
 import re
 import secrets
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from flask import Blueprint, Flask, current_app, g, jsonify, request
-from flask.sessions import SessionInterface, SessionMixin
+from flask.sessions import NullSession, SessionInterface, SessionMixin
 from flask.typing import ResponseReturnValue
 from flask.wrappers import Request, Response
 from sqlalchemy import text
@@ -113,14 +113,29 @@ def get_store() -> Store:
     return store
 
 
+class _NoSession(NullSession):
+    """Flask's null session, refusing writes with the reason that holds here (Flask's own
+    message says no secret key was set, and asks for one: the bridge has one)."""
+
+    def _fail(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise RuntimeError(
+            "the bridge keeps nothing in Flask's cookie session (bridge.web.NoCookieSession): "
+            "keep the state in a row, as bridge.sessions keeps a sign-in"
+        )
+
+    __setitem__ = __delitem__ = clear = pop = popitem = update = setdefault = _fail
+
+
 class NoCookieSession(SessionInterface):
     """Flask's signed-cookie session is not used: a sign-in is a row (bridge.sessions) whose
     cookie holds its secret only, a form's CSRF token is derived from that, and the console's
     notices last one page (g). Flask would still open one (a signing serializer built, the
     cookie looked for) and weigh saving it on every request, 0.03-0.08 ms of CPU each (a
     /healthz: 0.31-0.35 -> 0.27-0.28 ms); and a value put in `flask.session` by mistake would
-    travel to the browser, readable by its holder. It opens as Flask's null session instead,
-    which refuses any write."""
+    travel to the browser, readable by its holder. It opens as a null session instead, which
+    refuses any write."""
+
+    null_session_class = _NoSession
 
     def open_session(self, app: Flask, request: Request) -> SessionMixin:
         return self.make_null_session(app)

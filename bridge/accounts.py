@@ -6,10 +6,12 @@ import hashlib
 import hmac
 import re
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import Row, Select, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from bridge import audit, idp_domains
@@ -204,9 +206,14 @@ def revoke_token(store: Store, slug: str, token_id: int, *, actor: str) -> ScimT
     return store.write(work)
 
 
-# built once: every SCIM request runs it; columns, not ORM objects (a request needs two ids)
-_BY_HASH = select(
-    ScimToken.id, ScimToken.account_id, ScimToken.token_hash, ScimToken.last_used, ScimToken.revoked
+# built once: every SCIM request runs it; columns, not ORM objects (a request needs two ids),
+# labelled apart so that a caller may join the resource it reads to it (token_use's `statement`)
+BY_HASH = select(
+    ScimToken.id.label("token_id"),
+    ScimToken.account_id.label("token_account_id"),
+    ScimToken.token_hash.label("token_hash"),
+    ScimToken.last_used.label("token_last_used"),
+    ScimToken.revoked.label("token_revoked"),
 ).where(ScimToken.token_hash == bindparam("digest"))
 
 
@@ -218,25 +225,36 @@ class TokenUse:
     token_id: int
 
 
-def token_use(store: Store, raw: str) -> TokenUse:
-    """The account and token of a bearer token, or Unauthorized. Records when it was last used."""
+def token_use(
+    store: Store,
+    raw: str,
+    statement: Select[Any] | None = None,
+    params: Mapping[str, Any] | None = None,
+) -> tuple[TokenUse, Row[Any]]:
+    """The account and token of a bearer token, or Unauthorized. Records when it was last used.
+
+    `statement` is BY_HASH (None), or BY_HASH with more columns outer-joined to the token's
+    row (the resource a request reads, bound to the token's account in its join): one round
+    trip for both. The row read is answered too; nothing in it beyond the token may be used
+    unless the token is (this raises first)."""
     digest = hash_token(raw)
     with store.read() as db:
-        row = db.connection().execute(_BY_HASH, {"digest": digest}).first()
+        query = BY_HASH if statement is None else statement
+        row = db.connection().execute(query, {**(params or {}), "digest": digest}).first()
     # The lookup is by hash, so timing reveals nothing of the token; compare again regardless.
     if row is None or not hmac.compare_digest(row.token_hash, digest):
         raise Unauthorized("unknown bearer token")
-    if row.revoked is not None:
+    if row.token_revoked is not None:
         raise Unauthorized("this bearer token was revoked")
     now = utcnow()
-    if row.last_used is None or now - row.last_used > LAST_USED_EVERY:
-        _touch(store, row.id, now)
-    return TokenUse(row.account_id, row.id)
+    if row.token_last_used is None or now - row.token_last_used > LAST_USED_EVERY:
+        _touch(store, row.token_id, now)
+    return TokenUse(row.token_account_id, row.token_id), row
 
 
 def authenticate(store: Store, raw: str) -> tuple[Account, TokenUse]:
     """The account a bearer token belongs to (token_use, then the account read)."""
-    use = token_use(store, raw)
+    use, _row = token_use(store, raw)
     with store.read() as db:
         account = db.get_one(Account, use.account_id)  # a token's account: a foreign key
         db.expunge(account)

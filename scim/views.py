@@ -43,8 +43,37 @@ def authenticate() -> None:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("send the account's SCIM token as `Authorization: Bearer <token>`")
-    use = accounts.token_use(get_store(), token.strip())
+    store, asked = get_store(), _user_asked()
+    if asked is None:
+        use, _row = accounts.token_use(store, token.strip())
+    else:  # the user is read with the token, in one statement (mapping.user_with_token)
+        statement = mapping.user_with_token(store.dialect)
+        use, row = accounts.token_use(store, token.strip(), statement, {"user_id": asked})
+        request.environ[ASKED_USER] = (asked, row)
     g.account_id, g.scim_token_id = use.account_id, use.token_id
+
+
+ASKED_USER = "bridge.scim_asked_user"  # in the request's environ, not in `g` (SCIM Bulk)
+
+
+def _user_asked() -> uuid.UUID | None:
+    """The user a GET /Users/<id> asks for, read along with its token; None for any other
+    request, and for an id that is no user id (answered 404 by the view, after the token)."""
+    if request.endpoint != "scim.get_user" or not request.view_args:
+        return None
+    try:
+        return uuid.UUID(request.view_args["raw_id"])
+    except ValueError:
+        return None
+
+
+def _asked_row(user_id: uuid.UUID) -> tuple[bool, Any]:
+    """(True, the user's document row or None) when `user_id`'s row was read with the token."""
+    asked = request.environ.pop(ASKED_USER, None)
+    if asked is None or asked[0] != user_id:
+        return False, None
+    row = asked[1]
+    return True, (row if row.id is not None else None)
 
 
 @bp.after_request
@@ -208,7 +237,9 @@ def _user_reply(user_id: uuid.UUID, status: int = 200) -> Response:
         schema.USERS, request.args.get("attributes"), request.args.get("excludedAttributes")
     )
     with get_store().read() as db:
-        row = mapping.user_row(db, g.account_id, user_id)
+        read, row = _asked_row(user_id)
+        if not read:
+            row = mapping.user_row(db, g.account_id, user_id)
         if row is None:
             raise errors.NotFound(f"no user {user_id}")
         if status == 200 and request.method == "GET" and not_modified(row.version):

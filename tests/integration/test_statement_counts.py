@@ -40,7 +40,7 @@ BASE = "http://127.0.0.1:8000"
 # audit event and the chain head it moves are one statement (bridge.audit, a data-modifying
 # CTE), on SQLite two: one statement fewer there per event (`events`).
 CREATE = (11, 2)
-GET = (2, 0)
+GET = (1, 0)
 FILTER = (2, 0)
 PATCH = (10, 2)
 FIRST_LOGIN = (17, 2)
@@ -175,7 +175,7 @@ def test_scim_create(warm, sql):
 
 
 def test_scim_get_by_id(warm, sql):
-    """GET /Users/<id>: auth, the document, the request log."""
+    """GET /Users/<id>: the token and the document in one statement, the request log."""
     made = warm.post("Users", json=user_doc(2)).json
     n, commits, resp = measured(sql, lambda: warm.get(f"Users/{made['id']}"))
     assert resp.status_code == 200 and resp.json["userName"] == "user2@example.com"

@@ -230,17 +230,18 @@ def token_use(
     raw: str,
     statement: Select[Any] | None = None,
     params: Mapping[str, Any] | None = None,
-) -> tuple[TokenUse, Row[Any]]:
+) -> tuple[TokenUse, list[Row[Any]]]:
     """The account and token of a bearer token, or Unauthorized. Records when it was last used.
 
     `statement` is BY_HASH (None), or BY_HASH with more columns outer-joined to the token's
-    row (the resource a request reads, bound to the token's account in its join): one round
-    trip for both. The row read is answered too; nothing in it beyond the token may be used
-    unless the token is (this raises first)."""
+    row (the resources a request reads, bound to the token's account in the statement): one
+    round trip for both. The rows read are answered too, each with the token's columns; nothing
+    in them beyond the token may be used unless the token is good (this raises first)."""
     digest = hash_token(raw)
     with store.read() as db:
         query = BY_HASH if statement is None else statement
-        row = db.connection().execute(query, {**(params or {}), "digest": digest}).first()
+        rows = list(db.connection().execute(query, {**(params or {}), "digest": digest}))
+    row = rows[0] if rows else None
     # The lookup is by hash, so timing reveals nothing of the token; compare again regardless.
     if row is None or not hmac.compare_digest(row.token_hash, digest):
         raise Unauthorized("unknown bearer token")
@@ -249,12 +250,12 @@ def token_use(
     now = utcnow()
     if row.token_last_used is None or now - row.token_last_used > LAST_USED_EVERY:
         _touch(store, row.token_id, now)
-    return TokenUse(row.token_account_id, row.token_id), row
+    return TokenUse(row.token_account_id, row.token_id), rows
 
 
 def authenticate(store: Store, raw: str) -> tuple[Account, TokenUse]:
     """The account a bearer token belongs to (token_use, then the account read)."""
-    use, _row = token_use(store, raw)
+    use, _rows = token_use(store, raw)
     with store.read() as db:
         account = db.get_one(Account, use.account_id)  # a token's account: a foreign key
         db.expunge(account)

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import bindparam, func, select, true
 from sqlalchemy.orm import Session
 
 from scim import schema
@@ -182,29 +182,8 @@ def page(
     The statements are built once per filter shape (scim.sql.shape): values are parameters.
     """
     dialect = db.get_bind().dialect.name
-    params: dict[str, Any] = {
-        "account_id": account_id,
-        "offset": query.start - 1,
-        "limit": query.count,
-    }
-    key: tuple[Any, ...] | None = None
-    values: list[str] = []
-    slots: dict[int, int] = {}
-    if query.filter is not None:
-        key, values, slots = shape(query.filter)
-    cache_key = (amap.resource.name, model, dialect, key, query.sort_by, query.descending)
-    cache_key += (lenient, columns)
-    built = _BUILT.get(cache_key)
-    if built is None:
-        compiler = Compiler(amap, dialect, lenient=lenient, slots=slots)
-        built = _statements(amap, model, dialect, query, compiler, columns)
-        if not compiler.value_dependent:
-            with _BUILDING:
-                if len(_BUILT) >= _BUILT_MAX:  # the oldest shape goes
-                    _BUILT.pop(next(iter(_BUILT)))
-                _BUILT[cache_key] = built
-    ids, found_stmt, binds = built
-    params.update({f"v{slot}": form(values[slot]) for slot, form in binds.items()})
+    ids, found_stmt, params = _prepared(amap, model, dialect, query, lenient, columns, None)
+    params["account_id"] = account_id
     if query.count == 0:
         return _count(db, ids, params), []
     # Core rows need no ORM session machinery: they are read on the session's connection
@@ -212,6 +191,74 @@ def page(
     if not found:  # past the end (or nothing matches): how many there are, apart
         return (_count(db, ids, params) if query.start > 1 else 0), []
     return int(found[0].total), (list(found) if columns else [row[0] for row in found])
+
+
+@dataclass(frozen=True, eq=False)  # a statement cache's key: the same object, not an equal one
+class Token:
+    """A request's token, to be read with its page (page_with_token): the statement of the
+    token's row (its columns labelled apart from the page's) and the account it names (a scalar
+    subquery over the same row)."""
+
+    row: Any
+    account: Any
+
+
+def page_with_token(
+    amap: AttributeMap,
+    model: Any,
+    dialect: str,
+    query: Query,
+    token: Token,
+    columns: tuple[Any, ...],
+) -> tuple[Any, dict[str, Any]]:
+    """page's statement for the account of `token`, with the token's row in front and the page
+    outer-joined to it: a request's token and its page in one statement. Every row answered
+    carries the token's columns; a page with no rows is one row whose page columns are NULL.
+    The caller checks the token before it uses anything else (accounts.token_use), then reads
+    the page with page_rows. Not for `count` 0 (page counts apart)."""
+    _ids, found, params = _prepared(amap, model, dialect, query, False, columns, token)
+    return found, params
+
+
+def page_rows(rows: list[Any], query: Query) -> tuple[int, list[Any]] | None:
+    """totalResults and the page from page_with_token's rows (the token already checked); None
+    when they cannot say (an empty page past the start: page counts it)."""
+    if rows[0].total is not None:
+        return int(rows[0].total), rows
+    return (0, []) if query.start == 1 else None
+
+
+def _prepared(
+    amap: AttributeMap,
+    model: Any,
+    dialect: str,
+    query: Query,
+    lenient: bool,
+    columns: tuple[Any, ...],
+    token: Token | None,
+) -> tuple[Any, Any, dict[str, Any]]:
+    """The ids statement and the page's (built once per shape), and their parameters but the
+    account's."""
+    params: dict[str, Any] = {"offset": query.start - 1, "limit": query.count}
+    key: tuple[Any, ...] | None = None
+    values: list[str] = []
+    slots: dict[int, int] = {}
+    if query.filter is not None:
+        key, values, slots = shape(query.filter)
+    cache_key = (amap.resource.name, model, dialect, key, query.sort_by, query.descending)
+    cache_key += (lenient, columns, token)
+    built = _BUILT.get(cache_key)
+    if built is None:
+        compiler = Compiler(amap, dialect, lenient=lenient, slots=slots)
+        built = _statements(amap, model, dialect, query, compiler, columns, token)
+        if not compiler.value_dependent:
+            with _BUILDING:
+                if len(_BUILT) >= _BUILT_MAX:  # the oldest shape goes
+                    _BUILT.pop(next(iter(_BUILT)))
+                _BUILT[cache_key] = built
+    ids, found_stmt, binds = built
+    params.update({f"v{slot}": form(values[slot]) for slot, form in binds.items()})
+    return ids, found_stmt, params
 
 
 # Page statements by filter shape, sort and columns: a few hundred at most are kept
@@ -227,9 +274,12 @@ def _statements(
     query: Query,
     compiler: Compiler,
     columns: tuple[Any, ...],
+    token: Token | None = None,
 ) -> tuple[Any, Any, dict[int, Any]]:
-    """The ids a query selects, the statement of its page and the filter's bound values' forms."""
-    ids = select(model.id).where(model.account_id == bindparam("account_id"))
+    """The ids a query selects, the statement of its page and the filter's bound values' forms
+    (with `token`: page_with_token's statement)."""
+    account = bindparam("account_id") if token is None else token.account
+    ids = select(model.id).where(model.account_id == account)
     if query.filter is not None:
         ids = ids.where(compiler.where(query.filter))
     order: list[Any] = []
@@ -258,6 +308,15 @@ def _statements(
         # table filled since its last ANALYZE) re-ran the window for every row (45 ms a page at
         # 450 users)
         chosen = chosen.prefix_with("MATERIALIZED")
+    if token is not None:  # the token's row, the page outer-joined to it
+        row = token.row.subquery("token")
+        rows = model.__table__.join(chosen, chosen.c.id == model.id)
+        found = (
+            select(*row.c, *columns, chosen.c.total)
+            .select_from(row.outerjoin(rows, true()))
+            .order_by(chosen.c.position)
+        )
+        return ids, found, compiler.binds
     found = (
         select(*(columns or [model]), chosen.c.total)
         .join(chosen, chosen.c.id == model.id)

@@ -28,7 +28,7 @@ from bridge.models import (
     UserPhoneNumber,
 )
 from bridge.provisioning import NewUser
-from scim import schema
+from scim import listing, schema
 from scim.errors import InvalidValue
 
 NAME_FIELDS = {
@@ -277,6 +277,13 @@ def user_by_id(dialect: str) -> Any:
     return select(*user_columns(dialect)).where(
         User.account_id == bindparam("account_id"), User.id == bindparam("user_id")
     )
+
+
+# the SCIM token for scim.listing.page_with_token: its row, and the account it names
+TOKEN = listing.Token(
+    accounts.BY_HASH,
+    accounts.BY_HASH.with_only_columns(ScimToken.account_id).scalar_subquery(),
+)
 
 
 @functools.cache

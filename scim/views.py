@@ -43,37 +43,50 @@ def authenticate() -> None:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("send the account's SCIM token as `Authorization: Bearer <token>`")
-    store, asked = get_store(), _user_asked()
+    store = get_store()
+    asked = _asked_with_token(store.dialect)
     if asked is None:
-        use, _row = accounts.token_use(store, token.strip())
-    else:  # the user is read with the token, in one statement (mapping.user_with_token)
-        statement = mapping.user_with_token(store.dialect)
-        use, row = accounts.token_use(store, token.strip(), statement, {"user_id": asked})
-        request.environ[ASKED_USER] = (asked, row)
+        use, _rows = accounts.token_use(store, token.strip())
+    else:  # what the request reads, read with its token in one statement
+        key, statement, params = asked
+        use, rows = accounts.token_use(store, token.strip(), statement, params)
+        request.environ[READ_ALONG] = (key, rows)
     g.account_id, g.scim_token_id = use.account_id, use.token_id
 
 
-ASKED_USER = "bridge.scim_asked_user"  # in the request's environ, not in `g` (SCIM Bulk)
+READ_ALONG = "bridge.scim_read_along"  # in the request's environ, not `g` (SCIM Bulk)
 
 
-def _user_asked() -> uuid.UUID | None:
-    """The user a GET /Users/<id> asks for, read along with its token; None for any other
-    request, and for an id that is no user id (answered 404 by the view, after the token)."""
-    if request.endpoint != "scim.get_user" or not request.view_args:
-        return None
-    try:
-        return uuid.UUID(request.view_args["raw_id"])
-    except ValueError:
-        return None
+def _asked_with_token(dialect: str) -> tuple[Any, Any, dict[str, Any]] | None:
+    """What a GET /Users/<id> (the user) or GET /Users (the page) reads, to be read with the
+    request's token in one statement: (what is asked, the statement, its parameters). None for
+    any other request, and for one its view refuses (an id that is no id, a filter that is no
+    filter: answered by the view, after the token), or counts apart (`count` 0)."""
+    if request.endpoint == "scim.get_user" and request.view_args:
+        try:
+            user_id = uuid.UUID(request.view_args["raw_id"])
+        except ValueError:
+            return None
+        return user_id, mapping.user_with_token(dialect), {"user_id": user_id}
+    if request.endpoint == "scim.query_users":
+        try:
+            query = listing.Query.from_params(request.args)
+            if query.count == 0:
+                return None
+            columns = mapping.user_columns(dialect)
+            statement, params = listing.page_with_token(
+                USER_MAP, User, dialect, query, mapping.TOKEN, columns
+            )
+        except (errors.ScimError, BridgeError):
+            return None
+        return query, statement, params
+    return None
 
 
-def _asked_row(user_id: uuid.UUID) -> tuple[bool, Any]:
-    """(True, the user's document row or None) when `user_id`'s row was read with the token."""
-    asked = request.environ.pop(ASKED_USER, None)
-    if asked is None or asked[0] != user_id:
-        return False, None
-    row = asked[1]
-    return True, (row if row.id is not None else None)
+def _read_with_token() -> tuple[Any, list[Any]] | None:
+    """(what was asked, the rows) when the request's reads came with its token."""
+    read: tuple[Any, list[Any]] | None = request.environ.pop(READ_ALONG, None)
+    return read
 
 
 @bp.after_request
@@ -237,8 +250,10 @@ def _user_reply(user_id: uuid.UUID, status: int = 200) -> Response:
         schema.USERS, request.args.get("attributes"), request.args.get("excludedAttributes")
     )
     with get_store().read() as db:
-        read, row = _asked_row(user_id)
-        if not read:
+        read = _read_with_token()
+        if read is not None and read[0] == user_id:  # a join's row: NULL columns for no user
+            row = read[1][0] if read[1][0].id is not None else None
+        else:
             row = mapping.user_row(db, g.account_id, user_id)
         if row is None:
             raise errors.NotFound(f"no user {user_id}")
@@ -330,6 +345,9 @@ def delete_user(raw_id: str) -> ResponseReturnValue:
 @bp.get("/Users")
 @standalone_reads
 def query_users() -> ResponseReturnValue:
+    read = _read_with_token()
+    if read is not None:  # the query as parsed, its page read with the token
+        return _query_users(read[0], read[1])
     return _query_users(listing.Query.from_params(request.args))
 
 
@@ -343,10 +361,14 @@ def _columns(db: Any) -> tuple[Any, ...]:
     return mapping.user_columns(db.get_bind().dialect.name)
 
 
-def _query_users(query: listing.Query) -> Response:
+def _query_users(query: listing.Query, read: list[Any] | None = None) -> Response:
+    """A page of users; `read`: its rows as read with the token (listing.page_with_token)."""
     projection = listing.Projection.parse(schema.USERS, query.attributes, query.excluded)
     with get_store().read() as db:
-        total, rows = listing.page(db, USER_MAP, User, g.account_id, query, columns=_columns(db))
+        found = None if read is None else listing.page_rows(read, query)
+        if found is None:
+            found = listing.page(db, USER_MAP, User, g.account_id, query, columns=_columns(db))
+        total, rows = found
         docs = _user_docs(db, rows, projection)
     return scim_response(listing.list_response(total, query.start, docs))
 

@@ -26,25 +26,34 @@ def test_missing_token_is_401_with_challenge(client):
 
 
 def test_unknown_and_revoked_tokens_are_401(scim, store):
-    """A token never issued, or one revoked, is refused at once; also on a GET by id, whose
-    user is read in the token's statement (mapping.user_with_token): nothing of the user is
-    answered, and an id that is no id is 401 too, not 404 (the token comes first)."""
+    """A token never issued, or one revoked, is refused at once; also on a GET by id or a
+    filter, whose user or page is read in the token's statement (mapping.user_with_token,
+    listing.page_with_token): nothing of the user is answered, and an id that is no id or a
+    filter that is no filter is 401 too, not 404 or 400 (the token comes first)."""
     user = scim.post("Users", json={"userName": "asked@example.com"}).json
     bad = ScimClient(scim.client, "ibs_not-a-real-token", scim.account)
     scim_error(bad.get("Users"), 401)
-    for path in (f"Users/{user['id']}", "Users/not-an-id"):
-        resp = bad.get(path)
+    asked = {"filter": 'userName eq "asked@example.com"'}
+    for path, query in (
+        (f"Users/{user['id']}", {}),
+        ("Users/not-an-id", {}),
+        ("Users", asked),
+        ("Users", {"filter": "userName eq"}),
+    ):
+        resp = bad.get(path, query_string=query)
         assert "unknown bearer token" in scim_error(resp, 401)["detail"]
         assert "asked@example.com" not in resp.get_data(as_text=True)
     token = accounts.issue_token(store, scim.account.slug, actor="t")
     fresh = ScimClient(scim.client, token.raw, scim.account)
     assert fresh.get("Users").status_code == 200
     assert fresh.get(f"Users/{user['id']}").json["userName"] == "asked@example.com"
+    assert fresh.get("Users", query_string=asked).json["totalResults"] == 1
     accounts.revoke_token(store, scim.account.slug, token.id, actor="t")
     assert "revoked" in scim_error(fresh.get("Users"), 401)["detail"]
-    resp = fresh.get(f"Users/{user['id']}")
-    assert "revoked" in scim_error(resp, 401)["detail"]
-    assert "asked@example.com" not in resp.get_data(as_text=True)
+    for path, query in ((f"Users/{user['id']}", {}), ("Users", asked)):
+        resp = fresh.get(path, query_string=query)
+        assert "revoked" in scim_error(resp, 401)["detail"]
+        assert "asked@example.com" not in resp.get_data(as_text=True)
 
 
 def test_me_is_501(scim):

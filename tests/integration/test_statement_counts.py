@@ -41,7 +41,7 @@ BASE = "http://127.0.0.1:8000"
 # CTE), on SQLite two: one statement fewer there per event (`events`).
 CREATE = (11, 2)
 GET = (1, 0)
-FILTER = (2, 0)
+FILTER = (1, 0)
 PATCH = (10, 2)
 FIRST_LOGIN = (17, 2)
 RETURNING_LOGIN = (9, 2)
@@ -183,7 +183,8 @@ def test_scim_get_by_id(warm, sql):
 
 
 def test_scim_filter_username(warm, sql):
-    """GET /Users?filter=userName eq: auth, the page with its count, the documents, the log."""
+    """GET /Users?filter=userName eq: the token and the page with its count and documents in
+    one statement, the log."""
     warm.post("Users", json=user_doc(3))
     query = {"filter": 'userName eq "USER3@example.com"'}
     n, commits, resp = measured(sql, lambda: warm.get("Users", query_string=query))

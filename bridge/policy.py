@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from sqlalchemy import (
     Boolean,
     Integer,
     Row,
+    Select,
     Table,
     and_,
     bindparam,
@@ -217,36 +218,30 @@ class Known:
     environments: list[tuple[int, str, bool]]
 
 
-_ACCOUNTS: Table = Account.__table__  # type: ignore[assignment]
-# The account's row once per environment (there is at least one row: the account's, with no
-# environment when it has none), each with the active version's columns, if any. Built once.
-_WITH_ACCOUNT = (
-    select(
-        _ACCOUNTS,
-        PolicyVersion.id.label("known_version_id"),
-        PolicyVersion.number.label("known_version_number"),
-        PolicyVersion.content_hash.label("known_version_hash"),
-        Environment.id.label("known_environment_id"),
-        Environment.name.label("known_environment_name"),
-        Environment.is_default.label("known_environment_default"),
-    )
-    .select_from(
-        _ACCOUNTS.outerjoin(
+def with_known(statement: Select[*tuple[Any, ...]], account_id: Any) -> Select[*tuple[Any, ...]]:
+    """`statement` with what policy_for reads of the account `account_id` (a column of it)
+    outer-joined: its active version's columns, if any, and one row per environment (a row with
+    no environment when it has none). Read the rows with known_of. Ordered by environment."""
+    return (
+        statement.add_columns(
+            PolicyVersion.id.label("known_version_id"),
+            PolicyVersion.number.label("known_version_number"),
+            PolicyVersion.content_hash.label("known_version_hash"),
+            Environment.id.label("known_environment_id"),
+            Environment.name.label("known_environment_name"),
+            Environment.is_default.label("known_environment_default"),
+        )
+        .outerjoin(
             PolicyVersion,
-            and_(PolicyVersion.account_id == _ACCOUNTS.c.id, PolicyVersion.active.is_(True)),
-        ).outerjoin(Environment, Environment.account_id == _ACCOUNTS.c.id)
+            and_(PolicyVersion.account_id == account_id, PolicyVersion.active.is_(True)),
+        )
+        .outerjoin(Environment, Environment.account_id == account_id)
+        .order_by(Environment.id)
     )
-    .where(_ACCOUNTS.c.id == bindparam("account_id"))
-    .order_by(Environment.id)
-)
 
 
-def read_with_account(db: Session, account_id: int) -> tuple[Row[Any] | None, Known]:
-    """The account's row (its columns by name; None when there is no such account) and what
-    policy_for reads of it (Known), in one round trip."""
-    rows = db.connection().execute(_WITH_ACCOUNT, {"account_id": account_id}).all()
-    if not rows:
-        return None, Known(None, [])
+def known_of(rows: Sequence[Row[Any]]) -> Known:
+    """What with_known's rows (at least one) say of the account's version and environments."""
     first = rows[0]
     active = (
         None
@@ -258,7 +253,23 @@ def read_with_account(db: Session, account_id: int) -> tuple[Row[Any] | None, Kn
         for r in rows
         if r.known_environment_id is not None
     ]
-    return first, Known(active, environments)
+    return Known(active, environments)
+
+
+_ACCOUNTS: Table = Account.__table__  # type: ignore[assignment]
+# The account's row once per environment, each with the active version's columns. Built once.
+_WITH_ACCOUNT = with_known(
+    select(_ACCOUNTS).where(_ACCOUNTS.c.id == bindparam("account_id")), _ACCOUNTS.c.id
+)
+
+
+def read_with_account(db: Session, account_id: int) -> tuple[Row[Any] | None, Known]:
+    """The account's row (its columns by name; None when there is no such account) and what
+    policy_for reads of it (Known), in one round trip."""
+    rows = db.connection().execute(_WITH_ACCOUNT, {"account_id": account_id}).all()
+    if not rows:
+        return None, Known(None, [])
+    return rows[0], known_of(rows)
 
 
 def _active(db: Session, account_id: int) -> _Version | None:

@@ -54,8 +54,10 @@ from bridge.policy import (
     Known,
     PolicyRegistry,
     environments_of,
+    known_of,
     policy_for,
     read_with_account,
+    with_known,
 )
 from bridge.store import Store
 
@@ -440,10 +442,12 @@ def unchanged_login(
     if profile.idp is None:
         return None
     idp = {"entity_id": profile.idp.entity_id, "name_id": profile.idp.name_id}
-    row = db.execute(_RETURNING, {"account_id": account.id, **idp}).first()
+    rows = db.connection().execute(_RETURNING, {"account_id": account.id, **idp}).all()
+    row = rows[0] if rows else None
     if row is None or row.login_digest is None or row.active is False:
         return None
-    choice = policy_for(db, account, registry)
+    # the version and environments as read with the user, in this transaction
+    choice = policy_for(db, account, registry, known=known_of(rows))
     if choice.policy is None or not choice.key:
         return None
     digest = login_digest(
@@ -478,7 +482,9 @@ def remember_login(
 # unchanged_login's and remember_login's statements, built once (a login runs them inside its
 # write transaction: on SQLite, under the database's one write lock). An UPDATE's bind names
 # must differ from its columns' (b_*).
-_RETURNING = (
+# _RETURNING is the user with what policy_for reads of the account (with_known): one row per
+# environment of the account, each with the user's columns.
+_RETURNING = with_known(
     select(User.id, User.version, User.active, SamlIdentity.login_digest)
     .join(SamlIdentity, SamlIdentity.user_id == User.id)
     .join(IdentityProvider, IdentityProvider.id == SamlIdentity.idp_id)
@@ -486,9 +492,9 @@ _RETURNING = (
         User.account_id == bindparam("account_id"),
         IdentityProvider.entity_id == bindparam("entity_id"),
         SamlIdentity.name_id == bindparam("name_id"),
-    )
-    .with_for_update(read=True, of=User)
-)
+    ),
+    User.account_id,
+).with_for_update(read=True, of=User)
 _REMEMBER = (
     update(SamlIdentity)
     .where(

@@ -11,8 +11,9 @@ Each `write` still runs in a transaction and session of its own (the work reads 
 on inside it, under its locks, and is retried as a whole): it ends the request's read
 transaction first, and afterwards what the request had read is expired (read again if used).
 A request whose reads each stand alone (`scope(snapshot=False)`: SCIM's, a token and then one
-resource) reads without a transaction on PostgreSQL: each statement sees its own snapshot, and
-no BEGIN or ROLLBACK is sent (two of a SCIM GET's four round trips). Not for a request that
+resource, or both in one statement) reads without a transaction on PostgreSQL: each statement
+sees its own snapshot, and no BEGIN or ROLLBACK is sent (two round trips of every such request;
+a SCIM GET by id is left with one). Not for a request that
 compares what two statements read (the audit chain against its head) or streams rows through a
 server-side cursor, which only lives in a transaction.
 

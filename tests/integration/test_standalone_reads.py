@@ -1,9 +1,9 @@
 """SCIM requests and SAML logins read without a transaction on PostgreSQL (bridge.store,
 `scope(snapshot=False)`): their reads each stand alone (a SCIM request's token, then one
-resource; a login's account, then its pending request), so no BEGIN and no ROLLBACK are sent for
-them, two of a SCIM GET's four round trips. Their writes keep their transactions, and a request
-that needs one snapshot for its reads keeps it (SCIM `/.search`, whose groups' members stream
-through a server-side cursor, which only lives in a transaction).
+resource, or both in one statement; a login's account, then its pending request), so no BEGIN
+and no ROLLBACK are sent for them: two round trips per request. Their writes keep their
+transactions, and a request that needs one snapshot for its reads keeps it (SCIM `/.search`,
+whose groups' members stream through a server-side cursor, which only lives in a transaction).
 
 Told from psycopg's own view of its connection after each statement: IDLE (no transaction
 open) or INTRANS (inside one)."""

@@ -286,8 +286,9 @@ def test_first_saml_login(logins, sql):
 
 
 def test_returning_saml_login_unchanged(logins, sql):
-    """A returning user with the same attributes, policy and state: one read of the user, the
-    replay cache, the session row, the login record and its audit event; no provisioning."""
+    """A returning user with the same attributes, policy and state: one read of the user (with
+    the policy's active version and the environments), the replay cache, the session row, the
+    login record and its audit event; no provisioning."""
     assert logins.post("bo@example.com", givenName=["Bo"]).status_code == 302
     before = logins.audit_actions()
     n, commits, resp = measured(sql, lambda: logins.post("bo@example.com", givenName=["Bo"]))

@@ -8,8 +8,10 @@ file to create instead), fills one account with N users (each with an e-mail, a 
 one or two SCIM group memberships) straight through SQL, then measures, in the same run: (1)
 loading the users and their memberships from the store, the floor any plan must pay; (2)
 `bridge.planning.plan` with the Cloudinary-style example policy (wall and CPU time); and the
-process's peak RSS growth during (2), which must stay flat (plan streams its rows). Prints the
-numbers, the 1-minute load average and the target (plan within 3x of the load).
+process's peak RSS growth during (2), which must stay flat (plan streams its rows); (3) plan as
+`idbridge policy plan` runs it, in as many processes as this process may use CPUs (one range of
+user ids each). Prints the numbers, the 1-minute load average and the target (plan, as the CLI
+runs it, within 3x of the load).
 
 A second floor is plan's own SQL: every statement plan sent (captured with an engine event, with
 its parameters as the driver got them) replayed through the bare driver (execute, every row
@@ -258,6 +260,16 @@ def main() -> None:
         plan_s, plan_cpu = time.perf_counter() - t0, time.process_time() - c0
         captured.stop()
         peak_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        cpus = planning.usable_cpus()
+        runs = []
+        for _ in range(2):  # as the CLI plans it (best of 2)
+            t0 = time.perf_counter()
+            parallel = planning.plan(
+                store, "acme-media", example, on_change=lambda change: None, processes=cpus
+            )
+            runs.append(time.perf_counter() - t0)
+        assert parallel.summary() == result.summary()
+        cli_s = min(runs)
         load_after = os.getloadavg()[0]
         replays = [captured.replay() for _ in range(2)]  # after the RSS reading
         own_sql, own_rows = min(r[0] for r in replays), replays[0][2]
@@ -276,8 +288,12 @@ def main() -> None:
             f" plan / it: {plan_s / own_sql:.2f}x;"
             f" above it {(plan_s - own_sql) / args.users * 1e6:.1f} us per user"
         )
-        verdict = "PASS" if ratio <= 3 else "MISS"
-        print(f"plan / load:              {ratio:.2f}x  target <= 3x: {verdict}")
+        print(f"plan / load, 1 process:   {ratio:.2f}x")
+        verdict = "PASS" if cli_s / floor <= 3 else "MISS"
+        print(
+            f"plan in {parallel.processes} processes:     {cli_s:.2f} s (as the CLI, best of 2);"
+            f" plan / load: {cli_s / floor:.2f}x  target <= 3x: {verdict}"
+        )
         # this process's CPU alone: steadier than wall time on a busy machine, and all of the
         # work on SQLite (PostgreSQL's own CPU is not in it)
         print(

@@ -15,6 +15,10 @@ import functools
 import gc
 import itertools
 import operator
+import os
+import pickle
+import signal
+import tempfile
 import threading
 import uuid
 from collections import defaultdict
@@ -31,6 +35,7 @@ from sqlalchemy import (
     func,
     literal_column,
     select,
+    true,
     type_coerce,
     union_all,
 )
@@ -78,16 +83,21 @@ class Access:
     group_names: dict[str, str] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # made for every changed user: no frozen __init__'s setattr calls
 class Change:
     """What one user gains and loses."""
 
     user_name: str
-    user_id: uuid.UUID
+    raw_id: Any  # the user's id as the driver gave it (see _as_uuid): a UUID when asked
     role: tuple[str | None, str | None] | None
     gains: dict[str, list[str]]
     losses: dict[str, list[str]]
     errors: tuple[str, ...] = ()
+
+    @property
+    def user_id(self) -> uuid.UUID:
+        """The user's id (made when asked: most of a large plan's changes are only counted)."""
+        return _as_uuid(self.raw_id)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -111,11 +121,20 @@ class Plan:
     role_changes: int = 0
     errors: int = 0
     changes: list[Change] = field(default_factory=list)
-    changed_ids: list[uuid.UUID] = field(default_factory=list)
+    changed: list[Any] = field(
+        default_factory=list
+    )  # ids, as Change.raw_id, of users apply changes
     role_counts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     refused: str | None = None
     warnings: list[str] = field(default_factory=list)
     group_grants: list[GroupGrantChange] = field(default_factory=list)
+    processes: int = 1  # how many processes planned the users (see plan's `processes`)
+
+    @property
+    def changed_ids(self) -> list[uuid.UUID]:
+        """The users `apply` changes (every changed user but those kept as they are after
+        errors), by id."""
+        return [_as_uuid(raw) for raw in self.changed]
 
     def summary(self) -> str:
         return (
@@ -177,12 +196,17 @@ def plan(
     *,
     on_change: Callable[[Change], None] | None = None,
     on_start: Callable[[Plan], None] | None = None,
+    processes: int = 1,
 ) -> Plan:
     """What applying `candidate` (default: the account's current policy) would change.
 
     Each user's change goes to `on_change` as it is found (memory stays flat however many
     users change); without one, changes are collected in `Plan.changes`. `on_start` gets the
     plan before the first change: its policy, warnings and group grant changes.
+
+    With `processes` > 1, an account of at least PARALLEL_USERS users is planned in that many
+    processes, each over a range of user ids (see _helpers): only from a process with no other
+    thread (the CLI); a server's threads always plan in their own process.
     """
     with store.read() as db:
         account = get_account(db, slug)
@@ -202,70 +226,267 @@ def plan(
         result.group_grants = group_grant_changes(db, account, candidate)
         if on_start is not None:
             on_start(result)
+        emit = result.changes.append if on_change is None else on_change
         decide = policies.Evaluator(candidate)
-        key_of = decide.key
-        outcomes: dict[tuple[policies.memo.Key, Held], _Outcome] = {}
-        users = _users(db, account, decide.attributes)
-        with _old_objects_set_aside(), contextlib.closing(users):  # reading stops here
-            for user_id, user_name, active, parts, groups, held in users:
-                result.users += 1
-                source, idp, attributes = parts
-                try:  # the values of the policy's inputs, from the parts (no Profile)
-                    key: policies.memo.Key | None = key_of(
-                        source, user_name, idp, attributes, groups
-                    )
-                except InputError:
-                    key = None  # evaluate says why, uncached
-                outcome = outcomes.get((key, held)) if key is not None else None
-                if outcome is None:
-                    profile = policies.Profile(
-                        source=source,
-                        user_name=user_name,
-                        idp=idp,
-                        attributes=attributes,
-                        groups=groups,
-                    )
-                    if key is None:
-                        decision = policies.evaluate(candidate, profile)
-                    else:
-                        decision = decide.decision(key, profile)
-                    outcome = _outcome(held, decision, names)
-                    if key is not None:  # users alike in inputs and access share the outcome
-                        if len(outcomes) >= OUTCOMES:
-                            outcomes.clear()
-                        outcomes[(key, held)] = outcome
-                if outcome.role_after and active is not False:  # guards count active users
-                    result.role_counts[outcome.role_after] += 1
-                if outcome.changes:
-                    user_uuid = _as_uuid(user_id)
-                    change = Change(  # lists of its own: outcomes are shared
-                        user_name,
-                        user_uuid,
-                        outcome.role,
-                        _own(outcome.gains),
-                        _own(outcome.losses),
-                        outcome.errors,
-                    )
-                    result.gaining += outcome.gaining
-                    result.losing += outcome.losing
-                    result.role_changes += outcome.role is not None
-                    if outcome.errors:
-                        result.errors += 1
-                    else:
-                        result.changed_ids.append(user_uuid)
-                    if on_change is None:
-                        result.changes.append(change)
-                    else:
-                        on_change(change)
+        ranges = _ranges(db, account, processes)
+        result.processes = len(ranges)
+        if len(ranges) == 1:
+            with _old_objects_set_aside():
+                _plan_range(db, account, decide, names, None, result, emit)
+    if len(ranges) > 1:
+        store.engine.dispose()  # no connection (nor SQLite's state of one) crosses a fork
+        with _old_objects_set_aside(), _helpers(store, slug, decide, names, ranges[1:]) as helpers:
+            with store.read() as db:
+                account = get_account(db, slug)
+                _plan_range(db, account, decide, names, ranges[0], result, emit)
+            for helper in helpers:  # the ranges in id order, as one process would give them
+                helper.replay(result, emit)
     for role in candidate.guards.keep_at_least_one:
         if result.role_counts.get(role, 0) == 0:
             result.refused = f"guard keep_at_least_one: no user would keep the role {role}"
     return result
 
 
-def apply(store: Store, slug: str, *, actor: str) -> Plan:
-    """Re-evaluate every user with the account's current policy, unless a guard refuses."""
-    result = plan(store, slug)
+def _plan_range(
+    db: Session,
+    account: Account,
+    decide: policies.Evaluator,
+    names: set[str],
+    ids: Range,
+    result: Plan,
+    emit: Callable[[Change], None],
+) -> None:
+    with contextlib.closing(_outcomes(db, account, decide, names, ids)) as found:
+        for user_id, user_name, active, outcome in found:
+            _count(result, outcome, active)
+            if outcome.changes:
+                _change(result, emit, user_name, user_id, outcome)
+
+
+def _count(result: Plan, outcome: _Outcome, active: bool | None) -> None:
+    result.users += 1
+    if outcome.role_after and active is not False:  # guards count active users
+        result.role_counts[outcome.role_after] += 1
+
+
+def _change(
+    result: Plan, emit: Callable[[Change], None], user_name: str, user_id: Any, outcome: _Outcome
+) -> None:
+    """Count and hand on the Change `outcome` makes for this user."""
+    change = Change(  # lists of its own: outcomes are shared
+        user_name,
+        user_id,
+        outcome.role,
+        _own(outcome.gains),
+        _own(outcome.losses),
+        outcome.errors,
+    )
+    result.gaining += outcome.gaining
+    result.losing += outcome.losing
+    result.role_changes += outcome.role is not None
+    if outcome.errors:
+        result.errors += 1
+    else:
+        result.changed.append(user_id)
+    emit(change)
+
+
+# A range of user ids, both ends included; None: every user.
+Range = tuple[uuid.UUID, uuid.UUID] | None
+
+
+def _outcomes(
+    db: Session,
+    account: Account,
+    decide: policies.Evaluator,
+    names: set[str],
+    ids: Range,
+) -> Generator[tuple[Any, str, bool | None, _Outcome], None, None]:
+    """Each user (of the range) in id order with what the policy's decision does to what they
+    hold: users alike in the policy's inputs and in what they hold share one outcome."""
+    key_of = decide.key
+    outcomes: dict[tuple[policies.memo.Key, Held], _Outcome] = {}
+    users = _users(db, account, decide.attributes, ids)
+    with contextlib.closing(users):  # reading stops here
+        for user_id, user_name, active, parts, groups, held in users:
+            source, idp, attributes = parts
+            try:  # the values of the policy's inputs, from the parts (no Profile)
+                key: policies.memo.Key | None = key_of(source, user_name, idp, attributes, groups)
+            except InputError:
+                key = None  # evaluate says why, uncached
+            outcome = outcomes.get((key, held)) if key is not None else None
+            if outcome is None:
+                profile = policies.Profile(
+                    source=source,
+                    user_name=user_name,
+                    idp=idp,
+                    attributes=attributes,
+                    groups=groups,
+                )
+                if key is None:
+                    decision = policies.evaluate(decide.policy, profile)
+                else:
+                    decision = decide.decision(key, profile)
+                outcome = _outcome(held, decision, names)
+                if key is not None:
+                    if len(outcomes) >= OUTCOMES:
+                        outcomes.clear()
+                    outcomes[(key, held)] = outcome
+            yield user_id, user_name, active, outcome
+
+
+PARALLEL_USERS = 20_000  # an account this large is planned in several processes, when asked
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on."""
+    return len(os.sched_getaffinity(0))
+
+
+def _ranges(db: Session, account: Account, processes: int) -> list[Range]:
+    """The ranges of user ids to plan, one per process: [None] (every user, in this process)
+    unless `processes` > 1, this process runs no other thread (a forked child has only the
+    forking one: another's locks would stay held in it forever) and the account has at least
+    PARALLEL_USERS users. Ids are random (uuid4), so equal ranges hold about as many users."""
+    if processes <= 1 or not _forkable():
+        return [None]
+    users = db.scalar(select(func.count()).select_from(User).where(User.account_id == account.id))
+    if (users or 0) < PARALLEL_USERS:
+        return [None]
+    span = 1 << 128
+    starts = [span * n // processes for n in range(processes)]
+    ends = [*(start - 1 for start in starts[1:]), span - 1]
+    return [(uuid.UUID(int=a), uuid.UUID(int=b)) for a, b in zip(starts, ends, strict=True)]
+
+
+def _forkable() -> bool:
+    """Whether this process may fork a helper: it runs no other thread."""
+    return threading.active_count() == 1
+
+
+class _Helper:
+    """A forked process planning one range of users; what it found comes back through a file
+    (memory stays flat in both processes), read once it is done."""
+
+    def __init__(self, pid: int, spool: Any) -> None:
+        self.pid, self.spool = pid, spool
+        self.status: int | None = None
+
+    def wait(self) -> None:
+        if self.status is None:
+            self.status = os.waitstatus_to_exitcode(os.waitpid(self.pid, 0)[1])
+
+    def stop(self) -> None:
+        if self.status is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+            self.wait()
+        self.spool.close()
+
+    def replay(self, result: Plan, emit: Callable[[Change], None]) -> None:
+        """Count and hand on the range's changes as this process would have found them."""
+        self.wait()
+        self.spool.seek(0)
+        while True:
+            try:
+                kind, data = pickle.load(self.spool)  # noqa: S301  (our own child wrote it)
+            except EOFError:
+                raise RuntimeError(
+                    f"a planning process ended without its result (exit status {self.status})"
+                ) from None
+            if kind == "failed":
+                raise data
+            if kind == "done":
+                users, role_counts = data
+                result.users += users
+                for role, count in role_counts.items():
+                    result.role_counts[role] += count
+                return
+            outcomes, changes = data
+            for user_name, user_id, n in changes:
+                _change(result, emit, user_name, user_id, outcomes[n])
+
+
+@contextmanager
+def _helpers(
+    store: Store,
+    slug: str,
+    decide: policies.Evaluator,
+    names: set[str],
+    ranges: list[Range],
+) -> Iterator[list[_Helper]]:
+    """A forked process per range, each planning it in a read transaction of its own, on
+    connections of its own (the pool it inherits is left to this process); all stopped on
+    exit (killed if they are still running: this process stopped early)."""
+    helpers: list[_Helper] = []
+    try:
+        for ids in ranges:
+            spool = tempfile.TemporaryFile()  # noqa: SIM115  (closed by the helper's stop)
+            pid = os.fork()
+            if pid == 0:  # the helper: never returns
+                _help(store, slug, decide, names, ids, spool)
+            helpers.append(_Helper(pid, spool))
+        yield helpers
+    finally:
+        for helper in helpers:
+            helper.stop()
+
+
+def _help(
+    store: Store,
+    slug: str,
+    decide: policies.Evaluator,
+    names: set[str],
+    ids: Range,
+    spool: Any,
+) -> None:
+    """In a forked process: plan the range `ids`, write what it found to `spool` (batches of
+    changes, each with the outcomes they name, then the counts, or the error), and exit."""
+    status = 0
+    try:
+        store.engine.dispose(close=False)  # the parent's connections stay the parent's
+        mine = Plan("")
+        batch: list[tuple[str, Any, int]] = []
+        table: dict[int, int] = {}  # id of an outcome in `outcomes` -> its index
+        outcomes: list[_Outcome] = []
+        with store.read() as db:
+            account = get_account(db, slug)
+            found = _outcomes(db, account, decide, names, ids)
+            for user_id, user_name, active, outcome in found:
+                _count(mine, outcome, active)
+                if outcome.changes:
+                    n = table.get(id(outcome))
+                    if n is None:
+                        n = table[id(outcome)] = len(outcomes)
+                        outcomes.append(outcome)  # kept alive: its id stays its own
+                    batch.append((user_name, user_id, n))
+                    if len(batch) >= BATCH:
+                        pickle.dump(("changes", (outcomes, batch)), spool, PICKLE)
+                        batch, table, outcomes = [], {}, []
+        if batch:
+            pickle.dump(("changes", (outcomes, batch)), spool, PICKLE)
+        pickle.dump(("done", (mine.users, dict(mine.role_counts))), spool, PICKLE)
+    except BaseException as exc:  # whatever it is, the parent raises it
+        status = 1
+        try:
+            pickle.dump(("failed", exc), spool, PICKLE)
+        except Exception:  # an exception that does not pickle
+            pickle.dump(("failed", RuntimeError(f"planning failed: {exc!r}")), spool, PICKLE)
+    finally:
+        try:
+            spool.flush()
+            store.engine.dispose()
+        finally:
+            os._exit(status)  # no parent's cleanup (atexit, its connections) runs here
+
+
+PICKLE = pickle.HIGHEST_PROTOCOL
+
+
+def apply(store: Store, slug: str, *, actor: str, processes: int = 1) -> Plan:
+    """Re-evaluate every user with the account's current policy, unless a guard refuses
+    (planned in `processes`, as `plan`)."""
+    result = plan(store, slug, processes=processes)
     if result.refused:
         raise Conflict(f"refused: {result.refused}")
 
@@ -281,7 +502,7 @@ def apply(store: Store, slug: str, *, actor: str) -> Plan:
             action="policy.apply",
             target_type="account",
             target_id=account.slug,
-            after={"policy": choice.source, "users_changing": len(result.changed_ids)},
+            after={"policy": choice.source, "users_changing": len(result.changed)},
         )
 
     store.write(reconcile)
@@ -363,7 +584,7 @@ def _outcome(held: Held, decision: policies.Decision, names: set[str]) -> _Outco
 
 
 def _users(
-    db: Session, account: Account, attributes: frozenset[str]
+    db: Session, account: Account, attributes: frozenset[str], ids: Range = None
 ) -> Generator[tuple[Any, str, bool | None, _Parts, tuple[str, ...], Held], None, None]:
     """Users in id order (the id as the driver gives it: see _as_uuid), each with the parts of
     the Profile the write path would build (source, IdP link and only the `attributes` the
@@ -374,7 +595,7 @@ def _users(
     when it reads them; what they hold. No range of random UUIDs per batch, each of whose rows
     sat on a page of its own: the database reads a kind's rows in the order it keeps them
     (memberships through the account's groups, which SQLite reads from their unique index
-    alone) and sorts them."""
+    alone) and sorts them. With `ids`, only the users whose id is in that range."""
     fields = [f for f, path in profiles.SCIM_PATHS.items() if path in attributes]
     if profiles.MANAGER in attributes:
         fields.append("manager_id")
@@ -383,15 +604,20 @@ def _users(
     emails = "emails.value" in attributes
     conn = db.connection()
     key = _id_key(conn)
-    bound = {"account": account.id}
+    ranged = ids is not None
+    bound: dict[str, Any] = {"account": account.id}
+    if ids is not None:
+        bound["lo"], bound["hi"] = ids
     with contextlib.ExitStack() as streams:
-        users = streams.enter_context(_stream(conn, _users_statement(names, emails), bound))
+        users = streams.enter_context(_stream(conn, _users_statement(names, emails, ranged), bound))
         phones = (
-            _Following(streams.enter_context(_stream(conn, _phones_statement(), bound)), key)
+            _Following(streams.enter_context(_stream(conn, _phones_statement(ranged), bound)), key)
             if "phoneNumbers.value" in attributes
             else None
         )
-        held_rows = _Following(streams.enter_context(_stream(conn, _held_statement(), bound)), key)
+        held_rows = _Following(
+            streams.enter_context(_stream(conn, _held_statement(ranged), bound)), key
+        )
         none: tuple[str, ...] = ()
         kinds = KINDS
         rows = itertools.chain.from_iterable(users.partitions())
@@ -497,38 +723,44 @@ def _raw(column: Any) -> Any:
     return type_coerce(column, NullType()).label("user_id")
 
 
+def _in_range(column: Any, ranged: bool) -> Any:
+    """`column` (a user id) in the range :lo to :hi (both included), or true when not `ranged`."""
+    return column.between(bindparam("lo"), bindparam("hi")) if ranged else true()
+
+
 @functools.cache
-def _users_statement(names: tuple[str, ...], emails: bool) -> Any:
+def _users_statement(names: tuple[str, ...], emails: bool, ranged: bool = False) -> Any:
     """The account's users in id order, the columns `names` (the id first) and, with `emails`,
     each of their e-mails last (a row each, in the order profiles.stored gives them: the
-    primary first, then by position); built once."""
+    primary first, then by position); `ranged`: those whose id is in :lo to :hi. Built once."""
     table = User.__table__
     statement = select(_raw(table.c.id), *(table.c[name] for name in names[1:]))
+    chosen = (table.c.account_id == bindparam("account"), _in_range(table.c.id, ranged))
     if not emails:
-        return statement.where(table.c.account_id == bindparam("account")).order_by(table.c.id)
+        return statement.where(*chosen).order_by(table.c.id)
     return (
         statement.add_columns(UserEmail.value)
         .outerjoin(UserEmail, UserEmail.user_id == table.c.id)
-        .where(table.c.account_id == bindparam("account"))
+        .where(*chosen)
         .order_by(table.c.id, UserEmail.primary.desc(), UserEmail.position, UserEmail.value)
     )
 
 
 @functools.cache
-def _phones_statement() -> Any:
+def _phones_statement(ranged: bool = False) -> Any:
     """The account's users' phone numbers by user id, each user's by position (as
     profiles.stored gives them); built once."""
     return (
         select(_raw(UserPhoneNumber.user_id), UserPhoneNumber.value)
         .select_from(User)
         .join(UserPhoneNumber, UserPhoneNumber.user_id == User.id)
-        .where(User.account_id == bindparam("account"))
+        .where(User.account_id == bindparam("account"), _in_range(User.id, ranged))
         .order_by(User.id, UserPhoneNumber.position, UserPhoneNumber.value)
     )
 
 
 @functools.cache
-def _held_statement() -> Any:
+def _held_statement(ranged: bool = False) -> Any:
     """Role, environments, groups and grants of the account's users in one statement, by user
     id and, a user's, by value (the profile's SCIM groups come by name, as profiles.scim_groups
     gives them); each row's kind is its index in KINDS. Built once (building the union costs
@@ -547,7 +779,7 @@ def _held_statement() -> Any:
             RoleAssignment.provenance.label("provenance"),
         )
         .join(User, User.id == RoleAssignment.user_id)
-        .where(User.account_id == account),
+        .where(User.account_id == account, _in_range(User.id, ranged)),
         select(
             EnvironmentAccess.user_id,
             kind("environments"),
@@ -557,7 +789,7 @@ def _held_statement() -> Any:
         .select_from(EnvironmentAccess)
         .join(User, User.id == EnvironmentAccess.user_id)
         .outerjoin(Environment, Environment.id == EnvironmentAccess.environment_id)
-        .where(User.account_id == account),
+        .where(User.account_id == account, _in_range(User.id, ranged)),
         select(  # through the account's groups: the unique index holds every column read
             Membership.user_id,
             kind("groups"),
@@ -566,7 +798,7 @@ def _held_statement() -> Any:
         )
         .select_from(Group)
         .join(Membership, Membership.group_id == Group.id)
-        .where(Group.account_id == account),
+        .where(Group.account_id == account, _in_range(Membership.user_id, ranged)),
         select(
             Grant.user_id,
             kind("grants"),
@@ -580,7 +812,11 @@ def _held_statement() -> Any:
             Grant.provenance,
         )
         .join(Environment, Environment.id == Grant.environment_id)
-        .where(Grant.account_id == account, Grant.user_id.is_not(None)),
+        .where(
+            Grant.account_id == account,
+            Grant.user_id.is_not(None),
+            _in_range(Grant.user_id, ranged),
+        ),
     ).subquery()
     c = held_rows.c
     return select(_raw(c.user_id), c.kind, c.value, c.provenance).order_by(c.user_id, c.value)

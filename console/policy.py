@@ -32,7 +32,7 @@ class Shown:
     @property
     def more(self) -> int:
         """Changed users not listed."""
-        return max(0, len(self.plan.changed_ids) + self.plan.errors - len(self.changes))
+        return max(0, len(self.plan.changed) + self.plan.errors - len(self.changes))
 
 
 def _plan(source: str) -> Shown:
@@ -173,7 +173,7 @@ def _activate(number: int) -> ResponseReturnValue:
         shown.plan.refused = shown.plan.refused or exc.detail
         return render_template("console/policy_plan.html", shown=shown, source=source), 409
     return redirect(
-        url_for("console.policy", applied=number, changed=len(result.changed_ids)), code=303
+        url_for("console.policy", applied=number, changed=len(result.changed)), code=303
     )
 
 

@@ -191,11 +191,11 @@ def reader(specs: Mapping[str, InputSpec], name: str) -> Reader:
             attributes: Mapping[str, object],
             groups: object,
         ) -> tuple[str, ...]:
-            return tuple(
-                v.rpartition("@")[2].lower()
-                for v in email(source, user_name, idp, attributes, groups)
-                if v.rpartition("@")[2]
-            )
+            found = email(source, user_name, idp, attributes, groups)
+            if len(found) == 1:  # the common case, as the loop below does it
+                domain = found[0].rpartition("@")[2]
+                return (domain.lower(),) if domain else ()
+            return tuple(v.rpartition("@")[2].lower() for v in found if v.rpartition("@")[2])
 
         return email_domain
     spec = specs.get(name) or BUILTIN_INPUTS.get(name)
@@ -212,21 +212,39 @@ def reader(specs: Mapping[str, InputSpec], name: str) -> Reader:
             raise InputError(message)
 
         return undeclared
-    saml, scim, first_only, is_email = spec.saml, spec.scim, spec.first_only, name == "email"
+    saml = None if spec.saml is None else _finder(spec.saml, memberships=False)
+    scim = None if spec.scim is None else _finder(spec.scim, memberships=True)
+    first_only, is_email = spec.first_only, name == "email"
 
     def read(
         source: object, user_name: str, idp: Any, attributes: Mapping[str, object], groups: object
     ) -> tuple[str, ...]:
         values: tuple[str, ...] = ()
         if saml is not None and source == "saml":
-            values = _first(saml, attributes, groups, memberships=False)
+            values = saml(attributes, groups)
         if not values and scim is not None:
-            values = _first(scim, attributes, groups, memberships=True)
+            values = scim(attributes, groups)
         if is_email and not values:
             values = tuple(v for v in _clean("userName", (user_name,)) if "@" in v)
         return values[:1] if first_only else values
 
     return read
+
+
+def _finder(
+    where: SourceSpec, *, memberships: bool
+) -> Callable[[Mapping[str, object], object], tuple[str, ...]]:
+    """`_first(where, attributes, groups, memberships=...)` as a function of the attributes and
+    the groups, settled once: one name (most inputs) is looked up straight."""
+    if len(where.names) == 1 and not (memberships and where.names[0] == "groups"):
+        (key,), split = where.names, where.split
+
+        def one(attributes: Mapping[str, object], groups: object) -> tuple[str, ...]:
+            raw = attributes.get(key, _ABSENT)
+            return () if raw is _ABSENT else _clean(key, raw, split)
+
+        return one
+    return lambda attributes, groups: _first(where, attributes, groups, memberships=memberships)
 
 
 def _clean(key: str, raw: object, split: str | None = None) -> tuple[str, ...]:

@@ -104,20 +104,35 @@ def policy_explain(
         click.echo(f"  [{'x' if step['matched'] else ' '}] {step['rule']}: {step['detail']}")
 
 
+PROCESSES = click.option(
+    "--processes",
+    type=click.IntRange(min=1),
+    default=planning.usable_cpus,
+    show_default="the CPUs this process may use",
+    help=f"Plan an account of {planning.PARALLEL_USERS:,} users or more in this many processes.",
+)
+
+
 @policy_group.command("plan")
 @click.argument("slug")
 @click.argument("file", required=False, type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@PROCESSES
 @pass_ctx
 @fails_cleanly
-def policy_plan(ctx: Context, slug: str, file: str | None, as_json: bool) -> None:
+def policy_plan(ctx: Context, slug: str, file: str | None, as_json: bool, processes: int) -> None:
     """Who would gain or lose what if FILE (default: the current policy) were applied."""
     candidate = _load_policy(file, slug) if file else None
     if as_json:
-        result = planning.plan(ctx.store, slug, candidate)
+        result = planning.plan(ctx.store, slug, candidate, processes=processes)
     else:  # the policy and its warnings first, then each change as it is found
         result = planning.plan(
-            ctx.store, slug, candidate, on_change=_print_change, on_start=_print_head
+            ctx.store,
+            slug,
+            candidate,
+            on_change=_print_change,
+            on_start=_print_head,
+            processes=processes,
         )
     _print_plan(result, as_json, head=False)
     if result.refused:
@@ -127,15 +142,16 @@ def policy_plan(ctx: Context, slug: str, file: str | None, as_json: bool) -> Non
 @policy_group.command("apply")
 @click.argument("slug")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@PROCESSES
 @pass_ctx
 @fails_cleanly
-def policy_apply(ctx: Context, slug: str, as_json: bool) -> None:
+def policy_apply(ctx: Context, slug: str, as_json: bool, processes: int) -> None:
     """Re-evaluate every user of SLUG with its current policy (refused when a guard would break)."""
-    result = planning.plan(ctx.store, slug)
+    result = planning.plan(ctx.store, slug, processes=processes)
     if result.refused:
         _print_plan(result, as_json)
         raise click.ClickException(f"not applied: {result.refused}")
-    result = planning.apply(ctx.store, slug, actor=ctx.actor)
+    result = planning.apply(ctx.store, slug, actor=ctx.actor, processes=processes)
     _print_plan(result, as_json)
     if not as_json:
         click.echo(f"applied to {slug}")
@@ -190,6 +206,8 @@ def _print_head(result: planning.Plan) -> None:
 
 
 def _print_plan(result: planning.Plan, as_json: bool, *, head: bool = True) -> None:
+    if result.processes > 1:
+        click.echo(f"planned in {result.processes} processes", err=True)
     if as_json:
         emit(result.describe())
         return

@@ -121,9 +121,8 @@ class Plan:
     role_changes: int = 0
     errors: int = 0
     changes: list[Change] = field(default_factory=list)
-    changed: list[Any] = field(
-        default_factory=list
-    )  # ids, as Change.raw_id, of users apply changes
+    # the users apply changes, by id as Change.raw_id (changed_ids: as UUIDs)
+    changed: list[Any] = field(default_factory=list)
     role_counts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     refused: str | None = None
     warnings: list[str] = field(default_factory=list)

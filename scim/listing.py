@@ -145,6 +145,7 @@ class Query:
 
 
 MAX_INDEX = 2**31 - 1  # what an OFFSET/LIMIT may be on both databases
+DIGITS = len(str(MAX_INDEX))  # more significant digits: out of range, whatever they are
 
 
 def _int(value: Any, default: int, name: str) -> int:
@@ -153,6 +154,10 @@ def _int(value: Any, default: int, name: str) -> int:
     if isinstance(value, float) and value.is_integer():
         value = int(value)  # JSON 10.0
     if isinstance(value, bool) or not isinstance(value, int | str):
+        raise InvalidValue(f"{name} must be an integer")
+    if isinstance(value, str) and len(value.strip().lstrip("+-").lstrip("0")) > DIGITS:
+        if value.strip().lstrip("+-").isdigit():  # too long for int() (4,300 digits at most)
+            raise InvalidValue(f"{name} must be between -{MAX_INDEX} and {MAX_INDEX}")
         raise InvalidValue(f"{name} must be an integer")
     try:
         number = int(value)

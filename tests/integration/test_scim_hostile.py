@@ -131,6 +131,28 @@ def test_search_parameters_out_of_range_are_400(scim, search, why):
         assert why in resp.json["detail"]
 
 
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [
+        ("9" * 5000, "startIndex must be between -2147483647 and 2147483647"),
+        ("-" + "1" * 20, "startIndex must be between -2147483647 and 2147483647"),
+        ("0" * 40 + "7", None),  # leading zeros: still 7
+        ("1" * 20 + "x", "startIndex must be an integer"),
+    ],
+)
+def test_long_numbers_in_a_query_are_out_of_range_not_malformed(scim, value, why):
+    """A startIndex of thousands of digits is a number too large (Python's int() refuses more
+    than 4,300 digits: it was called 'not an integer'), by GET on Users and Groups."""
+    scim.post("Users", json={"userName": "present@a.test"})
+    for path in ("Users", "Groups"):
+        resp = scim.get(path, query_string={"startIndex": value})
+        if why is None:
+            assert resp.status_code == 200, resp.get_data(as_text=True)
+            assert resp.json["startIndex"] == 7
+        else:
+            assert scim_error(resp, 400, "invalidValue")["detail"] == why
+
+
 def test_nested_bulk_is_refused_per_operation(scim, store):
     """A Bulk operation whose path is /Bulk is refused (invalidPath): no nesting past
     maxOperations, nothing created."""

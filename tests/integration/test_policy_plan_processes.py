@@ -152,17 +152,25 @@ def forking(monkeypatch):
     monkeypatch.setattr(planning, "_forkable", lambda: True)
 
 
-def test_a_helper_that_fails_fails_the_plan(large, forking, monkeypatch):
-    url, slug, candidate = large
-    parent = os.getpid()
-    real = planning._outcomes
+def in_helpers(monkeypatch, act):
+    """`act()` runs in each helper as it starts planning its range (not in this process)."""
+    parent, real = os.getpid(), planning._outcomes
 
-    def failing(*args, **kwargs):
+    def outcomes(*args, **kwargs):
         if os.getpid() != parent:
-            raise InvalidInput("the helper's own error")
+            act()
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(planning, "_outcomes", failing)
+    monkeypatch.setattr(planning, "_outcomes", outcomes)
+
+
+def test_a_helper_that_fails_fails_the_plan(large, forking, monkeypatch):
+    url, slug, candidate = large
+
+    def fail():
+        raise InvalidInput("the helper's own error")
+
+    in_helpers(monkeypatch, fail)
     store = Store(url)
     seen = []
     try:
@@ -181,15 +189,7 @@ def test_a_helper_that_fails_fails_the_plan(large, forking, monkeypatch):
 
 def test_a_helper_that_dies_fails_the_plan(large, forking, monkeypatch):
     url, slug, candidate = large
-    parent = os.getpid()
-    real = planning._outcomes
-
-    def dying(*args, **kwargs):
-        if os.getpid() != parent:
-            os._exit(3)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(planning, "_outcomes", dying)
+    in_helpers(monkeypatch, lambda: os._exit(3))
     store = Store(url)
     try:
         with pytest.raises(RuntimeError, match=r"ended without its result \(exit status 3\)"):

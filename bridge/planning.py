@@ -467,10 +467,12 @@ def _help(
         pickle.dump(("done", (mine.users, dict(mine.role_counts))), spool, PICKLE)
     except BaseException as exc:  # whatever it is, the parent raises it
         status = 1
-        try:
-            pickle.dump(("failed", exc), spool, PICKLE)
-        except Exception:  # an exception that does not pickle
-            pickle.dump(("failed", RuntimeError(f"planning failed: {exc!r}")), spool, PICKLE)
+        try:  # whole, or not at all: a record cut short would hide the error
+            record = pickle.dumps(("failed", exc), PICKLE)
+            pickle.loads(record)  # noqa: S301  (the parent must be able to read it back)
+        except Exception:  # an exception that does not pickle, or not back
+            record = pickle.dumps(("failed", RuntimeError(f"planning failed: {exc!r}")), PICKLE)
+        spool.write(record)
     finally:
         try:
             spool.flush()

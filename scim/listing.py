@@ -155,10 +155,11 @@ def _int(value: Any, default: int, name: str) -> int:
         value = int(value)  # JSON 10.0
     if isinstance(value, bool) or not isinstance(value, int | str):
         raise InvalidValue(f"{name} must be an integer")
-    if isinstance(value, str) and len(value.strip().lstrip("+-").lstrip("0")) > DIGITS:
-        if value.strip().lstrip("+-").isdigit():  # too long for int() (4,300 digits at most)
+    if isinstance(value, str):  # digits past int()'s 4,300 are out of range, not malformed
+        text = value.strip()
+        digits = text[1:] if text.startswith(("+", "-")) else text
+        if digits.isascii() and digits.isdigit() and len(digits.lstrip("0")) > DIGITS:
             raise InvalidValue(f"{name} must be between -{MAX_INDEX} and {MAX_INDEX}")
-        raise InvalidValue(f"{name} must be an integer")
     try:
         number = int(value)
     except ValueError:

@@ -187,6 +187,28 @@ def test_a_helper_that_fails_fails_the_plan(large, forking, monkeypatch):
     assert seen and len(seen) < planning.PARALLEL_USERS  # the first range's, no more
 
 
+class Unreadable(Exception):
+    """An exception that pickles but does not unpickle (its __init__ wants two arguments)."""
+
+    def __init__(self, what, why):
+        super().__init__(f"{what}: {why}")
+
+
+def test_a_helper_error_that_does_not_come_back_whole_is_named(large, forking, monkeypatch):
+    url, slug, candidate = large
+
+    def fail():
+        raise Unreadable("the helper", "cannot be read back")
+
+    in_helpers(monkeypatch, fail)
+    store = Store(url)
+    try:
+        with pytest.raises(RuntimeError, match="planning failed: Unreadable"):
+            planning.plan(store, slug, planning.load_candidate(str(candidate), slug), processes=2)
+    finally:
+        store.dispose()
+
+
 def test_a_helper_that_dies_fails_the_plan(large, forking, monkeypatch):
     url, slug, candidate = large
     in_helpers(monkeypatch, lambda: os._exit(3))

@@ -138,6 +138,7 @@ def test_search_parameters_out_of_range_are_400(scim, search, why):
         ("-" + "1" * 20, "startIndex must be between -2147483647 and 2147483647"),
         ("0" * 40 + "7", None),  # leading zeros: still 7
         ("1" * 20 + "x", "startIndex must be an integer"),
+        ("--" + "9" * 5000, "startIndex must be an integer"),  # one sign at most
     ],
 )
 def test_long_numbers_in_a_query_are_out_of_range_not_malformed(scim, value, why):

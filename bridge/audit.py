@@ -154,10 +154,10 @@ def record(
     }
     event["hash"] = _digest(event)
     values.check_values(EVENTS, event)
-    if conn.dialect.name == "postgresql":
-        conn.execute(_APPEND, event)
+    if conn.dialect.name == "postgresql":  # with the rows queued before it (bridge.values)
+        values.write_queued(db, _APPEND, event)
     else:
-        conn.execute(_INSERT, event)
+        values.write_queued(db, _INSERT, event)
         conn.execute(_MOVE, {"account": account_id, "seq": event["seq"], "hash": event["hash"]})
     if known is None or known[0] is not txn:
         heads: dict[int, tuple[int, str]] = {}

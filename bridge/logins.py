@@ -111,7 +111,9 @@ def _insert(db: Session, row: dict[str, Any]) -> None:
     """One login-log line without the ORM's unit of work (nothing reads it back in the request):
     the values are checked as a flush checks them (bridge.values)."""
     row["at"] = utcnow()
-    values.insert_rows(db, _TABLE, [row])  # after what the caller added (the user it names)
+    # after what the caller added (the user it names); queued for the login's audit event,
+    # or else the commit (bridge.values)
+    values.insert_rows(db, _TABLE, [row], later=True)
 
 
 TEST_LOGIN = "test_login"

@@ -117,7 +117,6 @@ ENTRY_TABLES: dict[str, Table] = {
     key: model.__table__  # type: ignore[misc]
     for key, model in MULTI_VALUED.items()
 }
-_INSERTS = {key: insert(table) for key, table in {"users": USERS, **ENTRY_TABLES}.items()}
 
 
 class NewUser:
@@ -151,16 +150,11 @@ class NewUser:
         row = {column.key: getattr(self, column.key) for column in USERS.columns}
         if row["saml_attributes"] is None:
             del row["saml_attributes"]  # SQL NULL, as the ORM leaves an unset JSON column
-        values.check_values(USERS, row)
-        entries = {key: getattr(self, key) for key in MULTI_VALUED}
-        for key, rows in entries.items():
-            for entry in rows:
-                values.check_values(ENTRY_TABLES[key], entry)
-        conn = db.connection()
-        conn.execute(_INSERTS["users"], row)
-        for key, rows in entries.items():
-            if rows:
-                conn.execute(_INSERTS[key], rows)
+        # queued, as are the rows inserted after them (their access), until the transaction's
+        # audit event: on PostgreSQL one statement writes them all (bridge.values)
+        values.insert_rows(db, USERS, [row], later=True)
+        for key in MULTI_VALUED:
+            values.insert_rows(db, ENTRY_TABLES[key], getattr(self, key))
         metrics.count_created(db, "user")
 
     def profile(self, trigger: policies.Profile) -> policies.Profile:
@@ -935,7 +929,9 @@ def _link_identity(
         row = {"user_id": user_id, "name_id": link.name_id, "created": utcnow()}
         values.check_values(SAML_IDENTITIES, row)
         params = {**row, "account_id": account.id, "entity_id": link.entity_id}
-        if db.connection().execute(_LINK_NEW, params).rowcount != 1:
+        # with the user's queued rows; their access is queued after it
+        linked = values.write_queued(db, _LINK_NEW, params, keep=True)
+        if linked is None or linked.rowcount != 1:
             raise InvalidInput(unknown)
         return
     idp_id = db.scalar(

@@ -122,8 +122,9 @@ def start_in(
         "expires": now + timedelta(minutes=minutes),
     }
     # Without the ORM's unit of work (nothing reads the row back in the request), after what
-    # the caller added (the user)
-    values.insert_rows(db, _SESSIONS, [row])
+    # the caller added (the user); queued for the login's audit event (one statement with it
+    # on PostgreSQL: bridge.values)
+    values.insert_rows(db, _SESSIONS, [row], later=True)
 
 
 _SESSIONS: Table = LoginSession.__table__  # type: ignore[assignment]

@@ -332,6 +332,10 @@ class Store:
             else None
         )
         event.listen(self.sessions, "before_flush", values.check_flush)
+        # rows insert_rows queued (later=True) and no audit event wrote: written as it commits,
+        # forgotten as it rolls back
+        event.listen(self.sessions, "before_commit", values.write_queued)
+        event.listen(self.sessions, "after_soft_rollback", values.forget_queued)
         self.attempts = attempts
         database = make_url(url).database if self.dialect == "sqlite" else None
         self._wal = database if database and database != ":memory:" else None

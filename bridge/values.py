@@ -9,10 +9,21 @@ every write path (SCIM, SAML, CLI) instead of a database error (a 500), whatever
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Boolean, Column, Insert, String, Table, insert, inspect
+from sqlalchemy import (
+    Boolean,
+    Column,
+    CursorResult,
+    Executable,
+    Insert,
+    String,
+    Table,
+    bindparam,
+    insert,
+    inspect,
+)
 from sqlalchemy.orm import Session
 
 from bridge.errors import InvalidInput
@@ -24,21 +35,162 @@ def check_flush(db: Session, _context: Any, _instances: Any) -> None:
         check_row(obj)
 
 
-def insert_rows(db: Session, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
+QUEUED = "bridge.queued_rows"  # db.info: [(table, rows)] insert_rows(later=True) holds back
+MAX_SHAPES = 256  # statements write_queued keeps built (one per mix of tables and row counts)
+
+
+def insert_rows(
+    db: Session, table: Table, rows: Sequence[Mapping[str, Any]], *, later: bool = False
+) -> None:
     """Rows written with one Core INSERT on the session's connection, without the ORM's unit of
     work (a flush costs more than the INSERT): each checked as a flush checks its objects, and
-    what the session holds flushed first (the rows may reference it). No rows: no statement."""
+    what the session holds flushed first (the rows may reference it). No rows: no statement.
+
+    `later`: the rows are checked now and queued, as is every insert_rows after them in this
+    transaction, until write_queued writes them: the next audit event does (bridge.audit), on
+    PostgreSQL in the same statement as the event, and the transaction's commit does if no
+    event came (bridge.store). The caller reads none of the queued rows back before that (a
+    new user's rows, which nothing else can see yet: bridge.provisioning)."""
     if not rows:
         return
     for row in rows:
         check_values(table, row)
+    queued = db.info.get(QUEUED)
+    if later or queued is not None:
+        defaults = _python_defaults(table)
+        groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for row in rows:  # each with its defaults, in the table's column order
+            filled = {k: row[k] if k in row else defaults[k]() for k in _keys(table, row)}
+            groups.setdefault(tuple(filled), []).append(filled)
+        db.info.setdefault(QUEUED, []).extend((table, group) for group in groups.values())
+        return
     db.flush()
     db.connection().execute(_insert(table), list(rows))
+
+
+def write_queued(
+    db: Session,
+    statement: Executable | None = None,
+    params: Mapping[str, Any] | None = None,
+    *,
+    keep: bool = False,
+) -> CursorResult[Any] | None:
+    """Write the rows insert_rows queued in this transaction, what the session holds flushed
+    first; then run `statement` (an INSERT, UPDATE or DELETE) with `params`, if given, and
+    return its result. `keep`: rows inserted after this are still queued (a new user's link to
+    their IdP, which needs their row, is written before their access is decided).
+
+    On PostgreSQL that is one statement: each queued table's rows are a data-modifying CTE of
+    `statement` (or of the last table's INSERT), one round trip where a table each took one.
+    PostgreSQL checks their foreign keys at the end of the whole statement, so a new user's
+    e-mails may reference the user inserted beside them. Elsewhere one INSERT per table, then
+    `statement`: SQLite has no INSERT inside WITH (and its statements cost no round trip)."""
+    queued: list[tuple[Table, list[dict[str, Any]]]] = db.info.pop(QUEUED, None) or []
+    if keep:
+        db.info[QUEUED] = []
+    if not queued and statement is None:
+        return None
+    if queued:
+        db.flush()
+    conn = db.connection()
+    if queued and conn.dialect.name == "postgresql":
+        shape = tuple((table, tuple(rows[0]), len(rows)) for table, rows in queued)
+        combined = _with_queued(statement, shape, conn.dialect)
+        given = dict(params or {})
+        for i, (_table, rows) in enumerate(queued):
+            for j, row in enumerate(rows):
+                for c, value in enumerate(row.values()):
+                    given[f"queued{i}_{j}_{c}"] = value
+        result = conn.exec_driver_sql(combined.sql, combined.params(given))
+        return None if statement is None else result
+    for table, rows in queued:
+        conn.execute(_insert(table), rows)
+    return None if statement is None else conn.execute(statement, params)
+
+
+def forget_queued(db: Session, _previous: Any = None) -> None:
+    """The rows queued in `db` are not written (its transaction rolled back)."""
+    db.info.pop(QUEUED, None)
+
+
+def _keys(table: Table, row: Mapping[str, Any]) -> tuple[str, ...]:
+    """The columns a queued row of `table` gives: its own and those with a Python default."""
+    return tuple(c.key for c in table.columns if c.key in row or c.key in _python_defaults(table))
 
 
 @functools.cache
 def _insert(table: Table) -> Insert:
     return insert(table)  # built once per table
+
+
+@functools.cache
+def _python_defaults(table: Table) -> dict[str, Callable[[], Any]]:
+    """Column key -> its value's maker, of the columns with a Python-side default: a queued row
+    may be written inside another statement, whose defaults are not the INSERT's."""
+    found: dict[str, Callable[[], Any]] = {}
+    for column in table.columns:
+        default = column.default
+        if default is None or column.primary_key:
+            continue
+        if getattr(default, "is_scalar", False):
+            found[column.key] = functools.partial(_same, default.arg)  # type: ignore[attr-defined]
+        elif getattr(default, "is_callable", False):
+            found[column.key] = functools.partial(default.arg, None)  # type: ignore[attr-defined]
+    return found
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+class _Combined:
+    """A statement with queued rows' INSERTs as its CTEs, compiled once for one dialect: the SQL
+    in the driver's parameter style and each parameter's conversion as SQLAlchemy makes them
+    (a multi-row INSERT with bound parameters is not kept in SQLAlchemy's statement cache: it
+    was compiled again at every execution, 2.5 ms of a SCIM create's CPU)."""
+
+    def __init__(self, statement: Executable, dialect: Any) -> None:
+        compiled = statement.compile(dialect=dialect)  # type: ignore[attr-defined]
+        if compiled.positional:  # psycopg's style is named; another driver is not expected
+            raise ValueError(f"{dialect.name}: positional parameters are not supported here")
+        self.sql: str = compiled.string
+        self.names = {bind.key: name for name, bind in compiled.binds.items()}
+        self.convert = {
+            name: process
+            for name, bind in compiled.binds.items()
+            if (process := bind.type.dialect_impl(dialect).bind_processor(dialect))
+        }
+
+    def params(self, given: Mapping[str, Any]) -> dict[str, Any]:
+        out = {}
+        for key, value in given.items():
+            name = self.names[key]
+            process = self.convert.get(name)
+            out[name] = value if process is None else process(value)  # None too, as SQLAlchemy
+        return out
+
+
+@functools.lru_cache(maxsize=MAX_SHAPES)
+def _with_queued(
+    statement: Executable | None,
+    shape: tuple[tuple[Table, tuple[str, ...], int], ...],
+    dialect: Any,
+) -> _Combined:
+    """`statement` with an INSERT of each (table, columns, row count) of `shape` as a
+    data-modifying CTE (with no statement, the last INSERT is the statement), the values being
+    the parameters queued<i>_<row>_<column>."""
+    inserts = []
+    for i, (table, keys, count) in enumerate(shape):
+        rows = [
+            {k: bindparam(f"queued{i}_{j}_{c}", type_=table.c[k].type) for c, k in enumerate(keys)}
+            for j in range(count)
+        ]
+        inserts.append(insert(table).values(rows))
+    if statement is None:
+        statement = inserts.pop()
+    ctes = [ins.cte(f"queued{i}") for i, ins in enumerate(inserts)]
+    combined = statement.add_cte(*ctes) if ctes else statement  # type: ignore[attr-defined]
+    return _Combined(combined, dialect)
 
 
 def check_row(obj: Any) -> None:

@@ -29,12 +29,15 @@ def engine(app, store):
 
 @contextmanager
 def states(engine) -> Iterator[list[str]]:
-    """psycopg's transaction status after each statement on the engine, with its verb."""
+    """psycopg's transaction status after each statement on the engine, with its verb (INSERT
+    for a statement that inserts in a data-modifying CTE: a new user's rows go with the audit
+    event's, bridge.values)."""
     seen: list[str] = []
 
     def after(conn, cursor, statement, parameters, context, executemany):
         status = conn.connection.dbapi_connection.info.transaction_status.name
-        seen.append(f"{statement.split()[0]} {status}")
+        verb = "INSERT" if "INSERT INTO" in statement else statement.split()[0]
+        seen.append(f"{verb} {status}")
 
     event.listen(engine, "after_cursor_execute", after)
     try:

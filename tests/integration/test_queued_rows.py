@@ -1,0 +1,122 @@
+"""Rows a write holds back (bridge.values.insert_rows(later=True)): written with the audit event
+that follows them (on PostgreSQL in the event's statement), or as the transaction commits when no
+event follows, and never after a rollback. Both databases."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import func, select
+
+from bridge import audit, values
+from bridge.errors import InvalidInput
+from bridge.models import AuditEvent, LoginAttempt
+from tests.integration.test_statement_counts import counting
+
+ATTEMPTS = LoginAttempt.__table__
+
+
+def row(account, reason: str, name_id: str = "queued@example.com") -> dict:
+    return {"account_id": account.id, "ok": False, "reason": reason, "name_id": name_id}
+
+
+def written(store, account, reason: str) -> int:
+    with store.read() as db:
+        return db.scalar(
+            select(func.count())
+            .select_from(LoginAttempt)
+            .where(LoginAttempt.account_id == account.id, LoginAttempt.reason == reason)
+        )
+
+
+def events(store, account, action: str) -> int:
+    with store.read() as db:
+        return db.scalar(
+            select(func.count())
+            .select_from(AuditEvent)
+            .where(AuditEvent.account_id == account.id, AuditEvent.action == action)
+        )
+
+
+def test_rows_queued_with_no_event_after_them_are_written_as_it_commits(store, account):
+    def work(db):
+        values.insert_rows(db, ATTEMPTS, [row(account, "q_commit")], later=True)
+        values.insert_rows(db, ATTEMPTS, [row(account, "q_commit")])  # joins the queue
+        return written_inside(db, account, "q_commit")
+
+    assert store.write(work) == 0  # not yet sent while the work ran
+    assert written(store, account, "q_commit") == 2
+
+
+def written_inside(db, account, reason: str) -> int:
+    return db.scalar(
+        select(func.count())
+        .select_from(LoginAttempt)
+        .where(LoginAttempt.account_id == account.id, LoginAttempt.reason == reason)
+    )
+
+
+def test_rows_queued_before_an_event_are_written_with_it(store, account):
+    """Queued rows of two shapes (a column given in one and not the other) and the event: one
+    statement on PostgreSQL; a read after the event sees the rows, and nothing is left for
+    the commit."""
+
+    def work(db):
+        values.insert_rows(db, ATTEMPTS, [row(account, "q_event")], later=True)
+        values.insert_rows(
+            db,
+            ATTEMPTS,
+            [row(account, "q_event"), {**row(account, "q_event"), "detail": "second shape"}],
+        )
+        with counting(store) as sql:
+            audit.record(
+                db, account.id, actor="t", action="test.queued", target_type="t", target_id="1"
+            )
+        statements = sql.count()
+        assert values.QUEUED not in db.info
+        return statements, written_inside(db, account, "q_event")
+
+    statements, seen = store.write(work)
+    assert seen == 3
+    # PostgreSQL: the head under its lock, then the rows and the event in one statement;
+    # SQLite: the head (nothing read it before here), an INSERT per call and shape (three),
+    # the event and the head it moves
+    assert statements == (2 if store.dialect == "postgresql" else 1 + 3 + 2), statements
+    assert written(store, account, "q_event") == 3
+    assert events(store, account, "test.queued") == 1
+    with store.read() as db:
+        details = set(
+            db.scalars(select(LoginAttempt.detail).where(LoginAttempt.reason == "q_event"))
+        )
+    assert details == {None, "second shape"}
+
+
+def test_a_failed_write_and_a_rolled_back_session_write_none_of_their_queued_rows(store, account):
+    def failing(db):
+        values.insert_rows(db, ATTEMPTS, [row(account, "q_failed")], later=True)
+        raise InvalidInput("refused after queueing")
+
+    with pytest.raises(InvalidInput, match="refused after queueing"):
+        store.write(failing)
+    assert written(store, account, "q_failed") == 0
+
+    with store.sessions() as db:  # one session, two transactions: the first rolled back
+        with db.begin():
+            values.insert_rows(db, ATTEMPTS, [row(account, "q_rolled_back")], later=True)
+            db.rollback()
+        with db.begin():
+            values.insert_rows(db, ATTEMPTS, [row(account, "q_kept")])
+    assert written(store, account, "q_rolled_back") == 0
+    assert written(store, account, "q_kept") == 1
+
+
+def test_a_queued_row_is_checked_before_it_is_queued(store, account):
+    """A value its column cannot hold is refused at once, naming the column, and nothing of
+    the write lands."""
+
+    def work(db):
+        values.insert_rows(db, ATTEMPTS, [row(account, "q_ok")], later=True)
+        values.insert_rows(db, ATTEMPTS, [row(account, "q_bad", name_id="x" * 1025)])
+
+    with pytest.raises(InvalidInput, match=r"login_attempts\.name_id is 1025 characters long"):
+        store.write(work)
+    assert written(store, account, "q_ok") == written(store, account, "q_bad") == 0

@@ -429,8 +429,19 @@ def _multi_doc(entry: Mapping[str, Any]) -> dict[str, Any]:
     return _drop_empty(doc) | {"primary": bool(doc["primary"])}
 
 
-def group_head(group: Group, base: str) -> dict[str, Any]:
-    """A SCIM Group document without its members."""
+# what group_head reads of a group: a page of groups is read as these columns, not ORM objects
+GROUP_COLUMNS = (
+    Group.id,
+    Group.external_id,
+    Group.display_name,
+    Group.created,
+    Group.last_modified,
+    Group.version,
+)
+
+
+def group_head(group: Any, base: str) -> dict[str, Any]:
+    """A SCIM Group document without its members (from a Group or a row of GROUP_COLUMNS)."""
     return _drop_empty(
         {
             "schemas": [schema.CORE_GROUP],

@@ -58,24 +58,27 @@ READ_ALONG = "bridge.scim_read_along"  # in the request's environ, not `g` (SCIM
 
 
 def _asked_with_token(dialect: str) -> tuple[Any, Any, dict[str, Any]] | None:
-    """What a GET /Users/<id> (the user) or GET /Users (the page) reads, to be read with the
-    request's token in one statement: (what is asked, the statement, its parameters). None for
-    any other request, and for one its view refuses (an id that is no id, a filter that is no
-    filter: answered by the view, after the token), or counts apart (`count` 0)."""
+    """What a GET /Users/<id> (the user), GET /Users or GET /Groups (the page) reads, to be
+    read with the request's token in one statement: (what is asked, the statement, its
+    parameters). None for any other request, and for one its view refuses (an id that is no
+    id, a filter that is no filter: answered by the view, after the token), or counts apart
+    (`count` 0). (A page of groups is their heads: members stream apart, as ever.)"""
     if request.endpoint == "scim.get_user" and request.view_args:
         try:
             user_id = uuid.UUID(request.view_args["raw_id"])
         except ValueError:
             return None
         return user_id, mapping.user_with_token(dialect), {"user_id": user_id}
-    if request.endpoint == "scim.query_users":
+    if request.endpoint in ("scim.query_users", "scim.query_groups"):
+        users = request.endpoint == "scim.query_users"
+        amap, model = (USER_MAP, User) if users else (GROUP_MAP, Group)
         try:
             query = listing.Query.from_params(request.args)
             if query.count == 0:
                 return None
-            columns = mapping.user_columns(dialect)
+            columns = mapping.user_columns(dialect) if users else mapping.GROUP_COLUMNS
             statement, params = listing.page_with_token(
-                USER_MAP, User, dialect, query, mapping.TOKEN, columns
+                amap, model, dialect, query, mapping.TOKEN, columns
             )
         except (errors.ScimError, BridgeError):
             return None
@@ -376,8 +379,9 @@ def _query_users(query: listing.Query, read: list[Any] | None = None) -> Respons
 # ---------------------------------------------------------------- groups
 
 
-def _group_stream(db: Any, group: Group, projection: listing.Projection) -> Iterator[str]:
-    """A Group document as JSON text, members streamed in batches when they are wanted."""
+def _group_stream(db: Any, group: Any, projection: listing.Projection) -> Iterator[str]:
+    """A Group document as JSON text (from a Group or a row of mapping.GROUP_COLUMNS), members
+    streamed in batches when they are wanted."""
     head = projection.apply(mapping.group_head(group, base_url()), schema.GROUPS)
     if not projection.wants(schema.CORE_GROUP, "members"):
         yield json.dumps(head)
@@ -490,6 +494,9 @@ def delete_group(raw_id: str) -> ResponseReturnValue:
 @bp.get("/Groups")
 @standalone_reads
 def query_groups() -> ResponseReturnValue:
+    read = _read_with_token()
+    if read is not None:  # the query as parsed, its page read with the token
+        return _query_groups(read[0], read[1])
     return _query_groups(listing.Query.from_params(request.args))
 
 
@@ -499,12 +506,19 @@ def search_groups() -> ResponseReturnValue:
     return _query_groups(listing.Query.from_params(_search_body()))
 
 
-def _query_groups(query: listing.Query) -> Response:
+def _query_groups(query: listing.Query, read: list[Any] | None = None) -> Response:
+    """A page of groups, their members streamed; `read`: its rows as read with the token
+    (listing.page_with_token)."""
     projection = listing.Projection.parse(schema.GROUPS, query.attributes, query.excluded)
     store = get_store()
-    db = store.sessions()
+    db = store.sessions()  # the members' (a session of their own: they stream)
     try:
-        total, rows = listing.page(db, GROUP_MAP, Group, g.account_id, query)
+        found = None if read is None else listing.page_rows(read, query)
+        if found is None:
+            found = listing.page(
+                db, GROUP_MAP, Group, g.account_id, query, columns=mapping.GROUP_COLUMNS
+            )
+        total, rows = found
     except Exception:
         db.close()
         raise

@@ -251,3 +251,40 @@ def test_a_blank_external_id_is_no_external_id(scim, store):
         ("Put", None),
         ("Set", "s-1"),
     ]
+
+
+SEARCH = "urn:ietf:params:scim:api:messages:2.0:SearchRequest"
+
+
+def test_a_page_of_groups_read_with_the_token_is_what_a_search_answers(scim, client):
+    """GET /Groups reads its page with the request's token, in one statement (scim.views);
+    POST /Groups/.search reads it apart. Both answer the same: documents, totals, members,
+    pages past the end; and a bad token reads no page."""
+    members = users(scim, 2, prefix="paged")
+    for i in range(3):
+        body = {"displayName": f"Paged {i}", "members": [{"value": m} for m in members[:i]]}
+        assert scim.post("Groups", json=body).status_code == 201
+    paged = 'displayName sw "paged"'
+    for query in (
+        {"filter": paged, "count": 2},
+        {"filter": paged, "startIndex": 2, "count": 2},
+        {"filter": paged, "startIndex": 9},  # past the end: the total all the same
+        {"filter": 'displayName eq "nobody"'},
+        {"filter": paged, "sortBy": "displayName", "sortOrder": "descending"},
+        {"filter": paged, "excludedAttributes": "members"},
+    ):
+        got = scim.get("Groups", query_string=query)
+        assert got.status_code == 200, got.get_data(as_text=True)
+        page = got.json  # read before the next request (the reply streams in its context)
+        searched = scim.post("Groups/.search", json={"schemas": [SEARCH], **query})
+        assert searched.status_code == 200 and searched.json == page, query
+    assert (
+        scim.get("Groups", query_string={"filter": paged, "startIndex": 9}).json["totalResults"]
+        == 3
+    )
+    refused = client.get(
+        "/scim/v2/Groups",
+        query_string={"filter": paged},
+        headers={"Authorization": "Bearer not-a-token"},
+    )
+    assert refused.status_code == 401 and "Resources" not in refused.get_data(as_text=True)

@@ -45,6 +45,7 @@ BASE = "http://127.0.0.1:8000"
 CREATE = (11, 2)
 GET = (1, 0)
 FILTER = (1, 0)
+GROUP_FILTER = (1, 0)  # and one more for the members, when they are wanted
 PATCH = (10, 2)
 FIRST_LOGIN = (17, 2)
 RETURNING_LOGIN = (8, 2)
@@ -196,6 +197,25 @@ def test_scim_filter_username(warm, sql):
     n, commits, resp = measured(sql, lambda: warm.get("Users", query_string=query))
     assert resp.status_code == 200 and resp.json["totalResults"] == 1
     assert (n, commits) == scim_counts(sql, FILTER), str(sql)
+
+
+def test_scim_filter_group_display_name(warm, sql):
+    """GET /Groups?filter=displayName eq (what Okta and Entra send before they push a group):
+    the token and the page of groups in one statement, the log; their members stream from one
+    more statement when the reply holds them."""
+    user = warm.post("Users", json=user_doc(7)).json
+    warm.post("Groups", json={"displayName": "Looked Up", "members": [{"value": user["id"]}]})
+    query = {"filter": 'displayName eq "looked up"', "excludedAttributes": "members"}
+    _n, _commits, resp = measured(sql, lambda: warm.get("Groups", query_string=query))
+    assert resp.status_code == 200 and resp.json["totalResults"] == 1, resp.json
+    assert "members" not in resp.json["Resources"][0]
+    # counted once the streamed reply was read
+    assert (sql.count(), sql.commits) == scim_counts(sql, GROUP_FILTER), str(sql)
+    del query["excludedAttributes"]
+    sql.reset()
+    resp = warm.get("Groups", query_string=query)
+    assert [m["value"] for m in resp.json["Resources"][0]["members"]] == [user["id"]]
+    assert (sql.count(), sql.commits) == (GROUP_FILTER[0] + 1, GROUP_FILTER[1]), str(sql)
 
 
 def test_scim_patch_one_member(warm, sql):

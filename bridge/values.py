@@ -101,8 +101,12 @@ def write_queued(
             for j, row in enumerate(rows):
                 for c, value in enumerate(row.values()):
                     given[f"queued{i}_{j}_{c}"] = value
-        result = conn.exec_driver_sql(combined.sql, combined.params(given))
-        return None if statement is None else result
+        if statement is None:
+            conn.exec_driver_sql(combined.sql, combined.params(given))
+            return None
+        # its options too (an INSERT's rowcount is kept when it asks: preserve_rowcount)
+        options = statement.get_execution_options()
+        return conn.exec_driver_sql(combined.sql, combined.params(given), options)
     for table, rows in queued:
         conn.execute(_insert(table), rows)
     return None if statement is None else conn.execute(statement, params)

@@ -19,40 +19,30 @@ def row(account, reason: str, name_id: str = "queued@example.com") -> dict:
     return {"account_id": account.id, "ok": False, "reason": reason, "name_id": name_id}
 
 
+def counted(db, account, column, value) -> int:
+    """Rows of the account whose `column` (of LoginAttempt or AuditEvent) holds `value`."""
+    table = column.class_
+    return db.scalar(
+        select(func.count())
+        .select_from(table)
+        .where(table.account_id == account.id, column == value)
+    )
+
+
 def written(store, account, reason: str) -> int:
+    """The account's login-log lines with `reason`, read after the write."""
     with store.read() as db:
-        return db.scalar(
-            select(func.count())
-            .select_from(LoginAttempt)
-            .where(LoginAttempt.account_id == account.id, LoginAttempt.reason == reason)
-        )
-
-
-def events(store, account, action: str) -> int:
-    with store.read() as db:
-        return db.scalar(
-            select(func.count())
-            .select_from(AuditEvent)
-            .where(AuditEvent.account_id == account.id, AuditEvent.action == action)
-        )
+        return counted(db, account, LoginAttempt.reason, reason)
 
 
 def test_rows_queued_with_no_event_after_them_are_written_as_it_commits(store, account):
     def work(db):
         values.insert_rows(db, ATTEMPTS, [row(account, "q_commit")], later=True)
         values.insert_rows(db, ATTEMPTS, [row(account, "q_commit")])  # joins the queue
-        return written_inside(db, account, "q_commit")
+        return counted(db, account, LoginAttempt.reason, "q_commit")
 
     assert store.write(work) == 0  # not yet sent while the work ran
     assert written(store, account, "q_commit") == 2
-
-
-def written_inside(db, account, reason: str) -> int:
-    return db.scalar(
-        select(func.count())
-        .select_from(LoginAttempt)
-        .where(LoginAttempt.account_id == account.id, LoginAttempt.reason == reason)
-    )
 
 
 def test_rows_queued_before_an_event_are_written_with_it(store, account):
@@ -73,7 +63,7 @@ def test_rows_queued_before_an_event_are_written_with_it(store, account):
             )
         statements = sql.count()
         assert values.QUEUED not in db.info
-        return statements, written_inside(db, account, "q_event")
+        return statements, counted(db, account, LoginAttempt.reason, "q_event")
 
     statements, seen = store.write(work)
     assert seen == 3
@@ -82,7 +72,8 @@ def test_rows_queued_before_an_event_are_written_with_it(store, account):
     # the event and the head it moves
     assert statements == (2 if store.dialect == "postgresql" else 1 + 3 + 2), statements
     assert written(store, account, "q_event") == 3
-    assert events(store, account, "test.queued") == 1
+    with store.read() as db:
+        assert counted(db, account, AuditEvent.action, "test.queued") == 1
     with store.read() as db:
         details = set(
             db.scalars(select(LoginAttempt.detail).where(LoginAttempt.reason == "q_event"))

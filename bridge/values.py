@@ -60,8 +60,9 @@ def insert_rows(
         defaults = _python_defaults(table)
         groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
         for row in rows:  # each with its defaults, in the table's column order
-            filled = {k: row[k] if k in row else defaults[k]() for k in _keys(table, row)}
-            groups.setdefault(tuple(filled), []).append(filled)
+            keys = _keys(table, tuple(row))
+            filled = {k: row[k] if k in row else defaults[k]() for k in keys}
+            groups.setdefault(keys, []).append(filled)
         db.info.setdefault(QUEUED, []).extend((table, group) for group in groups.values())
         return
     db.flush()
@@ -96,17 +97,12 @@ def write_queued(
     if queued and conn.dialect.name == "postgresql":
         shape = tuple((table, tuple(rows[0]), len(rows)) for table, rows in queued)
         combined = _with_queued(statement, shape, conn.dialect)
-        given = dict(params or {})
-        for i, (_table, rows) in enumerate(queued):
-            for j, row in enumerate(rows):
-                for c, value in enumerate(row.values()):
-                    given[f"queued{i}_{j}_{c}"] = value
+        values = combined.params(params or {}, queued)
         if statement is None:
-            conn.exec_driver_sql(combined.sql, combined.params(given))
+            conn.exec_driver_sql(combined.sql, values)
             return None
         # its options too (an INSERT's rowcount is kept when it asks: preserve_rowcount)
-        options = statement.get_execution_options()
-        return conn.exec_driver_sql(combined.sql, combined.params(given), options)
+        return conn.exec_driver_sql(combined.sql, values, statement.get_execution_options())
     for table, rows in queued:
         conn.execute(_insert(table), rows)
     return None if statement is None else conn.execute(statement, params)
@@ -117,9 +113,12 @@ def forget_queued(db: Session, _previous: Any = None) -> None:
     db.info.pop(QUEUED, None)
 
 
-def _keys(table: Table, row: Mapping[str, Any]) -> tuple[str, ...]:
-    """The columns a queued row of `table` gives: its own and those with a Python default."""
-    return tuple(c.key for c in table.columns if c.key in row or c.key in _python_defaults(table))
+@functools.lru_cache(maxsize=MAX_SHAPES)
+def _keys(table: Table, given: tuple[str, ...]) -> tuple[str, ...]:
+    """The columns a queued row of `table` with the keys `given` gives, in the table's order:
+    its own and those with a Python default."""
+    defaults = _python_defaults(table)
+    return tuple(c.key for c in table.columns if c.key in given or c.key in defaults)
 
 
 @functools.cache
@@ -153,7 +152,7 @@ class _Combined:
     (a multi-row INSERT with bound parameters is not kept in SQLAlchemy's statement cache: it
     was compiled again at every execution, 2.5 ms of a SCIM create's CPU)."""
 
-    def __init__(self, statement: Executable, dialect: Any) -> None:
+    def __init__(self, statement: Executable, queued: int, dialect: Any) -> None:
         compiled = statement.compile(dialect=dialect)  # type: ignore[attr-defined]
         if compiled.positional:  # psycopg's style is named; another driver is not expected
             raise ValueError(f"{dialect.name}: positional parameters are not supported here")
@@ -164,13 +163,24 @@ class _Combined:
             for name, bind in compiled.binds.items()
             if (process := bind.type.dialect_impl(dialect).bind_processor(dialect))
         }
+        # the queued values' parameters in the order write_queued lists the values (queued<n>)
+        self.queued = [
+            (name, self.convert.get(name))
+            for name in (self.names[f"queued{n}"] for n in range(queued))
+        ]
 
-    def params(self, given: Mapping[str, Any]) -> dict[str, Any]:
+    def params(
+        self, given: Mapping[str, Any], queued: list[tuple[Table, list[dict[str, Any]]]]
+    ) -> dict[str, Any]:
+        """The driver's parameters: the statement's (`given`) and the queued rows' values."""
         out = {}
         for key, value in given.items():
             name = self.names[key]
             process = self.convert.get(name)
             out[name] = value if process is None else process(value)  # None too, as SQLAlchemy
+        values = (value for _table, rows in queued for row in rows for value in row.values())
+        for (name, process), value in zip(self.queued, values, strict=True):
+            out[name] = value if process is None else process(value)
         return out
 
 
@@ -182,19 +192,22 @@ def _with_queued(
 ) -> _Combined:
     """`statement` with an INSERT of each (table, columns, row count) of `shape` as a
     data-modifying CTE (with no statement, the last INSERT is the statement), the values being
-    the parameters queued<i>_<row>_<column>."""
+    the parameters queued0, queued1, ... in the order of the shape's tables, rows, columns."""
     inserts = []
-    for i, (table, keys, count) in enumerate(shape):
-        rows = [
-            {k: bindparam(f"queued{i}_{j}_{c}", type_=table.c[k].type) for c, k in enumerate(keys)}
-            for j in range(count)
-        ]
+    n = 0
+    for table, keys, count in shape:
+        rows = []
+        for _row in range(count):
+            rows.append(
+                {k: bindparam(f"queued{n + c}", type_=table.c[k].type) for c, k in enumerate(keys)}
+            )
+            n += len(keys)
         inserts.append(insert(table).values(rows))
     if statement is None:
         statement = inserts.pop()
     ctes = [ins.cte(f"queued{i}") for i, ins in enumerate(inserts)]
     combined = statement.add_cte(*ctes) if ctes else statement  # type: ignore[attr-defined]
-    return _Combined(combined, dialect)
+    return _Combined(combined, n, dialect)
 
 
 def check_row(obj: Any) -> None:

@@ -117,6 +117,9 @@ def forget_queued(db: Session, _previous: Any = None) -> None:
 def _keys(table: Table, given: tuple[str, ...]) -> tuple[str, ...]:
     """The columns a queued row of `table` with the keys `given` gives, in the table's order:
     its own and those with a Python default."""
+    unknown = sorted(set(given) - set(table.c.keys()))
+    if unknown:  # as an INSERT of the row would refuse it: never dropped unseen
+        raise ValueError(f"{table.name} has no column {', '.join(unknown)}")
     defaults = _python_defaults(table)
     return tuple(c.key for c in table.columns if c.key in given or c.key in defaults)
 

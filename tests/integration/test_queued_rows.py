@@ -111,3 +111,15 @@ def test_a_queued_row_is_checked_before_it_is_queued(store, account):
     with pytest.raises(InvalidInput, match=r"login_attempts\.name_id is 1025 characters long"):
         store.write(work)
     assert written(store, account, "q_ok") == written(store, account, "q_bad") == 0
+
+
+def test_a_queued_row_naming_no_column_is_refused_not_dropped(store, account):
+    """A key the table has no column for fails the write, as an INSERT of it would; it is not
+    left out of the queued row unseen."""
+
+    def work(db):
+        values.insert_rows(db, ATTEMPTS, [{**row(account, "q_typo"), "detial": "x"}], later=True)
+
+    with pytest.raises(ValueError, match="login_attempts has no column detial"):
+        store.write(work)
+    assert written(store, account, "q_typo") == 0

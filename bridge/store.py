@@ -323,7 +323,8 @@ class Store:
         self.url = url
         self.policies = PolicyRegistry(policy_dir)
         self.engine = make_engine(url)
-        self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # info: rows insert_rows queues (later=True) are written at commit (listeners below)
+        self.sessions = sessionmaker(self.engine, expire_on_commit=False, info={values.QUEUES: 1})
         self._writer = self.engine.execution_options(**{WRITE: True})  # write_one's, on SQLite
         # the sessions of requests whose reads stand alone (scope(snapshot=False))
         self._standalone = (

@@ -36,6 +36,9 @@ def check_flush(db: Session, _context: Any, _instances: Any) -> None:
 
 
 QUEUED = "bridge.queued_rows"  # db.info: [(table, rows)] insert_rows(later=True) holds back
+# db.info of a session whose commit writes what is queued and whose rollback forgets it
+# (bridge.store's sessions: listeners on their sessionmaker); any other session writes at once
+QUEUES = "bridge.queues_rows"
 MAX_SHAPES = 256  # statements write_queued keeps built (one per mix of tables and row counts)
 
 
@@ -50,13 +53,15 @@ def insert_rows(
     transaction, until write_queued writes them: the next audit event does (bridge.audit), on
     PostgreSQL in the same statement as the event, and the transaction's commit does if no
     event came (bridge.store). The caller reads none of the queued rows back before that (a
-    new user's rows, which nothing else can see yet: bridge.provisioning)."""
+    new user's rows, which nothing else can see yet: bridge.provisioning). In a session without
+    those listeners (not made by bridge.store: info has no QUEUES) `later` writes at once, as
+    its commit would not."""
     if not rows:
         return
     for row in rows:
         check_values(table, row)
     queued = db.info.get(QUEUED)
-    if later or queued is not None:
+    if (later and QUEUES in db.info) or queued is not None:
         defaults = _python_defaults(table)
         groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
         for row in rows:  # each with its defaults, in the table's column order

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from bridge import audit, values
 from bridge.errors import InvalidInput
@@ -123,3 +124,15 @@ def test_a_queued_row_naming_no_column_is_refused_not_dropped(store, account):
     with pytest.raises(ValueError, match="login_attempts has no column detial"):
         store.write(work)
     assert written(store, account, "q_typo") == 0
+
+
+def test_a_session_not_made_by_the_store_writes_at_once(store, account):
+    """Only the store's sessions write queued rows as they commit (their sessionmaker's
+    listeners): in any other session `later` does not hold the rows back, so its commit keeps
+    them, and nothing is left queued."""
+    with Session(store.engine) as db:
+        values.insert_rows(db, ATTEMPTS, [row(account, "q_plain")], later=True)
+        assert values.QUEUED not in db.info
+        assert counted(db, account, LoginAttempt.reason, "q_plain") == 1  # sent already
+        db.commit()
+    assert written(store, account, "q_plain") == 1

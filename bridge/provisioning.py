@@ -113,6 +113,8 @@ ENTRY_KEYS = {
 
 
 USERS: Table = User.__table__  # type: ignore[assignment]
+SAML_IDENTITIES: Table = SamlIdentity.__table__  # type: ignore[assignment]
+IDPS: Table = IdentityProvider.__table__  # type: ignore[assignment]
 ENTRY_TABLES: dict[str, Table] = {
     key: model.__table__  # type: ignore[misc]
     for key, model in MULTI_VALUED.items()
@@ -461,7 +463,7 @@ def remember_login(
     if outcome.policy_key:
         envs = [list(e) for e in environments_of(db, account.id)]
         digest = login_digest(profile, outcome.policy_key, envs, outcome.version)
-    db.execute(
+    db.connection().execute(
         _REMEMBER,
         {
             "b_user": outcome.user_id,
@@ -489,12 +491,12 @@ _RETURNING = with_known(
     ),
     User.account_id,
 ).with_for_update(read=True, of=User)
-_REMEMBER = (
-    update(SamlIdentity)
+_REMEMBER = (  # Core, on the table: the ORM's UPDATE rebuilt the statement at every login
+    update(SAML_IDENTITIES)
     .where(
-        SamlIdentity.user_id == bindparam("b_user"),
-        SamlIdentity.name_id == bindparam("b_name"),
-        SamlIdentity.idp_id
+        SAML_IDENTITIES.c.user_id == bindparam("b_user"),
+        SAML_IDENTITIES.c.name_id == bindparam("b_name"),
+        SAML_IDENTITIES.c.idp_id
         == select(IdentityProvider.id)
         .where(
             IdentityProvider.account_id == bindparam("b_account"),
@@ -503,7 +505,6 @@ _REMEMBER = (
         .scalar_subquery(),
     )
     .values(login_digest=bindparam("b_digest"))
-    .execution_options(synchronize_session=False)
 )
 
 
@@ -739,7 +740,10 @@ def _find(
     # every key in one round trip: at most a row each (each is unique in the account)
     stmt = _match_statement(profile.idp is not None, external is not None, keys)
     found: list[User | Row[Any]] = []
-    for row in db.execute(stmt, params).all():
+    if keys:
+        db.flush()  # as the ORM's read would (autoflush): the statement reads users
+    rows = (db.connection().execute if keys else db.execute)(stmt, params).all()
+    for row in rows:
         user: User | Row[Any] = row if keys else row[0]
         if row.linked:
             return user
@@ -769,28 +773,32 @@ _BY_ID = (
 def _match_statement(linked: bool, external: bool, keys: bool = False) -> Select[Any]:
     """The users of the account a profile may name: linked to its IdP identity (`linked`), with
     its externalId (`external`), with its userName, each flagged whether it is the linked one
-    (`keys`: their id, userName key and externalId rather than the User). Rows are locked in
-    id order, so two writers naming the same users cannot deadlock."""
-    match = [User.user_name_key == bindparam("key")]
+    (`keys`: their id, userName key and externalId rather than the User, in a Core statement on
+    the tables: through the ORM the same read cost twice the CPU). Rows are locked in id order,
+    so two writers naming the same users cannot deadlock."""
+    users: Any = USERS.c if keys else User
+    idps: Any = IDPS.c if keys else IdentityProvider
+    identities: Any = SAML_IDENTITIES.c if keys else SamlIdentity
+    match = [users.user_name_key == bindparam("key")]
     if external:
-        match.append(User.external_id == bindparam("external_id"))
+        match.append(users.external_id == bindparam("external_id"))
     is_linked: ColumnElement[bool] = false()
     if linked:
-        is_linked = User.id.in_(
-            select(SamlIdentity.user_id)
-            .join(IdentityProvider, IdentityProvider.id == SamlIdentity.idp_id)
+        is_linked = users.id.in_(
+            select(identities.user_id)
+            .join(IDPS if keys else IdentityProvider, idps.id == identities.idp_id)
             .where(
-                IdentityProvider.entity_id == bindparam("entity_id"),
-                SamlIdentity.name_id == bindparam("name_id"),
+                idps.entity_id == bindparam("entity_id"),
+                identities.name_id == bindparam("name_id"),
             )
         )
         match.append(is_linked)
-    what: tuple[Any, ...] = (User.id, User.user_name_key, User.external_id) if keys else (User,)
+    what: tuple[Any, ...] = (users.id, users.user_name_key, users.external_id) if keys else (User,)
     return (
         select(*what, is_linked.label("linked"))
-        .where(User.account_id == bindparam("account_id"), or_(*match))
-        .order_by(User.id)
-        .with_for_update(of=User)
+        .where(users.account_id == bindparam("account_id"), or_(*match))
+        .order_by(users.id)
+        .with_for_update(of=USERS if keys else User)
     )
 
 
@@ -954,7 +962,6 @@ def _link_identity(
         raise Conflict("this IdP identity is linked to another user")
 
 
-SAML_IDENTITIES: Table = SamlIdentity.__table__  # type: ignore[assignment]
 _LINK_NEW = (
     insert(SAML_IDENTITIES)
     .from_select(  # (IdP id by entity ID, user, NameID)

@@ -5,7 +5,8 @@ returning login fails here and has to be argued for (then the number below chang
 Statements are counted with a `before_cursor_execute` listener on the app's engine, which sees no
 BEGIN (SQLite's are sent straight to the driver by bridge.store, PostgreSQL's by psycopg itself)
 and no COMMIT; commits are counted apart, and
-so are the connections taken from the pool (no ping is sent for those: bridge.store). The SCIM
+so are the connections taken from the pool (no ping is sent for those: bridge.store), and the
+statements the ORM ran (ORM_READS). The SCIM
 request log's row is not a statement of its request: it is queued (Store.append) and written
 with the process's other queued rows in one transaction a few ms later; rows queued are counted
 apart.
@@ -53,6 +54,12 @@ PUT_USER = (11, 2)
 SP_RETURNING_LOGIN = (10, 2)
 PATCH_USER = (11, 2)
 HEAD = 1
+# Of those, the statements the ORM runs (Session.execute of an ORM statement: it loads objects,
+# or rebuilds the statement), each costing about twice the CPU of the same SQL sent as a Core
+# statement on the session's connection: the account with its IdPs (objects a SAML route uses),
+# a login's user when it may be updated, the AuthnRequest answered. Everything else on these
+# paths is Core (a SCIM create, GET and filter: none).
+ORM_READS = {"first login": 2, "returning login": 1, "SP-initiated returning login": 2}
 ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
 PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 
@@ -63,12 +70,14 @@ class Counter:
     commits: int = 0
     checkouts: int = 0
     appended: list[str] = field(default_factory=list)
+    orm: list[str] = field(default_factory=list)
     dialect: str = ""
 
     def reset(self) -> None:
         self.statements.clear()
         self.commits = self.checkouts = 0
         self.appended.clear()
+        self.orm.clear()
 
     def count(self) -> int:
         """Statements sent (no BEGIN is seen: see above)."""
@@ -101,9 +110,13 @@ def counting(store) -> Iterator[Counter]:
     def on_checkout(*_args):
         counter.checkouts += 1
 
+    def on_orm(state):
+        counter.orm.append(" ".join(str(state.statement).split())[:60])
+
     event.listen(engine, "before_cursor_execute", on_statement)
     event.listen(engine, "commit", on_commit)
     event.listen(engine.pool, "checkout", on_checkout)
+    event.listen(store.sessions, "do_orm_execute", on_orm)
     try:
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(store, "append", appended)
@@ -112,6 +125,7 @@ def counting(store) -> Iterator[Counter]:
         event.remove(engine, "before_cursor_execute", on_statement)
         event.remove(engine, "commit", on_commit)
         event.remove(engine.pool, "checkout", on_checkout)
+        event.remove(store.sessions, "do_orm_execute", on_orm)
 
 
 @pytest.fixture
@@ -175,6 +189,7 @@ def test_scim_create(warm, sql):
     n, commits, resp = measured(sql, lambda: warm.post("Users", json=user_doc(1)))
     assert resp.status_code == 201, resp.get_data(as_text=True)
     assert (n, commits) == scim_counts(sql, CREATE, head=HEAD, events=1, queued=6), str(sql)
+    assert sql.orm == []  # every statement Core, on the connection (see ORM_READS)
     # answered from what was written, not read back: the same document a read gives
     got = warm.get(f"Users/{resp.json['id']}")
     assert resp.json == got.json and resp.headers["ETag"] == got.headers["ETag"]
@@ -187,6 +202,7 @@ def test_scim_get_by_id(warm, sql):
     n, commits, resp = measured(sql, lambda: warm.get(f"Users/{made['id']}"))
     assert resp.status_code == 200 and resp.json["userName"] == "user2@example.com"
     assert (n, commits) == scim_counts(sql, GET), str(sql)
+    assert sql.orm == []
 
 
 def test_scim_filter_username(warm, sql):
@@ -197,6 +213,7 @@ def test_scim_filter_username(warm, sql):
     n, commits, resp = measured(sql, lambda: warm.get("Users", query_string=query))
     assert resp.status_code == 200 and resp.json["totalResults"] == 1
     assert (n, commits) == scim_counts(sql, FILTER), str(sql)
+    assert sql.orm == []
 
 
 def test_scim_filter_group_display_name(warm, sql):
@@ -311,6 +328,7 @@ def test_first_saml_login(logins, sql):
     n, commits, resp = measured(sql, lambda: logins.post("ann@example.com", givenName=["Ann"]))
     assert resp.status_code == 302, resp.get_data(as_text=True)
     assert (n, commits) == on_db(sql, FIRST_LOGIN, head=HEAD, events=2, queued=6), str(sql)
+    assert len(sql.orm) == ORM_READS["first login"], sql.orm
 
 
 def test_returning_saml_login_unchanged(logins, sql):
@@ -323,6 +341,7 @@ def test_returning_saml_login_unchanged(logins, sql):
     assert resp.status_code == 302, resp.get_data(as_text=True)
     assert logins.audit_actions() == [*before, "login.succeed"]  # no user.update
     assert (n, commits) == on_db(sql, RETURNING_LOGIN, events=1, queued=2), str(sql)
+    assert len(sql.orm) == ORM_READS["returning login"], sql.orm
     with logins.store.read() as db:
         user = db.scalar(
             select(User).where(
@@ -342,6 +361,7 @@ def test_sp_initiated_returning_login(logins, sql):
     )
     assert resp.status_code == 302, resp.get_data(as_text=True)
     assert (n, commits) == on_db(sql, SP_RETURNING_LOGIN, events=1, queued=2), str(sql)
+    assert len(sql.orm) == ORM_READS["SP-initiated returning login"], sql.orm
 
 
 PLAN_POLICY = """

@@ -47,6 +47,7 @@ from bridge.models import (
     UserEmail,
     UserPhoneNumber,
     fold,
+    read_only,
     utcnow,
 )
 from bridge.policy import (
@@ -699,7 +700,7 @@ def _account_of(db: Session, account_id: int, row: Any) -> Account:
     if row is None:
         raise NotFound(f"no account {account_id}")
     audit.read_head(db, account_id, row.audit_seq, row.audit_head)
-    return Account(**{c.name: row._mapping[c.name] for c in ACCOUNTS.columns})
+    return read_only(Account, {c.key: row._mapping[c.key] for c in ACCOUNTS.columns})
 
 
 ACCOUNTS: Table = Account.__table__  # type: ignore[assignment]

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import Table, bindparam, select
 from sqlalchemy.orm import Session
 
 from bridge import audit, certs, sealing
@@ -52,11 +52,13 @@ def unsealed(rows: Iterable[Any], secret_key: str) -> list[KeyPair]:
 
 
 # What a key pair is made of, and the order `active` gives them in (newest first).
-ACTIVE_COLUMNS = (SpKey.id.label("key_id"), SpKey.cert_pem, SpKey.key_sealed)
-ACTIVE_ORDER = (SpKey.created.desc(), SpKey.id.desc())
+# Core columns of the table (no ORM statement: saml.views reads them with the account).
+SP_KEYS: Table = SpKey.__table__  # type: ignore[assignment]
+ACTIVE_COLUMNS = (SP_KEYS.c.id.label("key_id"), SP_KEYS.c.cert_pem, SP_KEYS.c.key_sealed)
+ACTIVE_ORDER = (SP_KEYS.c.created.desc(), SP_KEYS.c.id.desc())
 _ACTIVE = (  # built once
     select(*ACTIVE_COLUMNS)
-    .where(SpKey.account_id == bindparam("account_id"), SpKey.retired.is_(None))
+    .where(SP_KEYS.c.account_id == bindparam("account_id"), SP_KEYS.c.retired.is_(None))
     .order_by(*ACTIVE_ORDER)
 )
 

@@ -56,10 +56,10 @@ PATCH_USER = (11, 2)
 HEAD = 1
 # Of those, the statements the ORM runs (Session.execute of an ORM statement: it loads objects,
 # or rebuilds the statement), each costing about twice the CPU of the same SQL sent as a Core
-# statement on the session's connection: the account with its IdPs (objects a SAML route uses),
-# a login's user when it may be updated, the AuthnRequest answered. Everything else on these
-# paths is Core (a SCIM create, GET and filter: none).
-ORM_READS = {"first login": 2, "returning login": 1, "SP-initiated returning login": 2}
+# statement on the session's connection: a login's user, when it may be updated. Everything else
+# on these paths is Core (a SCIM create, GET and filter: none; the SAML routes' account, IdPs
+# and pending AuthnRequest are made from Core rows: models.read_only).
+ORM_READS = {"first login": 1, "returning login": 0, "SP-initiated returning login": 0}
 ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
 PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 

@@ -9,6 +9,7 @@ role, environment-access and grant rows carry provenance: `scim`, `saml`,
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -89,7 +90,12 @@ class Base(DeclarativeBase):
 
 
 _T = TypeVar("_T", bound=Base)
-_configured: list[bool] = []
+
+
+@functools.cache
+def _configured() -> None:
+    """The mappers configured (once per process): an instance's attributes work after that."""
+    configure_mappers()
 
 
 def read_only(cls: type[_T], values: Mapping[str, Any]) -> _T:
@@ -98,9 +104,7 @@ def read_only(cls: type[_T], values: Mapping[str, Any]) -> _T:
     belongs to no session, for a caller that reads it only (bridge.provisioning's account, the
     SAML routes' account and IdPs): loading it through the ORM cost a SAML request twice the CPU
     of the same row read as Core. A column not in `values` reads None."""
-    if not _configured:  # an instance's attributes work once the mappers are configured
-        configure_mappers()
-        _configured.append(True)
+    _configured()
     obj: _T = manager_of_class(cls).new_instance()
     obj.__dict__.update(values)
     return obj

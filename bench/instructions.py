@@ -74,6 +74,8 @@ def main() -> int:
     parser.add_argument("--app-dir", action="append", help="a checkout to count (repeatable)")
     parser.add_argument("--child", nargs=3, metavar=("DIR", "URL", "MARKS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.n < 1:
+        parser.error("-n: at least one request per path")
     if args.child:
         return child(Path(args.child[0]), args.child[1], Path(args.child[2]), args.n)
     for tool in ("valgrind", "gcc"):
@@ -85,9 +87,16 @@ def main() -> int:
         tmp = Path(tmp_name)
         marks = tmp / "marks.so"
         (tmp / "marks.c").write_text(MARKS)
-        subprocess.run(
-            ["gcc", "-O1", "-shared", "-fPIC", "-o", str(marks), str(tmp / "marks.c")], check=True
+        built = subprocess.run(
+            ["gcc", "-O1", "-shared", "-fPIC", "-o", str(marks), str(tmp / "marks.c")],
+            capture_output=True,
+            text=True,
         )
+        if built.returncode != 0:
+            sys.exit(
+                f"{built.stderr.strip()}\ncould not build the callgrind marks: valgrind's "
+                "header valgrind/callgrind.h is needed (Debian: apt-get install valgrind)"
+            )
         sys.path[:0] = [str(ROOT / "bench")]
         from cost import fresh_database
 

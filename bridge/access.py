@@ -192,6 +192,8 @@ ROLES: Table = RoleAssignment.__table__  # type: ignore[assignment]
 ENVIRONMENT_ACCESS: Table = EnvironmentAccess.__table__  # type: ignore[assignment]
 MEMBERSHIPS: Table = Membership.__table__  # type: ignore[assignment]
 GRANTS: Table = Grant.__table__  # type: ignore[assignment]
+ENVIRONMENTS: Table = Environment.__table__  # type: ignore[assignment]
+GROUPS: Table = Group.__table__  # type: ignore[assignment]
 
 
 def _insert(db: Session, table: Table, rows: list[dict[str, Any]], kind: str) -> None:
@@ -429,8 +431,11 @@ def record_group_grants(
 
 
 def access_of(db: Session, user: User) -> dict[str, Any]:
-    """Role, environments, groups and grants of a user, each with its provenance (one query)."""
-    rows = db.execute(_access_statement(), {"user_id": user.id}).all()
+    """Role, environments, groups and grants of a user, each with its provenance (one Core
+    statement on the session's connection, what the session holds flushed first: the ORM's
+    execution of it cost about twice the CPU)."""
+    db.flush()
+    rows = db.connection().execute(_access_statement(), {"user_id": user.id}).all()
     role = next(((r[1], r[2]) for r in rows if r[0] == "role"), None)
     envs = [(r[1], r[2]) for r in rows if r[0] == "environment"]
     groups = [(r[1], r[2]) for r in rows if r[0] == "group"]
@@ -473,48 +478,34 @@ def _shaped(
 
 @functools.cache
 def _access_statement() -> Any:
-    """The query of `access_of`, built once (building the union costs more than running it)."""
+    """The query of `access_of`, built once (building the union costs more than running it), on
+    the tables."""
     text = String()
     none = null().cast(text)
-    user_id = bindparam("user_id", type_=RoleAssignment.user_id.type)
+    roles, env_access, memberships, grants = ROLES.c, ENVIRONMENT_ACCESS.c, MEMBERSHIPS.c, GRANTS.c
+    envs, groups = ENVIRONMENTS.c, GROUPS.c
+    user_id = bindparam("user_id", type_=roles.user_id.type)
     return union_all(
         select(
-            literal("role", text),
-            RoleAssignment.role.cast(text),
-            RoleAssignment.provenance,
-            none,
-            none,
-            none,
-        ).where(RoleAssignment.user_id == user_id),
+            literal("role", text), roles.role.cast(text), roles.provenance, none, none, none
+        ).where(roles.user_id == user_id),
+        select(literal("environment", text), envs.name, env_access.provenance, none, none, none)
+        .select_from(ENVIRONMENT_ACCESS)
+        .outerjoin(ENVIRONMENTS, envs.id == env_access.environment_id)
+        .where(env_access.user_id == user_id),
         select(
-            literal("environment", text),
-            Environment.name,
-            EnvironmentAccess.provenance,
-            none,
-            none,
-            none,
+            literal("group", text), groups.display_name, memberships.provenance, none, none, none
         )
-        .select_from(EnvironmentAccess)
-        .outerjoin(Environment, Environment.id == EnvironmentAccess.environment_id)
-        .where(EnvironmentAccess.user_id == user_id),
-        select(
-            literal("group", text),
-            Group.display_name,
-            Membership.provenance,
-            none,
-            none,
-            none,
-        )
-        .join(Membership, Membership.group_id == Group.id)
-        .where(Membership.user_id == user_id),
+        .join(MEMBERSHIPS, memberships.group_id == groups.id)
+        .where(memberships.user_id == user_id),
         select(
             literal("grant", text),
-            Environment.name,
-            Grant.provenance,
-            Grant.kind.cast(text),
-            Grant.path,
-            Grant.level.cast(text),
+            envs.name,
+            grants.provenance,
+            grants.kind.cast(text),
+            grants.path,
+            grants.level.cast(text),
         )
-        .join(Environment, Environment.id == Grant.environment_id)
-        .where(Grant.user_id == user_id),
+        .join(ENVIRONMENTS, envs.id == grants.environment_id)
+        .where(grants.user_id == user_id),
     )

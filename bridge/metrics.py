@@ -176,6 +176,12 @@ def count_created(db: Session, kind: str, rows: int = 1) -> None:
         db.info.setdefault(PENDING, []).append(lambda: CHANGES.labels(kind, "created").inc(rows))
 
 
+def count_deleted(db: Session, kind: str, rows: int) -> None:
+    """The same for `rows` rows of `kind` deleted without the ORM."""
+    if rows:
+        db.info.setdefault(PENDING, []).append(lambda: CHANGES.labels(kind, "deleted").inc(rows))
+
+
 def per_account() -> bool:
     """Whether the operator asked for per-account series (BRIDGE_METRICS_ACCOUNT_LABEL)."""
     if not has_app_context():

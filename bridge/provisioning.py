@@ -21,14 +21,20 @@ from typing import Any, TypeVar
 
 from sqlalchemy import (
     ColumnElement,
+    CompoundSelect,
     Row,
     Select,
+    String,
     Table,
     bindparam,
+    cast,
     false,
     insert,
+    literal,
+    null,
     or_,
     select,
+    union_all,
     update,
 )
 from sqlalchemy.orm import Session
@@ -47,6 +53,8 @@ from bridge.models import (
     UserEmail,
     UserPhoneNumber,
     fold,
+    held,
+    loaded,
     read_only,
     utcnow,
 )
@@ -248,17 +256,19 @@ def provision_in(
     the user and the session together)."""
     account, known = account_and_policy_in(db, account_id)
     # a profile that must create matches no one or is refused: the match read as keys only
-    user = _find(db, account, profile, user_id, keys=must_create and user_id is None)
-    if user is None:
+    row, linked = _find(db, account, profile, user_id, keys=must_create and user_id is None)
+    if row is None:
         if user_id is not None or not create:
             raise NotFound(f"no user {profile.user_name!r} in account {account.slug!r}")
         new = NewUser(account.id)
         return _write(db, account, new, profile, registry=registry, actor=actor, known=known)
     if must_create:
-        taken = "externalId" if user.user_name_key != fold(profile.user_name) else "userName"
+        taken = "externalId" if row.user_name_key != fold(profile.user_name) else "userName"
         raise Conflict(f"a user with this {taken} already exists")
-    assert isinstance(user, User)
-    return _write(db, account, user, profile, registry=registry, actor=actor, known=known)
+    user = _stored(db, row)
+    return _write(
+        db, account, user, profile, registry=registry, actor=actor, known=known, linked=linked
+    )
 
 
 def update_user(
@@ -278,7 +288,7 @@ def update_user(
 
     def work(db: Session) -> Outcome:
         account, known = account_and_policy_in(db, account_id)
-        user = db.scalar(_BY_ID, {"account_id": account.id, "user_id": user_id})
+        user = _by_id(db, account, user_id)
         if user is None:
             raise NotFound(f"no user {user_id} in account {account.slug!r}")
         if if_version is not None and user.version != if_version:
@@ -307,22 +317,24 @@ def reevaluate(
     registry: PolicyRegistry | None,
     actor: str,
     changed_input: str | None = None,
+    known: Known | None = None,
 ) -> int:
     """Apply the policy again to stored users whose inputs changed; return how many changed.
 
     Runs inside the caller's transaction (a group membership change re-evaluates its members).
     With `changed_input` (a SCIM path such as "groups"), a policy none of whose inputs read it
-    cannot decide differently, so nobody is re-evaluated.
+    cannot decide differently, so nobody is re-evaluated. `known`: the policy's version and
+    environments as read with the account.
     """
     changed = 0
-    choice = policy_for(db, account, registry)
+    choice = policy_for(db, account, registry, known=known)
     if changed_input is not None and (
         choice.policy is None or not policies.reads_scim_path(choice.policy, changed_input)
     ):
         return 0
-    for user_id in user_ids:
-        user = db.get(User, user_id)
-        if user is None or user.account_id != account.id:
+    for user_id in sorted(user_ids):  # locked in id order, as _find locks: no deadlock
+        user = _by_id(db, account, user_id)
+        if user is None:
             continue
         before = snapshot(db, user)
         _, now = _decide(
@@ -545,7 +557,7 @@ def delete_user(
 
     def work(db: Session) -> None:
         account = account_in(db, account_id)
-        user = db.scalar(_BY_ID, {"account_id": account.id, "user_id": user_id})
+        user = _by_id(db, account, user_id)
         if user is None:
             raise NotFound(f"no user {user_id} in account {account.slug!r}")
         if if_version is not None and user.version != if_version:
@@ -578,9 +590,11 @@ def _write(
     registry: PolicyRegistry | None,
     actor: str,
     known: Known | None = None,
+    linked: bool | None = None,
 ) -> Outcome:
     """Write `profile` onto `user` (new or stored), apply the policy, audit the difference
-    (`known`: the policy's version and environments as read with the account)."""
+    (`known`: the policy's version and environments as read with the account; `linked`: whether
+    the stored user is linked to the profile's IdP identity, when `_find` found that out)."""
     stored = None if isinstance(user, NewUser) else user
     is_new = stored is None
     before = None if stored is None else snapshot(db, stored)
@@ -601,7 +615,7 @@ def _write(
     elif before is not None and _state(user, before["access"]) != before:
         user.touch()  # it changes, and is audited: one UPDATE of its row, new version included
         touched = True
-    _link_identity(db, account, user.id, profile.idp, fresh=is_new)
+    _link_identity(db, account, user.id, profile.idp, fresh=is_new, linked=linked)
     choice = policy_for(db, account, registry, known=known)
     deactivated = stored is not None and was_active and stored.active is False
     if stored is not None and deactivated:
@@ -711,9 +725,8 @@ def match(
     db: Session, account: Account, profile: policies.Profile, user_id: uuid.UUID | None = None
 ) -> User | None:
     """The stored user a login or SCIM request with `profile` would update (row locked)."""
-    found = _find(db, account, profile, user_id)
-    assert found is None or isinstance(found, User)
-    return found
+    row, _linked = _find(db, account, profile, user_id)
+    return None if row is None else _stored(db, row)
 
 
 @tracing.step("provisioning.match")
@@ -724,34 +737,34 @@ def _find(
     user_id: uuid.UUID | None,
     *,
     keys: bool = False,
-) -> User | Row[Any] | None:
-    """The stored user this profile describes. E-mail alone never identifies anyone. `keys`:
-    only their id, userName key and externalId (a Core row, no ORM object), for a caller that
-    refuses any match."""
+) -> tuple[Row[Any] | None, bool | None]:
+    """The stored user this profile describes, as a Core row of all their columns (`keys`: only
+    their id, userName key and externalId, for a caller that refuses any match), and whether
+    they are linked to the profile's IdP identity (None: not looked up). E-mail alone never
+    identifies anyone."""
     # FOR UPDATE OF users: concurrent writers of one user queue on its row (a database lock,
     # released at commit) instead of both rewriting its e-mails from a stale read. Only the
     # user's row: locking the joined IdP row too would deadlock concurrent logins, which hold
     # key-share locks on it through their replay-cache inserts. SQLite's write lock does the same.
+    db.flush()  # as the ORM's read would (autoflush): the statement reads users
+    conn = db.connection()
     if user_id is not None:
-        return db.scalar(_BY_ID, {"account_id": account.id, "user_id": user_id})
+        return conn.execute(_BY_ID, {"account_id": account.id, "user_id": user_id}).first(), None
     key, external = fold(profile.user_name), profile.external_id or None
     params = {"account_id": account.id, "key": key, "external_id": external}
     if profile.idp is not None:
         params |= {"entity_id": profile.idp.entity_id, "name_id": profile.idp.name_id}
     # every key in one round trip: at most a row each (each is unique in the account)
     stmt = _match_statement(profile.idp is not None, external is not None, keys)
-    found: list[User | Row[Any]] = []
-    if keys:
-        db.flush()  # as the ORM's read would (autoflush): the statement reads users
-    rows = (db.connection().execute if keys else db.execute)(stmt, params).all()
-    for row in rows:
-        user: User | Row[Any] = row if keys else row[0]
+    found: list[Row[Any]] = []
+    for row in conn.execute(stmt, params).all():
         if row.linked:
-            return user
-        found.append(user)
+            return row, True
+        found.append(row)
+    linked = None if profile.idp is None else False
     by_external = next((u for u in found if external and u.external_id == external), None)
     if by_external is not None:
-        return by_external
+        return by_external, linked
     by_name = next((u for u in found if u.user_name_key == key), None)
     if (
         by_name is not None
@@ -760,13 +773,61 @@ def _find(
         and by_name.external_id != profile.external_id
     ):
         raise Conflict(f"userName {profile.user_name!r} belongs to another externalId")
-    return by_name
+    return by_name, linked
+
+
+def _by_id(db: Session, account: Account, user_id: uuid.UUID) -> User | None:
+    """The account's user `user_id` (row locked), or None."""
+    db.flush()  # as the ORM's read would
+    row = db.connection().execute(_BY_ID, {"account_id": account.id, "user_id": user_id}).first()
+    return None if row is None else _stored(db, row)
+
+
+def _stored(db: Session, row: Row[Any]) -> User:
+    """The User of `row` (every column of theirs, read in this transaction), with their
+    e-mails, phone numbers and addresses read by one more statement, persistent in the session
+    as the ORM's load would make them (models.loaded): its load with three selectin loads cost
+    four ORM statements, each about twice the CPU of the same SQL as Core (a round trip each on
+    PostgreSQL). The session's own instance if it holds one, as the ORM's load would answer."""
+    same = held(db, User, row.id)
+    if same is not None:
+        return same
+    entries: dict[str, list[Any]] = {key: [] for key in MULTI_VALUED}
+    for entry in db.connection().execute(_entries_statement(), {"user_id": row.id}):
+        table = ENTRY_TABLES[entry.kind]
+        values = {c.key: entry._mapping[c.key] for c in table.columns}
+        entries[entry.kind].append(read_only(MULTI_VALUED[entry.kind], values))
+    user = read_only(User, {c.key: row._mapping[c.key] for c in USERS.columns})
+    return loaded(db, user, **entries)
+
+
+@functools.cache
+def _entries_statement() -> CompoundSelect[Any]:
+    """A user's e-mails, phone numbers and addresses in one statement (built once): a row each,
+    `kind` naming its collection (MULTI_VALUED), in position order; each table's columns, NULL
+    for another's."""
+    types: dict[str, Any] = {}
+    for table in ENTRY_TABLES.values():
+        for column in table.columns:
+            types.setdefault(column.key, column.type)
+    selects = [
+        select(
+            literal(kind, String()).label("kind"),
+            *(
+                table.c[name] if name in table.c else cast(null(), kind_of).label(name)
+                for name, kind_of in types.items()
+            ),
+        ).where(table.c.user_id == bindparam("user_id"))
+        for kind, table in ENTRY_TABLES.items()
+    ]
+    union = union_all(*selects)
+    return union.order_by(union.selected_columns.kind, union.selected_columns.position)
 
 
 _BY_ID = (
-    select(User)
-    .where(User.account_id == bindparam("account_id"), User.id == bindparam("user_id"))
-    .with_for_update(of=User)
+    select(USERS)
+    .where(USERS.c.account_id == bindparam("account_id"), USERS.c.id == bindparam("user_id"))
+    .with_for_update(of=USERS)
 )
 
 
@@ -774,9 +835,8 @@ _BY_ID = (
 def _match_statement(linked: bool, external: bool, keys: bool = False) -> Select[Any]:
     """The users of the account a profile may name: linked to its IdP identity (`linked`), with
     its externalId (`external`), with its userName, each flagged whether it is the linked one
-    (`keys`: their id, userName key and externalId rather than the User: a Core statement, which
-    costs half the CPU of the ORM's). Rows are locked in id order, so two writers naming the
-    same users cannot deadlock."""
+    (all their columns; `keys`: only their id, userName key and externalId). Rows are locked in
+    id order, so two writers naming the same users cannot deadlock."""
     users, idps, identities = USERS.c, IDPS.c, SAML_IDENTITIES.c
     match = [users.user_name_key == bindparam("key")]
     if external:
@@ -792,7 +852,7 @@ def _match_statement(linked: bool, external: bool, keys: bool = False) -> Select
             )
         )
         match.append(is_linked)
-    what: tuple[Any, ...] = (users.id, users.user_name_key, users.external_id) if keys else (User,)
+    what = (users.id, users.user_name_key, users.external_id) if keys else tuple(users)
     return (
         select(*what, is_linked.label("linked"))
         .where(users.account_id == bindparam("account_id"), or_(*match))
@@ -926,19 +986,23 @@ def _link_identity(
     link: policies.IdpLink | None,
     *,
     fresh: bool,
+    linked: bool | None = None,
 ) -> None:
     """Link the IdP identity to the user; `fresh`: a new user, whom `_find` looked this identity
-    up for in this transaction (linked to no one)."""
-    if link is None:
+    up for in this transaction (linked to no one); `linked`: a stored user `_find` looked it up
+    for, linked to them (True: nothing to write) or to no one (False)."""
+    if link is None or linked:
         return
     unknown = f"IdP {link.entity_id!r} is not registered for this account"
-    if fresh:  # one statement: the INSERT reads the IdP's id; the row checked as a flush would
+    if fresh or linked is False:  # one statement: the INSERT reads the IdP's id (a concurrent
+        # link of the identity fails its unique key, and the work is retried); the row checked
+        # as a flush would
         row = {"user_id": user_id, "name_id": link.name_id, "created": utcnow()}
         values.check_values(SAML_IDENTITIES, row)
         params = {**row, "account_id": account.id, "entity_id": link.entity_id}
-        # with the user's queued rows; their access is queued after it
-        linked = values.write_queued(db, _LINK_NEW, params, keep=True)
-        if linked is None or linked.rowcount != 1:
+        # with a new user's queued rows; their access is queued after it
+        written = values.write_queued(db, _LINK_NEW, params, keep=fresh)
+        if written is None or written.rowcount != 1:
             raise InvalidInput(unknown)
         return
     idp_id = db.scalar(

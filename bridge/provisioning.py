@@ -476,7 +476,9 @@ def remember_login(
     if outcome.policy_key:
         envs = [list(e) for e in environments_of(db, account.id)]
         digest = login_digest(profile, outcome.policy_key, envs, outcome.version)
-    db.connection().execute(
+    # with the login's rows, by its audit event (on PostgreSQL inside that event's statement)
+    values.queue_statement(
+        db,
         _REMEMBER,
         {
             "b_user": outcome.user_id,

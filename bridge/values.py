@@ -35,7 +35,9 @@ def check_flush(db: Session, _context: Any, _instances: Any) -> None:
         check_row(obj)
 
 
-QUEUED = "bridge.queued_rows"  # db.info: [(table, rows)] insert_rows(later=True) holds back
+# db.info: what insert_rows(later=True) and queue_statement hold back, in order: (table, rows)
+# or (statement, its parameters)
+QUEUED = "bridge.queued_rows"
 # db.info of a session whose commit writes what is queued and whose rollback forgets it
 # (bridge.store's sessions: listeners on their sessionmaker); any other session writes at once
 QUEUES = "bridge.queues_rows"
@@ -74,6 +76,22 @@ def insert_rows(
     db.connection().execute(_insert(table), list(rows))
 
 
+def queue_statement(db: Session, statement: Executable, params: Mapping[str, Any]) -> None:
+    """`statement` (an UPDATE or DELETE) run with `params` when the queued rows are written (see
+    insert_rows: the next audit event writes them, on PostgreSQL inside its own statement, or
+    the commit), after the rows and statements queued before it: one round trip fewer on
+    PostgreSQL. What it changes is read by no one in this transaction before then (a login's
+    remembered digest, read by the next login: bridge.provisioning.remember_login). Its bind
+    names must differ from every other queued statement's and from the audit event's. On
+    PostgreSQL it runs on the same snapshot as the rows queued with it (a data-modifying CTE):
+    it must not change a row queued with it. In a session that does not queue, at once."""
+    if QUEUES not in db.info:
+        db.flush()
+        db.connection().execute(statement, dict(params))
+        return
+    db.info.setdefault(QUEUED, []).append((statement, dict(params)))
+
+
 def write_queued(
     db: Session,
     statement: Executable | None = None,
@@ -91,7 +109,7 @@ def write_queued(
     PostgreSQL checks their foreign keys at the end of the whole statement, so a new user's
     e-mails may reference the user inserted beside them. Elsewhere one INSERT per table, then
     `statement`: SQLite has no INSERT inside WITH (and its statements cost no round trip)."""
-    queued: list[tuple[Table, list[dict[str, Any]]]] = db.info.pop(QUEUED, None) or []
+    queued: list[tuple[Any, Any]] = db.info.pop(QUEUED, None) or []
     if keep:
         db.info[QUEUED] = []
     if not queued and statement is None:
@@ -100,7 +118,10 @@ def write_queued(
         db.flush()
     conn = db.connection()
     if queued and conn.dialect.name == "postgresql":
-        shape = tuple((table, tuple(rows[0]), len(rows)) for table, rows in queued)
+        shape = tuple(
+            (what, tuple(rows[0]), len(rows)) if isinstance(what, Table) else (what, (), -1)
+            for what, rows in queued
+        )
         combined = _with_queued(statement, shape, conn.dialect)
         values = combined.params(params or {}, queued)
         if statement is None:
@@ -108,8 +129,8 @@ def write_queued(
             return None
         # its options too (an INSERT's rowcount is kept when it asks: preserve_rowcount)
         return conn.exec_driver_sql(combined.sql, values, statement.get_execution_options())
-    for table, rows in queued:
-        conn.execute(_insert(table), rows)
+    for what, rows in queued:
+        conn.execute(_insert(what) if isinstance(what, Table) else what, rows)
     return None if statement is None else conn.execute(statement, params)
 
 
@@ -177,16 +198,22 @@ class _Combined:
             for name in (self.names[f"queued{n}"] for n in range(queued))
         ]
 
-    def params(
-        self, given: Mapping[str, Any], queued: list[tuple[Table, list[dict[str, Any]]]]
-    ) -> dict[str, Any]:
-        """The driver's parameters: the statement's (`given`) and the queued rows' values."""
+    def params(self, given: Mapping[str, Any], queued: list[tuple[Any, Any]]) -> dict[str, Any]:
+        """The driver's parameters: the statement's (`given`), the queued statements' and the
+        queued rows' values."""
         out = {}
-        for key, value in given.items():
+        named = [given, *(params for what, params in queued if not isinstance(what, Table))]
+        for key, value in (item for params in named for item in params.items()):
             name = self.names[key]
             process = self.convert.get(name)
             out[name] = value if process is None else process(value)  # None too, as SQLAlchemy
-        values = (value for _table, rows in queued for row in rows for value in row.values())
+        values = (
+            value
+            for what, rows in queued
+            if isinstance(what, Table)
+            for row in rows
+            for value in row.values()
+        )
         for (name, process), value in zip(self.queued, values, strict=True):
             out[name] = value if process is None else process(value)
         return out
@@ -195,27 +222,45 @@ class _Combined:
 @functools.lru_cache(maxsize=MAX_SHAPES)
 def _with_queued(
     statement: Executable | None,
-    shape: tuple[tuple[Table, tuple[str, ...], int], ...],
+    shape: tuple[tuple[Any, tuple[str, ...], int], ...],
     dialect: Any,
 ) -> _Combined:
-    """`statement` with an INSERT of each (table, columns, row count) of `shape` as a
-    data-modifying CTE (with no statement, the last INSERT is the statement), the values being
-    the parameters queued0, queued1, ... in the order of the shape's tables, rows, columns."""
+    """`statement` with an INSERT of each (table, columns, row count) of `shape`, and each
+    queued statement ((statement, (), -1)), as a data-modifying CTE (with no statement, the
+    last of them is the statement), the rows' values being the parameters queued0, queued1, ...
+    in the order of the shape's tables, rows, columns."""
     inserts = []
     n = 0
-    for table, keys, count in shape:
+    named: set[str] = set()  # the bind names of the statements, which must not be shared
+    for what, keys, count in shape:
+        if not isinstance(what, Table):
+            _own_names(what, dialect, named)
+            inserts.append(what)
+            continue
         rows = []
         for _row in range(count):
             rows.append(
-                {k: bindparam(f"queued{n + c}", type_=table.c[k].type) for c, k in enumerate(keys)}
+                {k: bindparam(f"queued{n + c}", type_=what.c[k].type) for c, k in enumerate(keys)}
             )
             n += len(keys)
-        inserts.append(insert(table).values(rows))
+        inserts.append(insert(what).values(rows))
     if statement is None:
         statement = inserts.pop()
+    elif any(not isinstance(what, Table) for what, _keys, _count in shape):
+        _own_names(statement, dialect, named)
     ctes = [ins.cte(f"queued{i}") for i, ins in enumerate(inserts)]
-    combined = statement.add_cte(*ctes) if ctes else statement  # type: ignore[attr-defined]
+    combined = statement.add_cte(*ctes) if ctes else statement  # type: ignore[union-attr]
     return _Combined(combined, n, dialect)
+
+
+def _own_names(statement: Executable, dialect: Any, seen: set[str]) -> None:
+    """Add `statement`'s named parameters to `seen`; ValueError if one is there already (two
+    statements of one combined statement would be given one value for both)."""
+    compiled = statement.compile(dialect=dialect)  # type: ignore[attr-defined]
+    names = {bind.key for bind in compiled.binds.values() if not bind.unique}
+    if names & seen:
+        raise ValueError(f"queued statements share parameter names: {sorted(names & seen)}")
+    seen |= names
 
 
 def check_row(obj: Any) -> None:

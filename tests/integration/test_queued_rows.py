@@ -1,11 +1,12 @@
-"""Rows a write holds back (bridge.values.insert_rows(later=True)): written with the audit event
-that follows them (on PostgreSQL in the event's statement), or as the transaction commits when no
-event follows, and never after a rollback. Both databases."""
+"""Rows a write holds back (bridge.values.insert_rows(later=True)) and statements it queues
+(values.queue_statement): written with the audit event that follows them (on PostgreSQL in the
+event's statement), or as the transaction commits when no event follows, and never after a
+rollback. Both databases."""
 
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from bridge import audit, values
@@ -136,3 +137,89 @@ def test_a_session_not_made_by_the_store_writes_at_once(store, account):
         assert counted(db, account, LoginAttempt.reason, "q_plain") == 1  # sent already
         db.commit()
     assert written(store, account, "q_plain") == 1
+
+
+# A queued statement: an UPDATE of the rows queued before it in an earlier statement (a login's
+# remembered digest, bridge.provisioning.remember_login), its bind names its own.
+RENAME = (
+    update(ATTEMPTS)
+    .where(ATTEMPTS.c.account_id == bindparam("q_account"), ATTEMPTS.c.reason == bindparam("q_was"))
+    .values(reason=bindparam("q_now"))
+)
+
+
+def test_a_queued_statement_runs_in_order_with_the_rows_and_the_event(store, account):
+    """Queued after rows an earlier statement wrote, it changes them when the event is
+    written: on PostgreSQL inside the event's statement (one round trip for the rows queued
+    with it, the statement and the event), on SQLite just before the event's INSERT. Not
+    before: a read between sees the rows unchanged."""
+
+    def work(db):
+        values.insert_rows(db, ATTEMPTS, [row(account, "q_before")])  # written at once
+        values.queue_statement(
+            db, RENAME, {"q_account": account.id, "q_was": "q_before", "q_now": "q_after"}
+        )
+        values.insert_rows(db, ATTEMPTS, [row(account, "q_with")], later=True)
+        unchanged = counted(db, account, LoginAttempt.reason, "q_before")
+        with counting(store) as sql:
+            audit.record(
+                db, account.id, actor="t", action="test.queued", target_type="t", target_id="2"
+            )
+        return unchanged, sql.count()
+
+    unchanged, statements = store.write(work)
+    assert unchanged == 1
+    # PostgreSQL: the head, then the UPDATE, the row and the event in one statement; SQLite:
+    # the head, the UPDATE, the row's INSERT, the event and the head it moves
+    assert statements == (2 if store.dialect == "postgresql" else 1 + 2 + 2), statements
+    assert written(store, account, "q_before") == 0
+    assert written(store, account, "q_after") == written(store, account, "q_with") == 1
+
+
+def test_a_queued_statement_with_no_event_after_it_runs_as_it_commits(store, account):
+    def work(db):
+        values.insert_rows(db, ATTEMPTS, [row(account, "q_late")])
+        params = {"q_account": account.id, "q_was": "q_late", "q_now": "q_late_done"}
+        values.queue_statement(db, RENAME, params)
+        return counted(db, account, LoginAttempt.reason, "q_late")
+
+    assert store.write(work) == 1  # not yet run while the work ran
+    assert written(store, account, "q_late") == 0
+    assert written(store, account, "q_late_done") == 1
+
+
+def test_queued_statements_sharing_a_bind_name_are_refused_not_given_one_value(store, account):
+    """On PostgreSQL two statements of one combined statement with a parameter of the same
+    name would both get one value: refused, and nothing of the write lands. (SQLite runs each
+    statement on its own: each gets its own values.)"""
+
+    def work(db):
+        values.insert_rows(db, ATTEMPTS, [row(account, "q_one"), row(account, "q_two")])
+        values.queue_statement(
+            db, RENAME, {"q_account": account.id, "q_was": "q_one", "q_now": "q_one_done"}
+        )
+        values.queue_statement(
+            db, RENAME, {"q_account": account.id, "q_was": "q_two", "q_now": "q_two_done"}
+        )
+        audit.record(
+            db, account.id, actor="t", action="test.queued", target_type="t", target_id="3"
+        )
+
+    if store.dialect != "postgresql":
+        store.write(work)
+        assert written(store, account, "q_one_done") == written(store, account, "q_two_done") == 1
+        return
+    with pytest.raises(ValueError, match=r"share parameter names: \['q_account', 'q_now'"):
+        store.write(work)
+    assert written(store, account, "q_one") == written(store, account, "q_one_done") == 0
+
+
+def test_a_queued_statement_in_a_session_not_made_by_the_store_runs_at_once(store, account):
+    with Session(store.engine) as db:
+        values.insert_rows(db, ATTEMPTS, [row(account, "q_plain_stmt")])
+        params = {"q_account": account.id, "q_was": "q_plain_stmt", "q_now": "q_plain_done"}
+        values.queue_statement(db, RENAME, params)
+        assert values.QUEUED not in db.info
+        assert counted(db, account, LoginAttempt.reason, "q_plain_done") == 1  # ran already
+        db.commit()
+    assert written(store, account, "q_plain_done") == 1

@@ -41,8 +41,9 @@ BASE = "http://127.0.0.1:8000"
 # audit event and the chain head it moves are one statement (bridge.audit, a data-modifying
 # CTE), on SQLite two: one statement fewer there per event (`events`). And there the rows a
 # write queued for its audit event (bridge.values: a new user's rows and access, a login's
-# session and log line) are CTEs of the event's statement too: one statement fewer per table
-# queued (`queued`), where SQLite sends an INSERT per table.
+# session and log line) are CTEs of the event's statement too, and so are the statements it
+# queued (a login's remembered digest): one statement fewer per table or statement queued
+# (`queued`), where SQLite sends an INSERT per table and each statement.
 CREATE = (11, 2)
 GET = (1, 0)
 FILTER = (1, 0)
@@ -336,10 +337,11 @@ def logins(client, store, account):
 def test_first_saml_login(logins, sql):
     """A first login: the replay cache, the user made through the policy, session, log. On
     PostgreSQL the user and their e-mail go with their link to the IdP, their role and
-    environment with their audit event, the session and the log line with the login's."""
+    environment with their audit event, the remembered digest, the session and the log line
+    with the login's."""
     n, commits, resp = measured(sql, lambda: logins.post("ann@example.com", givenName=["Ann"]))
     assert resp.status_code == 302, resp.get_data(as_text=True)
-    assert (n, commits) == on_db(sql, FIRST_LOGIN, head=HEAD, events=2, queued=6), str(sql)
+    assert (n, commits) == on_db(sql, FIRST_LOGIN, head=HEAD, events=2, queued=7), str(sql)
     assert len(sql.orm) == ORM_READS["first login"], sql.orm
 
 
@@ -351,7 +353,7 @@ def test_first_saml_login_of_a_scim_user(warm, logins, sql):
     name = made["userName"]
     n, commits, resp = measured(sql, lambda: logins.post(name, givenName=["Zed"]))
     assert resp.status_code == 302, resp.get_data(as_text=True)
-    expected = on_db(sql, SCIM_USER_FIRST_LOGIN, head=HEAD, events=2, queued=2)
+    expected = on_db(sql, SCIM_USER_FIRST_LOGIN, head=HEAD, events=2, queued=3)
     assert (n, commits) == expected, str(sql)
     assert sql.orm == []
     got = warm.get(f"Users/{made['id']}").json

@@ -67,6 +67,18 @@ _ACCOUNT_STATE = (
     .where(_ACCOUNTS.c.slug == bindparam("slug"))
     .order_by(_IDPS.c.name, *keys.ACTIVE_ORDER)
 )
+# The same, with the account's pending AuthnRequest a Response names (InResponseTo, unsigned:
+# judged later, in sso.claim), if there is one: /acs reads the two in one round trip.
+_AUTHN_REQUESTS: Table = AuthnRequest.__table__  # type: ignore[assignment]
+_ACCOUNT_STATE_PENDING = _ACCOUNT_STATE.add_columns(
+    *(column.label(f"pending_{column.key}") for column in _AUTHN_REQUESTS.c)
+).outerjoin(
+    _AUTHN_REQUESTS,
+    and_(
+        _AUTHN_REQUESTS.c.id == bindparam("request_id"),
+        _AUTHN_REQUESTS.c.account_id == _ACCOUNTS.c.id,
+    ),
+)
 
 
 @dataclass(frozen=True)
@@ -81,11 +93,27 @@ class _State:
 def _account(slug: str) -> Account:
     """The account of the route, with its IdPs and SP keys read in the same statement (kept on
     `g` for `_idps` and `_sp`)."""
+    return _account_and_pending(slug, None)[0]
+
+
+def _account_and_pending(
+    slug: str, in_response_to: str | None
+) -> tuple[Account, AuthnRequest | None]:
+    """`_account`, and the account's pending AuthnRequest of that ID (None: there is none, or
+    no ID), read in the same statement."""
+    statement, params = _ACCOUNT_STATE, {"slug": slug}
+    if in_response_to:
+        statement, params = _ACCOUNT_STATE_PENDING, {**params, "request_id": in_response_to}
     with get_store().read() as db:
-        rows = db.connection().execute(_ACCOUNT_STATE, {"slug": slug}).all()
+        rows = db.connection().execute(statement, params).all()
     if not rows:
         raise SamlRejected("unknown_account", f"no account {slug!r}", status=404)
     first = rows[0]._mapping
+    pending = None
+    if in_response_to and first["pending_id"] is not None:  # Core: half the ORM's db.get
+        pending = read_only(
+            AuthnRequest, {c.key: first[f"pending_{c.key}"] for c in _AUTHN_REQUESTS.c}
+        )
     account = read_only(Account, {key: first[key] for key in _ACCOUNT_KEYS})
     found: dict[int, IdentityProvider] = {}  # in name order
     for row in rows:
@@ -97,7 +125,7 @@ def _account(slug: str) -> Account:
     pairs = {row.key_id: row for row in rows if row.key_id is not None}  # newest first
     g.saml_state = _State(account.id, tuple(found.values()), tuple(pairs.values()))
     g.saml_account_id = account.id  # a refusal from here on goes into this account's login log
-    return account
+    return account, pending
 
 
 def _state(account: Account) -> _State | None:
@@ -284,18 +312,25 @@ def _landing(target: str | None) -> str:
 def consume(slug: str, idp_name: str | None = None) -> ResponseReturnValue:
     from saml import testlogin
 
-    account = _account(slug)
+    form = request.form.to_dict()
+    # Our pending request the (unsigned) Response names is read with the account, once: it
+    # labels a refusal as a test login's and names the IdP; the signed InResponseTo is judged
+    # below and in claim. So the Response is decoded first; a refusal of it is raised where it
+    # was before, after the account's and the RelayState's.
+    unsigned: str | None = None
+    undecodable: SamlRejected | None = None
+    try:
+        unsigned = sso.inspect(sso.decode(form.get("SAMLResponse"))).get("InResponseTo")
+    except SamlRejected as exc:
+        undecodable = exc
+    account, pending = _account_and_pending(slug, unsigned)
     idp: IdentityProvider | None = None
     assertion: sso.Assertion | None = None
     test = False
     try:
-        form = request.form.to_dict()
         safe_next(form.get("RelayState"), account)
-        root = sso.inspect(sso.decode(form.get("SAMLResponse")))
-        # our pending request the (unsigned) Response names, read once: it labels a refusal as
-        # a test login's and names the IdP; the signed InResponseTo is judged below and in claim
-        unsigned = root.get("InResponseTo")
-        pending = _pending(account, unsigned)
+        if undecodable is not None:
+            raise undecodable
         test = _is_test(pending)
         idp = _idp_for(account, idp_name, pending)
         sp = _sp(account)
@@ -317,21 +352,6 @@ def consume(slug: str, idp_name: str | None = None) -> ResponseReturnValue:
     _set_cookie(response, secret, minutes)
     response.delete_cookie(LOGIN_COOKIE, path=f"/saml/{slug}/")
     return response
-
-
-def _pending(account: Account, in_response_to: str | None) -> AuthnRequest | None:
-    """This account's pending AuthnRequest of that ID, if any (not yet judged: see sso.claim)."""
-    if not in_response_to:
-        return None
-    with get_store().read() as db:
-        row = db.connection().execute(_PENDING, {"id": in_response_to}).first()
-    if row is None or row.account_id != account.id:
-        return None
-    return read_only(AuthnRequest, row._mapping)  # Core: half the CPU of the ORM's db.get
-
-
-_AUTHN_REQUESTS: Table = AuthnRequest.__table__  # type: ignore[assignment]
-_PENDING = select(_AUTHN_REQUESTS).where(_AUTHN_REQUESTS.c.id == bindparam("id"))
 
 
 def _is_test(pending: AuthnRequest | None) -> bool:

@@ -9,7 +9,7 @@ import threading
 import pytest
 from sqlalchemy import func, select
 
-from bridge import idps, logins
+from bridge import accounts, idps, logins
 from bridge.models import User
 from tests.saml_idp import (
     TestIdP,
@@ -373,6 +373,35 @@ def test_off_site_relay_state_refused(saml):
         f"/saml/{saml.account.slug}/login", query_string={"next": "//evil.example/"}
     )
     assert login.status_code == 400
+
+
+def test_refusals_keep_their_order_though_the_response_is_decoded_first(saml):
+    """/acs decodes the Response before it reads the account (to read our pending request the
+    Response names with it, in one statement), yet refuses in the order it did: the account,
+    then the RelayState, then the Response; the Response's refusal is logged where the
+    account's login log says; another account's pending request is not this one's."""
+    off_site = "https://evil.example/steal"
+    form = {"SAMLResponse": "not base64!", "RelayState": off_site}
+    resp = saml.post(form)
+    saml.refused(resp, "bad_relay_state", off_site)
+    resp = saml.post({"SAMLResponse": "not base64!"})
+    saml.refused(resp, "malformed", "not base64")
+    unknown = saml.client.post(f"/saml/nope-{secrets.token_hex(3)}/acs", data=form)
+    assert unknown.status_code == 404
+    assert saml.last_reason() == "malformed"  # nothing logged in this account for that one
+    # a pending request of another account answers nothing here (taken for this account's, it
+    # would name that account's IdP, disabled since it was sent: refused as idp_disabled)
+    other = accounts.create_account(saml.store, f"other-{secrets.token_hex(3)}", actor="t")
+    theirs = Login(saml.client, saml.store, other, saml.idp)
+    idps.add(saml.store, other.slug, saml.idp.metadata_xml(), name="test", actor="t")
+    request_id = theirs.start().id
+
+    def disable(db):
+        idps.get(db, other.id, "test").disabled = True
+
+    saml.store.write(disable)
+    resp = saml.post(saml.response(in_response_to=request_id, name_id="a@example.com"))
+    saml.refused(resp, "unknown_in_response_to")
 
 
 def test_scim_only_idp_refuses_unknown_users(saml, store, scim):

@@ -52,7 +52,7 @@ PATCH = (9, 2)
 FIRST_LOGIN = (17, 2)
 RETURNING_LOGIN = (8, 2)
 PUT_USER = (9, 2)
-SP_RETURNING_LOGIN = (10, 2)
+SP_RETURNING_LOGIN = (9, 2)
 PATCH_USER = (9, 2)
 HEAD = 1
 # Of those, the statements the ORM runs (Session.execute of an ORM statement: it loads objects,
@@ -383,7 +383,8 @@ def test_returning_saml_login_unchanged(logins, sql):
 
 def test_sp_initiated_returning_login(logins, sql):
     """The same login answering our AuthnRequest: the pending request is read once before the
-    checks (to name the IdP and tell a test login apart), then used up under its lock."""
+    checks (to name the IdP and tell a test login apart), with the account (it took a statement
+    of its own), then used up under its lock."""
     assert logins.post("cy@example.com", givenName=["Cy"]).status_code == 302
     request_id = logins.start()
     n, commits, resp = measured(

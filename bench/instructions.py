@@ -20,13 +20,13 @@ N requests are counted: SCIM create (bench/floor.py's body), GET by id and filte
 (a hit) of the users created, PATCH of one attribute of each (as Entra sends a change), PUT of
 each whole (as Okta does), PATCH of a group adding one of them (as IdPs push a membership); SAML
 first login (new users, forms signed before counting), returning login (the same users again,
-unchanged) and the first SAML login of the users SCIM made (found by userName, linked, changed:
-the usual order with Okta and Entra). The rows a path queues for the store's writer
+unchanged), the same users' SP-initiated login (each answering an AuthnRequest of ours, started
+before the count) and the first SAML login of the users SCIM made (found by userName, linked,
+changed: the usual order with Okta and Entra). The rows a path queues for the store's writer
 thread (the SCIM request log) are written in one batch before its count ends; the cycle
-collector is off
-while counting (its collections land at allocation thresholds: one path would pay for
-another's garbage). Printed: millions of instructions per request per checkout and the ratio to
-the first. Under valgrind a run takes a minute or two per checkout at -n 100.
+collector is off while counting (its collections land at allocation thresholds: one path would
+pay for another's garbage). Printed: millions of instructions per request per checkout and the
+ratio to the first. Under valgrind a run takes a minute or two per checkout at -n 100.
 """
 
 from __future__ import annotations
@@ -55,6 +55,7 @@ PATHS = (
     "SCIM PATCH group",
     "SAML first login",
     "SAML returning",
+    "SAML SP returning",
     "SAML SCIM user",
 )
 PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
@@ -184,6 +185,26 @@ def child(app_dir: Path, url: str, marks_path: Path, n: int) -> int:
             )
             return environ_form(acs, dict(idp.post_form(xml)))
 
+        def answer(name: str) -> Any:
+            from tests.saml_idp import parse_authn_request
+
+            browser = app.test_client()
+            started = browser.get("/saml/insn/login", query_string={"idp": "test"})
+            assert started.status_code == 302, started.get_data()[:300]
+            request = parse_authn_request(started.headers["Location"])
+            cookie = browser.get_cookie("bridge_login", path="/saml/insn/")
+            assert cookie is not None and request.acs_url is not None
+            xml = idp.response(
+                name_id=name,
+                destination=request.acs_url,
+                audience=f"{BASE}/saml/insn/metadata",
+                in_response_to=request.id,
+                attributes={"email": [name], "givenName": ["Insn"]},
+            )
+            path = request.acs_url.removeprefix(BASE)
+            cookies = f"bridge_login={cookie.value}"
+            return environ_form(path, dict(idp.post_form(xml)), cookies)
+
         def run(what: str, envs: list[Any], *ok: int) -> list[bytes]:
             bodies = []
             for env in envs[:5]:  # warm: this path's statements and caches
@@ -246,6 +267,10 @@ def child(app_dir: Path, url: str, marks_path: Path, n: int) -> int:
         run("SCIM PATCH group", adds, 200, 204)
         run("SAML first login", first, 302)
         run("SAML returning", again, 302)
+        # the same returning users answering our AuthnRequest (SP-initiated, as our login page
+        # starts a login): each /login made before the count, the response to its request with
+        # the cookie that binds the request to this browser
+        run("SAML SP returning", [answer(name) for name in names], 302)
         # the first SAML login of users SCIM made (the usual order with Okta and Entra): found by
         # userName, linked to the IdP, their attributes changed
         run("SAML SCIM user", scim_users, 302)
@@ -282,7 +307,7 @@ def keep_out_the_occasional() -> None:
     sso.secrets = no_sweep  # type: ignore[attr-defined]
 
 
-def environ_form(path: str, form: dict[str, str]) -> Any:
+def environ_form(path: str, form: dict[str, str], cookies: str | None = None) -> Any:
     from urllib.parse import urlencode
 
     from werkzeug.test import EnvironBuilder
@@ -292,6 +317,7 @@ def environ_form(path: str, form: dict[str, str]) -> Any:
         method="POST",
         data=urlencode(form),
         content_type="application/x-www-form-urlencoded",
+        headers={"Cookie": cookies} if cookies else None,
     ).get_environ()
 
 

@@ -748,10 +748,8 @@ def _find(
     # released at commit) instead of both rewriting its e-mails from a stale read. Only the
     # user's row: locking the joined IdP row too would deadlock concurrent logins, which hold
     # key-share locks on it through their replay-cache inserts. SQLite's write lock does the same.
-    db.flush()  # as the ORM's read would (autoflush): the statement reads users
-    conn = db.connection()
     if user_id is not None:
-        return conn.execute(_BY_ID, {"account_id": account.id, "user_id": user_id}).first(), None
+        return _row_by_id(db, account, user_id), None
     key, external = fold(profile.user_name), profile.external_id or None
     params = {"account_id": account.id, "key": key, "external_id": external}
     if profile.idp is not None:
@@ -759,7 +757,8 @@ def _find(
     # every key in one round trip: at most a row each (each is unique in the account)
     stmt = _match_statement(profile.idp is not None, external is not None, keys)
     found: list[Row[Any]] = []
-    for row in conn.execute(stmt, params).all():
+    db.flush()  # as the ORM's read would (autoflush): the statement reads users
+    for row in db.connection().execute(stmt, params).all():
         if row.linked:
             return row, True
         found.append(row)
@@ -780,9 +779,14 @@ def _find(
 
 def _by_id(db: Session, account: Account, user_id: uuid.UUID) -> User | None:
     """The account's user `user_id` (row locked), or None."""
-    db.flush()  # as the ORM's read would
-    row = db.connection().execute(_BY_ID, {"account_id": account.id, "user_id": user_id}).first()
+    row = _row_by_id(db, account, user_id)
     return None if row is None else _stored(db, row)
+
+
+def _row_by_id(db: Session, account: Account, user_id: uuid.UUID) -> Row[Any] | None:
+    """The row of the account's user `user_id` (locked), or None."""
+    db.flush()  # as the ORM's read would (autoflush): the statement reads users
+    return db.connection().execute(_BY_ID, {"account_id": account.id, "user_id": user_id}).first()
 
 
 def _stored(db: Session, row: Row[Any]) -> User:
@@ -796,9 +800,8 @@ def _stored(db: Session, row: Row[Any]) -> User:
         return same
     entries: dict[str, list[Any]] = {key: [] for key in MULTI_VALUED}
     for entry in db.connection().execute(_entries_statement(), {"user_id": row.id}):
-        table = ENTRY_TABLES[entry.kind]
-        values = {c.key: entry._mapping[c.key] for c in table.columns}
-        entries[entry.kind].append(read_only(MULTI_VALUED[entry.kind], values))
+        columns = {c.key: entry._mapping[c.key] for c in ENTRY_TABLES[entry.kind].columns}
+        entries[entry.kind].append(read_only(MULTI_VALUED[entry.kind], columns))
     user = read_only(User, {c.key: row._mapping[c.key] for c in USERS.columns})
     return loaded(db, user, **entries)
 

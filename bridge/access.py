@@ -434,8 +434,7 @@ def access_of(db: Session, user: User) -> dict[str, Any]:
     """Role, environments, groups and grants of a user, each with its provenance (one Core
     statement on the session's connection, what the session holds flushed first: the ORM's
     execution of it cost about twice the CPU)."""
-    db.flush()
-    rows = db.connection().execute(_access_statement(), {"user_id": user.id}).all()
+    rows = values.flushed(db).execute(_access_statement(), {"user_id": user.id}).all()
     role = next(((r[1], r[2]) for r in rows if r[0] == "role"), None)
     envs = [(r[1], r[2]) for r in rows if r[0] == "environment"]
     groups = [(r[1], r[2]) for r in rows if r[0] == "group"]

@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 
 from bridge import audit, metrics, provisioning, tracing, values
 from bridge.errors import Conflict, Forbidden, InvalidInput, NotFound, PreconditionFailed
-from bridge.models import Account, Grant, Group, Membership, User, fold, loaded, read_only
+from bridge.models import Account, Grant, Group, Membership, fold, loaded, read_only
 from bridge.store import Store
 
 SCIM = "scim"
@@ -221,12 +221,11 @@ def _group(
 ) -> Group:
     # FOR UPDATE: concurrent member changes queue on the group's row. Read as Core and made the
     # session's (models.loaded): the ORM's load cost about twice the CPU
-    db.flush()
     params = {"account_id": account.id, "group_id": group_id}
-    row = db.connection().execute(_GROUP, params).first()
+    row = values.flushed(db).execute(_GROUP, params).first()
     if row is None:
         raise NotFound(f"no group {group_id}")
-    group = loaded(db, read_only(Group, {c.key: row._mapping[c.key] for c in GROUPS.columns}))
+    group = loaded(db, read_only(Group, row._mapping))
     if managed_by is not None and group.managed_by != managed_by:
         raise Conflict(
             f"group {group.display_name!r} is managed by {group.managed_by}; change it there"
@@ -236,7 +235,6 @@ def _group(
 
 GROUPS: Table = Group.__table__  # type: ignore[assignment]
 MEMBERSHIPS: Table = Membership.__table__  # type: ignore[assignment]
-USERS: Table = User.__table__  # type: ignore[assignment]
 _GROUP = (
     select(GROUPS)
     .where(GROUPS.c.account_id == bindparam("account_id"), GROUPS.c.id == bindparam("group_id"))
@@ -335,8 +333,7 @@ def _apply_members(
         rows = [{"group_id": group.id, "user_id": u, "provenance": SCIM} for u in to_add]
         values.insert_rows(db, MEMBERSHIPS, rows)
         metrics.count_created(db, "membership", len(rows))
-    db.flush()
-    conn = db.connection()
+    conn = values.flushed(db)
     for chunk in _chunks(to_remove):
         conn.execute(
             delete(MEMBERSHIPS).where(
@@ -362,8 +359,7 @@ def _scim_members(
     stmt = select(MEMBERSHIPS.c.user_id).where(
         MEMBERSHIPS.c.group_id == group.id, MEMBERSHIPS.c.provenance == SCIM
     )
-    db.flush()
-    conn = db.connection()
+    conn = values.flushed(db)
     if among is None:
         return set(conn.scalars(stmt))
     found: set[uuid.UUID] = set()
@@ -374,12 +370,11 @@ def _scim_members(
 
 def _check_users(db: Session, account: Account, user_ids: set[uuid.UUID]) -> None:
     found: set[uuid.UUID] = set()
-    db.flush()
-    conn = db.connection()
+    conn, users = values.flushed(db), provisioning.USERS.c
     for chunk in _chunks(user_ids):
         found.update(
             conn.scalars(
-                select(USERS.c.id).where(USERS.c.account_id == account.id, USERS.c.id.in_(chunk))
+                select(users.id).where(users.account_id == account.id, users.id.in_(chunk))
             )
         )
     missing = user_ids - found

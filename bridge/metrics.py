@@ -172,14 +172,17 @@ def count_created(db: Session, kind: str, rows: int = 1) -> None:
     """Count `rows` rows of `kind` (KINDS) inserted without the ORM, once committed; the ORM's
     own inserts are counted by the session's flushes (_after_flush), as are audit appends by
     bridge.audit."""
-    if rows:
-        db.info.setdefault(PENDING, []).append(lambda: CHANGES.labels(kind, "created").inc(rows))
+    _count_rows(db, kind, "created", rows)
 
 
 def count_deleted(db: Session, kind: str, rows: int) -> None:
     """The same for `rows` rows of `kind` deleted without the ORM."""
+    _count_rows(db, kind, "deleted", rows)
+
+
+def _count_rows(db: Session, kind: str, op: str, rows: int) -> None:
     if rows:
-        db.info.setdefault(PENDING, []).append(lambda: CHANGES.labels(kind, "deleted").inc(rows))
+        db.info.setdefault(PENDING, []).append(lambda: CHANGES.labels(kind, op).inc(rows))
 
 
 def per_account() -> bool:

@@ -103,16 +103,25 @@ def _configured() -> None:
     configure_mappers()
 
 
-def read_only(cls: type[_T], values: Mapping[str, Any]) -> _T:
-    """An instance of `cls` holding `values` (column key -> value, as read from its table), set
-    as the ORM's own loading sets them: without the attribute events a constructor fires. It
-    belongs to no session, for a caller that reads it only (bridge.provisioning's account, the
-    SAML routes' account and IdPs): loading it through the ORM cost a SAML request twice the CPU
-    of the same row read as Core. A column not in `values` reads None."""
+def read_only(cls: type[_T], values: Mapping[Any, Any], prefix: str = "") -> _T:
+    """An instance of `cls` holding its table's columns from `values` (a row's mapping or a
+    dict: each column under its key, after `prefix`; anything else there, such as a joined
+    table's columns, is left out), set as the ORM's own loading sets them: without the
+    attribute events a constructor fires. It belongs to no session, for a caller that reads it
+    only (bridge.provisioning's account, the SAML routes' account and IdPs), or until
+    `loaded` makes it the session's: loading it through the ORM cost a SAML request twice the
+    CPU of the same row read as Core. A column not in `values` reads None."""
     _configured()
     obj: _T = manager_of_class(cls).new_instance()
-    obj.__dict__.update(values)
+    obj.__dict__.update(
+        {key: values[prefix + key] for key in _column_keys(cls) if prefix + key in values}
+    )
     return obj
+
+
+@functools.cache
+def _column_keys(cls: type[Base]) -> tuple[str, ...]:
+    return tuple(column.key for column in cls.__table__.columns)
 
 
 def held(db: Session, cls: type[_T], *key: Any) -> _T | None:

@@ -716,7 +716,7 @@ def _account_of(db: Session, account_id: int, row: Any) -> Account:
     if row is None:
         raise NotFound(f"no account {account_id}")
     audit.read_head(db, account_id, row.audit_seq, row.audit_head)
-    return read_only(Account, {c.key: row._mapping[c.key] for c in ACCOUNTS.columns})
+    return read_only(Account, row._mapping)
 
 
 ACCOUNTS: Table = Account.__table__  # type: ignore[assignment]
@@ -757,8 +757,7 @@ def _find(
     # every key in one round trip: at most a row each (each is unique in the account)
     stmt = _match_statement(profile.idp is not None, external is not None, keys)
     found: list[Row[Any]] = []
-    db.flush()  # as the ORM's read would (autoflush): the statement reads users
-    for row in db.connection().execute(stmt, params).all():
+    for row in values.flushed(db).execute(stmt, params).all():
         if row.linked:
             return row, True
         found.append(row)
@@ -785,8 +784,8 @@ def _by_id(db: Session, account: Account, user_id: uuid.UUID) -> User | None:
 
 def _row_by_id(db: Session, account: Account, user_id: uuid.UUID) -> Row[Any] | None:
     """The row of the account's user `user_id` (locked), or None."""
-    db.flush()  # as the ORM's read would (autoflush): the statement reads users
-    return db.connection().execute(_BY_ID, {"account_id": account.id, "user_id": user_id}).first()
+    params = {"account_id": account.id, "user_id": user_id}
+    return values.flushed(db).execute(_BY_ID, params).first()
 
 
 def _stored(db: Session, row: Row[Any]) -> User:
@@ -800,9 +799,8 @@ def _stored(db: Session, row: Row[Any]) -> User:
         return same
     entries: dict[str, list[Any]] = {key: [] for key in MULTI_VALUED}
     for entry in db.connection().execute(_entries_statement(), {"user_id": row.id}):
-        columns = {c.key: entry._mapping[c.key] for c in ENTRY_TABLES[entry.kind].columns}
-        entries[entry.kind].append(read_only(MULTI_VALUED[entry.kind], columns))
-    user = read_only(User, {c.key: row._mapping[c.key] for c in USERS.columns})
+        entries[entry.kind].append(read_only(MULTI_VALUED[entry.kind], entry._mapping))
+    user = read_only(User, row._mapping)
     return loaded(db, user, **entries)
 
 

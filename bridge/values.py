@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import (
     Boolean,
     Column,
+    Connection,
     CursorResult,
     Executable,
     Insert,
@@ -72,8 +73,15 @@ def insert_rows(
             groups.setdefault(keys, []).append(filled)
         db.info.setdefault(QUEUED, []).extend((table, group) for group in groups.values())
         return
+    flushed(db).execute(_insert(table), list(rows))
+
+
+def flushed(db: Session) -> Connection:
+    """The session's connection, what the session holds flushed first: a Core statement sent
+    on it sees this transaction's changes, as an ORM statement would (autoflush), for about half
+    the CPU of the ORM's execution."""
     db.flush()
-    db.connection().execute(_insert(table), list(rows))
+    return db.connection()
 
 
 def queue_statement(db: Session, statement: Executable, params: Mapping[str, Any]) -> None:
@@ -86,8 +94,7 @@ def queue_statement(db: Session, statement: Executable, params: Mapping[str, Any
     PostgreSQL it runs on the same snapshot as the rows queued with it (a data-modifying CTE):
     it must not change a row queued with it. In a session that does not queue, at once."""
     if QUEUES not in db.info:
-        db.flush()
-        db.connection().execute(statement, dict(params))
+        flushed(db).execute(statement, dict(params))
         return
     db.info.setdefault(QUEUED, []).append((statement, dict(params)))
 

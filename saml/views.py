@@ -51,7 +51,6 @@ def _settings_of_app() -> Any:
 # read by a SAML route: not read (it reads None here).
 _ACCOUNTS: Table = Account.__table__  # type: ignore[assignment]
 _IDPS: Table = IdentityProvider.__table__  # type: ignore[assignment]
-_ACCOUNT_KEYS = tuple(c.key for c in _ACCOUNTS.c)
 _IDP_KEYS = tuple(c.key for c in _IDPS.c if c.key != "metadata_xml")
 _ACCOUNT_STATE = (
     select(
@@ -111,17 +110,13 @@ def _account_and_pending(
     first = rows[0]._mapping
     pending = None
     if in_response_to and first["pending_id"] is not None:  # Core: half the ORM's db.get
-        pending = read_only(
-            AuthnRequest, {c.key: first[f"pending_{c.key}"] for c in _AUTHN_REQUESTS.c}
-        )
-    account = read_only(Account, {key: first[key] for key in _ACCOUNT_KEYS})
+        pending = read_only(AuthnRequest, first, prefix="pending_")
+    account = read_only(Account, first)
     found: dict[int, IdentityProvider] = {}  # in name order
     for row in rows:
         idp_id = row._mapping["idp_id"]
         if idp_id is not None and idp_id not in found:
-            found[idp_id] = read_only(
-                IdentityProvider, {key: row._mapping[f"idp_{key}"] for key in _IDP_KEYS}
-            )
+            found[idp_id] = read_only(IdentityProvider, row._mapping, prefix="idp_")
     pairs = {row.key_id: row for row in rows if row.key_id is not None}  # newest first
     g.saml_state = _State(account.id, tuple(found.values()), tuple(pairs.values()))
     g.saml_account_id = account.id  # a refusal from here on goes into this account's login log

@@ -37,6 +37,18 @@ def test_values_are_read_back_and_missing_ones_are_none():
     assert state.transient and not state.modified  # no session, nothing to write
 
 
+def test_only_the_models_columns_are_taken_from_a_joined_row():
+    """A row read with other tables' columns (a join, labelled `prefix` + column for this
+    model's): the model's columns are taken under the prefix, nothing else lands on the
+    instance."""
+    row = {"id": 1, "slug": "acme", "idp_id": 7, "idp_name": "okta", "linked": True}
+    idp = read_only(IdentityProvider, row, prefix="idp_")
+    assert (idp.id, idp.name, idp.entity_id) == (7, "okta", None)
+    assert not {"slug", "linked", "idp_id", "idp_name"} & set(vars(idp))
+    account = read_only(Account, row)
+    assert (account.id, account.slug) == (1, "acme") and "idp_name" not in vars(account)
+
+
 @pytest.mark.parametrize("model", [User, UserEmail, UserPhoneNumber, UserAddress, Group])
 def test_each_column_of_a_loaded_model_is_under_its_attributes_name(model):
     """The same for the models bridge.provisioning and bridge.groups make with `loaded`."""

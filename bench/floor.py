@@ -16,6 +16,12 @@ with the machine's load. Printed per request:
 - **DB floor**: the very statements the bridge sent for that request (captured with engine
   events), replayed through the bare driver (sqlite3 / psycopg: execute, fetchall, commit) on a
   copy of the database as it was: CPU, and wall (which includes PostgreSQL's own work).
+- **PostgreSQL's own CPU** (PostgreSQL only): the CPU its server processes spent on the
+  bridge's requests (every connection of the bench's database: the request's, the SCIM log's
+  writer), and on the bare driver's replay of the same statements, read from the kernel's
+  per-process scheduler statistics (/proc/<pid>/schedstat: nanoseconds on a CPU; the server runs
+  on this machine, so on its two cores). The in-memory peer has no server; on two shared cores
+  the fair comparison adds it to the bridge's own CPU: the rows "with PostgreSQL's CPU".
 - **where the rest goes**: a second pass sampled every 0.5 ms by a thread reading the main
   thread's CPU clock and stack, each sample charged to the innermost non-stdlib frame's layer
   (Flask/Werkzeug, json, SQLAlchemy, the driver, the peer's pydantic) and, for our own code, to
@@ -313,9 +319,67 @@ def replay_session(sessions: Any, events: list[tuple[Any, ...]]) -> None:
         db.close()
 
 
-def replayed(url: str, requests: list[list[tuple[Any, ...]]], through: str) -> tuple[float, float]:
+class ServerCpu:
+    """CPU ms PostgreSQL's server processes spent, read from /proc/<pid>/schedstat (ns on a
+    CPU): of every connection to `database` but the one asking (None: SQLite, nothing to read),
+    or of the connection `pid` names."""
+
+    def __init__(self, url: str) -> None:
+        from sqlalchemy import create_engine
+        from sqlalchemy.engine import make_url
+
+        parsed = make_url(url)
+        self.database = parsed.database
+        self.engine = (
+            create_engine(parsed.set(database="postgres"), isolation_level="AUTOCOMMIT")
+            if parsed.get_backend_name() == "postgresql"
+            else None
+        )
+
+    def pids(self) -> list[int]:
+        from sqlalchemy import text
+
+        assert self.engine is not None
+        with self.engine.connect() as conn:
+            return list(
+                conn.scalars(
+                    text("SELECT pid FROM pg_stat_activity WHERE datname = :db"),
+                    {"db": self.database},
+                )
+            )
+
+    @staticmethod
+    def of(pids: list[int]) -> dict[int, float]:
+        spent: dict[int, float] = {}
+        for pid in pids:
+            try:
+                with open(f"/proc/{pid}/schedstat") as f:
+                    spent[pid] = int(f.read().split()[0]) / 1e6
+            except (OSError, ValueError, IndexError):
+                pass  # a connection closed meanwhile
+        return spent
+
+    def sample(self) -> dict[int, float] | None:
+        return None if self.engine is None else self.of(self.pids())
+
+    @staticmethod
+    def since(before: dict[int, float] | None, after: dict[int, float] | None) -> float:
+        """ms between two samples (a connection opened between them counts from 0)."""
+        if before is None or after is None:
+            return float("nan")
+        return sum(ms - before.get(pid, 0.0) for pid, ms in after.items())
+
+    def dispose(self) -> None:
+        if self.engine is not None:
+            self.engine.dispose()
+
+
+def replayed(
+    url: str, requests: list[list[tuple[Any, ...]]], through: str
+) -> tuple[float, float, float]:
     """Median CPU and wall ms of replaying each request's statements through the bare driver
-    (`through` "driver") or SQLAlchemy sessions ("session")."""
+    (`through` "driver") or SQLAlchemy sessions ("session"); and PostgreSQL's mean CPU ms per
+    request for it (NaN on SQLite)."""
     from sqlalchemy.orm import sessionmaker
 
     from bridge.store import make_engine
@@ -325,6 +389,10 @@ def replayed(url: str, requests: list[list[tuple[Any, ...]]], through: str) -> t
     sessions = sessionmaker(engine, expire_on_commit=False)
     sqlite = engine.dialect.name == "sqlite"
     cpu, wall = [], []
+    server: dict[int, float] | None = None
+    if not sqlite:
+        pid = raw.driver_connection.info.backend_pid
+        server = ServerCpu.of([pid])
     try:
         for events in requests:
             t0, w0 = time.process_time(), time.perf_counter()
@@ -334,10 +402,12 @@ def replayed(url: str, requests: list[list[tuple[Any, ...]]], through: str) -> t
                 replay_session(sessions, events)
             cpu.append((time.process_time() - t0) * 1000)
             wall.append((time.perf_counter() - w0) * 1000)
+        after = None if server is None else ServerCpu.of(list(server))
+        postgres = ServerCpu.since(server, after) / max(len(requests), 1)
     finally:
         raw.close()
         engine.dispose()
-    return statistics.median(cpu), statistics.median(wall)
+    return statistics.median(cpu), statistics.median(wall), postgres
 
 
 # ---------------------------------------------------------------- the peer
@@ -389,6 +459,7 @@ def run(url: str, tmp: Path, n: int) -> int:
 
     app, store, token = bridge_app(url, tmp, "floor")
     peer = peer_app(token)
+    server = ServerCpu(url)
     capture = Capture(store.engine)
     scim = "/scim/v2"
 
@@ -437,6 +508,7 @@ def run(url: str, tmp: Path, n: int) -> int:
             for key in ("bridge", "bridge wall", "peer"):
                 cpu.setdefault(f"{op} {key}", [])
             ctx = sampled(charge.setdefault(op, Counter())) if charge is not None else None
+            spent = server.sample() if charge is None else None
             with ctx if ctx is not None else _nothing():
                 for i, env_b in enumerate(mine[op]):
                     if charge is None:
@@ -453,6 +525,9 @@ def run(url: str, tmp: Path, n: int) -> int:
                         cpu[f"{op} peer"].append(c)
                         if op == "create":
                             ids["peer"].append(json.loads(body)["id"])
+            if charge is None:
+                store.flush()  # the SCIM log's rows of these requests, on the server's CPU too
+                cpu[f"{op} postgres"] = [ServerCpu.since(spent, server.sample()) / len(mine[op])]
         health = [environ("GET", "/healthz", None) for _ in range(n)]
         cpu["healthz bridge"] = [timed(app, e, 200)[0] for e in health]
         if charge is None:
@@ -480,6 +555,7 @@ def run(url: str, tmp: Path, n: int) -> int:
     charges: dict[str, Counter[str]] = {}
     one_pass(n, charges)
     store.dispose()
+    server.dispose()
 
     kind = "PostgreSQL" if url.startswith("postgresql") else "SQLite"
     code = Path(bridge.__file__).parents[1]
@@ -506,6 +582,10 @@ def run(url: str, tmp: Path, n: int) -> int:
         "above framework + driver floors",
         each(lambda op: total[OPS.index(op)] - healthz - floors[op][0]),
     )
+    postgres = server.engine is not None
+    if postgres:
+        row("PostgreSQL's CPU: the bridge's", each(lambda op: results[f"{op} postgres"]["median"]))
+        row("PostgreSQL's CPU: bare driver", each(lambda op: floors[op][2]))
     if peer:
         theirs = each(lambda op: results[f"{op} peer"]["median"])
         row("scim2-server (in memory)", theirs)
@@ -524,6 +604,22 @@ def run(url: str, tmp: Path, n: int) -> int:
             each(lambda op: theirs[OPS.index(op)] / (healthz + sessions[op][0])),
             "{:>9.2f}x",
         )
+        if postgres:
+            row(
+                "ratio with PostgreSQL's CPU",
+                each(
+                    lambda op: (
+                        theirs[OPS.index(op)]
+                        / (total[OPS.index(op)] + results[f"{op} postgres"]["median"])
+                    )
+                ),
+                "{:>9.2f}x",
+            )
+            row(
+                "  at framework + driver floors",
+                each(lambda op: theirs[OPS.index(op)] / (healthz + floors[op][0] + floors[op][2])),
+                "{:>9.2f}x",
+            )
     else:
         print("scim2-server is not importable here: no peer rows (pip install scim2-server)")
     print("\nwhere the bridge's CPU goes: layer: region (sampled pass, scaled to the medians)")

@@ -122,13 +122,15 @@ def update_group(
     actor: str,
     if_version: int | None = None,
     managed_by: str | None = None,
+    account_read: provisioning.AccountRead | None = None,
 ) -> GroupOutcome:
     """Apply the change `build` makes from the group's current state, atomically.
-    `managed_by` refuses (Conflict) a group someone else manages (the API changes only its own)."""
+    `managed_by` refuses (Conflict) a group someone else manages (the API changes only its own);
+    `account_read`: the account as read with the request's token (provisioning.AccountRead)."""
 
     def work(db: Session) -> GroupOutcome:
         # the policy's version read with the account: a member change may re-evaluate them
-        account, known = provisioning.account_and_policy_in(db, account_id)
+        account, known = provisioning.account_and_policy_in(db, account_id, account_read)
         group = _group(db, account, group_id, managed_by)
         _writable(db, group)
         if if_version is not None and group.version != if_version:

@@ -40,7 +40,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 import policies
-from bridge import access, audit, guards, metrics, profiles, sessions, tracing, values
+from bridge import access, accounts, audit, guards, metrics, profiles, sessions, tracing, values
 from bridge.access import access_of
 from bridge.errors import Conflict, InvalidInput, NotFound, PreconditionFailed
 from bridge.identifiers import identifier_problem
@@ -48,6 +48,7 @@ from bridge.models import (
     Account,
     IdentityProvider,
     SamlIdentity,
+    ScimToken,
     User,
     UserAddress,
     UserEmail,
@@ -219,11 +220,13 @@ def provision(
     user_id: uuid.UUID | None = None,
     create: bool = True,
     must_create: bool = False,
+    account_read: AccountRead | None = None,
 ) -> Outcome:
     """Create or update the user `profile` describes and apply the account's policy.
 
     `user_id` names the user to update (NotFound if absent); `create=False` refuses unknown users;
-    `must_create=True` refuses a profile that matches a stored user (Conflict).
+    `must_create=True` refuses a profile that matches a stored user (Conflict); `account_read`:
+    the account as read with the request's token (AccountRead).
     """
 
     return _write_guarded(
@@ -237,6 +240,7 @@ def provision(
             user_id=user_id,
             create=create,
             must_create=must_create,
+            account_read=account_read,
         ),
     )
 
@@ -251,10 +255,11 @@ def provision_in(
     user_id: uuid.UUID | None = None,
     create: bool = True,
     must_create: bool = False,
+    account_read: AccountRead | None = None,
 ) -> Outcome:
     """`provision` inside the caller's transaction (a SAML login writes its replay-cache entry,
     the user and the session together)."""
-    account, known = account_and_policy_in(db, account_id)
+    account, known = account_and_policy_in(db, account_id, account_read)
     # a profile that must create matches no one or is refused: the match read as keys only
     row, linked = _find(db, account, profile, user_id, keys=must_create and user_id is None)
     if row is None:
@@ -279,15 +284,17 @@ def update_user(
     *,
     actor: str,
     if_version: int | None = None,
+    account_read: AccountRead | None = None,
 ) -> Outcome:
     """Update a stored user to the profile `build` makes from its current state.
 
     `build` runs inside the transaction, on the state as it is now, and again if a concurrent
     writer forces a retry: a read-modify-write (SCIM PATCH) never loses another writer's change.
+    `account_read`: the account as read with the request's token (AccountRead).
     """
 
     def work(db: Session) -> Outcome:
-        account, known = account_and_policy_in(db, account_id)
+        account, known = account_and_policy_in(db, account_id, account_read)
         user = _by_id(db, account, user_id)
         if user is None:
             raise NotFound(f"no user {user_id} in account {account.slug!r}")
@@ -703,12 +710,53 @@ def account_in(db: Session, account_id: int) -> Account:
     )
 
 
-def account_and_policy_in(db: Session, account_id: int) -> tuple[Account, Known]:
+def account_and_policy_in(
+    db: Session, account_id: int, account_read: AccountRead | None = None
+) -> tuple[Account, Known]:
     """account_in, with the account's active policy version and environments read in the same
     statement, for a write that applies the policy (`_write(known=...)`): one round trip fewer
-    than account_in and policy_for's own read."""
-    row, known = read_with_account(db, account_id)
+    than account_in and policy_for's own read. `account_read`: that read as made with the
+    request's token, taken instead by the write's first attempt on PostgreSQL (AccountRead)."""
+    rows = None
+    if account_read is not None and db.get_bind().dialect.name == "postgresql":
+        rows = account_read.take(account_id)
+    if rows is None:
+        row, known = read_with_account(db, account_id)
+    else:
+        row, known = rows[0], known_of(rows)
     return _account_of(db, account_id, row), known
+
+
+# A SCIM token's row with its account's, once per environment, and what policy_for reads of it
+# (policy.with_known): a write's read of the account made with the request's token. Built once.
+ACCOUNT_WITH_TOKEN = with_known(
+    accounts.BY_HASH.add_columns(*Account.__table__.c).join(
+        Account.__table__, Account.__table__.c.id == ScimToken.account_id
+    ),
+    Account.__table__.c.id,
+)
+
+
+class AccountRead:
+    """The rows of ACCOUNT_WITH_TOKEN a request read (its token's account), for the first
+    attempt of its write on PostgreSQL (account_and_policy_in), a round trip fewer than reading
+    the account again after BEGIN. The same read: PostgreSQL's READ COMMITTED gives each
+    statement of a transaction a snapshot of its own, taken as it starts, and a plain SELECT
+    locks nothing, so the account read just before BEGIN is what the transaction's first
+    statement would have read a moment later (on PostgreSQL nothing of the audit chain's head
+    is taken from it: bridge.audit reads the head under its row lock). Not on SQLite, whose
+    write transaction reads the account under its write lock (and takes the chain's head from
+    it). Taken once: a retried attempt reads the account again."""
+
+    def __init__(self, rows: list[Row[Any]]) -> None:
+        self._rows: list[Row[Any]] | None = rows
+
+    def take(self, account_id: int) -> list[Row[Any]] | None:
+        """The rows, the first time, if they are `account_id`'s; None after."""
+        rows, self._rows = self._rows, None
+        if not rows or rows[0].id != account_id:
+            return None
+        return rows
 
 
 def _account_of(db: Session, account_id: int, row: Any) -> Account:

@@ -57,12 +57,21 @@ def authenticate() -> None:
 READ_ALONG = "bridge.scim_read_along"  # in the request's environ, not `g` (SCIM Bulk)
 
 
+# the views whose write reads the account and its policy (on PostgreSQL with the token: AccountRead)
+_WRITES = ("scim.create_user", "scim.replace_user", "scim.patch_user")
+_GROUP_WRITES = ("scim.replace_group", "scim.patch_group")
+ACCOUNT = "account"  # what a write's token statement asks: _account_read
+
+
 def _asked_with_token(dialect: str) -> tuple[Any, Any, dict[str, Any]] | None:
     """What a GET /Users/<id> (the user), GET /Users or GET /Groups (the page) reads, to be
     read with the request's token in one statement: (what is asked, the statement, its
     parameters). None for any other request, and for one its view refuses (an id that is no
     id, a filter that is no filter: answered by the view, after the token), or counts apart
-    (`count` 0). (A page of groups is their heads: members stream apart, as ever.)"""
+    (`count` 0). (A page of groups is their heads: members stream apart, as ever.) On
+    PostgreSQL a write of a user or group reads its account with the token (AccountRead)."""
+    if dialect == "postgresql" and request.endpoint in (*_WRITES, *_GROUP_WRITES):
+        return ACCOUNT, provisioning.ACCOUNT_WITH_TOKEN, {}
     if request.endpoint == "scim.get_user" and request.view_args:
         try:
             user_id = uuid.UUID(request.view_args["raw_id"])
@@ -90,6 +99,12 @@ def _read_with_token() -> tuple[Any, list[Any]] | None:
     """(what was asked, the rows) when the request's reads came with its token."""
     read: tuple[Any, list[Any]] | None = request.environ.pop(READ_ALONG, None)
     return read
+
+
+def _account_read() -> provisioning.AccountRead | None:
+    """The account as a write's token statement read it (PostgreSQL), for its first attempt."""
+    read = _read_with_token()
+    return provisioning.AccountRead(read[1]) if read is not None and read[0] == ACCOUNT else None
 
 
 @bp.after_request
@@ -275,7 +290,12 @@ def create_user() -> ResponseReturnValue:
     doc = mapping.canonical(_object(body()), schema.USERS)
     profile = mapping.user_profile(doc, active=True)
     out = provisioning.provision(
-        get_store(), g.account_id, profile, actor=actor(), must_create=True
+        get_store(),
+        g.account_id,
+        profile,
+        actor=actor(),
+        must_create=True,
+        account_read=_account_read(),
     )
     made = out.created_as_written
     if made is None:
@@ -315,6 +335,7 @@ def replace_user(raw_id: str) -> ResponseReturnValue:
         lambda db, user: profile,
         actor=actor(),
         if_version=if_match(),
+        account_read=_account_read(),
     )
     return _user_reply(user_id)
 
@@ -331,7 +352,13 @@ def patch_user(raw_id: str) -> ResponseReturnValue:
         return mapping.user_profile(patch.apply_to_user(current, ops))
 
     provisioning.update_user(
-        get_store(), g.account_id, user_id, build, actor=actor(), if_version=if_match()
+        get_store(),
+        g.account_id,
+        user_id,
+        build,
+        actor=actor(),
+        if_version=if_match(),
+        account_read=_account_read(),
     )
     return _user_reply(user_id)
 
@@ -458,6 +485,7 @@ def replace_group(raw_id: str) -> ResponseReturnValue:
         lambda db, grp: change,
         actor=actor(),
         if_version=if_match(),
+        account_read=_account_read(),
     )
     return _group_reply(group_id)
 
@@ -474,6 +502,7 @@ def patch_group(raw_id: str) -> ResponseReturnValue:
         lambda db, grp: change,
         actor=actor(),
         if_version=if_match(),
+        account_read=_account_read(),
     )
     if "attributes" in request.args or "excludedAttributes" in request.args:
         return _group_reply(group_id)

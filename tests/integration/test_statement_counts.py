@@ -43,7 +43,9 @@ BASE = "http://127.0.0.1:8000"
 # write queued for its audit event (bridge.values: a new user's rows and access, a login's
 # session and log line) are CTEs of the event's statement too, and so are the statements it
 # queued (a login's remembered digest): one statement fewer per table or statement queued
-# (`queued`), where SQLite sends an INSERT per table and each statement.
+# (`queued`), where SQLite sends an INSERT per table and each statement. And there a SCIM write
+# of a user or group reads its account (and the policy's version) with the request's token,
+# before its transaction (provisioning.AccountRead): one statement fewer (`account`).
 CREATE = (11, 2)
 GET = (1, 0)
 FILTER = (1, 0)
@@ -167,21 +169,35 @@ def measured(sql: Counter, call) -> tuple[int, int, object]:
 
 
 def on_db(
-    sql: Counter, expected: tuple[int, int], *, head: int = 0, events: int = 0, queued: int = 0
+    sql: Counter,
+    expected: tuple[int, int],
+    *,
+    head: int = 0,
+    events: int = 0,
+    queued: int = 0,
+    account: int = 0,
 ) -> tuple[int, int]:
     """The expected counts on the database counted (see above); `head`: the statements
     PostgreSQL spends reading the audit chain's head again; `events`: the audit events;
-    `queued`: the tables whose rows PostgreSQL writes inside another statement."""
+    `queued`: the tables whose rows PostgreSQL writes inside another statement; `account`: the
+    account reads PostgreSQL makes with the token."""
     statements, commits = expected
-    return statements + (head - events - queued) * (sql.dialect == "postgresql"), commits
+    fewer = head - events - queued - account
+    return statements + fewer * (sql.dialect == "postgresql"), commits
 
 
 def scim_counts(
-    sql: Counter, expected: tuple[int, int], *, head: int = 0, events: int = 0, queued: int = 0
+    sql: Counter,
+    expected: tuple[int, int],
+    *,
+    head: int = 0,
+    events: int = 0,
+    queued: int = 0,
+    account: int = 0,
 ) -> tuple[int, int]:
     """A SCIM request's expected counts (on_db); its log row was queued."""
     assert sql.appended == ["scim_requests"]
-    return on_db(sql, expected, head=head, events=events, queued=queued)
+    return on_db(sql, expected, head=head, events=events, queued=queued, account=account)
 
 
 @pytest.fixture
@@ -197,12 +213,61 @@ def test_scim_create(warm, sql):
     are written with the audit event, in one statement."""
     n, commits, resp = measured(sql, lambda: warm.post("Users", json=user_doc(1)))
     assert resp.status_code == 201, resp.get_data(as_text=True)
-    assert (n, commits) == scim_counts(sql, CREATE, head=HEAD, events=1, queued=6), str(sql)
+    expected = scim_counts(sql, CREATE, head=HEAD, events=1, queued=6, account=1)
+    assert (n, commits) == expected, str(sql)
     assert sql.orm == []  # every statement Core, on the connection (see ORM_READS)
     # answered from what was written, not read back: the same document a read gives
     got = warm.get(f"Users/{resp.json['id']}")
     assert resp.json == got.json and resp.headers["ETag"] == got.headers["ETag"]
     assert resp.headers["Location"] == resp.json["meta"]["location"]
+
+
+def test_a_retried_write_reads_its_account_again(warm, sql, store, monkeypatch):
+    """The account a SCIM write read with its token (PostgreSQL) serves its first attempt only:
+    a write retried after a conflict reads the account again in its own transaction, as SQLite's
+    attempts each do. One user and one audit event come of it."""
+    from sqlalchemy.exc import OperationalError
+
+    from bridge import provisioning
+
+    class Deadlock(Exception):
+        sqlstate = "40P01"  # deadlock_detected: bridge.store retries the work
+
+    find, failed = provisioning._find, []
+
+    def find_once_failing(*args, **kwargs):
+        if not failed:
+            failed.append(True)
+            raise OperationalError("SELECT", {}, Deadlock())
+        return find(*args, **kwargs)
+
+    monkeypatch.setattr(provisioning, "_find", find_once_failing)
+    events = audit_count(store)
+    _, _, resp = measured(sql, lambda: warm.post("Users", json=user_doc(7)))
+    assert resp.status_code == 201, resp.get_data(as_text=True)
+    reads = [
+        s
+        for s in sql.statements
+        if "known_version_id" in s and not s.lstrip().startswith("SELECT scim_tokens")
+    ]
+    # PostgreSQL: the retry's read (the first attempt had the token's); SQLite: each attempt's
+    assert len(reads) == (1 if sql.dialect == "postgresql" else 2), str(sql)
+    assert (
+        warm.get("Users", query_string={"filter": 'userName eq "user7@example.com"'}).json[
+            "totalResults"
+        ]
+        == 1
+    )
+    assert audit_count(store) == events + 1
+
+
+def audit_count(store) -> int:
+    from sqlalchemy import func, select
+
+    from bridge.models import AuditEvent
+
+    with store.read() as db:
+        return db.scalar(select(func.count()).select_from(AuditEvent))
 
 
 def test_scim_get_by_id(warm, sql):
@@ -255,7 +320,7 @@ def test_scim_patch_one_member(warm, sql):
     body = {"schemas": [PATCH_OP], "Operations": [op]}
     n, commits, resp = measured(sql, lambda: warm.patch(f"Groups/{group['id']}", json=body))
     assert resp.status_code == 204, resp.get_data(as_text=True)
-    assert (n, commits) == scim_counts(sql, PATCH, head=HEAD, events=1), str(sql)
+    assert (n, commits) == scim_counts(sql, PATCH, head=HEAD, events=1, account=1), str(sql)
     assert sql.orm == []
 
 
@@ -267,7 +332,7 @@ def test_scim_put_user(warm, sql):
     n, commits, resp = measured(sql, lambda: warm.put(f"Users/{made['id']}", json=doc))
     assert resp.status_code == 200 and resp.json["name"]["givenName"] == "Bo"
     assert resp.headers["ETag"] == 'W/"2"'
-    assert (n, commits) == scim_counts(sql, PUT_USER, head=HEAD, events=1), str(sql)
+    assert (n, commits) == scim_counts(sql, PUT_USER, head=HEAD, events=1, account=1), str(sql)
     assert sql.orm == []
 
 
@@ -281,7 +346,7 @@ def test_scim_patch_user(warm, sql):
     n, commits, resp = measured(sql, lambda: warm.patch(f"Users/{made['id']}", json=body))
     assert resp.status_code == 200 and resp.json["name"]["givenName"] == "Bo"
     assert resp.headers["ETag"] == 'W/"2"'
-    assert (n, commits) == scim_counts(sql, PATCH_USER, head=HEAD, events=1), str(sql)
+    assert (n, commits) == scim_counts(sql, PATCH_USER, head=HEAD, events=1, account=1), str(sql)
     assert sql.orm == []
 
 

@@ -69,7 +69,7 @@ from bridge.policy import (
     read_with_account,
     with_known,
 )
-from bridge.store import Store
+from bridge.store import ATTEMPT, UNLOOKED, Store
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -260,8 +260,15 @@ def provision_in(
     """`provision` inside the caller's transaction (a SAML login writes its replay-cache entry,
     the user and the session together)."""
     account, known = account_and_policy_in(db, account_id, account_read)
-    # a profile that must create matches no one or is refused: the match read as keys only
-    row, linked = _find(db, account, profile, user_id, keys=must_create and user_id is None)
+    if must_create and user_id is None and profile.idp is None and db.info.get(ATTEMPT) == 1:
+        # A profile that must create matches no one or is refused: its first attempt inserts
+        # without looking, and the unique keys of userName and externalId refuse one that
+        # matches (as they refuse a concurrent insert of the same user); the work is then
+        # retried, and the retry looks (the match read as keys only) to say which is taken.
+        db.info[UNLOOKED] = True
+        row, linked = None, None
+    else:
+        row, linked = _find(db, account, profile, user_id, keys=must_create and user_id is None)
     if row is None:
         if user_id is not None or not create:
             raise NotFound(f"no user {profile.user_name!r} in account {account.slug!r}")
@@ -609,9 +616,10 @@ def _write(
     before = None if stored is None else snapshot(db, stored)
     was_active = user.active is not False
     # A new user: `_find` just looked for their userName, externalId and IdP identity in this
-    # transaction and found none of them (a concurrent insert fails the unique keys, and the
-    # work is retried), and they have no rows yet: none of that is read again, and what is
-    # written is what they are (their access included: nothing is read back).
+    # transaction and found none of them, or a SCIM create did not look (provision_in); either
+    # way the unique keys refuse a taken one (a concurrent insert too), and the work is
+    # retried. They have no rows yet: none of that is read again, and what is written is what
+    # they are (their access included: nothing is read back).
     with db.no_autoflush:
         _set_identity(db, account, user, profile, fresh=is_new)
         free = profile.external_id if is_new else None

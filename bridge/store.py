@@ -60,6 +60,12 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 WRITE = "bridge_write"
+ATTEMPT = "bridge_attempt"  # a write session's info: which attempt of `Store.write` it runs
+# A write session's info, set by work that inserts without first looking for what a unique key
+# guards (a SCIM create's userName and externalId): a unique key's refusal of that attempt is
+# its answer, not a conflict with another writer. The next attempt runs at once (it looks),
+# without the backoff, the log line or the retry metric of a conflict.
+UNLOOKED = "bridge_unlooked"
 RECYCLE = 3600  # seconds a PostgreSQL connection is reused before the pool opens a new one
 LOCK_WAIT = 30.0  # seconds a SQLite writer waits for the write lock before giving up
 LOCK_STEP = 0.002  # the longest single sleep of that wait
@@ -391,8 +397,11 @@ class Store:
         scope = self._end_read()
         for attempt in range(1, self.attempts + 1):
             committing = [False]
+            info: dict[Any, Any] = {}
             try:
                 with self.sessions() as db:
+                    info = db.info
+                    info[ATTEMPT] = attempt
                     if scope is not None:
                         scope.writing = True
                     try:
@@ -412,6 +421,8 @@ class Store:
                     if isinstance(exc, OperationalError):
                         raise Unavailable("the database stayed busy; try again") from exc
                     raise Conflict("a concurrent change kept conflicting; try again") from exc
+                if isinstance(exc, IntegrityError) and info.get(UNLOOKED):
+                    continue  # the attempt inserted without looking: the next one looks
                 log.info("retrying write after %s (attempt %d)", type(exc).__name__, attempt)
                 metrics.WRITE_RETRIES.labels(type(exc).__name__).inc()
                 time.sleep(random.uniform(0, min(0.25, 0.002 * 2**attempt)))

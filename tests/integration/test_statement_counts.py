@@ -46,7 +46,7 @@ BASE = "http://127.0.0.1:8000"
 # (`queued`), where SQLite sends an INSERT per table and each statement. And there a SCIM write
 # of a user or group reads its account (and the policy's version) with the request's token,
 # before its transaction (provisioning.AccountRead): one statement fewer (`account`).
-CREATE = (11, 2)
+CREATE = (10, 2)
 GET = (1, 0)
 FILTER = (1, 0)
 GROUP_FILTER = (1, 0)  # and one more for the members, when they are wanted
@@ -222,6 +222,36 @@ def test_scim_create(warm, sql):
     assert resp.headers["Location"] == resp.json["meta"]["location"]
 
 
+def test_a_create_of_a_taken_user_is_refused_by_the_unique_keys(warm, sql, store):
+    """A create does not look for its userName and externalId first (a statement fewer for
+    every create that succeeds): the unique keys refuse a taken one, and the work's retry looks
+    to say which: 409 uniqueness naming it, and nothing written. Not counted as a conflict
+    between writers (bridge_store_write_retries_total), which it is not."""
+    from prometheus_client import REGISTRY
+
+    def retries() -> float:
+        sample = "bridge_store_write_retries_total"
+        return REGISTRY.get_sample_value(sample, {"cause": "IntegrityError"}) or 0.0
+
+    made = warm.post("Users", json={"userName": "Taken@example.com", "externalId": "ext-t"})
+    assert made.status_code == 201
+    events, users = audit_count(store), warm.get("Users").json["totalResults"]
+    counted = retries()
+    for doc, taken in (
+        ({"userName": "TAKEN@example.com"}, "userName"),
+        ({"userName": "other@example.com", "externalId": "ext-t"}, "externalId"),
+    ):
+        sql.reset()
+        resp = warm.post("Users", json=doc)
+        assert resp.status_code == 409, resp.get_data(as_text=True)
+        assert resp.json["scimType"] == "uniqueness"
+        assert resp.json["detail"] == f"a user with this {taken} already exists"
+        # the first attempt's INSERT, refused; the retry's look, which finds the user
+        assert any(s.lstrip().startswith("SELECT users.id") for s in sql.statements), str(sql)
+    assert (audit_count(store), warm.get("Users").json["totalResults"]) == (events, users)
+    assert retries() == counted  # the unique keys answered a look-up: no conflict to count
+
+
 def test_a_retried_write_reads_its_account_again(warm, sql, store, monkeypatch):
     """The account a SCIM write read with its token (PostgreSQL) serves its first attempt only:
     a write retried after a conflict reads the account again in its own transaction, as SQLite's
@@ -233,15 +263,15 @@ def test_a_retried_write_reads_its_account_again(warm, sql, store, monkeypatch):
     class Deadlock(Exception):
         sqlstate = "40P01"  # deadlock_detected: bridge.store retries the work
 
-    find, failed = provisioning._find, []
+    write, failed = provisioning._write, []
 
-    def find_once_failing(*args, **kwargs):
+    def write_once_failing(*args, **kwargs):
         if not failed:
             failed.append(True)
-            raise OperationalError("SELECT", {}, Deadlock())
-        return find(*args, **kwargs)
+            raise OperationalError("INSERT", {}, Deadlock())
+        return write(*args, **kwargs)
 
-    monkeypatch.setattr(provisioning, "_find", find_once_failing)
+    monkeypatch.setattr(provisioning, "_write", write_once_failing)
     events = audit_count(store)
     _, _, resp = measured(sql, lambda: warm.post("Users", json=user_doc(7)))
     assert resp.status_code == 201, resp.get_data(as_text=True)

@@ -222,8 +222,11 @@ class PatchPath:
     filter: Expr | None = None
 
 
+@functools.lru_cache(maxsize=256)
 def parse_path(text: str, urns: tuple[str, ...]) -> PatchPath:
-    """A PATCH path, or InvalidPath. `urns` are the resource's schema URNs (a path may be one)."""
+    """A PATCH path, or InvalidPath. `urns` are the resource's schema URNs (a path may be one).
+    Kept once parsed (an IdP's PATCHes name a handful of paths, `title`, `emails[type eq
+    "work"].value`, `members`...): the answer is immutable, and a refusal is not kept."""
     stripped = text.strip()
     for urn in urns:
         if stripped.lower() == urn.lower():

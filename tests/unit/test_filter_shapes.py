@@ -79,3 +79,19 @@ def test_a_string_that_looks_like_a_hole_is_the_filters_own():
     """A filter whose string is itself a hole's text gets that text, not another string."""
     two = filters.parse('a eq "\\u00011" or b eq "second"')
     assert two.left.value == "\x011" and two.right.value == "second"
+
+
+def test_a_patch_path_is_parsed_once():
+    """A PATCH path is kept once parsed (an IdP names a handful); a refused one is refused
+    every time, with its words."""
+    from scim.errors import InvalidPath
+
+    urns = ("urn:ietf:params:scim:schemas:core:2.0:User",)
+    filters.parse_path.cache_clear()
+    first = filters.parse_path('emails[type eq "work"].value', urns)
+    again = filters.parse_path('emails[type eq "work"].value', urns)
+    assert again is first and filters.parse_path.cache_info().hits == 1
+    assert first == filters.parse_path.__wrapped__('emails[type eq "work"].value', urns)
+    for _ in range(2):
+        with pytest.raises(InvalidPath, match="invalid path 'emails\\[type eq'"):
+            filters.parse_path("emails[type eq", urns)

@@ -186,18 +186,10 @@ def on_db(
     return statements + fewer * (sql.dialect == "postgresql"), commits
 
 
-def scim_counts(
-    sql: Counter,
-    expected: tuple[int, int],
-    *,
-    head: int = 0,
-    events: int = 0,
-    queued: int = 0,
-    account: int = 0,
-) -> tuple[int, int]:
-    """A SCIM request's expected counts (on_db); its log row was queued."""
+def scim_counts(sql: Counter, expected: tuple[int, int], **postgresql: int) -> tuple[int, int]:
+    """A SCIM request's expected counts (on_db, with its keywords); its log row was queued."""
     assert sql.appended == ["scim_requests"]
-    return on_db(sql, expected, head=head, events=events, queued=queued, account=account)
+    return on_db(sql, expected, **postgresql)
 
 
 @pytest.fixture

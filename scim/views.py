@@ -58,8 +58,13 @@ READ_ALONG = "bridge.scim_read_along"  # in the request's environ, not `g` (SCIM
 
 
 # the views whose write reads the account and its policy (on PostgreSQL with the token: AccountRead)
-_WRITES = ("scim.create_user", "scim.replace_user", "scim.patch_user")
-_GROUP_WRITES = ("scim.replace_group", "scim.patch_group")
+_WRITES = (
+    "scim.create_user",
+    "scim.replace_user",
+    "scim.patch_user",
+    "scim.replace_group",
+    "scim.patch_group",
+)
 ACCOUNT = "account"  # what a write's token statement asks: _account_read
 
 
@@ -70,7 +75,7 @@ def _asked_with_token(dialect: str) -> tuple[Any, Any, dict[str, Any]] | None:
     id, a filter that is no filter: answered by the view, after the token), or counts apart
     (`count` 0). (A page of groups is their heads: members stream apart, as ever.) On
     PostgreSQL a write of a user or group reads its account with the token (AccountRead)."""
-    if dialect == "postgresql" and request.endpoint in (*_WRITES, *_GROUP_WRITES):
+    if dialect == "postgresql" and request.endpoint in _WRITES:
         return ACCOUNT, provisioning.ACCOUNT_WITH_TOKEN, {}
     if request.endpoint == "scim.get_user" and request.view_args:
         try:

@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
 
-from sqlalchemy import Engine, Executable, Table, create_engine, event, insert
+from sqlalchemy import Connection, Engine, Executable, Table, create_engine, event, insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -61,6 +61,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 WRITE = "bridge_write"
+STANDALONE = "bridge_standalone"  # a session's info: its reads stand alone (PostgreSQL)
 ATTEMPT = "bridge_attempt"  # a write session's info: which attempt of `Store.write` it runs
 # A write session's info, set by work that inserts without first looking for what a unique key
 # guards (a SCIM create's userName and externalId): a unique key's refusal of that attempt is
@@ -93,6 +94,7 @@ def make_engine(url: str) -> Engine:
             connect_args=connect_args,
         )
         event.listen(engine, "checkout", _hung_up)
+        event.listen(engine, "reset", _end_autocommit)
         return engine
     if parsed.database and parsed.database != ":memory:":
         _private_file(Path(parsed.database))
@@ -274,6 +276,24 @@ def _hung_up(dbapi_conn: Any, _record: Any, _proxy: Any) -> None:
         raise DisconnectionError("the server closed this connection")
 
 
+def _autocommit(conn: Connection) -> None:
+    """Send `conn`'s statements without a transaction (psycopg's autocommit), until it goes
+    back to the pool (_end_autocommit). The driver's own switch, a few calls: SQLAlchemy's
+    isolation_level="AUTOCOMMIT" option set it and reset it through its connection
+    characteristics and a joined event dispatch, about 200 Python calls per checkout (a tenth
+    of a SCIM GET's instructions on PostgreSQL). The statements and their engine events are
+    the same."""
+    conn.connection.dbapi_connection.autocommit = True  # type: ignore[union-attr]
+
+
+def _end_autocommit(dbapi_conn: Any, _record: Any, _state: Any) -> None:
+    """A connection returned to the pool leaves autocommit (the pool's reset event, before its
+    rollback): the next checkout, a write's, gets a transaction. Should the driver refuse, the
+    pool discards the connection (an error in a reset invalidates it)."""
+    if dbapi_conn.autocommit:
+        dbapi_conn.autocommit = False
+
+
 def _private_file(path: Path) -> None:
     """Create the SQLite file readable by its owner only (it holds PII, token hashes and sealed
     keys); SQLite gives its -wal and -shm files the database file's mode."""
@@ -318,11 +338,9 @@ class _Scope:
 
     def db(self) -> Session:
         if self.session is None:
-            standalone = None if self.snapshot else self.store._standalone
-            if standalone is None:
-                self.session = self.store.sessions()
-            else:
-                self.session = self.store.sessions(bind=standalone)
+            self.session = self.store.sessions()
+            if not self.snapshot and self.store._alone:
+                self.session.info[STANDALONE] = True  # each connection it takes: _stand_alone
         return self.session
 
     def close(self) -> None:
@@ -383,6 +401,13 @@ class _Append:
         return values if self.order is None else tuple(values[name] for name in self.order)
 
 
+def _stand_alone(session: Session, _transaction: Any, conn: Connection) -> None:
+    """A standalone scope's session reads without a transaction on each connection it takes
+    (the first, and one taken after a write ended its read)."""
+    if STANDALONE in session.info:
+        _autocommit(conn)
+
+
 _scope: ContextVar[_Scope | None] = ContextVar("bridge_store_scope", default=None)
 
 
@@ -396,12 +421,11 @@ class Store:
         # info: rows insert_rows queues (later=True) are written at commit (listeners below)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False, info={values.QUEUES: 1})
         self._writer = self.engine.execution_options(**{WRITE: True})  # write_one's, on SQLite
-        # the sessions of requests whose reads stand alone (scope(snapshot=False))
-        self._standalone = (
-            self.engine.execution_options(isolation_level="AUTOCOMMIT")
-            if self.dialect == "postgresql"
-            else None
-        )
+        # requests whose reads stand alone (scope(snapshot=False)) read without a transaction on
+        # PostgreSQL: their sessions' connections in autocommit (_stand_alone)
+        self._alone = self.dialect == "postgresql"
+        if self._alone:
+            event.listen(self.sessions, "after_begin", _stand_alone)
         event.listen(self.sessions, "before_flush", values.check_flush)
         # rows insert_rows queued (later=True) and no audit event wrote: written as it commits,
         # forgotten as it rolls back
@@ -509,7 +533,8 @@ class Store:
             self._wrote()
             return
         with self.engine.connect() as conn:
-            conn.execution_options(isolation_level="AUTOCOMMIT").execute(statement, params)
+            _autocommit(conn)
+            conn.execute(statement, params)
 
     def append(self, table: Table, row: Mapping[str, Any]) -> None:
         """Queue one row for `table` that is a whole change on its own (a log line): a thread of

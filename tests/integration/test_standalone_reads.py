@@ -13,9 +13,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import psycopg
 import pytest
-from sqlalchemy import event
+from sqlalchemy import event, select, update
 
+from bridge.models import Account
 from tests.integration.test_scim_users import create
 from tests.integration.test_statement_counts import Logins
 
@@ -106,3 +108,71 @@ def test_a_saml_login_reads_alone_and_writes_in_one_transaction(client, store, a
     with states(engine) as seen:
         assert client.get(f"/saml/{account.slug}/metadata").status_code == 200
     assert seen == ["SELECT IDLE"]
+
+
+def test_a_read_after_a_write_still_stands_alone(store, account):
+    """A standalone request that writes and then reads again (its session takes another
+    connection after the write ended its read): that read goes without a transaction too."""
+    if store.dialect != "postgresql":
+        pytest.skip("SQLite's transactions cost no round trip: its reads keep one")
+    with states(store.engine) as seen, store.scope(snapshot=False):
+        with store.read() as db:
+            db.execute(select(Account.id).where(Account.id == account.id)).one()
+        store.write(lambda db: db.execute(select(Account.id).with_for_update()).all())
+        with store.read() as db:
+            db.execute(select(Account.slug).where(Account.id == account.id)).one()
+    assert seen == ["SELECT IDLE", "SELECT INTRANS", "SELECT IDLE"], seen
+
+
+class Refused(Exception):
+    pass
+
+
+def test_a_connection_that_read_alone_writes_in_a_transaction(store, account):
+    """The pool hands the connection a standalone read used (autocommit in the driver) back in
+    a transaction: the next write on it is all or nothing. The pool is last in, first out, so
+    the write below takes that very connection (asserted)."""
+    if store.dialect != "postgresql":
+        pytest.skip("SQLite's transactions cost no round trip: its reads keep one")
+    used = []
+    with store.scope(snapshot=False), store.read() as db:
+        conn = db.connection().connection.dbapi_connection
+        used.append(conn)
+        assert conn.autocommit is True
+        db.execute(select(Account.id)).all()
+    assert used[0].autocommit is False  # put back as it was returned
+
+    def work(db):
+        used.append(db.connection().connection.dbapi_connection)
+        db.execute(update(Account).where(Account.id == account.id).values(name="Half written"))
+        raise Refused  # after a statement that would have committed on its own in autocommit
+
+    with pytest.raises(Refused):
+        store.write(work)
+    assert used[1] is used[0]
+    with store.read() as db:
+        assert db.scalar(select(Account.name).where(Account.id == account.id)) == "Test account"
+
+
+def test_a_connection_the_driver_cannot_switch_back_is_discarded(store, account, monkeypatch):
+    """A connection the driver refuses to take out of autocommit as it is returned is not
+    handed out again (the pool discards it): the next checkout is another, in a transaction."""
+    if store.dialect != "postgresql":
+        pytest.skip("SQLite's transactions cost no round trip: its reads keep one")
+    with store.scope(snapshot=False), store.read() as db:
+        refusing = db.connection().connection.dbapi_connection
+        db.execute(select(Account.id)).all()
+        switch = type(refusing).autocommit
+
+        def refuse(conn, value):
+            if conn is refusing and not value:
+                raise psycopg.OperationalError("refused")
+            switch.fset(conn, value)
+
+        monkeypatch.setattr(type(refusing), "autocommit", property(switch.fget, refuse))
+    assert refusing.closed
+    monkeypatch.undo()
+    with store.read() as db:
+        conn = db.connection().connection.dbapi_connection
+        assert conn is not refusing and conn.autocommit is False
+        assert db.scalar(select(Account.name).where(Account.id == account.id)) == "Test account"

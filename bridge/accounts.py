@@ -238,9 +238,9 @@ def token_use(
     round trip for both. The rows read are answered too, each with the token's columns; nothing
     in them beyond the token may be used unless the token is good (this raises first)."""
     digest = hash_token(raw)
-    with store.read() as db:
+    with store.connection() as conn:
         query = BY_HASH if statement is None else statement
-        rows = list(db.connection().execute(query, {**(params or {}), "digest": digest}))
+        rows = list(conn.execute(query, {**(params or {}), "digest": digest}))
     row = rows[0] if rows else None
     # The lookup is by hash, so timing reveals nothing of the token; compare again regardless.
     if row is None or not hmac.compare_digest(row.token_hash, digest):

@@ -13,7 +13,10 @@ transaction first, and afterwards what the request had read is expired (read aga
 A request whose reads each stand alone (`scope(snapshot=False)`: SCIM's, a token and then one
 resource, or both in one statement) reads without a transaction on PostgreSQL: each statement
 sees its own snapshot, and no BEGIN or ROLLBACK is sent (two round trips of every such request;
-a SCIM GET by id is left with one). Not for a request that
+a SCIM GET by id is left with one). Its Core reads before any session (a SCIM token's, a SAML
+login's account) take a connection of their own and give it back at once (`connection`): no
+ORM session is made for them (on SQLite each is then a read transaction of its own, rolled
+back). Not for a request that
 compares what two statements read (the audit chain against its head) or streams rows through a
 server-side cursor, which only lives in a transaction.
 
@@ -476,6 +479,23 @@ class Store:
         except DBAPIError:
             db.rollback()  # PostgreSQL refuses every statement after an error in a transaction
             raise
+
+    @contextmanager
+    def connection(self) -> Iterator[Connection]:
+        """A connection for Core reads that need no ORM session. In a request whose reads stand
+        alone (and has no session yet), one of its own, given back to the pool when the reads
+        are done: on PostgreSQL in autocommit, on SQLite in a read transaction of its own (a
+        session costs about as much as the statement of a SCIM GET by id); otherwise `read`'s
+        session's connection."""
+        scope = self._scoped()
+        if scope is None or scope.snapshot or scope.session is not None:
+            with self.read() as db:
+                yield db.connection()
+            return
+        with self.engine.connect() as conn:
+            if self._alone:
+                _autocommit(conn)
+            yield conn
 
     def write(self, work: Callable[[Session], T]) -> T:
         """Run `work` in one transaction; on a conflict with another writer, run it again.

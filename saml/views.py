@@ -103,8 +103,8 @@ def _account_and_pending(
     statement, params = _ACCOUNT_STATE, {"slug": slug}
     if in_response_to:
         statement, params = _ACCOUNT_STATE_PENDING, {**params, "request_id": in_response_to}
-    with get_store().read() as db:
-        rows = db.connection().execute(statement, params).all()
+    with get_store().connection() as conn:
+        rows = conn.execute(statement, params).all()
     if not rows:
         raise SamlRejected("unknown_account", f"no account {slug!r}", status=404)
     first = rows[0]._mapping

@@ -37,7 +37,11 @@ def states(engine) -> Iterator[list[str]]:
     seen: list[str] = []
 
     def after(conn, cursor, statement, parameters, context, executemany):
-        status = conn.connection.dbapi_connection.info.transaction_status.name
+        dbapi = conn.connection.dbapi_connection
+        if not hasattr(dbapi, "info"):  # sqlite3: the verb only
+            seen.append(statement.split()[0])
+            return
+        status = dbapi.info.transaction_status.name
         verb = "INSERT" if "INSERT INTO" in statement else statement.split()[0]
         seen.append(f"{verb} {status}")
 
@@ -176,3 +180,28 @@ def test_a_connection_the_driver_cannot_switch_back_is_discarded(store, account,
         conn = db.connection().connection.dbapi_connection
         assert conn is not refusing and conn.autocommit is False
         assert db.scalar(select(Account.name).where(Account.id == account.id)) == "Test account"
+
+
+def test_core_reads_stand_alone_on_a_connection_given_back_at_once(store, account):
+    """`Store.connection` in a request whose reads stand alone: a connection of its own, no
+    session, back in the pool as soon as the read is done (on PostgreSQL in autocommit: no
+    transaction; on SQLite its own read transaction, rolled back); in a request with one
+    snapshot, the read session's own connection (its transaction)."""
+    pool = store.engine.pool
+    postgresql = store.dialect == "postgresql"
+    with states(store.engine) as seen, store.scope(snapshot=False):
+        with store.connection() as conn:
+            assert getattr(conn.connection.dbapi_connection, "autocommit", False) is postgresql
+            assert conn.execute(select(Account.slug).where(Account.id == account.id)).one()
+            assert pool.checkedout() == 1
+        assert pool.checkedout() == 0
+        with store.read() as db:  # a session after it: another connection, as taken
+            db.execute(select(Account.id)).all()
+            assert pool.checkedout() == 1
+    assert seen == (["SELECT IDLE"] * 2 if postgresql else ["SELECT", "SELECT"])
+    with states(store.engine) as seen, store.scope(), store.read() as db:
+        db.execute(select(Account.id)).all()
+        with store.connection() as conn:
+            assert conn is db.connection()
+            conn.execute(select(Account.slug)).all()
+    assert seen == (["SELECT INTRANS"] * 2 if postgresql else ["SELECT", "SELECT"])

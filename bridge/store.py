@@ -71,6 +71,7 @@ ATTEMPT = "bridge_attempt"  # a write session's info: which attempt of `Store.wr
 # its answer, not a conflict with another writer. The next attempt runs at once (it looks),
 # without the backoff, the log line or the retry metric of a conflict.
 UNLOOKED = "bridge_unlooked"
+PARAMS_KEPT = 120  # psycopg keeps the conversion of statements with up to this many parameters
 RECYCLE = 3600  # seconds a PostgreSQL connection is reused before the pool opens a new one
 LOCK_WAIT = 30.0  # seconds a SQLite writer waits for the write lock before giving up
 LOCK_STEP = 0.002  # the longest single sleep of that wait
@@ -137,8 +138,14 @@ def _cursor_factory() -> type:
     result the description was asked of, as psycopg makes them (bench/instructions.py: GET and
     filter 0.88x, PATCH and PUT 0.92x, logins 0.95-0.97x)."""
     import psycopg
+    from psycopg import _queries
     from psycopg.pq import ExecStatus
 
+    # psycopg converts a statement's placeholders once per text (an LRU of 128 texts), but not
+    # a statement with more than 50 parameters (VALUES lists of every length would flood it):
+    # that one is parsed with regular expressions at every execution. A SCIM create's one
+    # statement (the user's rows with the audit event, bridge.values) has 55 and a few shapes.
+    _queries.MAX_CACHED_STATEMENT_PARAMS = max(_queries.MAX_CACHED_STATEMENT_PARAMS, PARAMS_KEPT)
     tuples = (ExecStatus.TUPLES_OK, ExecStatus.SINGLE_TUPLE, ExecStatus.TUPLES_CHUNK)
 
     class Described:

@@ -1,6 +1,6 @@
 """On PostgreSQL the store's connections make a cursor's `description` when it is read
 (bridge.store._cursor_factory): it must describe what psycopg's own describes, of the result it
-was asked of."""
+was asked of. And psycopg keeps the conversion of a SCIM create's statement."""
 
 from __future__ import annotations
 
@@ -60,3 +60,27 @@ def test_no_rows_no_description(raw):
     assert cursor.description is not None and [c.name for c in cursor.description] == ["n"]
     assert cursor.fetchall() == []
     raw.rollback()
+
+
+def test_a_scim_creates_statement_is_converted_once(scim, store, monkeypatch):
+    """psycopg converts a statement's placeholders once per text, but by default not one with
+    more than 50 parameters: a SCIM create's one statement (55) was parsed with regular
+    expressions at every create. The store raises that bound (bridge.store.PARAMS_KEPT)."""
+    if store.dialect != "postgresql":
+        pytest.skip("psycopg's conversion: PostgreSQL only")
+    from psycopg import _queries
+
+    parsed = []
+    parse = _queries._query2pg_nocache
+
+    def counted(query, encoding):
+        parsed.append(query.count(b"%("))
+        return parse(query, encoding)
+
+    monkeypatch.setattr(_queries, "_query2pg_nocache", counted)
+    user = {"userName": "first@example.com", "emails": [{"value": "first@example.com"}]}
+    assert scim.post("Users", json=user).status_code == 201
+    parsed.clear()  # each statement of that shape converted (at most) once
+    user = {"userName": "second@example.com", "emails": [{"value": "second@example.com"}]}
+    assert scim.post("Users", json=user).status_code == 201
+    assert parsed == []  # 55 parameters, the default bound: [55]

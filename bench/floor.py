@@ -216,19 +216,30 @@ class Capture:
             if self.on:
                 self.requests[-1].append(ev)
 
-        def statement(_c: Any, _cur: Any, sql: str, params: Any, _ctx: Any, many: bool) -> None:
-            if sql != "BEGIN":  # older code sent SQLite's through SQLAlchemy: see "begin"
-                add(("sql", sql, params, many))
+        sqlite = engine.dialect.name == "sqlite"
+        begun: dict[int, bool] = {}  # PostgreSQL: connections begun, no statement sent yet
+
+        def statement(conn: Any, _cur: Any, sql: str, params: Any, _ctx: Any, many: bool) -> None:
+            if sql == "BEGIN":  # older code sent SQLite's through SQLAlchemy: see "begin"
+                return
+            write = begun.pop(id(conn), None)
+            if write is not None:  # psycopg sends BEGIN before the first statement, unless the
+                # connection is in autocommit (reads that stand alone: bridge.store)
+                add(("begin", write, conn.connection.dbapi_connection.autocommit))
+            add(("sql", sql, params, many))
 
         def begin(conn: Any) -> None:
-            options = conn.get_execution_options()
-            # a session of reads that stand alone (bridge.store) begins nothing on PostgreSQL
-            alone = options.get("isolation_level") == "AUTOCOMMIT"
-            add(("begin", bool(options.get(WRITE)), alone))
+            write = bool(conn.get_execution_options().get(WRITE))
+            if sqlite:  # bridge.store sends SQLite's BEGIN as SQLAlchemy begins
+                add(("begin", write, False))
+            else:
+                begun[id(conn)] = write
 
         def end(kind: str) -> Callable[[Any], None]:
             def ended(conn: Any) -> None:
-                if conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
+                begun.pop(id(conn), None)
+                # psycopg sends COMMIT or ROLLBACK only inside a transaction
+                if sqlite or conn.connection.dbapi_connection.info.transaction_status:
                     add((kind,))
 
             return ended

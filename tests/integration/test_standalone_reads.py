@@ -23,9 +23,15 @@ from tests.integration.test_statement_counts import Logins
 
 
 @pytest.fixture
-def engine(app, store):
+def pg_store(store):
+    """The store, on PostgreSQL only: what these tests check is the driver's autocommit."""
     if store.dialect != "postgresql":
         pytest.skip("SQLite's transactions cost no round trip: its reads keep one")
+    return store
+
+
+@pytest.fixture
+def engine(app, pg_store):
     return app.extensions["bridge.store"].engine
 
 
@@ -114,16 +120,14 @@ def test_a_saml_login_reads_alone_and_writes_in_one_transaction(client, store, a
     assert seen == ["SELECT IDLE"]
 
 
-def test_a_read_after_a_write_still_stands_alone(store, account):
+def test_a_read_after_a_write_still_stands_alone(pg_store, account):
     """A standalone request that writes and then reads again (its session takes another
     connection after the write ended its read): that read goes without a transaction too."""
-    if store.dialect != "postgresql":
-        pytest.skip("SQLite's transactions cost no round trip: its reads keep one")
-    with states(store.engine) as seen, store.scope(snapshot=False):
-        with store.read() as db:
+    with states(pg_store.engine) as seen, pg_store.scope(snapshot=False):
+        with pg_store.read() as db:
             db.execute(select(Account.id).where(Account.id == account.id)).one()
-        store.write(lambda db: db.execute(select(Account.id).with_for_update()).all())
-        with store.read() as db:
+        pg_store.write(lambda db: db.execute(select(Account.id).with_for_update()).all())
+        with pg_store.read() as db:
             db.execute(select(Account.slug).where(Account.id == account.id)).one()
     assert seen == ["SELECT IDLE", "SELECT INTRANS", "SELECT IDLE"], seen
 
@@ -132,14 +136,12 @@ class Refused(Exception):
     pass
 
 
-def test_a_connection_that_read_alone_writes_in_a_transaction(store, account):
+def test_a_connection_that_read_alone_writes_in_a_transaction(pg_store, account):
     """The pool hands the connection a standalone read used (autocommit in the driver) back in
     a transaction: the next write on it is all or nothing. The pool is last in, first out, so
     the write below takes that very connection (asserted)."""
-    if store.dialect != "postgresql":
-        pytest.skip("SQLite's transactions cost no round trip: its reads keep one")
     used = []
-    with store.scope(snapshot=False), store.read() as db:
+    with pg_store.scope(snapshot=False), pg_store.read() as db:
         conn = db.connection().connection.dbapi_connection
         used.append(conn)
         assert conn.autocommit is True
@@ -152,18 +154,16 @@ def test_a_connection_that_read_alone_writes_in_a_transaction(store, account):
         raise Refused  # after a statement that would have committed on its own in autocommit
 
     with pytest.raises(Refused):
-        store.write(work)
+        pg_store.write(work)
     assert used[1] is used[0]
-    with store.read() as db:
+    with pg_store.read() as db:
         assert db.scalar(select(Account.name).where(Account.id == account.id)) == "Test account"
 
 
-def test_a_connection_the_driver_cannot_switch_back_is_discarded(store, account, monkeypatch):
+def test_a_connection_the_driver_cannot_switch_back_is_discarded(pg_store, account, monkeypatch):
     """A connection the driver refuses to take out of autocommit as it is returned is not
     handed out again (the pool discards it): the next checkout is another, in a transaction."""
-    if store.dialect != "postgresql":
-        pytest.skip("SQLite's transactions cost no round trip: its reads keep one")
-    with store.scope(snapshot=False), store.read() as db:
+    with pg_store.scope(snapshot=False), pg_store.read() as db:
         refusing = db.connection().connection.dbapi_connection
         db.execute(select(Account.id)).all()
         switch = type(refusing).autocommit
@@ -176,7 +176,7 @@ def test_a_connection_the_driver_cannot_switch_back_is_discarded(store, account,
         monkeypatch.setattr(type(refusing), "autocommit", property(switch.fget, refuse))
     assert refusing.closed
     monkeypatch.undo()
-    with store.read() as db:
+    with pg_store.read() as db:
         conn = db.connection().connection.dbapi_connection
         assert conn is not refusing and conn.autocommit is False
         assert db.scalar(select(Account.name).where(Account.id == account.id)) == "Test account"

@@ -62,7 +62,9 @@ def test_writer_waits_for_the_lock_in_short_steps(store, account, sqlite_path, m
     assert done == ["written"]
     assert max(sleeps) <= store_module.LOCK_STEP
     count, total, over_50ms = (a - b for a, b in zip(_lock_waits(), waits_before, strict=True))
-    assert count >= 1 and over_50ms == 1 and 0.08 <= total < 10  # this write, alone, waited
+    # this write waited (and, now and then, a request log row an earlier test queued, written by
+    # the process's writer thread while the lock was held: over_50ms 2)
+    assert count >= 1 and over_50ms >= 1 and 0.08 <= total < 10
     with store.read() as db:
         assert db.scalar(select(Account.name).where(Account.id == account.id)) == (
             "renamed while queued"

@@ -19,10 +19,12 @@ from typing import Any
 from sqlalchemy import ScalarResult, Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.exc import StaleDataError
 from sqlalchemy.orm.util import identity_key
 
 from bridge import metrics, tracing, values
 from bridge.models import Account, AuditEvent, utcnow
+from bridge.policy import DECIDED_FROM, DECIDED_HOLDS, UNDECIDED
 from bridge.store import WRITE
 
 HEADS = "bridge.audit_heads"  # db.info: (transaction, {account id: (seq, hash)}) it appended
@@ -91,7 +93,8 @@ _APPENDED = (
 _APPEND = (
     update(ACCOUNTS)
     .values(audit_seq=_APPENDED.c.seq, audit_head=_APPENDED.c.hash)
-    .where(ACCOUNTS.c.id == _APPENDED.c.account_id)
+    .where(ACCOUNTS.c.id == _APPENDED.c.account_id, DECIDED_HOLDS)  # _decided
+    .execution_options(preserve_rowcount=True)
 )
 
 
@@ -155,7 +158,8 @@ def record(
     event["hash"] = _digest(event)
     values.check_values(EVENTS, event)
     if conn.dialect.name == "postgresql":  # with the rows queued before it (bridge.values)
-        values.write_queued(db, _APPEND, event)
+        decided = db.info.get(DECIDED_FROM, {}).get(account_id, UNDECIDED)
+        _decided(account_id, values.write_queued(db, _APPEND, {**event, **decided}))
     else:
         values.write_queued(db, _INSERT, event)
         conn.execute(_MOVE, {"account": account_id, "seq": event["seq"], "hash": event["hash"]})
@@ -172,6 +176,18 @@ def record(
         set_committed_value(held, "audit_seq", event["seq"])
         set_committed_value(held, "audit_head", event["hash"])
     metrics.on_commit(db, metrics.AUDIT_APPENDS.labels(action).inc)
+
+
+def _decided(account_id: int, appended: Any) -> None:
+    """PostgreSQL: StaleDataError (the write runs again) when what this transaction decided
+    from (bridge.policy.DECIDED_FROM: the active policy version, the environments, the default
+    role, read before this transaction held the account's row lock) is not what the account
+    holds now: the append's statement then moved no head (policy.DECIDED_HOLDS; its inserted
+    event goes with the rolled-back transaction). That statement runs after the head's read
+    took the account's row lock (a statement before it), so it sees every change another
+    transaction appended an event for."""
+    if appended.rowcount != 1:
+        raise StaleDataError(f"account {account_id}'s policy or environments changed meanwhile")
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ Without a file, the account's defaults apply (its default role and default envir
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections.abc import Callable, Sequence
@@ -24,14 +25,20 @@ from sqlalchemy import (
     Integer,
     Row,
     Select,
+    String,
     Table,
     and_,
     bindparam,
+    cast,
+    func,
     literal,
+    not_,
     null,
+    or_,
     select,
     union_all,
 )
+from sqlalchemy.dialects.postgresql import JSONB, aggregate_order_by
 from sqlalchemy.orm import Session
 
 import policies
@@ -292,6 +299,70 @@ def _active(db: Session, account_id: int) -> _Version | None:
     return active
 
 
+# db.info: account id -> what policy_for read of the account in this session (decided_from),
+# which a write's decisions rest on. On PostgreSQL the audit chain's append checks it against
+# the account as it is once the append holds the account's row lock (bridge.audit): a policy
+# activated, an environment changed or the default role set in between (each appends an event
+# of its own, under that lock) makes the write run again, deciding anew. Without it a user
+# written while a new policy was activated and applied kept the old one's access (the apply
+# read the users before that write committed). On SQLite the write lock serialises them.
+DECIDED_FROM = "bridge.decided_from"
+
+
+def decided_from(
+    version_id: int | None, environments: Sequence[tuple[int, str, bool]], default_role: str
+) -> dict[str, Any]:
+    """What a decision rests on, as the parameters of DECIDED_HOLDS."""
+    envs = [[env_id, bool(default), name] for env_id, name, default in environments]
+    return {
+        "decided_check": True,
+        "decided_version": version_id,
+        "decided_environments": json.dumps(envs),
+        "decided_role": default_role,
+    }
+
+
+# DECIDED_HOLDS's parameters when nothing was decided: it holds
+UNDECIDED = {
+    "decided_check": False,
+    "decided_version": None,
+    "decided_environments": "[]",
+    "decided_role": "",
+}
+
+# SQL (PostgreSQL), for a statement on the accounts table: the account's active version, its
+# environments and its default role are those decided_from's parameters name (or nothing was
+# decided: decided_check false).
+_PV, _ENV = PolicyVersion.__table__, Environment.__table__
+_NOW_VERSION = (
+    select(_PV.c.id)
+    .where(_PV.c.account_id == _ACCOUNTS.c.id, _PV.c.active.is_(True))
+    .scalar_subquery()
+)
+_NOW_ENVIRONMENTS = (
+    select(
+        func.coalesce(
+            func.jsonb_agg(
+                aggregate_order_by(
+                    func.jsonb_build_array(_ENV.c.id, _ENV.c.is_default, _ENV.c.name), _ENV.c.id
+                )
+            ),
+            func.jsonb_build_array(),  # none: []
+        )
+    )
+    .where(_ENV.c.account_id == _ACCOUNTS.c.id)
+    .scalar_subquery()
+)
+DECIDED_HOLDS = or_(
+    not_(bindparam("decided_check", type_=Boolean)),
+    and_(
+        _NOW_VERSION.is_not_distinct_from(bindparam("decided_version", type_=Integer)),
+        cast(bindparam("decided_environments", type_=String), JSONB) == _NOW_ENVIRONMENTS,
+        _ACCOUNTS.c.default_role == bindparam("decided_role", type_=String),
+    ),
+)
+
+
 def policy_for(
     db: Session, account: Account, registry: PolicyRegistry | None, *, known: Known | None = None
 ) -> Choice:
@@ -302,6 +373,9 @@ def policy_for(
     else:
         active = known.active
         db.info.setdefault(ENVIRONMENTS, {}).setdefault(account.id, known.environments)
+    db.info.setdefault(DECIDED_FROM, {})[account.id] = decided_from(
+        None if active is None else active.id, environments_of(db, account.id), account.default_role
+    )
     if active is not None:
 
         def source() -> str:

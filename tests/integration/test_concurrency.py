@@ -4,6 +4,7 @@ import multiprocessing
 import threading
 from collections import Counter
 
+import pytest
 from sqlalchemy import func, select
 
 from bridge import audit, provisioning
@@ -199,3 +200,108 @@ def test_processes_updating_one_user_lose_nothing(store, account):
         }
         assert user.version == 1 + PROCESSES * rounds
         assert audit.verify(db, account.id)[1] is None
+
+
+POLICY = """account: {slug}
+environments: [production, staging]
+defaults: {{role: {role}, environments: [production]}}
+"""
+
+
+def _stale_retries() -> float:
+    """Writes this process ran again because what they decided from changed meanwhile."""
+    from prometheus_client import REGISTRY
+
+    sample = REGISTRY.get_sample_value(
+        "bridge_store_write_retries_total", {"cause": "StaleDataError"}
+    )
+    return sample or 0.0
+
+
+def _holdings(store, account) -> tuple[list[str], list[str]]:
+    """The roles and environments the account's users hold."""
+    from bridge.models import Environment, EnvironmentAccess, RoleAssignment
+
+    with store.read() as db:
+        users = select(User.id).where(User.account_id == account.id)
+        roles = db.scalars(select(RoleAssignment.role).where(RoleAssignment.user_id.in_(users)))
+        envs = db.scalars(
+            select(Environment.name)
+            .join(EnvironmentAccess, EnvironmentAccess.environment_id == Environment.id)
+            .where(EnvironmentAccess.user_id.in_(users))
+        )
+        return sorted(roles), sorted(envs)
+
+
+@pytest.mark.parametrize(
+    ("change", "roles", "envs", "again"),
+    [
+        # a new policy version activated (and applied to the users it finds) meanwhile: the
+        # user holds its role either way (SQLite: the apply after the write re-evaluates them)
+        ("policy", ["admin"], ["production"], 1),
+        # staging made a default environment meanwhile: a default for users made after it,
+        # which on PostgreSQL this one is (the change committed first), on SQLite not (the
+        # change waited for this write)
+        ("environment", ["media_library_user"], ["production", "staging"], 1),
+        # another user written meanwhile: nothing this write decided from changed
+        ("another user", ["media_library_user"] * 2, ["production"] * 2, 0),
+    ],
+)
+def test_a_write_decided_from_an_account_that_changes_meanwhile_decides_again(
+    scim, store, monkeypatch, change, roles, envs, again
+):
+    """A SCIM create decides the user's access from the account's policy and environments, then
+    writes. A change to those committed between the decision and the write (an admin
+    activating a policy while the IdP pushes users) must not leave the user with access the
+    account no longer gives: on PostgreSQL the write is run again and decides anew (its audit
+    append checks the account under the account's row lock); on SQLite the change waits for the
+    write's lock and then applies to the user too. A change to something else (another user)
+    costs no second run."""
+    from bridge import accounts, policy_versions
+    from bridge.models import Account
+
+    account = scim.account
+    slug = account.slug
+    if change == "policy":
+        policy_versions.push(
+            store, slug, POLICY.format(slug=slug, role="media_library_user"), origin="t", actor="t"
+        )
+
+    def concurrent_change():
+        if change == "policy":
+            policy_versions.push(
+                store, slug, POLICY.format(slug=slug, role="admin"), origin="t", actor="t"
+            )
+        elif change == "environment":
+            accounts.set_default_environment(store, account.id, "staging", True, actor="t")
+        else:
+            provisioning.provision(
+                store, account.id, profile("other@example.com"), actor="t", must_create=True
+            )
+
+    decide, started = provisioning._decide, []
+
+    def decide_then_change(*args, **kwargs):
+        decided = decide(*args, **kwargs)
+        if not started:  # once (the change's own decisions, and a retry's, go undisturbed)
+            thread = threading.Thread(target=concurrent_change)
+            started.append(thread)
+            thread.start()
+            # PostgreSQL: the change commits before this write goes on; SQLite: it waits for
+            # this write's lock, held since the write began
+            thread.join(0.3 if store.dialect == "sqlite" else 30)
+        return decided
+
+    monkeypatch.setattr(provisioning, "_decide", decide_then_change)
+    retries = _stale_retries()
+    resp = scim.post("Users", json={"userName": "pushed@example.com", "externalId": "ext-p"})
+    assert resp.status_code == 201, resp.get_data(as_text=True)
+    started[0].join(30)
+    assert not started[0].is_alive()
+    if store.dialect == "sqlite" and change == "environment":
+        envs = ["production"]
+    assert _holdings(store, account) == (roles, envs)
+    expected = again if store.dialect == "postgresql" else 0
+    assert _stale_retries() == retries + expected
+    with store.read() as db:
+        assert db.get(Account, account.id).audit_seq == audit.verify(db, account.id)[0]

@@ -35,6 +35,7 @@ from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from bridge import models
+from bridge.here import current
 from bridge.settings import Settings
 
 REQUESTS = Counter(
@@ -245,15 +246,19 @@ def _start() -> None:
 
 
 def _count(response: Response) -> Response:
-    route = request.url_rule.rule if request.url_rule is not None else "<unmatched>"
+    req, here = current()
+    route = req.url_rule.rule if req.url_rule is not None else "<unmatched>"
     status = str(response.status_code)
-    REQUESTS.labels(request.method, route, status).inc()
-    if "metrics_start" in g:
-        LATENCY.labels(request.method, route, status).observe(time.perf_counter() - g.metrics_start)
-    if request.blueprint == "scim" and request.endpoint:
+    REQUESTS.labels(req.method, route, status).inc()
+    started = here.get("metrics_start")
+    if started is not None:
+        LATENCY.labels(req.method, route, status).observe(time.perf_counter() - started)
+    blueprint, _, view = (req.endpoint or "").rpartition(".")
+    if blueprint == "scim" and view:
         result = "ok" if response.status_code < 400 else status
-        account = _slug(g.account_id) if per_account() and "account_id" in g else ""
-        SCIM_OPERATIONS.labels(request.endpoint.partition(".")[2], result, account).inc()
+        account_id = here.get("account_id")
+        account = _slug(account_id) if account_id is not None and per_account() else ""
+        SCIM_OPERATIONS.labels(view, result, account).inc()
     return response
 
 

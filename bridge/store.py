@@ -421,6 +421,12 @@ def _stand_alone(session: Session, _transaction: Any, conn: Connection) -> None:
 _scope: ContextVar[_Scope | None] = ContextVar("bridge_store_scope", default=None)
 
 
+def scoped_store() -> Store | None:
+    """The store whose scope (Store.scope: one request's work) this context runs in, if any."""
+    scope = _scope.get()
+    return None if scope is None else scope.store
+
+
 class Store:
     """The account store: sessions for reading, `write` for every change."""
 

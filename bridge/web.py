@@ -17,7 +17,8 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from bridge import errors, guards, idps, metrics, schema
-from bridge.store import Store
+from bridge.here import current
+from bridge.store import Store, scoped_store
 
 log = logging.getLogger(__name__)
 bp = Blueprint("bridge", __name__)
@@ -108,8 +109,11 @@ def problem(status: int, detail: str, exc: Exception) -> dict[str, Any]:
 
 
 def get_store() -> Store:
-    """The store of the running app."""
-    store: Store = current_app.extensions["bridge.store"]
+    """The store of the running app: inside a request, the one whose scope it runs in
+    (`_open_scope` opened it on this store), found without the `current_app` proxy's lookup."""
+    store = scoped_store()
+    if store is None:
+        store = current_app.extensions["bridge.store"]
     return store
 
 
@@ -182,24 +186,27 @@ def _open_scope() -> None:
     scope replaced the Bulk's, whose session was then never closed (a connection held in an
     open transaction for good, and that thread's later work outside a request reading its stale
     snapshot)."""
-    view = current_app.view_functions.get(request.endpoint or "")
+    req = current()[0]
+    view = current_app.view_functions.get(req.endpoint or "")
     scope = get_store().scope(snapshot=not getattr(view, STANDALONE, False))
     scope.__enter__()
-    request.environ[SCOPE] = scope
+    req.environ[SCOPE] = scope
 
 
 def _close_scope(_error: BaseException | None) -> None:
-    scope = request.environ.pop(SCOPE, None)
+    scope = current()[0].environ.pop(SCOPE, None)
     if scope is not None:
         scope.__exit__(None, None, None)
 
 
 def _assign_request_id() -> None:
-    given = request.headers.get("X-Request-ID", "")
-    g.request_id = given if REQUEST_ID.fullmatch(given) else secrets.token_hex(8)
+    req, here = current()
+    given = req.headers.get("X-Request-ID", "")
+    here.request_id = given if REQUEST_ID.fullmatch(given) else secrets.token_hex(8)
     limit = current_app.config["MAX_CONTENT_LENGTH"]
-    if request.content_length is not None and request.content_length > limit:
-        _drain(request.content_length)
+    length = req.content_length
+    if length is not None and length > limit:
+        _drain(length)
         raise RequestEntityTooLarge(f"the request body is over the limit of {limit} bytes")
 
 
@@ -220,8 +227,9 @@ def _drain(length: int) -> None:
 
 
 def _echo_request_id(response: Any) -> Any:
-    if "request_id" in g:
-        response.headers["X-Request-ID"] = g.request_id
+    request_id = current()[1].get("request_id")
+    if request_id is not None:
+        response.headers["X-Request-ID"] = request_id
     if response.status_code == 204:  # no body, so no type (Flask's default is text/html)
         response.headers.pop("Content-Type", None)
     return response

@@ -11,10 +11,12 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, g, request, stream_with_context
 from flask.typing import ResponseReturnValue
+from flask.wrappers import Request
 from sqlalchemy import select
 
 from bridge import accounts, groups, provisioning, scim_log
 from bridge.errors import BridgeError, PreconditionFailed, Unauthorized
+from bridge.here import current
 from bridge.models import Group, User
 from bridge.web import get_store, standalone_reads
 from scim import bulk, errors, inputs, listing, mapping, patch, schema
@@ -39,19 +41,20 @@ def start_clock() -> None:
 
 @bp.before_request
 def authenticate() -> None:
-    header = request.headers.get("Authorization", "")
+    req, here = current()
+    header = req.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("send the account's SCIM token as `Authorization: Bearer <token>`")
     store = get_store()
-    asked = _asked_with_token(store.dialect)
+    asked = _asked_with_token(req, store.dialect)
     if asked is None:
         use, _rows = accounts.token_use(store, token.strip())
     else:  # what the request reads, read with its token in one statement
         key, statement, params = asked
         use, rows = accounts.token_use(store, token.strip(), statement, params)
-        request.environ[READ_ALONG] = (key, rows)
-    g.account_id, g.scim_token_id = use.account_id, use.token_id
+        req.environ[READ_ALONG] = (key, rows)
+    here.account_id, here.scim_token_id = use.account_id, use.token_id
 
 
 READ_ALONG = "bridge.scim_read_along"  # in the request's environ, not `g` (SCIM Bulk)
@@ -68,26 +71,27 @@ _WRITES = (
 ACCOUNT = "account"  # what a write's token statement asks: _account_read
 
 
-def _asked_with_token(dialect: str) -> tuple[Any, Any, dict[str, Any]] | None:
+def _asked_with_token(req: Request, dialect: str) -> tuple[Any, Any, dict[str, Any]] | None:
     """What a GET /Users/<id> (the user), GET /Users or GET /Groups (the page) reads, to be
     read with the request's token in one statement: (what is asked, the statement, its
     parameters). None for any other request, and for one its view refuses (an id that is no
     id, a filter that is no filter: answered by the view, after the token), or counts apart
     (`count` 0). (A page of groups is their heads: members stream apart, as ever.) On
     PostgreSQL a write of a user or group reads its account with the token (AccountRead)."""
-    if dialect == "postgresql" and request.endpoint in _WRITES:
+    endpoint = req.endpoint
+    if dialect == "postgresql" and endpoint in _WRITES:
         return ACCOUNT, provisioning.ACCOUNT_WITH_TOKEN, {}
-    if request.endpoint == "scim.get_user" and request.view_args:
+    if endpoint == "scim.get_user" and req.view_args:
         try:
-            user_id = uuid.UUID(request.view_args["raw_id"])
+            user_id = uuid.UUID(req.view_args["raw_id"])
         except ValueError:
             return None
         return user_id, mapping.user_with_token(dialect), {"user_id": user_id}
-    if request.endpoint in ("scim.query_users", "scim.query_groups"):
-        users = request.endpoint == "scim.query_users"
+    if endpoint in ("scim.query_users", "scim.query_groups"):
+        users = endpoint == "scim.query_users"
         amap, model = (USER_MAP, User) if users else (GROUP_MAP, Group)
         try:
-            query = listing.Query.from_params(request.args)
+            query = listing.Query.from_params(req.args)
             if query.count == 0:
                 return None
             columns = mapping.user_columns(dialect) if users else mapping.GROUP_COLUMNS
@@ -102,7 +106,7 @@ def _asked_with_token(dialect: str) -> tuple[Any, Any, dict[str, Any]] | None:
 
 def _read_with_token() -> tuple[Any, list[Any]] | None:
     """(what was asked, the rows) when the request's reads came with its token."""
-    read: tuple[Any, list[Any]] | None = request.environ.pop(READ_ALONG, None)
+    read: tuple[Any, list[Any]] | None = current()[0].environ.pop(READ_ALONG, None)
     return read
 
 
@@ -115,7 +119,9 @@ def _account_read() -> provisioning.AccountRead | None:
 @bp.after_request
 def log_request(response: Response) -> Response:
     """Every authenticated SCIM request goes to the account's SCIM request log."""
-    if "account_id" not in g:  # unauthenticated: no account to attribute it to
+    req, here = current()
+    account_id = here.get("account_id")
+    if account_id is None:  # unauthenticated: no account to attribute it to
         return response
     scim_type = detail = None
     if response.status_code >= 400 and not response.is_streamed:
@@ -124,18 +130,18 @@ def log_request(response: Response) -> Response:
             scim_type, detail = doc.get("scimType"), doc.get("detail")
         except (ValueError, AttributeError):
             pass
-    query = request.query_string.decode("utf-8", errors="replace")
+    query = req.query_string.decode("utf-8", errors="replace")
     scim_log.record(
         get_store(),
-        g.account_id,
-        token_id=g.scim_token_id,
-        method=request.method,
-        path=request.path + (f"?{query}" if query else ""),
+        account_id,
+        token_id=here.scim_token_id,
+        method=req.method,
+        path=req.path + (f"?{query}" if query else ""),
         status=response.status_code,
         scim_type=scim_type,
-        duration_ms=round((time.perf_counter() - g.scim_started) * 1000),
+        duration_ms=round((time.perf_counter() - here.scim_started) * 1000),
         detail=detail,
-        body=request.get_data() if response.status_code >= 400 else b"",
+        body=req.get_data() if response.status_code >= 400 else b"",
         retention_days=current_app.config["BRIDGE_SETTINGS"].scim_log_days,
     )
     return response
@@ -269,18 +275,19 @@ def _user_docs(db: Any, rows: list[Any], projection: listing.Projection) -> list
 
 
 def _user_reply(user_id: uuid.UUID, status: int = 200) -> Response:
+    req, here = current()
     projection = listing.Projection.parse(
-        schema.USERS, request.args.get("attributes"), request.args.get("excludedAttributes")
+        schema.USERS, req.args.get("attributes"), req.args.get("excludedAttributes")
     )
     with get_store().read() as db:
         read = _read_with_token()
         if read is not None and read[0] == user_id:  # a join's row: NULL columns for no user
             row = read[1][0] if read[1][0].id is not None else None
         else:
-            row = mapping.user_row(db, g.account_id, user_id)
+            row = mapping.user_row(db, here.account_id, user_id)
         if row is None:
             raise errors.NotFound(f"no user {user_id}")
-        if status == 200 and request.method == "GET" and not_modified(row.version):
+        if status == 200 and req.method == "GET" and not_modified(row.version):
             return Response(status=304, headers={"ETag": mapping.etag(row.version)})
         doc = _user_docs(db, [row], projection)[0]
         resp = scim_response(doc, status, version=row.version)

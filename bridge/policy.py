@@ -302,8 +302,9 @@ def _active(db: Session, account_id: int) -> _Version | None:
 # db.info: account id -> what policy_for read of the account in this session (decided_from),
 # which a write's decisions rest on. On PostgreSQL the audit chain's append checks it against
 # the account as it is once the append holds the account's row lock (bridge.audit): a policy
-# activated, an environment changed or the default role set in between (each appends an event
-# of its own, under that lock) makes the write run again, deciding anew. Without it a user
+# activated or an environment added or made a default in between (each appends an event of its
+# own, under that lock) makes the write run again, deciding anew (the default role is checked
+# too, though nothing changes it yet). Without it a user
 # written while a new policy was activated and applied kept the old one's access (the apply
 # read the users before that write committed). On SQLite the write lock serialises them.
 DECIDED_FROM = "bridge.decided_from"

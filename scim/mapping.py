@@ -311,11 +311,14 @@ def _array(raw: Any) -> list[dict[str, Any]]:
     return json.loads(raw) if isinstance(raw, str) else list(raw)
 
 
-def user_documents(db: Session, rows: Sequence[Any], base: str) -> list[dict[str, Any]]:
-    """SCIM User documents from rows of user_columns: managers in one query when there are any."""
+def user_documents(db: Session | None, rows: Sequence[Any], base: str) -> list[dict[str, Any]]:
+    """SCIM User documents from rows of user_columns: managers in one query when there are any
+    (`db` may be None when none of the rows has one)."""
     manager_ids = {m for r in rows if (m := _uuid(r.manager_id)) is not None}
     managers: dict[str, str | None] = {}
     if manager_ids:
+        if db is None:
+            raise ValueError("rows with a manager need a session to read the managers")
         for mid, display, user_name in db.execute(
             select(User.id, User.display_name, User.user_name).where(
                 User.account_id == rows[0].account_id, User.id.in_(manager_ids)

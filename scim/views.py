@@ -279,18 +279,22 @@ def _user_reply(user_id: uuid.UUID, status: int = 200) -> Response:
     projection = listing.Projection.parse(
         schema.USERS, req.args.get("attributes"), req.args.get("excludedAttributes")
     )
-    with get_store().read() as db:
-        read = _read_with_token()
-        if read is not None and read[0] == user_id:  # a join's row: NULL columns for no user
-            row = read[1][0] if read[1][0].id is not None else None
-        else:
+    read = _read_with_token()
+    if read is not None and read[0] == user_id:  # a join's row: NULL columns for no user
+        row = read[1][0] if read[1][0].id is not None else None
+    else:
+        with get_store().read() as db:
             row = mapping.user_row(db, here.account_id, user_id)
-        if row is None:
-            raise errors.NotFound(f"no user {user_id}")
-        if status == 200 and req.method == "GET" and not_modified(row.version):
-            return Response(status=304, headers={"ETag": mapping.etag(row.version)})
-        doc = _user_docs(db, [row], projection)[0]
-        resp = scim_response(doc, status, version=row.version)
+    if row is None:
+        raise errors.NotFound(f"no user {user_id}")
+    if status == 200 and req.method == "GET" and not_modified(row.version):
+        return Response(status=304, headers={"ETag": mapping.etag(row.version)})
+    if row.manager_id is None:  # nothing more to read: no session made (a GET read with its token)
+        doc = _user_docs(None, [row], projection)[0]
+    else:
+        with get_store().read() as db:
+            doc = _user_docs(db, [row], projection)[0]
+    resp = scim_response(doc, status, version=row.version)
     if status == 201:
         resp.headers["Location"] = f"{base_url()}/Users/{user_id}"
     return resp

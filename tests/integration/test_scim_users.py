@@ -199,6 +199,9 @@ def test_patch_manager_bare_string_and_removal(scim):
     out = patch(scim, doc, {"op": "Add", "path": f"{ENT}:manager", "value": boss["id"]}).json
     assert out[ENT]["manager"]["value"] == boss["id"]
     assert out[ENT]["manager"]["displayName"] == "The Boss"
+    # a GET reads the user with its token, and the manager's name apart
+    got = scim.get(f"Users/{doc['id']}").json[ENT]["manager"]
+    assert (got["value"], got["displayName"]) == (boss["id"], "The Boss")
     out = patch(scim, doc, {"op": "Remove", "path": f"{ENT}:manager"}).json
     assert ENT not in out or "manager" not in out[ENT]
 

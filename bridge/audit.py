@@ -24,7 +24,7 @@ from sqlalchemy.orm.util import identity_key
 
 from bridge import metrics, tracing, values
 from bridge.models import Account, AuditEvent, utcnow
-from bridge.policy import DECIDED_FROM, DECIDED_HOLDS, UNDECIDED
+from bridge.policy import DECIDED_HOLDS, decided_params
 from bridge.store import WRITE
 
 HEADS = "bridge.audit_heads"  # db.info: (transaction, {account id: (seq, hash)}) it appended
@@ -158,8 +158,8 @@ def record(
     event["hash"] = _digest(event)
     values.check_values(EVENTS, event)
     if conn.dialect.name == "postgresql":  # with the rows queued before it (bridge.values)
-        decided = db.info.get(DECIDED_FROM, {}).get(account_id, UNDECIDED)
-        _decided(account_id, values.write_queued(db, _APPEND, {**event, **decided}))
+        params = {**event, **decided_params(db, account_id)}
+        _decided(account_id, values.write_queued(db, _APPEND, params))
     else:
         values.write_queued(db, _INSERT, event)
         conn.execute(_MOVE, {"account": account_id, "seq": event["seq"], "hash": event["hash"]})

@@ -299,41 +299,43 @@ def _active(db: Session, account_id: int) -> _Version | None:
     return active
 
 
-# db.info: account id -> what policy_for read of the account in this session (decided_from),
-# which a write's decisions rest on. On PostgreSQL the audit chain's append checks it against
-# the account as it is once the append holds the account's row lock (bridge.audit): a policy
-# activated or an environment added or made a default in between (each appends an event of its
-# own, under that lock) makes the write run again, deciding anew (the default role is checked
-# too, though nothing changes it yet). Without it a user
-# written while a new policy was activated and applied kept the old one's access (the apply
-# read the users before that write committed). On SQLite the write lock serialises them.
+# db.info: account id -> what policy_for read of the account in this session (version id,
+# environments, default role), which a write's decisions rest on. On PostgreSQL the audit
+# chain's append checks it against the account as it is once the append holds the account's
+# row lock (bridge.audit, DECIDED_HOLDS): a policy activated or an environment added or made a
+# default in between (each appends an event of its own, under that lock) makes the write run
+# again, deciding anew (the default role is checked too, though nothing changes it yet).
+# Without it a user written while a new policy was activated and applied kept the old one's
+# access (the apply read the users before that write committed). On SQLite the write lock
+# serialises them.
 DECIDED_FROM = "bridge.decided_from"
 
 
-def decided_from(
-    version_id: int | None, environments: Sequence[tuple[int, str, bool]], default_role: str
-) -> dict[str, Any]:
-    """What a decision rests on, as the parameters of DECIDED_HOLDS."""
-    envs = [[env_id, bool(default), name] for env_id, name, default in environments]
+def decided_params(db: Session, account_id: int) -> dict[str, Any]:
+    """DECIDED_HOLDS's parameters for what this session decided from for the account (it
+    holds, unchecked, when nothing was decided)."""
+    decided = db.info.get(DECIDED_FROM, {}).get(account_id)
+    if decided is None:
+        return {
+            "decided_check": False,
+            "decided_version": None,
+            "decided_environments": "[]",
+            "decided_role": "",
+        }
+    version_id, environments, default_role = decided
     return {
         "decided_check": True,
         "decided_version": version_id,
-        "decided_environments": json.dumps(envs),
+        "decided_environments": json.dumps(
+            [[env_id, bool(default), name] for env_id, name, default in environments]
+        ),
         "decided_role": default_role,
     }
 
 
-# DECIDED_HOLDS's parameters when nothing was decided: it holds
-UNDECIDED = {
-    "decided_check": False,
-    "decided_version": None,
-    "decided_environments": "[]",
-    "decided_role": "",
-}
-
 # SQL (PostgreSQL), for a statement on the accounts table: the account's active version, its
-# environments and its default role are those decided_from's parameters name (or nothing was
-# decided: decided_check false).
+# environments and its default role are those decided_params names (or nothing was decided:
+# decided_check false).
 _PV, _ENV = PolicyVersion.__table__, Environment.__table__
 _NOW_VERSION = (
     select(_PV.c.id)
@@ -374,8 +376,10 @@ def policy_for(
     else:
         active = known.active
         db.info.setdefault(ENVIRONMENTS, {}).setdefault(account.id, known.environments)
-    db.info.setdefault(DECIDED_FROM, {})[account.id] = decided_from(
-        None if active is None else active.id, environments_of(db, account.id), account.default_role
+    db.info.setdefault(DECIDED_FROM, {})[account.id] = (
+        None if active is None else active.id,
+        environments_of(db, account.id),
+        account.default_role,
     )
     if active is not None:
 

@@ -455,28 +455,35 @@ def login_digest(
 
 def unchanged_login(
     db: Session, registry: PolicyRegistry | None, account: Account, profile: policies.Profile
-) -> uuid.UUID | None:
+) -> tuple[uuid.UUID | None, AccountRead | None]:
     """The active user a returning SAML login names, when nothing its provisioning depends on
     changed since their last login (`remember_login`): then there is nothing to write. None
-    sends the login down the one write path (`provision_in`).
+    sends the login down the one write path (`provision_in`), with the account as this read it
+    (AccountRead, read in the write's transaction: `provision_in` need not read it again), if
+    the login names a stored user.
 
     The user's row is share-locked (PostgreSQL): a concurrent change to them waits for this
-    login, or this login for it, as on the write path."""
+    login, or this login for it, as on the write path. On SQLite the account's chain head is
+    taken from the same read (audit.read_head: the write transaction holds the write lock)."""
     if profile.idp is None:
-        return None
+        return None, None
     idp = {"entity_id": profile.idp.entity_id, "name_id": profile.idp.name_id}
-    rows = db.connection().execute(_RETURNING, {"account_id": account.id, **idp}).all()
-    row = rows[0] if rows else None
-    if row is None or row.login_digest is None or row.active is False:
-        return None
+    rows = list(db.connection().execute(_RETURNING, {"account_id": account.id, **idp}))
+    if not rows:
+        return None, None
+    row = rows[0]
+    audit.read_head(db, account.id, row.audit_seq, row.audit_head)
+    read = AccountRead(rows, in_transaction=True)
+    if row.login_digest is None or row.user_active is False:
+        return None, read
     # the version and environments as read with the user, in this transaction
     choice = policy_for(db, account, registry, known=known_of(rows))
     if choice.policy is None or not choice.key:
-        return None
+        return None, read
     digest = login_digest(
-        profile, choice.key, [list(e) for e in environments_of(db, account.id)], row.version
+        profile, choice.key, [list(e) for e in environments_of(db, account.id)], row.user_version
     )
-    return row.id if digest == row.login_digest else None
+    return (row.user_id, None) if digest == row.login_digest else (None, read)
 
 
 def remember_login(
@@ -507,10 +514,17 @@ def remember_login(
 # unchanged_login's and remember_login's statements, built once (a login runs them inside its
 # write transaction: on SQLite, under the database's one write lock). An UPDATE's bind names
 # must differ from its columns' (b_*).
-# _RETURNING is the user with what policy_for reads of the account (with_known): one row per
-# environment of the account, each with the user's columns.
+# _RETURNING is the user with their account's row and what policy_for reads of the account
+# (with_known): one row per environment of the account, each with the user's columns.
 _RETURNING = with_known(
-    select(User.id, User.version, User.active, SamlIdentity.login_digest)
+    select(
+        User.id.label("user_id"),
+        User.version.label("user_version"),
+        User.active.label("user_active"),
+        SamlIdentity.login_digest,
+        *Account.__table__.c,
+    )
+    .join(Account.__table__, Account.__table__.c.id == User.account_id)
     .join(SamlIdentity, SamlIdentity.user_id == User.id)
     .join(IdentityProvider, IdentityProvider.id == SamlIdentity.idp_id)
     .where(
@@ -726,7 +740,9 @@ def account_and_policy_in(
     than account_in and policy_for's own read. `account_read`: that read as made with the
     request's token, taken instead by the write's first attempt on PostgreSQL (AccountRead)."""
     rows = None
-    if account_read is not None and db.get_bind().dialect.name == "postgresql":
+    if account_read is not None and (
+        account_read.in_transaction or db.get_bind().dialect.name == "postgresql"
+    ):
         rows = account_read.take(account_id)
     if rows is None:
         row, known = read_with_account(db, account_id)
@@ -754,10 +770,13 @@ class AccountRead:
     statement would have read a moment later (on PostgreSQL nothing of the audit chain's head
     is taken from it: bridge.audit reads the head under its row lock). Not on SQLite, whose
     write transaction reads the account under its write lock (and takes the chain's head from
-    it). Taken once: a retried attempt reads the account again."""
+    it), unless the rows were read `in_transaction`, the write's own (a SAML login's
+    returning-user read, provisioning.unchanged_login): then on both. Taken once: a retried
+    attempt reads the account again."""
 
-    def __init__(self, rows: list[Row[Any]]) -> None:
+    def __init__(self, rows: list[Row[Any]], *, in_transaction: bool = False) -> None:
         self._rows: list[Row[Any]] | None = rows
+        self.in_transaction = in_transaction
 
     def take(self, account_id: int) -> list[Row[Any]] | None:
         """The rows, the first time, if they are `account_id`'s; None after."""

@@ -386,13 +386,13 @@ def _log_in(
     def work(db: Any) -> str:
         relay = sso.claim(db, account, idp, assertion, nonce)
         # a returning user whose login would change nothing: no provisioning at all
-        user_id = (
-            None
+        user_id, read = (
+            (None, None)
             if idp.link_by_email
             else provisioning.unchanged_login(db, store.policies, account, profile)
         )
         if user_id is None:
-            user_id = _provision(db, account, idp, profile)
+            user_id = _provision(db, account, idp, profile, read)
         sessions.start_in(
             db,
             secret,
@@ -422,8 +422,15 @@ def _log_in(
     return secret, store.write(work)
 
 
-def _provision(db: Any, account: Account, idp: IdentityProvider, profile: Any) -> Any:
-    """The login's user through the one write path (JIT, or SCIM-only: must exist), active."""
+def _provision(
+    db: Any,
+    account: Account,
+    idp: IdentityProvider,
+    profile: Any,
+    read: provisioning.AccountRead | None = None,
+) -> Any:
+    """The login's user through the one write path (JIT, or SCIM-only: must exist), active;
+    `read`: the account as the returning-user check read it in this transaction."""
     linked = provisioning.verified_email_owner(db, account, profile) if idp.link_by_email else None
     try:
         out = provisioning.provision_in(
@@ -434,6 +441,7 @@ def _provision(db: Any, account: Account, idp: IdentityProvider, profile: Any) -
             actor=f"saml:{idp.name}",
             user_id=linked,
             create=idp.allow_jit,
+            account_read=read,
         )
     except NotFound:
         raise SamlRejected("user_not_provisioned", f"no user {profile.user_name!r}", 403) from None

@@ -36,15 +36,16 @@ BASE = "http://127.0.0.1:8000"
 # as soon as read, so the only commit counted is the write's (a read session's transaction would
 # end with a commit before the write: on SQLite a read left open while another connection
 # commits keeps the WAL from being checkpointed, and every commit then pays).
-# PostgreSQL's counts are the same, but for this: a user's write reads the account once; on
-# SQLite, whose write lock the transaction holds from its BEGIN IMMEDIATE, that read is the audit
-# chain's head too, and on PostgreSQL the head is read again under its row lock when the event
-# is appended (bridge.audit.read_head): one statement more there (HEAD). And on PostgreSQL an
-# audit event and the chain head it moves are one statement (bridge.audit, a data-modifying
-# CTE), on SQLite two: one statement fewer there per event (`events`). And there the rows a
-# write queued for its audit event (bridge.values: a new user's rows and access, a login's
-# session and log line) are CTEs of the event's statement too, and so are the statements it
-# queued (a login's remembered digest): one statement fewer per table or statement queued
+# PostgreSQL's counts are the same, but for this: a user's write reads the account once (a
+# returning login with the user: provisioning.unchanged_login); on SQLite, whose write lock the
+# transaction holds from its BEGIN IMMEDIATE, that read is the audit chain's head too, and on
+# PostgreSQL the head is read again under its row lock when the event is appended
+# (bridge.audit.read_head): one statement more there (HEAD). And on PostgreSQL an audit event
+# and the chain head it moves are one statement (bridge.audit, a data-modifying CTE), on SQLite
+# two: one statement fewer there per event (`events`). And there the rows a write queued for its
+# audit event (bridge.values: a new user's rows and access, a login's session and log line) are
+# CTEs of the event's statement too, and so are the statements it queued (a login's remembered
+# digest): one statement fewer per table or statement queued
 # (`queued`), where SQLite sends an INSERT per table and each statement. And there a SCIM write
 # of a user or group reads its account (and the policy's version) with the request's token,
 # before its transaction (provisioning.AccountRead): one statement fewer (`account`).
@@ -54,9 +55,10 @@ FILTER = (1, 0)
 GROUP_FILTER = (1, 0)  # and one more for the members, when they are wanted
 PATCH = (9, 1)
 FIRST_LOGIN = (17, 1)
-RETURNING_LOGIN = (8, 1)
+RETURNING_LOGIN = (7, 1)
 PUT_USER = (9, 1)
-SP_RETURNING_LOGIN = (9, 1)
+SP_RETURNING_LOGIN = (8, 1)
+CHANGED_LOGIN = (14, 1)
 PATCH_USER = (9, 1)
 HEAD = 1
 # Of those, the statements the ORM runs (Session.execute of an ORM statement: it loads objects,
@@ -459,7 +461,7 @@ def test_returning_saml_login_unchanged(logins, sql):
     n, commits, resp = measured(sql, lambda: logins.post("bo@example.com", givenName=["Bo"]))
     assert resp.status_code == 302, resp.get_data(as_text=True)
     assert logins.audit_actions() == [*before, "login.succeed"]  # no user.update
-    assert (n, commits) == on_db(sql, RETURNING_LOGIN, events=1, queued=2), str(sql)
+    assert (n, commits) == on_db(sql, RETURNING_LOGIN, head=HEAD, events=1, queued=2), str(sql)
     assert len(sql.orm) == ORM_READS["returning login"], sql.orm
     with logins.store.read() as db:
         user = db.scalar(
@@ -468,6 +470,29 @@ def test_returning_saml_login_unchanged(logins, sql):
             )
         )
         assert user is not None and user.given_name == "Bo"
+
+
+def test_returning_saml_login_changed(logins, sql):
+    """A returning user whose attributes changed goes down the one write path with the account
+    as the returning-user check read it (with the user, in the write's transaction): the
+    account is not read again, and the change is written."""
+    assert logins.post("di@example.com", givenName=["Di"]).status_code == 302
+    n, commits, resp = measured(sql, lambda: logins.post("di@example.com", givenName=["Dee"]))
+    assert resp.status_code == 302, resp.get_data(as_text=True)
+    assert logins.audit_actions()[-2:] == ["user.update", "login.succeed"]
+    reads = [s for s in sql.statements if s.lstrip().startswith("SELECT")]
+    # the account's row: read with its IdPs before the transaction, then with the user in it
+    assert sum("accounts.slug" in s for s in reads) == 2, str(sql)
+    expected = on_db(sql, CHANGED_LOGIN, head=HEAD, events=2, queued=3)
+    assert (n, commits) == expected, str(sql)
+    assert sql.orm == []
+    with logins.store.read() as db:
+        user = db.scalar(
+            select(User).where(
+                User.account_id == logins.account.id, User.user_name == "di@example.com"
+            )
+        )
+        assert user is not None and user.given_name == "Dee" and user.version == 2
 
 
 def test_sp_initiated_returning_login(logins, sql):
@@ -480,7 +505,7 @@ def test_sp_initiated_returning_login(logins, sql):
         sql, lambda: logins.post("cy@example.com", in_response_to=request_id, givenName=["Cy"])
     )
     assert resp.status_code == 302, resp.get_data(as_text=True)
-    assert (n, commits) == on_db(sql, SP_RETURNING_LOGIN, events=1, queued=2), str(sql)
+    assert (n, commits) == on_db(sql, SP_RETURNING_LOGIN, head=HEAD, events=1, queued=2), str(sql)
     assert len(sql.orm) == ORM_READS["SP-initiated returning login"], sql.orm
 
 

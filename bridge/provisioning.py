@@ -34,6 +34,7 @@ from sqlalchemy import (
     null,
     or_,
     select,
+    true,
     union_all,
     update,
 )
@@ -459,8 +460,8 @@ def unchanged_login(
     """The active user a returning SAML login names, when nothing its provisioning depends on
     changed since their last login (`remember_login`): then there is nothing to write. None
     sends the login down the one write path (`provision_in`), with the account as this read it
-    (AccountRead, read in the write's transaction: `provision_in` need not read it again), if
-    the login names a stored user.
+    (AccountRead, read in the write's transaction: `provision_in` need not read it again): the
+    read is the account's, with the user if there is one (a first login's has none).
 
     The user's row is share-locked (PostgreSQL): a concurrent change to them waits for this
     login, or this login for it, as on the write path. On SQLite the account's chain head is
@@ -474,7 +475,7 @@ def unchanged_login(
     row = rows[0]
     audit.read_head(db, account.id, row.audit_seq, row.audit_head)
     read = AccountRead(rows, in_transaction=True)
-    if row.login_digest is None or row.user_active is False:
+    if row.user_id is None or row.login_digest is None or row.user_active is False:
         return None, read
     # the version and environments as read with the user, in this transaction
     choice = policy_for(db, account, registry, known=known_of(rows))
@@ -514,26 +515,34 @@ def remember_login(
 # unchanged_login's and remember_login's statements, built once (a login runs them inside its
 # write transaction: on SQLite, under the database's one write lock). An UPDATE's bind names
 # must differ from its columns' (b_*).
-# _RETURNING is the user with their account's row and what policy_for reads of the account
-# (with_known): one row per environment of the account, each with the user's columns.
-_RETURNING = with_known(
+# _RETURNING is the account's row, with the login's user if the account has them (their row
+# share-locked on PostgreSQL: a locking clause applies inside a subquery, not to the nullable
+# side of an outer join) and what policy_for reads of the account (with_known): one row per
+# environment of the account, each with the user's columns (None when there is no such user).
+ACCOUNTS: Table = Account.__table__  # type: ignore[assignment]
+_LOGIN_USER = (
     select(
         User.id.label("user_id"),
         User.version.label("user_version"),
         User.active.label("user_active"),
         SamlIdentity.login_digest,
-        *Account.__table__.c,
     )
-    .join(Account.__table__, Account.__table__.c.id == User.account_id)
     .join(SamlIdentity, SamlIdentity.user_id == User.id)
     .join(IdentityProvider, IdentityProvider.id == SamlIdentity.idp_id)
     .where(
         User.account_id == bindparam("account_id"),
         IdentityProvider.entity_id == bindparam("entity_id"),
         SamlIdentity.name_id == bindparam("name_id"),
-    ),
-    User.account_id,
-).with_for_update(read=True, of=User)
+    )
+    .with_for_update(read=True, of=User)
+    .subquery("login_user")
+)
+_RETURNING = with_known(
+    select(*ACCOUNTS.c, *_LOGIN_USER.c)
+    .select_from(ACCOUNTS.outerjoin(_LOGIN_USER, true()))
+    .where(ACCOUNTS.c.id == bindparam("account_id")),
+    ACCOUNTS.c.id,
+)
 _REMEMBER = (  # Core, on the table: the ORM's UPDATE rebuilt the statement at every login
     update(SAML_IDENTITIES)
     .where(
@@ -794,7 +803,6 @@ def _account_of(db: Session, account_id: int, row: Any) -> Account:
     return read_only(Account, row._mapping)
 
 
-ACCOUNTS: Table = Account.__table__  # type: ignore[assignment]
 _ACCOUNT = select(ACCOUNTS).where(ACCOUNTS.c.id == bindparam("account_id"))
 
 

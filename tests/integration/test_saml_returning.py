@@ -4,10 +4,11 @@ login down the one write path, and what the person gets shows it."""
 
 from __future__ import annotations
 
+import threading
 import uuid
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from bridge import accounts, provisioning
 from bridge.models import AuditEvent, User
@@ -133,6 +134,42 @@ def test_deactivated_user_is_refused(logins, spy, scim_for):
         assert login_log.recent(db, logins.account.id, limit=1)[0]["reason"] == "user_deactivated"
     assert logins.client.get("/session").status_code == 401
     assert len(spy) == 2
+
+
+def test_deactivation_in_flight_is_waited_for(logins, spy, store):
+    """A returning login whose user is being deactivated by a write not yet committed waits for
+    it (PostgreSQL: the returning-user read share-locks the user's row; SQLite: the write lock)
+    and is refused, with nothing opened: it must not sign them in from the row as it was."""
+    user_id = uuid.UUID(sign_in(logins)["user"]["id"])  # remembered: unchanged next time
+    logins.client = logins.client.application.test_client()  # a browser without the session
+    updated, release = threading.Event(), threading.Event()
+
+    def deactivate(db):
+        db.execute(
+            update(User).where(User.id == user_id).values(active=False, version=User.version + 1)
+        )
+        updated.set()
+        assert release.wait(10)
+
+    writer = threading.Thread(target=store.write, args=(deactivate,))
+    writer.start()
+    assert updated.wait(10)
+    answered: list = []
+    login = threading.Thread(target=lambda: answered.append(logins.post("ann@example.com")))
+    login.start()
+    login.join(0.5)
+    waited = login.is_alive()
+    release.set()
+    writer.join(10)
+    login.join(10)
+    assert waited, "the login did not wait for the deactivation in flight"
+    assert answered[0].status_code == 403, answered[0].get_data(as_text=True)
+    with logins.store.read() as db:
+        from bridge import logins as login_log
+
+        assert login_log.recent(db, logins.account.id, limit=1)[0]["reason"] == "user_deactivated"
+    assert logins.client.get("/session").status_code == 401
+    assert len(spy) == 2  # the waiting login went down the write path, which refused it
 
 
 def test_scim_group_change_reprovisions(logins, spy, scim_for):

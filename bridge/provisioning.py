@@ -459,22 +459,28 @@ def unchanged_login(
 ) -> tuple[uuid.UUID | None, AccountRead | None]:
     """The active user a returning SAML login names, when nothing its provisioning depends on
     changed since their last login (`remember_login`): then there is nothing to write. None
-    sends the login down the one write path (`provision_in`), with the account as this read it
-    (AccountRead, read in the write's transaction: `provision_in` need not read it again): the
-    read is the account's, with the user if there is one (a first login's has none).
+    sends the login down the one write path (`provision_in`) with what this read of the
+    account (AccountRead: `provision_in` need not read it again; a first login's read has the
+    account and no user).
 
     The user's row is share-locked (PostgreSQL): a concurrent change to them waits for this
-    login, or this login for it, as on the write path. On SQLite the account's chain head is
-    taken from the same read (audit.read_head: the write transaction holds the write lock)."""
+    login, or this login for it, as on the write path. On SQLite the read has the account's
+    row, read under the write lock, and the chain's head is taken from it (audit.read_head); on
+    PostgreSQL the account as the request read it before its transaction does (AccountRead)."""
     if profile.idp is None:
         return None, None
     idp = {"entity_id": profile.idp.entity_id, "name_id": profile.idp.name_id}
-    rows = list(db.connection().execute(_RETURNING, {"account_id": account.id, **idp}))
+    sqlite = db.get_bind().dialect.name == "sqlite"
+    statement = _RETURNING_WITH_ACCOUNT if sqlite else _RETURNING
+    rows = list(db.connection().execute(statement, {"account_id": account.id, **idp}))
     if not rows:
         return None, None
     row = rows[0]
-    audit.read_head(db, account.id, row.audit_seq, row.audit_head)
-    read = AccountRead(rows, in_transaction=True)
+    if sqlite:
+        audit.read_head(db, account.id, row.audit_seq, row.audit_head)
+        read = AccountRead(rows, in_transaction=True)
+    else:
+        read = AccountRead(rows, account=account)
     if row.user_id is None or row.login_digest is None or row.user_active is False:
         return None, read
     # the version and environments as read with the user, in this transaction
@@ -515,11 +521,12 @@ def remember_login(
 # unchanged_login's and remember_login's statements, built once (a login runs them inside its
 # write transaction: on SQLite, under the database's one write lock). An UPDATE's bind names
 # must differ from its columns' (b_*).
-# _RETURNING is the account's row, with the login's user if the account has them (their row
-# share-locked on PostgreSQL: a locking clause applies inside a subquery, not to the nullable
-# side of an outer join) and what policy_for reads of the account (with_known): one row per
-# environment of the account, each with the user's columns (None when there is no such user).
 ACCOUNTS: Table = Account.__table__  # type: ignore[assignment]
+# _RETURNING is the login's user, if the account has them (their row share-locked on
+# PostgreSQL: a locking clause applies inside a subquery, not to the nullable side of an outer
+# join), outer-joined to their account, with what policy_for reads of it (with_known): one row per
+# environment of the account, each with the user's columns (None when there is no such user).
+# On SQLite with the account's row (_RETURNING_WITH_ACCOUNT), read under the write lock.
 _LOGIN_USER = (
     select(
         User.id.label("user_id"),
@@ -537,12 +544,19 @@ _LOGIN_USER = (
     .with_for_update(read=True, of=User)
     .subquery("login_user")
 )
-_RETURNING = with_known(
-    select(*ACCOUNTS.c, *_LOGIN_USER.c)
-    .select_from(ACCOUNTS.outerjoin(_LOGIN_USER, true()))
-    .where(ACCOUNTS.c.id == bindparam("account_id")),
-    ACCOUNTS.c.id,
-)
+
+
+def _returning(*account_columns: Any) -> Select[*tuple[Any, ...]]:
+    return with_known(
+        select(*_LOGIN_USER.c, *account_columns)
+        .select_from(ACCOUNTS.outerjoin(_LOGIN_USER, true()))
+        .where(ACCOUNTS.c.id == bindparam("account_id")),
+        ACCOUNTS.c.id,
+    )
+
+
+_RETURNING = _returning()
+_RETURNING_WITH_ACCOUNT = _returning(*ACCOUNTS.c)
 _REMEMBER = (  # Core, on the table: the ORM's UPDATE rebuilt the statement at every login
     update(SAML_IDENTITIES)
     .where(
@@ -748,15 +762,10 @@ def account_and_policy_in(
     statement, for a write that applies the policy (`_write(known=...)`): one round trip fewer
     than account_in and policy_for's own read. `account_read`: that read as made with the
     request's token, taken instead by the write's first attempt on PostgreSQL (AccountRead)."""
-    rows = None
-    if account_read is not None and (
-        account_read.in_transaction or db.get_bind().dialect.name == "postgresql"
-    ):
-        rows = account_read.take(account_id)
-    if rows is None:
-        row, known = read_with_account(db, account_id)
-    else:
-        row, known = rows[0], known_of(rows)
+    taken = None if account_read is None else account_read.take(db, account_id)
+    if taken is not None:
+        return taken
+    row, known = read_with_account(db, account_id)
     return _account_of(db, account_id, row), known
 
 
@@ -777,22 +786,37 @@ class AccountRead:
     statement of a transaction a snapshot of its own, taken as it starts, and a plain SELECT
     locks nothing, so the account read just before BEGIN is what the transaction's first
     statement would have read a moment later (on PostgreSQL nothing of the audit chain's head
-    is taken from it: bridge.audit reads the head under its row lock). Not on SQLite, whose
-    write transaction reads the account under its write lock (and takes the chain's head from
-    it), unless the rows were read `in_transaction`, the write's own (a SAML login's
-    returning-user read, provisioning.unchanged_login): then on both. Taken once: a retried
-    attempt reads the account again."""
+    is taken from it: bridge.audit reads the head under its row lock; a decision on a version,
+    environments or default role changed since is made again: policy.DECIDED_HOLDS). Not on
+    SQLite, whose write transaction reads the account under its write lock (and takes the
+    chain's head from it), unless the rows were read `in_transaction`, the write's own (a SAML
+    login's returning-user read on SQLite, provisioning.unchanged_login): then on both. Or the
+    rows are only what policy_for reads, and `account` is the account as the request read it
+    before its transaction (a SAML login's on PostgreSQL). Taken once: a retried attempt reads
+    the account again."""
 
-    def __init__(self, rows: list[Row[Any]], *, in_transaction: bool = False) -> None:
+    def __init__(
+        self,
+        rows: list[Row[Any]],
+        *,
+        in_transaction: bool = False,
+        account: Account | None = None,
+    ) -> None:
         self._rows: list[Row[Any]] | None = rows
         self.in_transaction = in_transaction
+        self.account = account
 
-    def take(self, account_id: int) -> list[Row[Any]] | None:
-        """The rows, the first time, if they are `account_id`'s; None after."""
+    def take(self, db: Session, account_id: int) -> tuple[Account, Known] | None:
+        """The account and what policy_for reads of it, the first time, if they are
+        `account_id`'s and may be used on this database; None after."""
         rows, self._rows = self._rows, None
-        if not rows or rows[0].id != account_id:
+        if not rows or not (self.in_transaction or db.get_bind().dialect.name == "postgresql"):
             return None
-        return rows
+        if self.account is not None:
+            return (self.account, known_of(rows)) if self.account.id == account_id else None
+        if rows[0].id != account_id:
+            return None
+        return _account_of(db, account_id, rows[0]), known_of(rows)
 
 
 def _account_of(db: Session, account_id: int, row: Any) -> Account:

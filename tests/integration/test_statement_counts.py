@@ -481,8 +481,10 @@ def test_returning_saml_login_changed(logins, sql):
     assert resp.status_code == 302, resp.get_data(as_text=True)
     assert logins.audit_actions()[-2:] == ["user.update", "login.succeed"]
     reads = [s for s in sql.statements if s.lstrip().startswith("SELECT")]
-    # the account's row: read with its IdPs before the transaction, then with the user in it
-    assert sum("accounts.slug" in s for s in reads) == 2, str(sql)
+    # the account's row: read with its IdPs before the transaction, and on SQLite with the user
+    # in it (under the write lock); PostgreSQL's write path takes the first read (AccountRead)
+    rows_read = 2 if sql.dialect == "sqlite" else 1
+    assert sum("accounts.slug" in s for s in reads) == rows_read, str(sql)
     expected = on_db(sql, CHANGED_LOGIN, head=HEAD, events=2, queued=3)
     assert (n, commits) == expected, str(sql)
     assert sql.orm == []

@@ -476,10 +476,11 @@ def unchanged_login(
     if not rows:
         return None, None
     row = rows[0]
+    read: AccountRead | None = None
     if sqlite:
         audit.read_head(db, account.id, row.audit_seq, row.audit_head)
         read = AccountRead(rows, in_transaction=True)
-    else:
+    elif db.info.get(ATTEMPT) == 1:  # as a SCIM write's token read: a retry reads it again
         read = AccountRead(rows, account=account)
     if row.user_id is None or row.login_digest is None or row.user_active is False:
         return None, read

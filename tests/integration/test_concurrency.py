@@ -2,6 +2,7 @@
 
 import multiprocessing
 import threading
+import time
 from collections import Counter
 
 import pytest
@@ -305,3 +306,66 @@ def test_a_write_decided_from_an_account_that_changes_meanwhile_decides_again(
     assert _stale_retries() == retries + expected
     with store.read() as db:
         assert db.get(Account, account.id).audit_seq == audit.verify(db, account.id)[0]
+
+
+@pytest.mark.parametrize("returning", [False, True])
+def test_a_login_decided_under_a_policy_replaced_meanwhile_decides_again(
+    client, store, account, monkeypatch, returning
+):
+    """A SAML login (a first one, JIT; or a returning user's whose attributes changed) decides
+    the user's access, then writes; a policy version activated between the two leaves the user
+    with the new version's access: on PostgreSQL the login's write runs again (its second
+    attempt reads the account again, in its own transaction), on SQLite the activation waits for
+    the login's lock and its apply re-evaluates the user. The audit chain holds."""
+    from bridge import policy_versions
+    from bridge.models import Account
+    from tests.integration.test_statement_counts import Logins
+
+    slug = account.slug
+    policy_versions.push(
+        store, slug, POLICY.format(slug=slug, role="media_library_user"), origin="t", actor="t"
+    )
+    logins = Logins(client, store, account)
+    if returning:
+        assert logins.post("jo@example.com", givenName=["Jo"]).status_code == 302
+    decide, started = provisioning._decide, []
+
+    def decide_then_change(*args, **kwargs):
+        decided = decide(*args, **kwargs)
+        if not started:
+            thread = threading.Thread(
+                target=policy_versions.push,
+                args=(store, slug, POLICY.format(slug=slug, role="admin")),
+                kwargs={"origin": "t", "actor": "t"},
+            )
+            started.append(thread)
+            thread.start()
+            if store.dialect == "sqlite":  # the activation waits for this login's lock
+                thread.join(0.3)
+            else:  # PostgreSQL: the activation commits before this write goes on (its apply
+                # may then wait for the returning user's row, which this login share-locked)
+                deadline = time.monotonic() + 30
+                while _active_number(store, account.id) != 2 and time.monotonic() < deadline:
+                    time.sleep(0.01)
+        return decided
+
+    monkeypatch.setattr(provisioning, "_decide", decide_then_change)
+    retries = _stale_retries()
+    resp = logins.post("jo@example.com", givenName=["Joanna"])
+    assert resp.status_code == 302, resp.get_data(as_text=True)
+    started[0].join(30)
+    assert not started[0].is_alive()
+    assert _holdings(store, account) == (["admin"], ["production"])
+    assert _stale_retries() == retries + (1 if store.dialect == "postgresql" else 0)
+    with store.read() as db:
+        user = db.scalar(select(User).where(User.account_id == account.id))
+        assert user is not None and user.given_name == "Joanna"
+        assert db.get(Account, account.id).audit_seq == audit.verify(db, account.id)[0]
+
+
+def _active_number(store, account_id: int) -> int | None:
+    from bridge import policy_versions
+
+    with store.sessions() as db:
+        active = policy_versions.active(db, account_id)
+        return None if active is None else active.number

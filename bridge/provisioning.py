@@ -761,8 +761,9 @@ def account_and_policy_in(
 ) -> tuple[Account, Known]:
     """account_in, with the account's active policy version and environments read in the same
     statement, for a write that applies the policy (`_write(known=...)`): one round trip fewer
-    than account_in and policy_for's own read. `account_read`: that read as made with the
-    request's token, taken instead by the write's first attempt on PostgreSQL (AccountRead)."""
+    than account_in and policy_for's own read. `account_read`: that read as made earlier (with
+    the request's token, or by a SAML login's returning-user check), taken instead by the
+    write's first attempt where it may be (AccountRead)."""
     taken = None if account_read is None else account_read.take(db, account_id)
     if taken is not None:
         return taken

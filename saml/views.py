@@ -430,7 +430,7 @@ def _provision(
     read: provisioning.AccountRead | None = None,
 ) -> Any:
     """The login's user through the one write path (JIT, or SCIM-only: must exist), active;
-    `read`: the account as the returning-user check read it in this transaction."""
+    `read`: the account as the returning-user check found it (provisioning.AccountRead)."""
     linked = provisioning.verified_email_owner(db, account, profile) if idp.link_by_email else None
     try:
         out = provisioning.provision_in(

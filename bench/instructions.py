@@ -14,19 +14,20 @@ at the start with gcc into a small library: Debian's valgrind package ships the 
 
 As bench/floor.py does: one process, one thread, no HTTP; prebuilt WSGI environs handed to the
 checkout's Flask app (all its hooks), on a fresh SQLite file or a fresh PostgreSQL database beside
---database-url (then the driver's instructions are counted, PostgreSQL's own are not); account
-with a SCIM token and a test IdP (tests/saml_idp, IdP-initiated, JIT). Each path is warmed, then
-N requests are counted: SCIM create (bench/floor.py's body), GET by id and filter `userName eq`
-(a hit) of the users created, PATCH of one attribute of each (as Entra sends a change), PUT of
-each whole (as Okta does), PATCH of a group adding one of them (as IdPs push a membership); SAML
-first login (new users, forms signed before counting), returning login (the same users again,
-unchanged), the same users' SP-initiated login (each answering an AuthnRequest of ours, started
-before the count) and the first SAML login of the users SCIM made (found by userName, linked,
-changed: the usual order with Okta and Entra). The rows a path queues for the store's writer
-thread (the SCIM request log) are written in one batch before its count ends; the cycle
-collector is off while counting (its collections land at allocation thresholds: one path would
-pay for another's garbage). Printed: millions of instructions per request per checkout and the
-ratio to the first. Under valgrind a run takes a minute or two per checkout at -n 100.
+--database-url (then the driver's instructions are counted, PostgreSQL's own are not); account with
+a SCIM token, a test IdP (tests/saml_idp, IdP-initiated, JIT) and `--environments` environments
+(production, then staging, qa, ...: a write reads them with its account). Each path is warmed, then
+N requests are counted: SCIM create (bench/floor.py's body), GET by id and filter `userName eq` (a
+hit) of the users created, PATCH of one attribute of each (as Entra sends a change), PUT of each
+whole (as Okta does), PATCH of a group adding one of them (as IdPs push a membership); SAML first
+login (new users, forms signed before counting), returning login (the same users again, unchanged),
+the same users' SP-initiated login (each answering an AuthnRequest of ours, started before the
+count) and the first SAML login of the users SCIM made (found by userName, linked, changed: the
+usual order with Okta and Entra). The rows a path queues for the store's writer thread (the SCIM
+request log) are written in one batch before its count ends; the cycle collector is off while
+counting (its collections land at allocation thresholds: one path would pay for another's garbage).
+Printed: millions of instructions per request per checkout and the ratio to the first. Under
+valgrind a run takes a minute or two per checkout at -n 100.
 """
 
 from __future__ import annotations
@@ -72,13 +73,20 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--database-url", help="PostgreSQL to make fresh databases beside")
     parser.add_argument("-n", type=int, default=100, help="requests counted per path")
+    parser.add_argument(
+        "--environments", type=int, default=1, help="the account's environments (default 1)"
+    )
     parser.add_argument("--app-dir", action="append", help="a checkout to count (repeatable)")
     parser.add_argument("--child", nargs=3, metavar=("DIR", "URL", "MARKS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.n < 1:
         parser.error("-n: at least one request per path")
+    if not 1 <= args.environments <= 6:
+        parser.error("--environments: 1 to 6")
     if args.child:
-        return child(Path(args.child[0]), args.child[1], Path(args.child[2]), args.n)
+        return child(
+            Path(args.child[0]), args.child[1], Path(args.child[2]), args.n, args.environments
+        )
     for tool in ("valgrind", "gcc"):
         if shutil.which(tool) is None:
             sys.exit(f"instructions.py needs {tool} (Debian: apt-get install {tool})")
@@ -110,7 +118,8 @@ def main() -> int:
                     [
                         "valgrind", "--tool=callgrind", "--instr-atstart=no",
                         f"--callgrind-out-file={out}", sys.executable, __file__,
-                        "-n", str(args.n), "--child", str(app_dir), url, str(marks),
+                        "-n", str(args.n), "--environments", str(args.environments),
+                        "--child", str(app_dir), url, str(marks),
                     ],
                     stderr=subprocess.PIPE, text=True,
                 )  # fmt: skip
@@ -121,7 +130,8 @@ def main() -> int:
                 drop()
             counts.append(read_dumps(out, args.n))
     db = "PostgreSQL (this process only)" if args.database_url else "SQLite"
-    print(f"millions of instructions per request (callgrind), {args.n} each, {db}")
+    envs = "" if args.environments == 1 else f", {args.environments} environments"
+    print(f"millions of instructions per request (callgrind), {args.n} each, {db}{envs}")
     print(
         f"{'path':18s}" + "".join(f"{label(d, dirs):>14s}" for d in dirs) + "  ratio to the first"
     )
@@ -149,7 +159,7 @@ def read_dumps(out: Path, n: int) -> dict[str, float]:
     return found
 
 
-def child(app_dir: Path, url: str, marks_path: Path, n: int) -> int:
+def child(app_dir: Path, url: str, marks_path: Path, n: int, environments: int = 1) -> int:
     """Under callgrind: set up, warm, then count each path's N requests between marks."""
     sys.path[:0] = [str(ROOT / "bench")]
     from floor import call, environ, user_doc
@@ -164,6 +174,9 @@ def child(app_dir: Path, url: str, marks_path: Path, n: int) -> int:
         app, store, token = bridge_app(url, Path(tmp_name), "insn")
         from bridge import accounts, idps
         from tests.saml_idp import TestIdP
+
+        for name in ("staging", "qa", "demo", "sandbox", "dev")[: environments - 1]:
+            accounts.add_environment(store, "insn", name, actor="bench")
 
         keep_out_the_occasional()
 

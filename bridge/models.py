@@ -113,15 +113,27 @@ def read_only(cls: type[_T], values: Mapping[Any, Any], prefix: str = "") -> _T:
     CPU of the same row read as Core. A column not in `values` reads None."""
     _configured()
     obj: _T = manager_of_class(cls).new_instance()
-    obj.__dict__.update(
-        {key: values[prefix + key] for key in _column_keys(cls) if prefix + key in values}
-    )
+    found = obj.__dict__
+    # one lookup a column: a row mapping's `in` is a Python call as costly as the lookup (a
+    # SAML login's account and IdP took 14 us this way with `in`, 6 us with one lookup)
+    for key, name in _column_names(cls, prefix):
+        try:
+            value = values[name]
+        except KeyError:  # a row's NoSuchColumnError is one
+            continue
+        found[key] = value
     return obj
 
 
 @functools.cache
 def _column_keys(cls: type[Base]) -> tuple[str, ...]:
     return tuple(column.key for column in cls.__table__.columns)
+
+
+@functools.cache
+def _column_names(cls: type[Base], prefix: str) -> tuple[tuple[str, str], ...]:
+    """Each column's key, with the name it has in `read_only`'s values after `prefix`."""
+    return tuple((key, prefix + key) for key in _column_keys(cls))
 
 
 def held(db: Session, cls: type[_T], *key: Any) -> _T | None:

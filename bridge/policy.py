@@ -273,8 +273,8 @@ def with_known(statement: Select[*tuple[Any, ...]], account_id: Any) -> Select[*
 
 
 def known_of(rows: Sequence[Row[Any]]) -> Known:
-    """What with_known's rows (at least one) say of the account's version and environments
-    (in id order)."""
+    """What with_known's rows (at least one; each carries it all) say of the account's version
+    and environments (in id order)."""
     first = rows[0]
     active = (
         None
@@ -289,7 +289,7 @@ def known_of(rows: Sequence[Row[Any]]) -> Known:
 
 
 _ACCOUNTS: Table = Account.__table__  # type: ignore[assignment]
-# The account's row once per environment, each with the active version's columns. Built once.
+# The account's row with its active version's columns and its environments. Built once.
 _WITH_ACCOUNT = with_known(
     select(_ACCOUNTS).where(_ACCOUNTS.c.id == bindparam("account_id")), _ACCOUNTS.c.id
 )

@@ -525,9 +525,9 @@ def remember_login(
 ACCOUNTS: Table = Account.__table__  # type: ignore[assignment]
 # _RETURNING is the login's user, if the account has them (their row share-locked on
 # PostgreSQL: a locking clause applies inside a subquery, not to the nullable side of an outer
-# join), outer-joined to their account, with what policy_for reads of it (with_known): one row per
-# environment of the account, each with the user's columns (None when there is no such user).
-# On SQLite with the account's row (_RETURNING_WITH_ACCOUNT), read under the write lock.
+# join), outer-joined to their account, with what policy_for reads of it (with_known): one row,
+# the user's columns None when there is no such user. On SQLite with the account's row
+# (_RETURNING_WITH_ACCOUNT), read under the write lock.
 _LOGIN_USER = (
     select(
         User.id.label("user_id"),
@@ -771,7 +771,7 @@ def account_and_policy_in(
     return _account_of(db, account_id, row), known
 
 
-# A SCIM token's row with its account's, once per environment, and what policy_for reads of it
+# A SCIM token's row with its account's and what policy_for reads of it
 # (policy.with_known): a write's read of the account made with the request's token. Built once.
 ACCOUNT_WITH_TOKEN = with_known(
     accounts.BY_HASH.add_columns(*Account.__table__.c).join(

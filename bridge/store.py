@@ -15,8 +15,9 @@ resource, or both in one statement) reads without a transaction on PostgreSQL: e
 sees its own snapshot, and no BEGIN or ROLLBACK is sent (two round trips of every such request;
 a SCIM GET by id is left with one). Its Core reads before any session (a SCIM token's, a SAML
 login's account) take a connection of their own and give it back at once (`connection`): no
-ORM session is made for them (on SQLite each is then a read transaction of its own, rolled
-back). Not for a request that
+ORM session is made for them, and on SQLite too they are sent without a transaction (a BEGIN
+and a ROLLBACK are two driver calls: SQLAlchemy's begin and rollback cost more CPU than that
+GET's statement). Not for a request that
 compares what two statements read (the audit chain against its head) or streams rows through a
 server-side cursor, which only lives in a transaction.
 
@@ -64,7 +65,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 WRITE = "bridge_write"
-STANDALONE = "bridge_standalone"  # a session's info: its reads stand alone (PostgreSQL)
+# a session's info (PostgreSQL), a Connection's attribute (SQLite): its reads stand alone
+STANDALONE = "bridge_standalone"
 ATTEMPT = "bridge_attempt"  # a write session's info: which attempt of `Store.write` it runs
 # A write session's info, set by work that inserts without first looking for what a unique key
 # guards (a SCIM create's userName and externalId): a unique key's refusal of that attempt is
@@ -122,7 +124,7 @@ def make_engine(url: str) -> Engine:
         # than SQLite's BEGIN itself); so no cursor event sees a BEGIN
         if conn.get_execution_options().get(WRITE):
             _begin_immediate(conn.connection.dbapi_connection)
-        else:
+        elif not getattr(conn, STANDALONE, False):  # Store.connection's: each read its own
             conn.connection.dbapi_connection.execute("BEGIN")
 
     return engine
@@ -496,10 +498,10 @@ class Store:
     @contextmanager
     def connection(self) -> Iterator[Connection]:
         """A connection for Core reads that need no ORM session. In a request whose reads stand
-        alone (and has no session yet), one of its own, given back to the pool when the reads
-        are done: on PostgreSQL in autocommit, on SQLite in a read transaction of its own (a
-        session costs about as much as the statement of a SCIM GET by id); otherwise `read`'s
-        session's connection."""
+        alone (and has no session yet), one of its own, without a transaction (PostgreSQL: in
+        autocommit; SQLite: no BEGIN), given back to the pool when the reads are done (a session
+        costs about as much as the statement of a SCIM GET by id); otherwise `read`'s session's
+        connection."""
         scope = self._scoped()
         if scope is None or scope.snapshot or scope.session is not None:
             with self.read() as db:
@@ -508,6 +510,8 @@ class Store:
         with self.engine.connect() as conn:
             if self._alone:
                 _autocommit(conn)
+            else:  # SQLite: no BEGIN (make_engine's _begin), each statement a snapshot of its own
+                setattr(conn, STANDALONE, True)
             yield conn
 
     def write(self, work: Callable[[Session], T]) -> T:

@@ -32,10 +32,10 @@ from tests.saml_idp import TestIdP, parse_authn_request
 BASE = "http://127.0.0.1:8000"
 # (statements, commits) per request on SQLite (BEGIN aside). These requests' reads stand alone
 # (bridge.store: the token's read, a login's account read, each on a connection of its own with
-# no session, `Store.connection`, given back at once): their read transactions end in a rollback
-# as soon as read, so the only commit counted is the write's (a read session's transaction would
-# end with a commit before the write: on SQLite a read left open while another connection
-# commits keeps the WAL from being checkpointed, and every commit then pays).
+# no session, `Store.connection`, given back at once, and without a transaction): the only
+# commit counted is the write's (a read session's transaction would end with a commit before the
+# write: on SQLite a read left open while another connection commits keeps the WAL from being
+# checkpointed, and every commit then pays).
 # PostgreSQL's counts are the same, but for this: a user's write reads the account once (a
 # returning login with the user: provisioning.unchanged_login); on SQLite, whose write lock the
 # transaction holds from its BEGIN IMMEDIATE, that read is the audit chain's head too, and on

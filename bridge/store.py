@@ -118,16 +118,27 @@ def make_engine(url: str) -> Engine:
         cur.execute(f"PRAGMA wal_autocheckpoint = {WAL_BACKSTOP}")  # ours run apart: Checkpoints
         cur.close()
 
-    @event.listens_for(engine, "begin")
-    def _begin(conn: Any) -> None:
-        # straight to the driver, as COMMIT is (a statement through SQLAlchemy costs more
-        # than SQLite's BEGIN itself); so no cursor event sees a BEGIN
-        if conn.get_execution_options().get(WRITE):
-            _begin_immediate(conn.connection.dbapi_connection)
-        elif not getattr(conn, STANDALONE, False):  # Store.connection's: each read its own
-            conn.connection.dbapi_connection.execute("BEGIN")
-
+    # SQLite's BEGIN is ours (_SQLiteConnection), not a `begin` event's: an engine with any
+    # Connection event dispatches every event of every statement (SQLAlchemy's _has_events)
+    engine._connection_cls = _SQLiteConnection
     return engine
+
+
+class _SQLiteConnection(Connection):
+    """A SQLite connection that sends its transaction's BEGIN itself, as the driver does not
+    (its isolation_level is None): BEGIN IMMEDIATE for a write (WRITE), none for Store.connection's
+    stand-alone reads (each statement a snapshot of its own), BEGIN for any other. Straight to
+    the driver, as COMMIT is (a statement through SQLAlchemy costs more than SQLite's BEGIN
+    itself); so no cursor event sees a BEGIN. It replaces a `begin` event listener: an engine
+    with one runs SQLAlchemy's event dispatch at every step of every statement."""
+
+    def _begin_impl(self, transaction: Any) -> None:
+        super()._begin_impl(transaction)  # the dialect's do_begin: nothing, on pysqlite
+        dbapi_conn: Any = self.connection.dbapi_connection
+        if self.get_execution_options().get(WRITE):
+            _begin_immediate(dbapi_conn)
+        elif not getattr(self, STANDALONE, False):
+            dbapi_conn.execute("BEGIN")
 
 
 @functools.cache
@@ -439,6 +450,7 @@ class Store:
         # info: rows insert_rows queues (later=True) are written at commit (listeners below)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False, info={values.QUEUES: 1})
         self._writer = self.engine.execution_options(**{WRITE: True})  # write_one's, on SQLite
+        self._writer._connection_cls = self.engine._connection_cls
         # requests whose reads stand alone (scope(snapshot=False)) read without a transaction on
         # PostgreSQL: their sessions' connections in autocommit (_stand_alone)
         self._alone = self.dialect == "postgresql"
@@ -510,7 +522,7 @@ class Store:
         with self.engine.connect() as conn:
             if self._alone:
                 _autocommit(conn)
-            else:  # SQLite: no BEGIN (make_engine's _begin), each statement a snapshot of its own
+            else:  # SQLite: no BEGIN (_SQLiteConnection), each statement a snapshot of its own
                 setattr(conn, STANDALONE, True)
             yield conn
 

@@ -12,13 +12,16 @@ open) or INTRANS (inside one): psycopg's transaction status, sqlite3's `in_trans
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import psycopg
 import pytest
 from sqlalchemy import event, select, update
+from sqlalchemy.engine import make_url
 
+from bridge import create_app
 from bridge.models import Account
 from tests.integration.test_scim_users import create
 from tests.integration.test_statement_counts import Logins
@@ -211,3 +214,36 @@ def test_core_reads_stand_alone_on_a_connection_given_back_at_once(store, accoun
             assert conn is db.connection()
             conn.execute(select(Account.slug)).all()
     assert seen == ["SELECT INTRANS"] * 2
+
+
+def test_the_engine_dispatches_no_statement_events(settings, store, account):
+    """The app's engine, as the app makes it, has no Connection event listener: with one,
+    SQLAlchemy runs its event dispatch at every step of every statement (8-10 % of a SCIM
+    request's instructions on SQLite, where SQLite's BEGIN was sent by a `begin` listener; it is
+    now bridge.store's _SQLiteConnection). Its transactions still begin as they must: a write
+    with BEGIN IMMEDIATE (the database's write lock, taken at once), a session's read with
+    BEGIN (one snapshot), a stand-alone Core read with none (the tests above)."""
+    made = create_app(settings)  # not the tests' app: a listener once added (states) stays
+    try:
+        assert made.extensions["bridge.store"].engine._has_events is False
+    finally:
+        made.extensions["bridge.store"].dispose()
+    if store.dialect != "sqlite":
+        return
+    seen = []
+
+    def work(db):
+        dbapi = db.connection().connection.dbapi_connection
+        seen.append(dbapi.in_transaction)
+        other = sqlite3.connect(make_url(store.url).database, timeout=0)
+        try:  # the lock is held before any statement of the work: another writer is refused
+            with pytest.raises(sqlite3.OperationalError, match="locked"):
+                other.execute("BEGIN IMMEDIATE")
+        finally:
+            other.close()
+
+    store.write(work)
+    with store.read() as db:
+        db.execute(select(Account.id)).all()
+        seen.append(db.connection().connection.dbapi_connection.in_transaction)
+    assert seen == [True, True]

@@ -410,6 +410,11 @@ class _Append:
         self.table = table.name
         self.sql = str(compiled)
         self.order = tuple(compiled.positiontup or ()) if compiled.positional else None
+        # PostgreSQL: the rows go in with COPY, each a tuple in `names`' order (see _insert_rows)
+        self.copy: str | None = None
+        if dialect.name == "postgresql":
+            quote = dialect.identifier_preparer.quote
+            self.copy = f"COPY {quote(table.name)} ({', '.join(map(quote, names))}) FROM STDIN"
         self.convert = {
             name: process
             for name in names
@@ -421,6 +426,8 @@ class _Append:
             name: self.convert[name](value) if name in self.convert else value
             for name, value in row.items()
         }
+        if self.copy is not None:
+            return tuple(values.values())  # the row's order, the names' (Store.append's key)
         return values if self.order is None else tuple(values[name] for name in self.order)
 
 
@@ -600,7 +607,10 @@ class Store:
         throughput on SQLite (a write transaction per read: 1.31-1.38x scim2-server's req/s
         with it, 1.61-1.62x without, bench/scim --sqlite), and a round trip on PostgreSQL. The
         rows go straight to the driver with SQLAlchemy's own SQL and conversions (_Append), so
-        no engine event sees them: no statement listener, no trace span."""
+        no engine event sees them: no statement listener, no trace span. On PostgreSQL a batch
+        goes in with COPY, not an INSERT a row: a row of the SCIM log in a batch of 50 costs
+        10 us of this process's CPU and 15 us of the server's, against 29 and 27 (10 a batch: 29
+        and 35 against 52 and 46)."""
         key = (table.name, tuple(row))
         plan = self._appends.get(key)
         if plan is None:
@@ -689,7 +699,12 @@ class Store:
             try:
                 cursor = driver.cursor()
                 for plan, params in by_plan.items():
-                    cursor.executemany(plan.sql, params)
+                    if plan.copy is None:
+                        cursor.executemany(plan.sql, params)
+                        continue
+                    with cursor.copy(plan.copy) as copy:
+                        for row in params:
+                            copy.write_row(row)
                 cursor.close()
             except BaseException:
                 driver.rollback()

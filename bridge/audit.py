@@ -175,7 +175,7 @@ def record(
     if held is not None:
         set_committed_value(held, "audit_seq", event["seq"])
         set_committed_value(held, "audit_head", event["hash"])
-    metrics.on_commit(db, metrics.AUDIT_APPENDS.labels(action).inc)
+    metrics.on_commit(db, metrics.child(metrics.AUDIT_APPENDS, action).inc)
 
 
 def _decided(account_id: int, appended: Any) -> None:

@@ -57,7 +57,7 @@ def record_in(
     it commits."""
     kind = _kind(db, idp_id)
     account = _slug(db, account_id) if metrics.per_account() else ""
-    labels = metrics.LOGINS.labels(kind, "ok" if ok else "refused", reason, account)
+    labels = metrics.child(metrics.LOGINS, kind, "ok" if ok else "refused", reason, account)
     metrics.on_commit(db, labels.inc)
     _insert(
         db,

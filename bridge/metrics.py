@@ -164,6 +164,20 @@ def idp_kind(*urls: str | None) -> str:
     return "other"
 
 
+_CHILDREN: dict[tuple[Any, ...], Any] = {}
+
+
+def child(metric: Any, *values: str) -> Any:
+    """`metric.labels(*values)`, kept once made: prometheus_client checks the values and takes
+    a lock at every call (1 us; 8 calls a SCIM create, 3 a GET). The same children it keeps
+    (as many as its own), so a scrape sees no difference."""
+    key = (metric, *values)
+    found = _CHILDREN.get(key)
+    if found is None:
+        found = _CHILDREN[key] = metric.labels(*values)
+    return found
+
+
 def on_commit(db: Session, count: Callable[[], None]) -> None:
     """Run `count` once the session's transaction commits (never for a rolled-back attempt)."""
     db.info.setdefault(PENDING, []).append(count)
@@ -183,7 +197,7 @@ def count_deleted(db: Session, kind: str, rows: int) -> None:
 
 def _count_rows(db: Session, kind: str, op: str, rows: int) -> None:
     if rows:
-        db.info.setdefault(PENDING, []).append(lambda: CHANGES.labels(kind, op).inc(rows))
+        db.info.setdefault(PENDING, []).append(lambda: child(CHANGES, kind, op).inc(rows))
 
 
 def per_account() -> bool:
@@ -202,14 +216,14 @@ def _after_flush(db: Session, _context: Any) -> None:
             kind = KINDS.get(type(obj))
             if kind is None or (op == "updated" and not db.is_modified(obj)):
                 continue
-            counts.append(CHANGES.labels(kind, op).inc)
+            counts.append(child(CHANGES, kind, op).inc)
 
 
 def _after_bulk_delete(context: Any) -> None:
     kind = KINDS.get(context.mapper.class_)
     rows = context.result.rowcount if context.result is not None else 0
     if kind is not None and rows and rows > 0:
-        on_commit(context.session, lambda: CHANGES.labels(kind, "deleted").inc(rows))
+        on_commit(context.session, lambda: child(CHANGES, kind, "deleted").inc(rows))
 
 
 def _after_commit(db: Session) -> None:
@@ -249,16 +263,16 @@ def _count(response: Response) -> Response:
     req, here = current()
     route = req.url_rule.rule if req.url_rule is not None else "<unmatched>"
     status = str(response.status_code)
-    REQUESTS.labels(req.method, route, status).inc()
+    child(REQUESTS, req.method, route, status).inc()
     started = here.get("metrics_start")
     if started is not None:
-        LATENCY.labels(req.method, route, status).observe(time.perf_counter() - started)
+        child(LATENCY, req.method, route, status).observe(time.perf_counter() - started)
     blueprint, _, view = (req.endpoint or "").rpartition(".")
     if blueprint == "scim" and view:
         result = "ok" if response.status_code < 400 else status
         account_id = here.get("account_id")
         account = _slug(account_id) if account_id is not None and per_account() else ""
-        SCIM_OPERATIONS.labels(view, result, account).inc()
+        child(SCIM_OPERATIONS, view, result, account).inc()
     return response
 
 

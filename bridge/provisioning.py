@@ -403,7 +403,7 @@ def _decide(
     earlier in this transaction is `known` (see access.apply); else None."""
     decision = policies.evaluate(choice.policy, profile) if choice.policy is not None else None
     result = "no_policy" if decision is None else "applied" if decision.ok else "error"
-    metrics.on_commit(db, metrics.POLICY_EVALUATIONS.labels(result).inc)
+    metrics.on_commit(db, metrics.child(metrics.POLICY_EVALUATIONS, result).inc)
     db.info.setdefault(SETTLED, {})[user.id] = None
     if choice.policy is not None and decision is not None and decision.ok:
         if isinstance(user, NewUser):  # no role yet, so no guard can keep one for them

@@ -460,6 +460,7 @@ class Store:
         # info: rows insert_rows queues (later=True) are written at commit (listeners below)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False, info={values.QUEUES: 1})
         self._writer = self.engine.execution_options(**{WRITE: True})  # write_one's, on SQLite
+        # an option engine makes its connections with Engine's class, not the engine's own
         self._writer._connection_cls = self.engine._connection_cls
         # requests whose reads stand alone (scope(snapshot=False)) read without a transaction on
         # PostgreSQL: their sessions' connections in autocommit (_stand_alone)

@@ -1,11 +1,12 @@
 """SCIM requests and SAML logins read without a transaction (bridge.store,
 `scope(snapshot=False)`): their reads each stand alone (a SCIM request's token, then one
-resource, or both in one statement; a login's account, then its pending request), so no BEGIN
-and no ROLLBACK are sent for them: on PostgreSQL two round trips per request, on SQLite two
-driver calls (its transactions cost no round trip, but a BEGIN and a ROLLBACK each cost as much
-CPU as a small statement). Their writes keep their transactions, and a request that needs one
-snapshot for its reads keeps it (SCIM `/.search`, whose groups' members stream through a
-server-side cursor, which only lives in a transaction).
+resource, or both in one statement; a login's account with its pending request), so no BEGIN
+and no ROLLBACK are sent for them: on PostgreSQL none for any of their reads (two round trips
+per request), on SQLite none for their Core reads (`Store.connection`; its transactions cost no
+round trip, but a BEGIN and a ROLLBACK are two driver calls through SQLAlchemy). Their writes
+keep their transactions, and a request that needs one snapshot for its reads keeps it (SCIM
+`/.search`, whose groups' members stream through a server-side cursor, which only lives in a
+transaction).
 
 Told from the driver's own view of its connection after each statement: IDLE (no transaction
 open) or INTRANS (inside one): psycopg's transaction status, sqlite3's `in_transaction`."""

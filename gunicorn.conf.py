@@ -31,12 +31,10 @@ limit_request_fields = 100
 # socket. Off, unless GUNICORN_CONTROL_SOCKET names a path of this server's own.
 control_socket = os.environ.get("GUNICORN_CONTROL_SOCKET") or "gunicorn.ctl"
 control_socket_disable = not os.environ.get("GUNICORN_CONTROL_SOCKET")
+# A JSON line per request on stdout (bridge.serving.AccessLog): the request id the app echoes in
+# X-Request-ID ties it to the app's JSON logs.
 accesslog = "-"
-# The request id the app echoes in X-Request-ID ties each access line to the app's JSON logs.
-access_log_format = (
-    '{"time":"%(t)s","request_id":"%({x-request-id}o)s","remote":"%(h)s",'
-    '"method":"%(m)s","path":"%(U)s","status":%(s)s,"bytes":"%(B)s","ms":%(M)s}'
-)
+logger_class = "bridge.serving.AccessLog"
 
 # Prometheus multiprocess mode (bridge/metrics.py): each worker writes its samples to files in one
 # directory that a scrape adds up. It must be set before a worker imports prometheus_client, so

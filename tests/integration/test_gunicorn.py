@@ -224,3 +224,62 @@ def test_control_socket_only_at_a_path_of_its_own(database_url, tmp_path):
     finally:
         own.stop()
     assert not path.exists()
+
+
+def test_the_access_log_is_a_json_line_per_request_whatever_the_path(server_with_log):
+    """Each request is one access line that parses as JSON, with its request id, method, path
+    (decoded), status, bytes and duration. A path whose decoded form holds a line break and a
+    forged JSON object stays inside its own line's "path" (gunicorn's format string put it on a
+    line of its own), and a backslash or a quote cannot make the line invalid."""
+    server = server_with_log
+    hostile = '/x%5Cq%22y%0A{"logger":"access","status":200,"forged":true}%C3%A9'
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    try:
+        conn.request("GET", hostile, headers={"X-Request-ID": "hostile-path"})
+        first = conn.getresponse()
+        body = first.read()
+        conn.request("GET", "/healthz", headers={"X-Request-ID": "plain-path"})
+        second = conn.getresponse()
+        second.read()
+    finally:
+        conn.close()
+    assert first.status == 404 and second.status == 200
+    lines = _access_lines(server, {"hostile-path", "plain-path"})
+    parsed = {line["request_id"]: line for line in lines}
+    assert len(lines) == 2 and set(parsed) == {"hostile-path", "plain-path"}, lines
+    forged = '{"logger":"access","status":200,"forged":true}'
+    assert parsed["hostile-path"]["path"] == f'/x\\q"y\n{forged}é'
+    assert parsed["hostile-path"]["status"] == 404
+    assert parsed["hostile-path"]["bytes"] == len(body)
+    assert parsed["hostile-path"]["method"] == "GET"
+    assert parsed["plain-path"]["path"] == "/healthz" and parsed["plain-path"]["status"] == 200
+    assert all(line["ms"] >= 0 and line["remote"] == "127.0.0.1" for line in lines)
+    # nothing the client sent became a line of its own
+    for raw in server.log().splitlines():
+        assert "forged" not in raw or raw.startswith('{"time"'), raw
+
+
+@pytest.fixture
+def server_with_log(database_url, tmp_path):
+    if not GUNICORN.exists():
+        pytest.skip("gunicorn is installed by `make test`; this interpreter has none")
+    server = Gunicorn(database_url, tmp_path, workers=1).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _access_lines(server, request_ids):
+    """The access lines of these requests, once all are written (after each response)."""
+    deadline = time.monotonic() + 10
+    while True:
+        lines = [
+            json.loads(raw)
+            for raw in server.log().splitlines()
+            if raw.startswith("{") and '"logger": "access"' in raw
+        ]
+        lines = [line for line in lines if line["request_id"] in request_ids]
+        if len(lines) >= len(request_ids) or time.monotonic() > deadline:
+            return lines
+        time.sleep(0.05)

@@ -5,6 +5,7 @@ body is read (on the loop before the app runs, or by the app's thread through th
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 from bridge import serving
@@ -207,3 +208,35 @@ def run_recorded(app: Any, events: list[str]) -> list[dict[str, Any]]:
     finally:
         adapter.pool.shutdown()
     return sent
+
+
+def test_an_operators_access_log_format_is_gunicorns(tmp_path):
+    """--access-logformat set by the operator: gunicorn's own line in that format; unset, ours
+    (a JSON object)."""
+    from types import SimpleNamespace
+
+    from gunicorn.config import Config
+
+    def line_of(cfg):
+        log = serving.AccessLog(cfg)
+        resp = SimpleNamespace(status=201, headers=[("X-Request-ID", "r1")], sent=12)
+        environ = {
+            "REQUEST_METHOD": "POST",
+            "PATH_INFO": "/p",
+            "REMOTE_ADDR": "10.0.0.1",
+            "RAW_URI": "/p",
+            "SERVER_PROTOCOL": "HTTP/1.1",
+        }
+        took = SimpleNamespace(seconds=0, microseconds=2500)
+        log.access(resp, SimpleNamespace(headers=[]), environ, took)
+        for handler in log.access_log.handlers + log.error_log.handlers:
+            handler.close()
+        return (tmp_path / "access.log").read_text().splitlines()[-1]
+
+    cfg = Config()
+    cfg.set("accesslog", str(tmp_path / "access.log"))
+    ours = json.loads(line_of(cfg))
+    assert ours["status"] == 201 and ours["request_id"] == "r1" and ours["bytes"] == 12
+    assert ours["ms"] == 2.5 and ours["path"] == "/p" and ours["remote"] == "10.0.0.1"
+    cfg.set("access_log_format", "%(s)s %(U)s %({x-request-id}o)s")
+    assert line_of(cfg) == "201 /p r1"

@@ -14,10 +14,13 @@ then the median over rounds). Two workloads:
   returning      users that exist already (made by first logins one at a time beforehand) log in
                  again with fresh assertions: the same ACS without the user creation
 
-Returning-user rounds run first; first-login rounds last, since a request the clients gave up on
-may keep retrying on the server. When a target is missed (or with --profile) the 1-worker server
-is sampled with py-spy, and one login at a time is profiled with cProfile in a one-process app
-(werkzeug test client). Loopback only. See bench/saml/README.md.
+The HTTP floor (floor_app.py: python3-saml alone behind the same gunicorn, 1 and 2 workers) gets
+the returning rounds' forms right after each bridge server: the most any application served this
+way reaches on this machine, against the same targets. Returning-user rounds run first;
+first-login rounds last, since a request the clients gave up on may keep retrying on the server.
+When a target is missed (or with --profile) the 1-worker server is sampled with py-spy, and one
+login at a time is profiled with cProfile in a one-process app (werkzeug test client). Loopback
+only. See bench/saml/README.md.
 """
 
 from __future__ import annotations
@@ -297,24 +300,37 @@ class Harness:
             if out.returncode != 0:
                 raise RuntimeError(f"bridge.idps.add failed: {out.stderr}") from None
 
-    def start(self, workers: int) -> Server:
+    def start(self, workers: int, floor_of: Server | None = None, spec: Any = None) -> Server:
+        """gunicorn with the bridge; with `floor_of`, the HTTP floor (floor_app.py) in its
+        place, validating the responses signed for that server (`spec`: Signer.spec)."""
         port = free_port()
         base = f"http://127.0.0.1:{port}"
-        logf = open(self.tmp / f"gunicorn-{workers}w.log", "wb")  # noqa: SIM115
+        app, extra = "bridge:create_app()", {}
+        if floor_of is not None:
+            path = self.tmp / f"floor-{workers}w.json"
+            path.write_text(json.dumps(spec))
+            app = "floor_app:app"
+            extra = {
+                "BENCH_FLOOR_SPEC": str(path),
+                "PYTHONPATH": f"{ROOT}{os.pathsep}{Path(__file__).resolve().parent}",
+            }
+        tag = "floor-" if floor_of is not None else ""
+        logf = open(self.tmp / f"gunicorn-{tag}{workers}w.log", "wb")  # noqa: SIM115
         proc = subprocess.Popen(
-            [tool("gunicorn"), "--config", "gunicorn.conf.py", "bridge:create_app()"],
+            [tool("gunicorn"), "--config", "gunicorn.conf.py", app],
             cwd=ROOT,
             env=self.env(
                 base,
                 BIND=f"127.0.0.1:{port}",
                 WEB_CONCURRENCY=str(workers),
                 GUNICORN_CMD_ARGS="--no-control-socket",  # not the shared ~/.gunicorn one
+                **extra,
             ),
             stdout=logf,
             stderr=subprocess.STDOUT,
         )
         self.procs.append(proc)
-        name = f"{workers} worker" + ("s" if workers > 1 else "")
+        name = ("HTTP floor, " if floor_of else "") + f"{workers} worker" + "s" * (workers > 1)
         server = Server(name, workers, port, proc, self.db)
         deadline = time.monotonic() + 90
         while True:
@@ -322,7 +338,7 @@ class Harness:
                 raise RuntimeError(f"gunicorn exited with {proc.returncode}: see {logf.name}")
             try:
                 # the metadata route also makes the account's SP key (once, before any login)
-                status, _ = get(port, f"/saml/{SLUG}/metadata")
+                status, _ = get(port, "/" if floor_of else f"/saml/{SLUG}/metadata")
                 if status == 200 and len(server.workers()) == workers:
                     return server
             except OSError:
@@ -1071,6 +1087,9 @@ def main() -> int:
     h.setup(signer.idp.metadata_xml())
     servers = [h.start(1), h.start(2)]  # one after the other: the first makes the SP key
     by = {s.count: s for s in servers}
+    # the HTTP floor: python3-saml alone behind the same gunicorn, fed the same signed forms
+    floor_by = {c: h.start(c, by[c], signer.spec(by[c].base)) for c in (1, 2)}
+    servers += floor_by.values()
     log("servers: " + ", ".join(f"{s.name} :{s.port} (workers {s.workers()})" for s in servers))
 
     # sign everything ahead of time
@@ -1100,6 +1119,10 @@ def main() -> int:
     seg = drive(by[2], encode(warm2))
     if seg.failed:
         raise RuntimeError(f"warm-up failed: {seg.errors.most_common(3)}")
+    for c in (1, 2):  # python3-saml's per-thread schema cache, in every worker
+        seg = drive(floor_by[c], encode(pool_forms[: 8 * CLIENTS] if c == 1 else warm2))
+        if seg.failed:
+            raise RuntimeError(f"HTTP floor warm-up failed: {seg.errors.most_common(3)}")
     h.settle()
 
     segs: dict[tuple[str, int], list[Segment]] = {}
@@ -1117,10 +1140,15 @@ def main() -> int:
             h.quiesce()
             segs.setdefault(("again", c), []).append(got)
             row[f"again{c}"] = got.rate
+            # the same forms through the HTTP floor (python3-saml keeps no replay cache)
+            got = drive(floor_by[c], encode(again[(r, c)]), budget=seg_budget)
+            segs.setdefault(("http", c), []).append(got)
+            row[f"http{c}"] = got.rate
         rows.append(row)
         log(
             f"round {r + 1}: floor {row['floor']:.1f}/s (stock {row['stock']:.1f}/s); returning "
-            f"users: 1 worker {row['again1']:.1f}/s, 2 workers {row['again2']:.1f}/s"
+            f"users: 1 worker {row['again1']:.1f}/s, 2 workers {row['again2']:.1f}/s; HTTP "
+            f"floor: 1 worker {row['http1']:.1f}/s, 2 workers {row['http2']:.1f}/s"
         )
     # profile the returning load now, before first logins can leave retrying transactions behind
     spy_lines: list[str] = []
@@ -1198,7 +1226,7 @@ def main() -> int:
         f"{'ok/sent':>11}  CPU ms/login: client server postgres | other sessions (cores)"
     )
     results: dict[tuple[str, int], dict[str, Any]] = {}
-    for kind, label in (("first", "first logins"), ("again", "returning")):
+    for kind, label in (("first", "first logins"), ("again", "returning"), ("http", "HTTP floor")):
         for c in (1, 2):
             if (kind, c) not in segs:
                 continue
@@ -1210,7 +1238,7 @@ def main() -> int:
                 f"{cpu['server']:6.1f} {cpu['postgres']:8.1f} | {x['cores']['others']:.2f}"
             )
     for (kind, _c), x in results.items():
-        label = "first logins" if kind == "first" else "returning"
+        label = {"first": "first logins", "again": "returning", "http": "HTTP floor"}[kind]
         if x["errors"]:
             p(f"  errors, {label}, {x['name']}: {sum(x['errors'].values())}")
             for what, count in x["errors"].most_common(4):
@@ -1229,7 +1257,7 @@ def main() -> int:
     shares = ", ".join(
         f"{'first logins' if k == 'first' else 'returning'} {x['busiest_share'] * 100:.0f}%"
         for (k, c), x in results.items()
-        if c == 2
+        if c == 2 and k != "http"
     )
     p(
         f"  2 workers: the busiest worker did {shares} of the server's CPU"
@@ -1243,6 +1271,17 @@ def main() -> int:
     p(
         f"  this machine has {os.cpu_count()} cores; other processes (not this benchmark's) kept "
         f"{others:.2f} of them busy during the timed segments (median)"
+    )
+    p(
+        "  HTTP floor: python3-saml alone (floor_app.py: no Flask, no database) behind the same "
+        "gunicorn (gunicorn.conf.py, bridge.serving's worker), the returning rounds' forms, "
+        "in the same rounds"
+    )
+    http = check_targets("http", rows, results)
+    p(
+        "  HTTP floor against the targets: "
+        + ", ".join(f"{name} {value:.2f}x" for name, value, *_ in http)
+        + ": what no application served this way exceeds on this machine"
     )
     p("")
     p("Targets (ratios taken within each round, median over rounds; floor = patched floor)")
@@ -1263,6 +1302,15 @@ def main() -> int:
         p(
             f"    (against the stock floor: 1 worker {results[(kind, 1)]['rate'] / stock:.2f}x, "
             f"2 workers per worker {results[(kind, 2)]['rate'] / 2 / stock:.2f}x)"
+        )
+        per = median([x[f"{kind}1"] / x["http1"] for x in pairs if "http1" in x] or [math.nan])
+        if kind == "first":  # its rounds have no HTTP floor of their own: the returning rounds'
+            per = results[("first", 1)]["rate"] / results[("http", 1)]["rate"]
+        p(
+            f"    (against the HTTP floor, python3-saml alone behind the same gunicorn: 1 worker "
+            f"{per:.2f}x its logins/s; the HTTP floor itself is {http[0][1]:.2f}x the floor "
+            f"per worker, {http[2][1]:.2f}x from 2 workers to 1, p99/p50 {http[3][1]:.2f}x with "
+            f"1 worker and {http[4][1]:.2f}x with 2)"
         )
         cpu = results[(kind, 1)]["cpu_ms"]
         p(

@@ -5,7 +5,8 @@ Run:  /tmp/v1/bin/python bench/scim/run.py [--users N] [--quick]
 It starts both servers itself (a fresh PostgreSQL database, dropped at exit), talks only to
 127.0.0.1, and interleaves every measurement between the two servers (bridge, reference, bridge,
 reference, ...) because this machine's speed drifts: compare the ratios, not absolute numbers
-from different runs. See bench/scim/README.md.
+from different runs. GET by id also runs on an HTTP floor (floor_app.py: one SELECT through the
+bare driver behind the same gunicorn). See bench/scim/README.md.
 """
 
 from __future__ import annotations
@@ -203,6 +204,30 @@ class Harness:
         )
         self.procs.append(proc)
         server = Server("bridge", port, "/scim/v2", token, proc, db, account_id)
+        self.wait_ready(server, "/ServiceProviderConfig")
+        return server
+
+    def start_floor(self, bridge: Server) -> Server:
+        """The HTTP floor of a GET by id (floor_app.py): one SELECT through the bare driver on
+        `bridge`'s database, served by gunicorn as the bridge is (its config, 2 workers)."""
+        port = free_port()
+        logf = open(self.tmp / "gunicorn-floor.log", "wb")  # noqa: SIM115
+        here = Path(__file__).resolve().parent
+        proc = subprocess.Popen(
+            [tool("gunicorn"), "--config", "gunicorn.conf.py", "floor_app:app"],
+            cwd=self.root,
+            env=self.env(
+                bridge.db,
+                BIND=f"127.0.0.1:{port}",
+                WEB_CONCURRENCY="2",
+                BENCH_FLOOR_TOKEN=bridge.token,
+                PYTHONPATH=f"{self.root}{os.pathsep}{here}",
+            ),
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+        )
+        self.procs.append(proc)
+        server = Server("HTTP floor", port, "/scim/v2", bridge.token, proc, bridge.db)
         self.wait_ready(server, "/ServiceProviderConfig")
         return server
 
@@ -854,6 +879,9 @@ class Bench:
             return make
 
         scenarios: list[tuple[str, Make]] = [("GET /Users/{id}", get_by_id)] if small else []
+        # GET by id also through the HTTP floor (floor_app.py), on the bridge's users: one
+        # indexed SELECT through the bare driver behind the same gunicorn, nothing else
+        floor = self.h.start_floor(self.bridge) if small else None
         scenarios += [
             ("userName eq (hit)", flt("userName", True)),
             ("userName eq (miss)", flt("userName", False)),
@@ -862,16 +890,26 @@ class Bench:
         ]
         results: dict[str, dict[str, Result]] = {}
         for label, make in scenarios:
-            res = {name: Result() for name, _, _ in cells}
-            for _, server, pop in cells:  # warm-up, unmeasured
+            these = cells
+            if floor is not None and label == "GET /Users/{id}":
+                these = [("HTTP floor", floor, self.pop["bridge"]), *cells]
+            res = {name: Result() for name, _, _ in these}
+            for _, server, pop in these:  # warm-up, unmeasured
                 load(server, make(pop)[: 4 * CLIENTS])
             for _ in range(self.plan.rounds):
-                for name, server, pop in cells:
+                for name, server, pop in these:
                     res[name].merge(load(server, make(pop)))
-            for name, _, _ in cells:
+            for name, _, _ in these:
                 self.rep.result(label, name, res[name])
             results[label] = res
             a, b = res[cells[-2][0]], res[cells[-1][0]]  # the (largest) bridge, the reference
+            if "HTTP floor" in res:
+                f = res["HTTP floor"]
+                self.rep.line(
+                    f"  (HTTP floor, one SELECT through the bare driver behind the same gunicorn: "
+                    f"{f.rps / b.rps:.2f}x scim2-server, the most a GET by id served this way "
+                    f"reaches here; the bridge {a.rps / f.rps:.2f}x the floor)"
+                )
             tr, _ = self.rep.ratio(label, a, b)
             if small and "miss" not in label:
                 self.rep.target(f"{label} >= 1.5x scim2-server (req/s)", tr >= 1.5, f"{tr:.2f}x")
@@ -888,6 +926,8 @@ class Bench:
                 miss.pct(50) <= hit.pct(50) * 1.10,
                 f"miss {miss.pct(50):.2f} ms vs hit {hit.pct(50):.2f} ms",
             )
+        if floor is not None:
+            self.h.stop(floor)
         if not small:
             small_name = cells[0][0]
             for label in ("userName eq (hit)", "externalId eq (hit)"):

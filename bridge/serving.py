@@ -100,7 +100,8 @@ def access_line(
             "status": status,
             "bytes": sent,
             "ms": round(took.seconds * 1000 + took.microseconds / 1000, 3),
-        }
+        },
+        separators=(",", ":"),  # compact, as the format string's lines were: `"method":"POST"`
     )
 
 

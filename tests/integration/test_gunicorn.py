@@ -277,7 +277,7 @@ def _access_lines(server, request_ids):
         lines = [
             json.loads(raw)
             for raw in server.log().splitlines()
-            if raw.startswith("{") and '"logger": "access"' in raw
+            if raw.startswith("{") and '"logger":"access"' in raw
         ]
         lines = [line for line in lines if line["request_id"] in request_ids]
         if len(lines) >= len(request_ids) or time.monotonic() > deadline:

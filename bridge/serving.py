@@ -39,6 +39,11 @@ class Worker(ASGIWorker):  # type: ignore[misc]
     def check_config(cls, cfg: Any, log: Any) -> None:
         """`threads` sizes the app's thread pool here (the parent warns it is unused)."""
 
+    def _setup_event_loop(self) -> None:
+        """asyncio's loop, as gunicorn makes it (uvloop is not installed), but _EventLoop."""
+        self.loop = _EventLoop(int(self.cfg.backlog))
+        asyncio.set_event_loop(self.loop)
+
     def load_wsgi(self) -> None:
         super().load_wsgi()
         wsgi: WsgiApp = self.__dict__["asgi"]  # what `bridge:create_app()` made: a Flask app
@@ -103,6 +108,24 @@ def access_line(
         },
         separators=(",", ":"),  # compact, as the format string's lines were: `"method":"POST"`
     )
+
+
+class _EventLoop(asyncio.SelectorEventLoop):
+    """asyncio's event loop, listening with gunicorn's backlog (`backlog`, 2048 by default).
+
+    gunicorn's master listens with its `backlog`; each worker's asyncio server then listens again
+    on that socket with the backlog it was given, and gunicorn gives none: asyncio's default,
+    100, was the kernel's queue of connections not yet accepted (`ss -ltn` showed 100 whatever
+    the setting). A burst of new connections past it (browsers posting the IdP's form at nine in
+    the morning) would have had SYNs dropped and retried a second later."""
+
+    def __init__(self, backlog: int) -> None:
+        super().__init__()
+        self._listen_backlog = backlog
+
+    async def create_server(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("backlog", self._listen_backlog)
+        return await super().create_server(*args, **kwargs)
 
 
 def _set_aside() -> int:

@@ -3,7 +3,9 @@
 import http.client
 import json
 import re
+import shutil
 import socket
+import subprocess
 import time
 from contextlib import contextmanager
 
@@ -283,3 +285,22 @@ def _access_lines(server, request_ids):
         if len(lines) >= len(request_ids) or time.monotonic() > deadline:
             return lines
         time.sleep(0.05)
+
+
+def test_the_listening_socket_keeps_gunicorns_backlog(database_url, tmp_path):
+    """The kernel's queue of connections not yet accepted is gunicorn's `backlog` (here 321), not
+    the 100 asyncio's server listened with (bridge.serving._EventLoop)."""
+    if not GUNICORN.exists():
+        pytest.skip("gunicorn is installed by `make test`; this interpreter has none")
+    if shutil.which("ss") is None:
+        pytest.skip("`ss` (iproute2) shows a listening socket's backlog; this machine has none")
+    server = Gunicorn(
+        database_url, tmp_path, workers=1, env={"GUNICORN_CMD_ARGS": "--backlog 321"}
+    ).start()
+    try:
+        out = subprocess.run(
+            ["ss", "-ltnH", f"sport = :{server.port}"], capture_output=True, text=True, check=True
+        ).stdout.split()
+        assert out[0] == "LISTEN" and out[2] == "321", out  # State Recv-Q Send-Q(backlog) ...
+    finally:
+        server.stop()

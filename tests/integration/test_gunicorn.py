@@ -16,15 +16,21 @@ from tests.servers import GUNICORN, Gunicorn
 
 
 @pytest.fixture
-def server(database_url, tmp_path):
-    """gunicorn serving the app on a free loopback port, stopped after the test."""
+def server_with_log(database_url, tmp_path):
+    """gunicorn serving the app on a free loopback port (one worker), stopped after the test."""
     if not GUNICORN.exists():
         pytest.skip("gunicorn is installed by `make test`; this interpreter has none")
     server = Gunicorn(database_url, tmp_path, workers=1).start()
     try:
-        yield server.port
+        yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def server(server_with_log):
+    """That server's port."""
+    return server_with_log.port
 
 
 def test_oversized_post_gets_a_413_the_client_receives(server, account):
@@ -259,17 +265,6 @@ def test_the_access_log_is_a_json_line_per_request_whatever_the_path(server_with
     # nothing the client sent became a line of its own
     for raw in server.log().splitlines():
         assert "forged" not in raw or raw.startswith('{"time"'), raw
-
-
-@pytest.fixture
-def server_with_log(database_url, tmp_path):
-    if not GUNICORN.exists():
-        pytest.skip("gunicorn is installed by `make test`; this interpreter has none")
-    server = Gunicorn(database_url, tmp_path, workers=1).start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def _access_lines(server, request_ids):

@@ -240,3 +240,25 @@ def test_an_operators_access_log_format_is_gunicorns(tmp_path):
     assert ours["ms"] == 2.5 and ours["path"] == "/p" and ours["remote"] == "10.0.0.1"
     cfg.set("access_log_format", "%(s)s %(U)s %({x-request-id}o)s")
     assert line_of(cfg) == "201 /p r1"
+
+
+def test_the_board_of_open_connections():
+    """The master claims a slot per worker (a dead worker's slot again for its replacement);
+    each worker writes its count; a loop reads the fewest any other started worker holds."""
+    import os
+    import subprocess
+
+    board = serving._Board()
+    first, second = board.claim(), board.claim()
+    assert (first, second) == (0, 1)
+    assert board.least_other(first) is None  # the other is claimed, not started
+    board.publish(first, os.getpid(), 3)
+    board.publish(second, os.getppid(), 1)
+    assert board.least_other(first) == 1 and board.least_other(second) == 3
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    board.publish(second, dead.pid, 0)  # that worker died
+    assert board.claim() == 1  # its slot goes to the worker that replaces it
+    assert board.least_other(first) is None
+    board.release(first)
+    assert board.claim() == 0

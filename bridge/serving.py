@@ -207,10 +207,13 @@ class _Board:
         self.ENTRY.pack_into(self.memory, slot * self.ENTRY.size, 0, 0)
 
     def least_other(self, slot: int) -> int | None:
-        """The fewest connections another started worker holds (None: there is none)."""
+        """The fewest connections another live worker holds (None: there is none). A worker
+        killed (SIGKILL, gunicorn's timeout) leaves its slot as it was until the master claims
+        it again, and a master told to run fewer workers does not: so a slot that would count is
+        first checked to be a live process (a signal 0, a few microseconds)."""
         least = None
         for other, (pid, count) in enumerate(self.ENTRY.iter_unpack(self.memory)):
-            if pid > 0 and other != slot and (least is None or count < least):
+            if pid > 0 and other != slot and (least is None or count < least) and _alive(pid):
                 least = count
         return least
 

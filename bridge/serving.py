@@ -231,7 +231,7 @@ def _alive(pid: int) -> bool:
 ACCEPT_DEFER_STEP = 0.001  # seconds a loop leaves a waiting connection to a less busy worker
 # ... and at most, before it accepts the connection itself (GUNICORN_ACCEPT_DEFER_MS; 0: accept
 # whatever the other workers hold, one connection at a time)
-ACCEPT_DEFER_LIMIT = float(os.environ.get("GUNICORN_ACCEPT_DEFER_MS") or 10) / 1000
+ACCEPT_DEFER_LIMIT = float(os.environ.get("GUNICORN_ACCEPT_DEFER_MS") or 2) / 1000
 
 
 class _EventLoop(asyncio.SelectorEventLoop):
@@ -245,7 +245,11 @@ class _EventLoop(asyncio.SelectorEventLoop):
     at 471 req/s split 4-0 against 634 split 2-2 (PostgreSQL). Here a loop accepts one
     connection at a time, and none while another worker holds fewer open connections (the
     master's `_Board`): it leaves the socket alone for ACCEPT_DEFER_STEP, so the other worker's
-    loop takes it, for ACCEPT_DEFER_LIMIT at most.
+    loop takes it, for ACCEPT_DEFER_LIMIT at most: 2 ms, enough for a loop that waits on its
+    socket to wake (well under 1 ms), and all a new connection can lose when the other worker
+    cannot take it at once (its process waiting for a core on a busy machine; with 10 ms,
+    bench/saml's first logins on 2 workers had p99/p50 2.6-2.9x against 1.9-2.4x unbalanced:
+    within this machine's noise, but the wrong way).
 
     gunicorn's master listens with its `backlog`; each worker's asyncio server then listens again
     on that socket with the backlog it was given, and gunicorn gives none: asyncio's default,

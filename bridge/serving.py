@@ -229,14 +229,14 @@ def _alive(pid: int) -> bool:
 
 
 ACCEPT_DEFER_STEP = 0.001  # seconds a loop leaves a waiting connection to a less busy worker
-# ... and at most, before it accepts the connection itself (GUNICORN_ACCEPT_DEFER_MS; 0: accept
-# whatever the other workers hold, one connection at a time)
-ACCEPT_DEFER_LIMIT = float(os.environ.get("GUNICORN_ACCEPT_DEFER_MS") or 2) / 1000
+# ... and at most, before it accepts the connection itself (GUNICORN_ACCEPT_DEFER_MS, e.g. 2; 0,
+# the default: asyncio's own accept, every waiting connection, whatever the others hold)
+ACCEPT_DEFER_LIMIT = float(os.environ.get("GUNICORN_ACCEPT_DEFER_MS") or 0) / 1000
 
 
 class _EventLoop(asyncio.SelectorEventLoop):
-    """asyncio's event loop, accepting a connection where fewer are open, listening with
-    gunicorn's backlog.
+    """asyncio's event loop, listening with gunicorn's backlog, and (GUNICORN_ACCEPT_DEFER_MS)
+    accepting a connection in the worker where fewer are open.
 
     Every worker's loop watches the one socket gunicorn's master listens on, and asyncio
     accepts every connection waiting there when its loop wakes: 4 clients connecting at once to
@@ -245,11 +245,16 @@ class _EventLoop(asyncio.SelectorEventLoop):
     at 471 req/s split 4-0 against 634 split 2-2 (PostgreSQL). Here a loop accepts one
     connection at a time, and none while another worker holds fewer open connections (the
     master's `_Board`): it leaves the socket alone for ACCEPT_DEFER_STEP, so the other worker's
-    loop takes it, for ACCEPT_DEFER_LIMIT at most: 2 ms, enough for a loop that waits on its
-    socket to wake (well under 1 ms), and all a new connection can lose when the other worker
-    cannot take it at once (its process waiting for a core on a busy machine; with 10 ms,
-    bench/saml's first logins on 2 workers had p99/p50 2.6-2.9x against 1.9-2.4x unbalanced:
-    within this machine's noise, but the wrong way).
+    loop takes it, for ACCEPT_DEFER_LIMIT at most (2 ms is enough for a loop that waits on its
+    socket to wake, well under 1 ms).
+
+    **Off unless GUNICORN_ACCEPT_DEFER_MS is set**: on this 2-core machine with one account,
+    spreading helped reads and hurt writes to that account. bench/scim (PostgreSQL, alternating
+    with it off): GET by id 1.45x / 1.54x the reference against 1.11x / 1.19x, filter hits up
+    to 1.8x; but SCIM creates 0.53x / 0.57x against 0.60x / 0.70x, and bench/saml's first
+    logins from 1 worker to 2 1.02-1.28x against 1.29-1.74x (8 runs): concurrent writes to one
+    account meet on its audit chain's row lock, and two workers' transactions wait on each other
+    where one worker's ran one after the other. With many accounts, or reads, turn it on.
 
     gunicorn's master listens with its `backlog`; each worker's asyncio server then listens again
     on that socket with the backlog it was given, and gunicorn gives none: asyncio's default,
@@ -269,7 +274,7 @@ class _EventLoop(asyncio.SelectorEventLoop):
     def _accept_connection(self, protocol_factory: Any, sock: Any, *args: Any) -> None:
         # asyncio's (3.11-3.13): sslcontext, server, backlog, handshake and shutdown timeouts
         worker = self._worker
-        if worker is None or len(args) != 5:
+        if worker is None or len(args) != 5 or ACCEPT_DEFER_LIMIT <= 0:
             super()._accept_connection(protocol_factory, sock, *args)  # type: ignore[misc]
             return
         if worker.defer_accept():

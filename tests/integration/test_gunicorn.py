@@ -307,7 +307,8 @@ def test_keep_alive_connections_spread_evenly_over_the_workers(database_url, tmp
     """Four clients connecting at once to two workers hold two connections on each (asyncio
     accepted every waiting connection in whichever worker woke first: 4-0 in 12 of 40 trials);
     six, three on each. Each worker's count is on the master's board (bridge.serving._Board).
-    GUNICORN_ACCEPT_DEFER_MS is raised so a loaded machine cannot make a trial miss."""
+    Turned on with GUNICORN_ACCEPT_DEFER_MS (off by default, see bridge.serving._EventLoop), and
+    that generously, so a loaded machine cannot make a trial miss."""
     if not GUNICORN.exists():
         pytest.skip("gunicorn is installed by `make test`; this interpreter has none")
     if shutil.which("ss") is None:

@@ -287,13 +287,7 @@ def _access_lines(server, request_ids):
 def test_the_listening_socket_keeps_gunicorns_backlog(database_url, tmp_path):
     """The kernel's queue of connections not yet accepted is gunicorn's `backlog` (here 321), not
     the 100 asyncio's server listened with (bridge.serving._EventLoop)."""
-    if not GUNICORN.exists():
-        pytest.skip("gunicorn is installed by `make test`; this interpreter has none")
-    if shutil.which("ss") is None:
-        pytest.skip("`ss` (iproute2) shows a listening socket's backlog; this machine has none")
-    server = Gunicorn(
-        database_url, tmp_path, workers=1, env={"GUNICORN_CMD_ARGS": "--backlog 321"}
-    ).start()
+    server = _with_ss(database_url, tmp_path, 1, {"GUNICORN_CMD_ARGS": "--backlog 321"})
     try:
         out = subprocess.run(
             ["ss", "-ltnH", f"sport = :{server.port}"], capture_output=True, text=True, check=True
@@ -309,13 +303,7 @@ def test_keep_alive_connections_spread_evenly_over_the_workers(database_url, tmp
     six, three on each. Each worker's count is on the master's board (bridge.serving._Board).
     Turned on with GUNICORN_ACCEPT_DEFER_MS (off by default, see bridge.serving._EventLoop), and
     that generously, so a loaded machine cannot make a trial miss."""
-    if not GUNICORN.exists():
-        pytest.skip("gunicorn is installed by `make test`; this interpreter has none")
-    if shutil.which("ss") is None:
-        pytest.skip("`ss` (iproute2) tells which worker holds a connection; this machine has none")
-    server = Gunicorn(
-        database_url, tmp_path, workers=2, env={"GUNICORN_ACCEPT_DEFER_MS": "2000"}
-    ).start()
+    server = _with_ss(database_url, tmp_path, 2, {"GUNICORN_ACCEPT_DEFER_MS": "2000"})
     try:
         deadline = time.monotonic() + 60  # the second worker may still be loading the app
         while len(server.worker_pids()) < 2 or "startup objects set aside" not in server.log():
@@ -326,6 +314,15 @@ def test_keep_alive_connections_spread_evenly_over_the_workers(database_url, tmp
             assert _split(server.port, clients) == [clients // 2] * 2
     finally:
         server.stop()
+
+
+def _with_ss(database_url, tmp_path, workers, env):
+    """gunicorn started for a test that reads its sockets with `ss` (skipped without either)."""
+    if not GUNICORN.exists():
+        pytest.skip("gunicorn is installed by `make test`; this interpreter has none")
+    if shutil.which("ss") is None:
+        pytest.skip("`ss` (iproute2) shows sockets' backlogs and owners; this machine has none")
+    return Gunicorn(database_url, tmp_path, workers=workers, env=env).start()
 
 
 def _split(port, clients):

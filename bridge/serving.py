@@ -42,6 +42,10 @@ class Worker(ASGIWorker):  # type: ignore[misc]
 
     _board: _Board | None = None  # made in the master by the first worker; shared by the forks
 
+    @classmethod
+    def check_config(cls, cfg: Any, log: Any) -> None:
+        """`threads` sizes the app's thread pool here (the parent warns it is unused)."""
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._slot: int | None = None
         self._pending = 0  # accepted, not yet counted by gunicorn (its connection_made)

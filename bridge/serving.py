@@ -37,8 +37,9 @@ WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
 class Worker(ASGIWorker):  # type: ignore[misc]
-    """gunicorn's asyncio worker, serving the WSGI app through `WsgiOnAsgi`, its open
-    connections on the master's board (`_Board`) for its loop's accepts (`_EventLoop`)."""
+    """gunicorn's asyncio worker, serving the WSGI app through `WsgiOnAsgi`; with
+    GUNICORN_ACCEPT_DEFER_MS, its open connections on the master's board (`_Board`) for its
+    loop's accepts (`_EventLoop`). Without it, no board: nothing is claimed or written."""
 
     _board: _Board | None = None  # made in the master by the first worker; shared by the forks
 
@@ -51,9 +52,10 @@ class Worker(ASGIWorker):  # type: ignore[misc]
         self._pending = 0  # accepted, not yet counted by gunicorn (its connection_made)
         self._deferring: float | None = None
         super().__init__(*args, **kwargs)  # runs in the master, before the fork
-        if Worker._board is None:
-            Worker._board = _Board()
-        self._slot = Worker._board.claim()
+        if ACCEPT_DEFER_LIMIT > 0:
+            if Worker._board is None:
+                Worker._board = _Board()
+            self._slot = Worker._board.claim()
 
     @property
     def nr_conns(self) -> int:

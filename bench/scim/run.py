@@ -207,14 +207,15 @@ class Harness:
         self.wait_ready(server, "/ServiceProviderConfig")
         return server
 
-    def start_floor(self, bridge: Server) -> Server:
+    def start_floor(self, bridge: Server, name: str = "HTTP floor", target: str = "app") -> Server:
         """The HTTP floor of a GET by id (floor_app.py): one SELECT through the bare driver on
-        `bridge`'s database, served by gunicorn as the bridge is (its config, 2 workers)."""
+        `bridge`'s database, served by gunicorn as the bridge is (its config, 2 workers); with
+        `target` "stack_app", the same on Flask and SQLAlchemy (the stack floor)."""
         port = free_port()
-        logf = open(self.tmp / "gunicorn-floor.log", "wb")  # noqa: SIM115
+        logf = open(self.tmp / f"gunicorn-floor-{target}.log", "wb")  # noqa: SIM115
         here = Path(__file__).resolve().parent
         proc = subprocess.Popen(
-            [tool("gunicorn"), "--config", "gunicorn.conf.py", "floor_app:app"],
+            [tool("gunicorn"), "--config", "gunicorn.conf.py", f"floor_app:{target}"],
             cwd=self.root,
             env=self.env(
                 bridge.db,
@@ -227,7 +228,7 @@ class Harness:
             stderr=subprocess.STDOUT,
         )
         self.procs.append(proc)
-        server = Server("HTTP floor", port, "/scim/v2", bridge.token, proc, bridge.db)
+        server = Server(name, port, "/scim/v2", bridge.token, proc, bridge.db)
         self.wait_ready(server, "/ServiceProviderConfig")
         return server
 
@@ -880,8 +881,16 @@ class Bench:
 
         scenarios: list[tuple[str, Make]] = [("GET /Users/{id}", get_by_id)] if small else []
         # GET by id also through the HTTP floor (floor_app.py), on the bridge's users: one
-        # indexed SELECT through the bare driver behind the same gunicorn, nothing else
-        floor = self.h.start_floor(self.bridge) if small else None
+        # indexed SELECT through the bare driver behind the same gunicorn, nothing else; and
+        # through the stack floor, the same on Flask and SQLAlchemy Core
+        floors = (
+            [
+                self.h.start_floor(self.bridge),
+                self.h.start_floor(self.bridge, "stack floor", "stack_app"),
+            ]
+            if small
+            else []
+        )
         scenarios += [
             ("userName eq (hit)", flt("userName", True)),
             ("userName eq (miss)", flt("userName", False)),
@@ -891,8 +900,8 @@ class Bench:
         results: dict[str, dict[str, Result]] = {}
         for label, make in scenarios:
             these = cells
-            if floor is not None and label == "GET /Users/{id}":
-                these = [("HTTP floor", floor, self.pop["bridge"]), *cells]
+            if floors and label == "GET /Users/{id}":
+                these = [*((f.name, f, self.pop["bridge"]) for f in floors), *cells]
             res = {name: Result() for name, _, _ in these}
             for _, server, pop in these:  # warm-up, unmeasured
                 load(server, make(pop)[: 4 * CLIENTS])
@@ -910,6 +919,13 @@ class Bench:
                     f"{f.rps / b.rps:.2f}x scim2-server, the most a GET by id served this way "
                     f"reaches here; the bridge {a.rps / f.rps:.2f}x the floor)"
                 )
+            if "stack floor" in res:
+                f = res["stack floor"]
+                self.rep.line(
+                    f"  (stack floor, the same on Flask and SQLAlchemy Core, nothing of the "
+                    f"bridge's: {f.rps / b.rps:.2f}x scim2-server, the most a GET by id on the "
+                    f"chosen dependencies reaches here; the bridge {a.rps / f.rps:.2f}x it)"
+                )
             tr, _ = self.rep.ratio(label, a, b)
             if small and "miss" not in label:
                 self.rep.target(f"{label} >= 1.5x scim2-server (req/s)", tr >= 1.5, f"{tr:.2f}x")
@@ -926,7 +942,7 @@ class Bench:
                 miss.pct(50) <= hit.pct(50) * 1.10,
                 f"miss {miss.pct(50):.2f} ms vs hit {hit.pct(50):.2f} ms",
             )
-        if floor is not None:
+        for floor in floors:
             self.h.stop(floor)
         if not small:
             small_name = cells[0][0]

@@ -20,6 +20,7 @@ import json
 import math
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -72,6 +73,7 @@ class Server:
     proc: subprocess.Popen[bytes] | None = None
     db: str = ""  # the bridge's database
     account_id: int = 0
+    workers: int = 0  # gunicorn's workers (their connections are counted: Result.splits)
 
     def conn(self) -> Conn:
         return Conn(self)
@@ -203,7 +205,7 @@ class Harness:
             stderr=subprocess.STDOUT,
         )
         self.procs.append(proc)
-        server = Server("bridge", port, "/scim/v2", token, proc, db, account_id)
+        server = Server("bridge", port, "/scim/v2", token, proc, db, account_id, workers=2)
         self.wait_ready(server, "/ServiceProviderConfig")
         return server
 
@@ -228,7 +230,7 @@ class Harness:
             stderr=subprocess.STDOUT,
         )
         self.procs.append(proc)
-        server = Server(name, port, "/scim/v2", bridge.token, proc, bridge.db)
+        server = Server(name, port, "/scim/v2", bridge.token, proc, bridge.db, workers=2)
         self.wait_ready(server, "/ServiceProviderConfig")
         return server
 
@@ -319,9 +321,11 @@ class Result:
     statuses: dict[int, int] = field(default_factory=dict)
     bytes: int = 0
     skipped: int = 0
+    splits: list[str] = field(default_factory=list)  # each round's connections per worker
 
     def merge(self, other: Result) -> None:
         self.skipped += other.skipped
+        self.splits += other.splits
         self.latencies += other.latencies
         self.wall += other.wall
         self.errors += other.errors
@@ -357,6 +361,8 @@ def load(
     result = Result()
     start = threading.Barrier(clients + 1)
     t_begin = [0.0]
+    answered = [0]  # clients whose connection has had its first answer
+    connected = threading.Event()
 
     def worker() -> None:
         conn = server.conn()
@@ -382,6 +388,11 @@ def load(
                 errs.append(f"{it.method} {it.path} {it.params or ''}: {exc!r}")
                 conn = server.conn()
                 continue
+            if not lats:
+                with lock:
+                    answered[0] += 1
+                    if answered[0] == clients:
+                        connected.set()
             lats.append(time.perf_counter() - t0)
             nbytes += len(data)
             stats[status] = stats.get(status, 0) + 1
@@ -405,10 +416,36 @@ def load(
         t.start()
     t_begin[0] = time.perf_counter()
     start.wait()
+    if 1 < server.workers <= clients and connected.wait(timeout=30):
+        result.splits.append(split(server))
     for t in threads:
         t.join()
     result.wall = time.perf_counter() - t_begin[0]
     return result
+
+
+def split(server: Server) -> str:
+    """How the clients' keep-alive connections to `server` sit on its workers, most first
+    ("3-1": three on one worker, one on the other), read with `ss` while they are open. Each
+    worker keeps the connections it accepted (bridge.serving; spread only when
+    GUNICORN_ACCEPT_DEFER_MS is set), so a round's req/s depends on this: '?' without `ss`."""
+    try:
+        out = subprocess.run(
+            ["ss", "-tnpH", "state", "established", f"( sport = :{server.port} )"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+    per_pid: dict[str, int] = {}
+    for pid in re.findall(r"pid=(\d+)", out):
+        per_pid[pid] = per_pid.get(pid, 0) + 1
+    if not per_pid:  # no owners shown (another user's processes): unknown, not 0-0
+        return "?"
+    counts = sorted(per_pid.values(), reverse=True)
+    counts += [0] * (server.workers - len(counts))
+    return "-".join(map(str, counts))
 
 
 def list_check(total: int, first_id: str | None = None) -> Check:
@@ -536,6 +573,8 @@ class Report:
             extra += f"  {len(r.errors)} errors"
         if r.skipped:
             extra += f"  {r.skipped} not sent (time budget)"
+        if r.splits:
+            extra += f"  split {' '.join(r.splits)}"
         self.line(
             f"{label:<44} {server:<13} {r.n:>6} {r.rps:>8.1f} "
             f"{r.pct(50):>8.2f} {r.pct(95):>8.2f} {r.pct(99):>8.2f}{extra}"

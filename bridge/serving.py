@@ -237,7 +237,29 @@ def _alive(pid: int) -> bool:
 ACCEPT_DEFER_STEP = 0.001  # seconds a loop leaves a waiting connection to a less busy worker
 # ... and at most, before it accepts the connection itself (GUNICORN_ACCEPT_DEFER_MS, e.g. 2; 0,
 # the default: asyncio's own accept, every waiting connection, whatever the others hold)
-ACCEPT_DEFER_LIMIT = float(os.environ.get("GUNICORN_ACCEPT_DEFER_MS") or 0) / 1000
+# bounded: a worker that hangs holding few connections (gunicorn kills it after its timeout,
+# 30 s) must not hold new connections back for longer than this (the tests use 2,000)
+MAX_ACCEPT_DEFER_MS = 10_000
+
+
+def accept_defer_limit(raw: str | None) -> float:
+    """GUNICORN_ACCEPT_DEFER_MS in seconds: milliseconds from 0 (off, also when unset or empty)
+    to MAX_ACCEPT_DEFER_MS. Anything else stops the server before it starts, saying so: `inf`
+    would let a hung worker hold every new connection back, and a typo must not turn it off."""
+    text = (raw or "").strip()
+    try:
+        ms = float(text or 0)
+    except ValueError:
+        ms = -1.0
+    if not 0 <= ms <= MAX_ACCEPT_DEFER_MS:  # also NaN
+        raise ValueError(
+            f"GUNICORN_ACCEPT_DEFER_MS must be milliseconds from 0 (off) to "
+            f"{MAX_ACCEPT_DEFER_MS}, e.g. 2; got {raw!r}"
+        )
+    return ms / 1000
+
+
+ACCEPT_DEFER_LIMIT = accept_defer_limit(os.environ.get("GUNICORN_ACCEPT_DEFER_MS"))
 
 
 class _EventLoop(asyncio.SelectorEventLoop):

@@ -318,6 +318,23 @@ def test_keep_alive_connections_spread_evenly_over_the_workers(database_url, tmp
         server.stop()
 
 
+def test_a_bad_accept_defer_setting_stops_gunicorn_before_it_serves(database_url, tmp_path):
+    """An operator's typo or `inf` in GUNICORN_ACCEPT_DEFER_MS is not silently off (or endless):
+    gunicorn exits at start, its log naming the variable and what it takes; nothing listens."""
+    if not GUNICORN.exists():
+        pytest.skip("gunicorn is installed by `make test`; this interpreter has none")
+    for bad in ("2ms", "inf"):
+        server = Gunicorn(database_url, tmp_path / bad, env={"GUNICORN_ACCEPT_DEFER_MS": bad})
+        with pytest.raises(RuntimeError, match="gunicorn exited") as refused:
+            server.start(timeout=30)
+        assert (
+            f"GUNICORN_ACCEPT_DEFER_MS must be milliseconds from 0 (off) to 10000, e.g. 2; "
+            f"got '{bad}'" in str(refused.value)
+        ), server.log()[-2000:]
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", server.port), timeout=2).close()
+
+
 def _with_ss(database_url, tmp_path, workers, env):
     """gunicorn started for a test that reads its sockets with `ss` (skipped without either)."""
     if not GUNICORN.exists():

@@ -8,6 +8,8 @@ import asyncio
 import json
 from typing import Any
 
+import pytest
+
 from bridge import serving
 from bridge.serving import WsgiOnAsgi
 
@@ -262,3 +264,15 @@ def test_the_board_of_open_connections():
     assert board.claim() == 1  # and goes to the worker that replaces it
     board.release(first)
     assert board.claim() == 0
+
+
+def test_the_accept_defer_setting_is_milliseconds_within_bounds():
+    """GUNICORN_ACCEPT_DEFER_MS: unset, empty or 0 is off; a number of milliseconds up to the
+    bound is seconds here; anything else is refused with the variable's name and what it takes
+    (`inf` would let a hung worker hold every new connection back; a typo must not turn it off)."""
+    assert serving.accept_defer_limit(None) == serving.accept_defer_limit("") == 0
+    assert serving.accept_defer_limit(" 2 ") == 0.002
+    assert serving.accept_defer_limit(str(serving.MAX_ACCEPT_DEFER_MS)) == 10
+    for bad in ("abc", "2ms", "inf", "nan", "-1", str(serving.MAX_ACCEPT_DEFER_MS + 1)):
+        with pytest.raises(ValueError, match=r"GUNICORN_ACCEPT_DEFER_MS must be milliseconds"):
+            serving.accept_defer_limit(bad)

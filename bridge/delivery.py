@@ -18,7 +18,6 @@ import functools
 import json
 import logging
 import queue
-import random
 import secrets
 import threading
 import time
@@ -58,13 +57,9 @@ from bridge.models import (
     WebhookEndpoint,
     utcnow,
 )
-from bridge.store import Store
+from bridge.store import JITTER, Store
 
 log = logging.getLogger(__name__)
-# Jitter of retries and waits from a generator of our own: the global one belongs to the process
-# (a background thread drawing from it changes what another caller's seeded sequence sees:
-# Hypothesis failed a property test on it as "random used inside a strategy")
-_JITTER = random.Random()
 LOGOUT_EVENT = "http://schemas.openid.net/event/backchannel-logout"
 BATCH = 500
 ENDPOINT_TTL = 5.0  # seconds a worker trusts its copy of an endpoint's URL and secrets
@@ -94,7 +89,7 @@ class Tuning:
 def backoff(attempts: int, tuning: Tuning) -> timedelta:
     """Exponential (x3 per attempt) with full jitter on its upper half, capped."""
     ceiling: timedelta = min(tuning.first_retry * 3 ** max(0, attempts - 1), tuning.max_retry)
-    return ceiling * _JITTER.uniform(0.5, 1.0)
+    return ceiling * JITTER.uniform(0.5, 1.0)
 
 
 # projection ------------------------------------------------------------------------------------
@@ -235,7 +230,7 @@ def _project(db: Session, found: Scan, grab: Grab | None) -> tuple[int, list[Job
     hooks = _locked(db, _HOOKS.params(ids=found.hooks)) if found.hooks else []
     clients = _locked(db, _CLIENTS.params(ids=found.logouts)) if found.logouts else []
     readers = [(True, *h) for h in hooks] + [(False, *c, None) for c in clients]
-    random.shuffle(readers)  # locked in id order (no deadlock), served in any
+    JITTER.shuffle(readers)  # locked in id order (no deadlock), served in any
     stretches: dict[tuple[int, int], list[events.Event]] = {}
     last: dict[tuple[int, int], int] = {}
 

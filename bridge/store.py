@@ -62,10 +62,11 @@ from bridge.errors import Conflict, Unavailable
 from bridge.policy import PolicyRegistry
 
 log = logging.getLogger(__name__)
-# Jitter of retries and waits from a generator of our own: the global one belongs to the process
-# (a background thread drawing from it changes what another caller's seeded sequence sees:
-# Hypothesis failed a property test on it as "random used inside a strategy")
-_JITTER = random.Random()
+# Jitter of retries, waits and orders (bridge.delivery too) from a generator of our own: the
+# global one belongs to the process (a background thread drawing from it changes what another
+# caller's seeded sequence sees: Hypothesis failed a property test on it as "random used inside
+# a strategy")
+JITTER = random.Random()
 T = TypeVar("T")
 
 WRITE = "bridge_write"
@@ -228,7 +229,7 @@ def _begin_immediate(dbapi_conn: Any) -> None:
             except sqlite3.OperationalError as exc:
                 if "locked" not in str(exc) or time.monotonic() >= deadline:
                     raise OperationalError("BEGIN IMMEDIATE", (), exc) from exc
-            time.sleep(_JITTER.uniform(step / 2, step))
+            time.sleep(JITTER.uniform(step / 2, step))
             step = min(step * 2, LOCK_STEP)
     finally:
         dbapi_conn.execute("PRAGMA busy_timeout = 30000")
@@ -577,7 +578,7 @@ class Store:
                     continue  # the attempt inserted without looking: the next one looks
                 log.info("retrying write after %s (attempt %d)", type(exc).__name__, attempt)
                 metrics.WRITE_RETRIES.labels(type(exc).__name__).inc()
-                time.sleep(_JITTER.uniform(0, min(0.25, 0.002 * 2**attempt)))
+                time.sleep(JITTER.uniform(0, min(0.25, 0.002 * 2**attempt)))
         raise AssertionError("unreachable")
 
     def write_one(self, statement: Executable, params: Mapping[str, Any] | None = None) -> None:

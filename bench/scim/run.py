@@ -5,8 +5,9 @@ Run:  /tmp/v1/bin/python bench/scim/run.py [--users N] [--quick]
 It starts both servers itself (a fresh PostgreSQL database, dropped at exit), talks only to
 127.0.0.1, and interleaves every measurement between the two servers (bridge, reference, bridge,
 reference, ...) because this machine's speed drifts: compare the ratios, not absolute numbers
-from different runs. GET by id also runs on an HTTP floor (floor_app.py: one SELECT through the
-bare driver behind the same gunicorn). See bench/scim/README.md.
+from different runs. GET by id also runs on two floors (floor_app.py: one SELECT through the
+bare driver behind the same gunicorn, and the same on Flask + SQLAlchemy). See
+bench/scim/README.md.
 """
 
 from __future__ import annotations
@@ -44,6 +45,10 @@ ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
 GROUP_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:Group"
 PATCH_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 CLIENTS = 4
+FLOORS = (  # GET by id's floors (floor_app.py), as the report names and describes them
+    ("HTTP floor", "one SELECT through the bare driver behind the same gunicorn"),
+    ("stack floor", "the same on Flask and SQLAlchemy Core, nothing of the bridge's"),
+)
 
 
 def tool(name: str) -> str:
@@ -951,20 +956,13 @@ class Bench:
                 self.rep.result(label, name, res[name])
             results[label] = res
             a, b = res[cells[-2][0]], res[cells[-1][0]]  # the (largest) bridge, the reference
-            if "HTTP floor" in res:
-                f = res["HTTP floor"]
-                self.rep.line(
-                    f"  (HTTP floor, one SELECT through the bare driver behind the same gunicorn: "
-                    f"{f.rps / b.rps:.2f}x scim2-server, the most a GET by id served this way "
-                    f"reaches here; the bridge {a.rps / f.rps:.2f}x the floor)"
-                )
-            if "stack floor" in res:
-                f = res["stack floor"]
-                self.rep.line(
-                    f"  (stack floor, the same on Flask and SQLAlchemy Core, nothing of the "
-                    f"bridge's: {f.rps / b.rps:.2f}x scim2-server, the most a GET by id on the "
-                    f"chosen dependencies reaches here; the bridge {a.rps / f.rps:.2f}x it)"
-                )
+            for name, what in FLOORS:
+                if name in res:
+                    f = res[name]
+                    self.rep.line(
+                        f"  ({name}, {what}: {f.rps / b.rps:.2f}x scim2-server, the most a GET "
+                        f"by id served so reaches here; the bridge {a.rps / f.rps:.2f}x it)"
+                    )
             tr, _ = self.rep.ratio(label, a, b)
             if small and "miss" not in label:
                 self.rep.target(f"{label} >= 1.5x scim2-server (req/s)", tr >= 1.5, f"{tr:.2f}x")

@@ -68,6 +68,9 @@ log = logging.getLogger(__name__)
 # caller's seeded sequence sees: Hypothesis failed a property test on it as "random used inside
 # a strategy")
 JITTER = random.Random()
+# a process forked after it was seeded (gunicorn's preload_app, `policy plan`'s workers) draws
+# its own sequence, as the global generator does: not its siblings' (retries in step)
+os.register_at_fork(after_in_child=JITTER.seed)
 T = TypeVar("T")
 
 WRITE = "bridge_write"

@@ -14,10 +14,11 @@ A request whose reads each stand alone (`scope(snapshot=False)`: SCIM's, a token
 resource, or both in one statement) reads without a transaction on PostgreSQL: each statement
 sees its own snapshot, and no BEGIN or ROLLBACK is sent (two round trips of every such request;
 a SCIM GET by id is left with one). Its Core reads before any session (a SCIM token's, a SAML
-login's account) take a connection of their own and give it back at once (`connection`): no
-ORM session is made for them, and on SQLite too they are sent without a transaction (a BEGIN
-and a ROLLBACK are two driver calls: SQLAlchemy's begin and rollback cost more CPU than that
-GET's statement). Not for a request that
+login's account) go through `connection`: no ORM session is made for them; on PostgreSQL they
+are sent on a connection each thread keeps for them (_Held: no checkout and return per request),
+and on SQLite on one of their own, given back at once, without a transaction too (a BEGIN and a
+ROLLBACK are two driver calls: SQLAlchemy's begin and rollback cost more CPU than that GET's
+statement). Not for a request that
 compares what two statements read (the audit chain against its head) or streams rows through a
 server-side cursor, which only lives in a transaction.
 
@@ -343,13 +344,64 @@ _checkpoints = _Checkpoints()
 def _hung_up(dbapi_conn: Any, _record: Any, _proxy: Any) -> None:
     """A pooled connection the server closed (a restart, a terminated backend) has something to
     read while idle: its goodbye or EOF. Seen without a round trip; the pool then opens another."""
+    if _gone(dbapi_conn):
+        raise DisconnectionError("the server closed this connection")
+
+
+def _gone(dbapi_conn: Any) -> bool:
+    """Whether an idle connection's server has hung up (or its socket is closed)."""
     try:
         fileno = dbapi_conn.fileno()
         readable, _, _ = select.select([fileno], [], [], 0)
-    except (OSError, ValueError, AttributeError) as exc:  # a closed socket has no descriptor
-        raise DisconnectionError("the connection is closed") from exc
-    if readable or getattr(dbapi_conn, "closed", False):
-        raise DisconnectionError("the server closed this connection")
+    except (OSError, ValueError, AttributeError):  # a closed socket has no descriptor
+        return True
+    return bool(readable) or bool(getattr(dbapi_conn, "closed", False))
+
+
+class _Held:
+    """A thread's connection for reads that stand alone (Store.connection on PostgreSQL), kept
+    checked out between its requests. Taking a connection from the pool and giving it back
+    (SQLAlchemy's Connection, the pool's checkout and reset, psycopg's rollback of nothing)
+    was a tenth of a SCIM GET's instructions, as much as its statement's execution in
+    SQLAlchemy. In autocommit it holds no transaction and no snapshot between statements, so
+    keeping it shows its thread nothing the pool's next connection would not. It is given
+    back to the pool (closed, when the pool has no room) when the thread ends, when its store
+    is disposed, after an error while it was used, and replaced when its server hung up, after
+    RECYCLE seconds (as the pool recycles its own) or in a forked process (left as it is: the
+    parent's)."""
+
+    __slots__ = ("conn", "generation", "pid", "since")
+
+    def __init__(self, conn: Connection, generation: int) -> None:
+        self.conn: Connection | None = conn
+        self.pid = os.getpid()
+        self.since = time.monotonic()
+        self.generation = generation
+
+    def usable(self, generation: int) -> bool:
+        conn = self.conn
+        if conn is None or self.pid != os.getpid():
+            return False
+        if conn.closed or conn.invalidated or self.generation != generation:
+            return False
+        dbapi_conn = conn.connection.dbapi_connection
+        return time.monotonic() - self.since < RECYCLE and not _gone(dbapi_conn)
+
+    def release(self) -> None:
+        conn, self.conn = self.conn, None
+        if conn is None:
+            return
+        if self.pid != os.getpid():
+            _FORKED_AWAY.append(conn)  # the parent's socket: never closed (nor collected) here
+            return
+        with contextlib.suppress(Exception):  # a dead one is discarded by the pool
+            conn.close()
+
+    def __del__(self) -> None:  # its thread ended (its thread-local values go)
+        self.release()
+
+
+_FORKED_AWAY: list[Connection] = []
 
 
 def _autocommit(conn: Connection) -> None:
@@ -528,6 +580,9 @@ class Store:
         self._writes = 0
         self._appends: dict[tuple[str, tuple[str, ...]], _Append] = {}
         self._appended: _Appends | None = None
+        # PostgreSQL: each thread's connection for reads that stand alone (_Held)
+        self._held = threading.local() if self._alone else None
+        self._held_generation = 0  # bumped by dispose: every thread's is given back at its next use
 
     @property
     def dialect(self) -> str:
@@ -571,21 +626,41 @@ class Store:
     @contextmanager
     def connection(self) -> Iterator[Connection]:
         """A connection for Core reads that need no ORM session. In a request whose reads stand
-        alone (and has no session yet), one of its own, without a transaction (PostgreSQL: in
-        autocommit; SQLite: no BEGIN), given back to the pool when the reads are done (a session
-        costs about as much as the statement of a SCIM GET by id); otherwise `read`'s session's
-        connection."""
+        alone (and has no session yet), one without a transaction (a session costs about as much
+        as the statement of a SCIM GET by id): on PostgreSQL the thread's kept connection, in
+        autocommit (_Held); on SQLite one of its own with no BEGIN, given back to the pool when
+        the reads are done. Otherwise `read`'s session's connection."""
         scope = self._scoped()
         if scope is None or scope.snapshot or scope.session is not None:
             with self.read() as db:
                 yield db.connection()
             return
-        with self.engine.connect() as conn:
-            if self._alone:
-                _autocommit(conn)
-            else:  # SQLite: no BEGIN (_SQLiteConnection), each statement a snapshot of its own
-                setattr(conn, STANDALONE, True)
+        if self._held is not None:
+            held = self._held_connection()
+            assert held.conn is not None  # usable, or just taken
+            try:
+                yield held.conn
+            except BaseException:
+                held.release()  # whatever it left, the pool's reset clears; the next read another
+                self._held.held = None
+                raise
+            return
+        with self.engine.connect() as conn:  # SQLite: no BEGIN (_SQLiteConnection)
+            setattr(conn, STANDALONE, True)
             yield conn
+
+    def _held_connection(self) -> _Held:
+        """This thread's connection for reads that stand alone, taken when it has none usable."""
+        local = self._held
+        held: _Held | None = getattr(local, "held", None)
+        if held is not None and held.usable(self._held_generation):
+            return held
+        if held is not None:
+            held.release()
+        conn = self.engine.connect()
+        _autocommit(conn)
+        local.held = held = _Held(conn, self._held_generation)  # type: ignore[union-attr]
+        return held
 
     def write(self, work: Callable[[Session], T]) -> T:
         """Run `work` in one transaction; on a conflict with another writer, run it again.
@@ -807,4 +882,9 @@ class Store:
                 queue.ready.notify()
             self._appended = None
             _live_stores.discard(self)
+        if self._held is not None:  # this thread's now, the others' at their next use
+            self._held_generation += 1
+            held = getattr(self._held, "held", None)
+            if held is not None:
+                held.release()
         self.engine.dispose()

@@ -13,14 +13,20 @@ open) or INTRANS (inside one): psycopg's transaction status, sqlite3's `in_trans
 
 from __future__ import annotations
 
+import gc
+import os
+import select as select_module
 import sqlite3
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import psycopg
 import pytest
-from sqlalchemy import event, select, update
+from sqlalchemy import event, select, text, update
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 
 from bridge import create_app
 from bridge.models import Account
@@ -30,9 +36,10 @@ from tests.integration.test_statement_counts import Logins
 
 @pytest.fixture
 def pg_store(store):
-    """The store, on PostgreSQL only: what these tests check is the driver's autocommit."""
+    """The store, on PostgreSQL only: what these tests check is the driver's autocommit (on
+    SQLite only Core reads go without a transaction) and each thread's kept connection."""
     if store.dialect != "postgresql":
-        pytest.skip("PostgreSQL's autocommit sessions: on SQLite only Core reads go without")
+        pytest.skip("PostgreSQL's: the driver's autocommit sessions, a thread's kept connection")
     return store
 
 
@@ -190,23 +197,24 @@ def test_a_connection_the_driver_cannot_switch_back_is_discarded(pg_store, accou
         assert db.scalar(select(Account.name).where(Account.id == account.id)) == "Test account"
 
 
-def test_core_reads_stand_alone_on_a_connection_given_back_at_once(store, account):
-    """`Store.connection` in a request whose reads stand alone: a connection of its own, no
-    session, back in the pool as soon as the read is done, without a transaction (on PostgreSQL
-    the driver's autocommit, on SQLite no BEGIN); in a request with one snapshot, the read
-    session's own connection (its transaction)."""
+def test_core_reads_stand_alone_without_a_transaction(store, account):
+    """`Store.connection` in a request whose reads stand alone: no session, no transaction (on
+    PostgreSQL the driver's autocommit, on SQLite no BEGIN), on a connection of its own: on
+    SQLite back in the pool as soon as the read is done, on PostgreSQL its thread's (the next
+    tests); in a request with one snapshot, the read session's own connection (its
+    transaction)."""
     pool = store.engine.pool
     postgresql = store.dialect == "postgresql"
     with states(store.engine) as seen, store.scope(snapshot=False):
         with store.connection() as conn:
-            if postgresql:
-                assert conn.connection.dbapi_connection.autocommit is True
             assert conn.execute(select(Account.slug).where(Account.id == account.id)).one()
+            if postgresql:  # as its transaction began (none: in autocommit)
+                assert conn.connection.dbapi_connection.autocommit is True
             assert pool.checkedout() == 1
-        assert pool.checkedout() == 0
-        with store.read() as db:  # a session after it: another connection, as taken
+        assert pool.checkedout() == (1 if postgresql else 0)
+        with store.read() as db:  # a session after it: another connection
             db.execute(select(Account.id)).all()
-            assert pool.checkedout() == 1
+            assert pool.checkedout() == (2 if postgresql else 1)
     # the session's read: on SQLite in a read transaction (test_a_read_after_a_write...)
     assert seen == ["SELECT IDLE", "SELECT IDLE" if postgresql else "SELECT INTRANS"]
     with states(store.engine) as seen, store.scope(), store.read() as db:
@@ -215,6 +223,92 @@ def test_core_reads_stand_alone_on_a_connection_given_back_at_once(store, accoun
             assert conn is db.connection()
             conn.execute(select(Account.slug)).all()
     assert seen == ["SELECT INTRANS"] * 2
+
+
+def _alone(store, account):
+    """A stand-alone read in a request's scope: the connection it used."""
+    with store.scope(snapshot=False), store.connection() as conn:
+        assert conn.execute(select(Account.slug).where(Account.id == account.id)).scalar()
+        return conn
+
+
+def test_a_thread_keeps_its_connection_for_reads_that_stand_alone(pg_store, account):
+    """On PostgreSQL each thread keeps one connection, checked out, for its stand-alone reads
+    (no checkout and return per request); another thread has its own, given back to the pool
+    when that thread ends."""
+    pool = pg_store.engine.pool
+    first = _alone(pg_store, account)
+    assert _alone(pg_store, account) is first and pool.checkedout() == 1
+    with states(pg_store.engine) as seen:
+        _alone(pg_store, account)
+    assert seen == ["SELECT IDLE"]  # still no transaction
+    theirs = []
+    thread = threading.Thread(target=lambda: theirs.append(_alone(pg_store, account)))
+    thread.start()
+    thread.join()
+    gc.collect()
+    assert theirs[0] is not first and theirs[0].closed
+    assert pool.checkedout() == 1 and _alone(pg_store, account) is first
+
+
+def test_a_kept_connection_is_replaced_when_the_server_hangs_up(pg_store, account):
+    """A backend terminated while idle (a restart, an administrator): the thread's next read
+    takes another connection and succeeds (no error for the request that finds it so)."""
+    kept = _alone(pg_store, account)
+    pid = kept.connection.dbapi_connection.info.backend_pid
+    with pg_store.engine.connect() as admin:
+        assert admin.scalar(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+    deadline = time.monotonic() + 5  # the goodbye reaches the socket
+    while not _readable(kept) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    again = _alone(pg_store, account)
+    assert again is not kept
+    assert again.connection.dbapi_connection.info.backend_pid != pid
+
+
+def _readable(conn):
+    fileno = conn.connection.dbapi_connection.fileno()
+    return bool(select_module.select([fileno], [], [], 0)[0])
+
+
+def test_a_kept_connection_is_given_back_after_an_error(pg_store, account):
+    """A statement refused on it (or any error while it is used): it goes back to the pool (its
+    reset clears whatever was left) and the next read takes another."""
+    kept = _alone(pg_store, account)
+    with pytest.raises(DBAPIError), pg_store.scope(snapshot=False), pg_store.connection() as conn:
+        assert conn is kept
+        conn.execute(text("SELECT 1 / 0"))
+    assert kept.closed and pg_store.engine.pool.checkedout() == 0
+    assert _alone(pg_store, account) is not kept
+
+
+def test_a_forked_process_leaves_its_parents_kept_connection_alone(pg_store, account):
+    """A process forked from one with a kept connection (gunicorn's preload_app, a plan's
+    workers) takes its own, and neither uses nor closes its parent's (the same socket)."""
+    kept = _alone(pg_store, account)
+    parent_backend = kept.connection.dbapi_connection.info.backend_pid
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            conn = _alone(pg_store, account)
+            theirs = conn.connection.dbapi_connection.info.backend_pid
+            os.write(write, str(theirs).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        child_backend = pipe.read()
+    os.waitpid(pid, 0)
+    assert child_backend and int(child_backend) != parent_backend
+    assert _alone(pg_store, account) is kept  # still good: nothing was sent or closed on it
+
+
+def test_disposing_the_store_gives_the_kept_connections_back(pg_store, account):
+    kept = _alone(pg_store, account)
+    pg_store.dispose()
+    assert kept.closed
+    assert _alone(pg_store, account) is not kept  # a new pool's
 
 
 def test_the_engine_dispatches_no_statement_events(settings, store, account):

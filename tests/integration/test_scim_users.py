@@ -206,6 +206,21 @@ def test_patch_manager_bare_string_and_removal(scim):
     assert ENT not in out or "manager" not in out[ENT]
 
 
+def test_a_manager_the_account_does_not_hold_reads_back_as_its_value_alone(scim):
+    """Entra pushes a report before their manager: the manager's id is kept, with no $ref and
+    no displayName (nothing to point at or name yet); both appear once the manager is pushed,
+    the name falling back to their userName."""
+    missing = str(uuid.uuid4())
+    doc = create(scim, "early@example.com", **{ENT: {"manager": {"value": missing}}})
+    assert doc[ENT] == {"manager": {"value": missing}}
+    assert scim.get(f"Users/{doc['id']}").json[ENT] == {"manager": {"value": missing}}
+    boss = create(scim, "later@example.com")
+    patch(scim, doc, {"op": "Add", "path": f"{ENT}:manager", "value": boss["id"]})
+    got = scim.get(f"Users/{doc['id']}").json[ENT]["manager"]
+    assert got.pop("$ref").endswith(f"/scim/v2/Users/{boss['id']}")
+    assert got == {"value": boss["id"], "displayName": "later@example.com"}
+
+
 def test_patch_errors(scim):
     """Read-only targets, bad paths, bad ops and path-less removes are typed 400s."""
     doc = create(scim, "errs@example.com")

@@ -14,7 +14,6 @@ open) or INTRANS (inside one): psycopg's transaction status, sqlite3's `in_trans
 from __future__ import annotations
 
 import gc
-import os
 import select as select_module
 import sqlite3
 import threading
@@ -30,6 +29,7 @@ from sqlalchemy.exc import DBAPIError
 
 from bridge import create_app
 from bridge.models import Account
+from tests.forked import in_a_fork
 from tests.integration.test_scim_users import create
 from tests.integration.test_statement_counts import Logins
 
@@ -287,19 +287,9 @@ def test_a_forked_process_leaves_its_parents_kept_connection_alone(pg_store, acc
     workers) takes its own, and neither uses nor closes its parent's (the same socket)."""
     kept = _alone(pg_store, account)
     parent_backend = kept.connection.dbapi_connection.info.backend_pid
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            conn = _alone(pg_store, account)
-            theirs = conn.connection.dbapi_connection.info.backend_pid
-            os.write(write, str(theirs).encode())
-        finally:
-            os._exit(0)
-    os.close(write)
-    with os.fdopen(read) as pipe:
-        child_backend = pipe.read()
-    os.waitpid(pid, 0)
+    child_backend = in_a_fork(
+        lambda: str(_alone(pg_store, account).connection.dbapi_connection.info.backend_pid)
+    )
     assert child_backend and int(child_backend) != parent_backend
     assert _alone(pg_store, account) is kept  # still good: nothing was sent or closed on it
 

@@ -368,15 +368,16 @@ class _Held:
     back to the pool (closed, when the pool has no room) when the thread ends, when its store
     is disposed, after an error while it was used, and replaced when its server hung up, after
     RECYCLE seconds (as the pool recycles its own) or in a forked process (left as it is: the
-    parent's)."""
+    parent's). At most HELD_LIMIT threads of a store keep one (_Holders)."""
 
-    __slots__ = ("conn", "generation", "pid", "since")
+    __slots__ = ("conn", "generation", "holders", "pid", "since")
 
-    def __init__(self, conn: Connection, generation: int) -> None:
+    def __init__(self, conn: Connection, generation: int, holders: _Holders) -> None:
         self.conn: Connection | None = conn
         self.pid = os.getpid()
         self.since = time.monotonic()
         self.generation = generation
+        self.holders = holders
 
     def usable(self, generation: int) -> bool:
         conn = self.conn
@@ -391,6 +392,7 @@ class _Held:
         conn, self.conn = self.conn, None
         if conn is None:
             return
+        self.holders.give()
         if self.pid != os.getpid():
             _FORKED_AWAY.append(conn)  # the parent's socket: never closed (nor collected) here
             return
@@ -402,6 +404,29 @@ class _Held:
 
 
 _FORKED_AWAY: list[Connection] = []
+# At most this many threads of a process keep a connection (_Held): the pool's size, so that
+# its overflow (as many again) stays for sessions, writes and the request log. More threads
+# (GUNICORN_THREADS above it) take one from the pool per read, as before.
+HELD_LIMIT = 10
+
+
+class _Holders:
+    """How many threads of a store keep a connection, against HELD_LIMIT."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.lock = threading.Lock()
+
+    def take(self) -> bool:
+        with self.lock:
+            if self.count >= HELD_LIMIT:
+                return False
+            self.count += 1
+            return True
+
+    def give(self) -> None:
+        with self.lock:
+            self.count -= 1
 
 
 def _autocommit(conn: Connection) -> None:
@@ -583,6 +608,7 @@ class Store:
         # PostgreSQL: each thread's connection for reads that stand alone (_Held)
         self._held = threading.local() if self._alone else None
         self._held_generation = 0  # bumped by dispose: every thread's is given back at its next use
+        self._holders = _Holders()
 
     @property
     def dialect(self) -> str:
@@ -635,31 +661,42 @@ class Store:
             with self.read() as db:
                 yield db.connection()
             return
-        if self._held is not None:
-            held = self._held_connection()
-            assert held.conn is not None  # usable, or just taken
+        held = self._held_connection() if self._held is not None else None
+        if held is not None and held.conn is not None:
             try:
                 yield held.conn
             except BaseException:
                 held.release()  # whatever it left, the pool's reset clears; the next read another
-                self._held.held = None
+                self._held.held = None  # type: ignore[union-attr]
                 raise
             return
-        with self.engine.connect() as conn:  # SQLite: no BEGIN (_SQLiteConnection)
-            setattr(conn, STANDALONE, True)
+        with self.engine.connect() as conn:  # one of its own, given back at once
+            if self._alone:
+                _autocommit(conn)
+            else:  # SQLite: no BEGIN (_SQLiteConnection), each statement a snapshot of its own
+                setattr(conn, STANDALONE, True)
             yield conn
 
-    def _held_connection(self) -> _Held:
-        """This thread's connection for reads that stand alone, taken when it has none usable."""
+    def _held_connection(self) -> _Held | None:
+        """This thread's connection for reads that stand alone, taken when it has none usable;
+        None when HELD_LIMIT threads keep one already."""
         local = self._held
         held: _Held | None = getattr(local, "held", None)
         if held is not None and held.usable(self._held_generation):
             return held
         if held is not None:
             held.release()
-        conn = self.engine.connect()
-        _autocommit(conn)
-        local.held = held = _Held(conn, self._held_generation)  # type: ignore[union-attr]
+            local.held = None  # type: ignore[union-attr]
+        if not self._holders.take():
+            return None
+        try:
+            conn = self.engine.connect()
+            _autocommit(conn)
+        except BaseException:
+            self._holders.give()
+            raise
+        held = _Held(conn, self._held_generation, self._holders)
+        local.held = held  # type: ignore[union-attr]
         return held
 
     def write(self, work: Callable[[Session], T]) -> T:

@@ -28,6 +28,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from bridge import create_app
+from bridge import store as store_module
 from bridge.models import Account
 from tests.forked import in_a_fork
 from tests.integration.test_scim_users import create
@@ -249,6 +250,33 @@ def test_a_thread_keeps_its_connection_for_reads_that_stand_alone(pg_store, acco
     gc.collect()
     assert theirs[0] is not first and theirs[0].closed
     assert pool.checkedout() == 1 and _alone(pg_store, account) is first
+
+
+def test_past_the_limit_a_thread_takes_a_connection_per_read(pg_store, account, monkeypatch):
+    """At most HELD_LIMIT threads keep one (the pool's overflow stays for sessions and writes):
+    past it a thread's read takes one from the pool and gives it back, as on SQLite; once a
+    keeper gives its own back, the next thread to read keeps one again."""
+    monkeypatch.setattr(store_module, "HELD_LIMIT", 1)
+    pool = pg_store.engine.pool
+    kept = _alone(pg_store, account)
+    seen = []
+
+    def other_thread():
+        conn = _alone(pg_store, account)
+        seen.append((conn.closed, pool.checkedout()))
+
+    for _ in range(2):
+        thread = threading.Thread(target=other_thread)
+        thread.start()
+        thread.join()
+    assert seen == [(True, 1), (True, 1)]  # given back at once: only the keeper's is out
+    with pytest.raises(DBAPIError), pg_store.scope(snapshot=False), pg_store.connection() as conn:
+        conn.execute(text("SELECT 1 / 0"))  # the keeper's, given back after an error
+    assert kept.closed and pool.checkedout() == 0
+    keeper = threading.Thread(target=other_thread)
+    keeper.start()
+    keeper.join()  # it kept one while it lived (gone with it)
+    assert seen[-1] == (False, 1)
 
 
 def test_a_kept_connection_is_replaced_when_the_server_hangs_up(pg_store, account):

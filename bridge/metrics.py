@@ -86,7 +86,8 @@ DB_UNAVAILABLE = Counter(
 )
 POOL_CHECKED_OUT = Gauge(
     "bridge_db_pool_connections_in_use",
-    "Database connections checked out of the pools of all live workers.",
+    "Database connections checked out of the pools of all live workers (on PostgreSQL each app "
+    "thread keeps one for its stand-alone reads).",
     multiprocess_mode="livesum",
 )
 POOL_CONNECTS = Counter(

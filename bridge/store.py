@@ -15,7 +15,7 @@ resource, or both in one statement) reads without a transaction on PostgreSQL: e
 sees its own snapshot, and no BEGIN or ROLLBACK is sent (two round trips of every such request;
 a SCIM GET by id is left with one). Its Core reads before any session (a SCIM token's, a SAML
 login's account) go through `connection`: no ORM session is made for them; on PostgreSQL they
-are sent on a connection each thread keeps for them (_Held: no checkout and return per request),
+are sent on a connection each thread keeps for them (_Kept: no checkout and return per request),
 and on SQLite on one of their own, given back at once, without a transaction too (a BEGIN and a
 ROLLBACK are two driver calls: SQLAlchemy's begin and rollback cost more CPU than that GET's
 statement). Not for a request that
@@ -114,21 +114,22 @@ class CompiledCache:
     def __init__(self, size: int = 500) -> None:
         self.size = size
         self._lru: LRUCache[Any, Any] = LRUCache(size)
-        self._front: dict[tuple[int, int], tuple[Any, Any, tuple[Any, ...], Any]] = {}
+        # (id of the dialect, id of the statement's key) -> (the whole key, its compiled form)
+        self._front: dict[tuple[int, int], tuple[tuple[Any, ...], Any]] = {}
 
     def get(self, key: tuple[Any, ...]) -> Any:
-        dialect, cache_key, *rest = key
-        hit = self._front.get((id(dialect), id(cache_key)))
-        if hit is not None and hit[0] is dialect and hit[1] is cache_key and hit[2] == tuple(rest):
-            return hit[3]
+        hit = self._front.get((id(key[0]), id(key[1])))
+        if hit is not None:
+            known = hit[0]
+            if known[0] is key[0] and known[1] is key[1] and known[2:] == key[2:]:
+                return hit[1]
         return self._lru.get(key)
 
     def __setitem__(self, key: tuple[Any, ...], compiled: Any) -> None:
         self._lru[key] = compiled
         if len(self._front) >= self.size:
             self._front.clear()
-        dialect, cache_key, *rest = key
-        self._front[(id(dialect), id(cache_key))] = (dialect, cache_key, tuple(rest), compiled)
+        self._front[(id(key[0]), id(key[1]))] = (key, compiled)
 
 
 def make_engine(url: str) -> Engine:
@@ -368,22 +369,22 @@ class _Held:
     back to the pool (closed, when the pool has no room) when the thread ends, when its store
     is disposed, after an error while it was used, and replaced when its server hung up, after
     RECYCLE seconds (as the pool recycles its own) or in a forked process (left as it is: the
-    parent's). At most HELD_LIMIT threads of a store keep one (_Holders)."""
+    parent's)."""
 
-    __slots__ = ("conn", "generation", "holders", "pid", "since")
+    __slots__ = ("conn", "generation", "keeper", "pid", "since")
 
-    def __init__(self, conn: Connection, generation: int, holders: _Holders) -> None:
+    def __init__(self, conn: Connection, keeper: _Kept) -> None:
         self.conn: Connection | None = conn
+        self.keeper = keeper
+        self.generation = keeper.generation
         self.pid = os.getpid()
         self.since = time.monotonic()
-        self.generation = generation
-        self.holders = holders
 
-    def usable(self, generation: int) -> bool:
+    def usable(self) -> bool:
         conn = self.conn
         if conn is None or self.pid != os.getpid():
             return False
-        if conn.closed or conn.invalidated or self.generation != generation:
+        if conn.closed or conn.invalidated or self.generation != self.keeper.generation:
             return False
         dbapi_conn = conn.connection.dbapi_connection
         return time.monotonic() - self.since < RECYCLE and not _gone(dbapi_conn)
@@ -392,7 +393,7 @@ class _Held:
         conn, self.conn = self.conn, None
         if conn is None:
             return
-        self.holders.give()
+        self.keeper.give()
         if self.pid != os.getpid():
             _FORKED_AWAY.append(conn)  # the parent's socket: never closed (nor collected) here
             return
@@ -410,23 +411,52 @@ _FORKED_AWAY: list[Connection] = []
 HELD_LIMIT = 10
 
 
-class _Holders:
-    """How many threads of a store keep a connection, against HELD_LIMIT."""
+class _Kept:
+    """A store's kept connections (PostgreSQL): each thread's own (_Held), how many threads
+    keep one (at most HELD_LIMIT), and a generation that `dispose` bumps (every thread's is
+    given back at its next use)."""
 
-    def __init__(self) -> None:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.local = threading.local()
+        self.generation = 0
         self.count = 0
         self.lock = threading.Lock()
 
-    def take(self) -> bool:
+    def take(self) -> Connection | None:
+        """This thread's connection, taken when it has none usable; None when HELD_LIMIT
+        threads keep one already (the caller takes one from the pool for this read)."""
+        held: _Held | None = getattr(self.local, "held", None)
+        if held is not None and held.usable():
+            return held.conn
+        self.drop()
         with self.lock:
             if self.count >= HELD_LIMIT:
-                return False
+                return None
             self.count += 1
-            return True
+        try:
+            conn = self.engine.connect()
+            _autocommit(conn)
+        except BaseException:
+            self.give()
+            raise
+        self.local.held = _Held(conn, self)
+        return conn
+
+    def drop(self) -> None:
+        """This thread's connection, given back (if it keeps one)."""
+        held: _Held | None = getattr(self.local, "held", None)
+        if held is not None:
+            self.local.held = None
+            held.release()
 
     def give(self) -> None:
         with self.lock:
             self.count -= 1
+
+    def dispose(self) -> None:
+        self.generation += 1
+        self.drop()
 
 
 def _autocommit(conn: Connection) -> None:
@@ -605,10 +635,8 @@ class Store:
         self._writes = 0
         self._appends: dict[tuple[str, tuple[str, ...]], _Append] = {}
         self._appended: _Appends | None = None
-        # PostgreSQL: each thread's connection for reads that stand alone (_Held)
-        self._held = threading.local() if self._alone else None
-        self._held_generation = 0  # bumped by dispose: every thread's is given back at its next use
-        self._holders = _Holders()
+        # PostgreSQL: each thread's connection for reads that stand alone
+        self._kept = _Kept(self.engine) if self._alone else None
 
     @property
     def dialect(self) -> str:
@@ -654,20 +682,20 @@ class Store:
         """A connection for Core reads that need no ORM session. In a request whose reads stand
         alone (and has no session yet), one without a transaction (a session costs about as much
         as the statement of a SCIM GET by id): on PostgreSQL the thread's kept connection, in
-        autocommit (_Held); on SQLite one of its own with no BEGIN, given back to the pool when
+        autocommit (_Kept); on SQLite one of its own with no BEGIN, given back to the pool when
         the reads are done. Otherwise `read`'s session's connection."""
         scope = self._scoped()
         if scope is None or scope.snapshot or scope.session is not None:
             with self.read() as db:
                 yield db.connection()
             return
-        held = self._held_connection() if self._held is not None else None
-        if held is not None and held.conn is not None:
+        keeper = self._kept
+        kept = keeper.take() if keeper is not None else None
+        if keeper is not None and kept is not None:
             try:
-                yield held.conn
+                yield kept
             except BaseException:
-                held.release()  # whatever it left, the pool's reset clears; the next read another
-                self._held.held = None  # type: ignore[union-attr]
+                keeper.drop()  # whatever it left, the pool's reset clears; the next read another
                 raise
             return
         with self.engine.connect() as conn:  # one of its own, given back at once
@@ -676,28 +704,6 @@ class Store:
             else:  # SQLite: no BEGIN (_SQLiteConnection), each statement a snapshot of its own
                 setattr(conn, STANDALONE, True)
             yield conn
-
-    def _held_connection(self) -> _Held | None:
-        """This thread's connection for reads that stand alone, taken when it has none usable;
-        None when HELD_LIMIT threads keep one already."""
-        local = self._held
-        held: _Held | None = getattr(local, "held", None)
-        if held is not None and held.usable(self._held_generation):
-            return held
-        if held is not None:
-            held.release()
-            local.held = None  # type: ignore[union-attr]
-        if not self._holders.take():
-            return None
-        try:
-            conn = self.engine.connect()
-            _autocommit(conn)
-        except BaseException:
-            self._holders.give()
-            raise
-        held = _Held(conn, self._held_generation, self._holders)
-        local.held = held  # type: ignore[union-attr]
-        return held
 
     def write(self, work: Callable[[Session], T]) -> T:
         """Run `work` in one transaction; on a conflict with another writer, run it again.
@@ -919,9 +925,6 @@ class Store:
                 queue.ready.notify()
             self._appended = None
             _live_stores.discard(self)
-        if self._held is not None:  # this thread's now, the others' at their next use
-            self._held_generation += 1
-            held = getattr(self._held, "held", None)
-            if held is not None:
-                held.release()
+        if self._kept is not None:  # this thread's now, the others' at their next use
+            self._kept.dispose()
         self.engine.dispose()

@@ -286,15 +286,23 @@ def _access_lines(server, request_ids):
         time.sleep(0.05)
 
 
-def test_the_listening_socket_keeps_gunicorns_backlog(database_url, tmp_path):
+@pytest.mark.parametrize(
+    ("defer", "loop"), [("", "uvloop"), ("2", "asyncio")], ids=["uvloop", "asyncio"]
+)
+def test_the_listening_socket_keeps_gunicorns_backlog(database_url, tmp_path, defer, loop):
     """The kernel's queue of connections not yet accepted is gunicorn's `backlog` (here 321), not
-    the 100 asyncio's server listened with (bridge.serving._EventLoop)."""
-    server = _with_ss(database_url, tmp_path, 1, {"GUNICORN_CMD_ARGS": "--backlog 321"})
+    the 100 an event loop's server listens with by default (bridge.serving._Backlog): on uvloop's
+    loop, the default, and on asyncio's, which spreading connections (GUNICORN_ACCEPT_DEFER_MS)
+    runs; the worker's log says which it runs, and it serves."""
+    env = {"GUNICORN_CMD_ARGS": "--backlog 321", "GUNICORN_ACCEPT_DEFER_MS": defer}
+    server = _with_ss(database_url, tmp_path, 1, env)
     try:
         out = subprocess.run(
             ["ss", "-ltnH", f"sport = :{server.port}"], capture_output=True, text=True, check=True
         ).stdout.split()
         assert out[0] == "LISTEN" and out[2] == "321", out  # State Recv-Q Send-Q(backlog) ...
+        assert f"event loop: {loop}" in server.log(), server.log()[-2000:]
+        healthz_answers(server.port)
     finally:
         server.stop()
 

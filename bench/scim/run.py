@@ -961,7 +961,9 @@ class Bench:
                     f = res[name]
                     self.rep.line(
                         f"  ({name}, {what}: {f.rps / b.rps:.2f}x scim2-server, the most a GET "
-                        f"by id served so reaches here; the bridge {a.rps / f.rps:.2f}x it)"
+                        f"by id served so reaches here; the bridge {a.rps / f.rps:.2f}x it; its "
+                        f"p99 {f.pct(99) / f.pct(50):.2f}x its p50, the bridge's "
+                        f"{a.pct(99) / a.pct(50):.2f}x)"
                     )
             tr, _ = self.rep.ratio(label, a, b)
             if small and "miss" not in label:

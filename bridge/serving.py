@@ -275,7 +275,13 @@ ACCEPT_DEFER_LIMIT = accept_defer_limit(os.environ.get("GUNICORN_ACCEPT_DEFER_MS
 
 
 class _Backlog:
-    """A loop whose servers listen with gunicorn's backlog (see _EventLoop)."""
+    """A loop whose servers listen with gunicorn's backlog.
+
+    gunicorn's master listens with its `backlog`; each worker's server then listens again on
+    that socket with the backlog it was given, and gunicorn gives none: the loop's default, 100
+    (asyncio's and uvloop's), was the kernel's queue of connections not yet accepted (`ss -ltn`
+    showed 100 whatever the setting). A burst of new connections past it (browsers posting the
+    IdP's form at nine in the morning) would have had SYNs dropped and retried a second later."""
 
     _listen_backlog: int
 
@@ -314,15 +320,10 @@ class _EventLoop(_Backlog, asyncio.SelectorEventLoop):
     to 1.8x; but SCIM creates 0.53x / 0.57x against 0.60x / 0.70x, and bench/saml's first
     logins from 1 worker to 2 1.02-1.28x against 1.29-1.74x (8 runs): concurrent writes to one
     account meet on its audit chain's row lock, and two workers' transactions wait on each other
-    where one worker's ran one after the other. With many accounts, or reads, turn it on.
+    where one worker's ran one after the other. With many accounts, or reads, turn it on. Only
+    then is this loop made (Worker._setup_event_loop): otherwise uvloop's (_UvLoop)."""
 
-    gunicorn's master listens with its `backlog`; each worker's asyncio server then listens again
-    on that socket with the backlog it was given, and gunicorn gives none: asyncio's default,
-    100, was the kernel's queue of connections not yet accepted (`ss -ltn` showed 100 whatever
-    the setting). A burst of new connections past it (browsers posting the IdP's form at nine in
-    the morning) would have had SYNs dropped and retried a second later."""
-
-    def __init__(self, backlog: int, worker: Worker | None = None) -> None:
+    def __init__(self, backlog: int, worker: Worker) -> None:
         super().__init__()
         self._listen_backlog = backlog
         self._worker = worker
@@ -330,7 +331,7 @@ class _EventLoop(_Backlog, asyncio.SelectorEventLoop):
     def _accept_connection(self, protocol_factory: Any, sock: Any, *args: Any) -> None:
         # asyncio's (3.11-3.13): sslcontext, server, backlog, handshake and shutdown timeouts
         worker = self._worker
-        if worker is None or len(args) != 5 or ACCEPT_DEFER_LIMIT <= 0:
+        if len(args) != 5:  # another asyncio's: accepted as it accepts
             super()._accept_connection(protocol_factory, sock, *args)  # type: ignore[misc]
             return
         if worker.defer_accept():

@@ -131,15 +131,14 @@ def main() -> int:
             print(f"bridge {i + 1}: {R.git_state(d)}")
         R.bulk_insert_users(harness, bridge, "cpu", 0, 300)
         bridges.append(bridge)
-    items = [R.Item("GET", f"/Users/{u[0]}") for u in R.bridge_users(h, bridges[0])]
-    lists = {
+    lists = {  # each server's GETs: a bridge's of its own users, a floor's of the first's
         b.name: [R.Item("GET", f"/Users/{u[0]}") for u in R.bridge_users(hh, b)]
         for hh, b in zip(harnesses, bridges, strict=True)
     }
     floors = [h.start_floor(bridges[0], name, target) for name, target in SERVERS[1:] if target]
     servers = [*bridges, *floors]
     for floor in floors:
-        lists[floor.name] = items
+        lists[floor.name] = lists[bridges[0].name]
     rounds: dict[str, list[dict[str, float | str]]] = {s.name: [] for s in servers}
     print(
         f"GET /Users/{{id}}, 4 clients, 2 workers, PostgreSQL; {R.git_state(h.root)}\n"

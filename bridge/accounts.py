@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import Row, Select, bindparam, select, update
 from sqlalchemy.orm import Session
 
-from bridge import audit, idp_domains
+from bridge import audit, driver, idp_domains
 from bridge.errors import Conflict, InvalidInput, NotFound, Unauthorized
 from bridge.models import Account, Environment, ScimToken, utcnow
 from bridge.store import Store
@@ -239,8 +239,10 @@ def token_use(
     in them beyond the token may be used unless the token is good (this raises first)."""
     digest = hash_token(raw)
     with store.connection() as conn:
-        query = BY_HASH if statement is None else statement
-        rows = list(conn.execute(query, {**(params or {}), "digest": digest}))
+        if statement is None:  # built once: it may go straight to the driver
+            rows = driver.rows(conn, BY_HASH, {"digest": digest})
+        else:
+            rows = list(conn.execute(statement, {**(params or {}), "digest": digest}))
     row = rows[0] if rows else None
     # The lookup is by hash, so timing reveals nothing of the token; compare again regardless.
     if row is None or not hmac.compare_digest(row.token_hash, digest):

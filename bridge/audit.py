@@ -22,7 +22,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.exc import StaleDataError
 from sqlalchemy.orm.util import identity_key
 
-from bridge import metrics, tracing, values
+from bridge import driver, metrics, tracing, values
 from bridge.models import Account, AuditEvent, utcnow
 from bridge.policy import DECIDED_HOLDS, decided_params
 from bridge.store import WRITE
@@ -162,7 +162,9 @@ def record(
         _decided(account_id, values.write_queued(db, _APPEND, params))
     else:
         values.write_queued(db, _INSERT, event)
-        conn.execute(_MOVE, {"account": account_id, "seq": event["seq"], "hash": event["hash"]})
+        driver.execute(
+            conn, _MOVE, [{"account": account_id, "seq": event["seq"], "hash": event["hash"]}]
+        )
     if known is None or known[0] is not txn:
         heads: dict[int, tuple[int, str]] = {}
         known = db.info[HEADS] = (txn, heads)
@@ -178,7 +180,7 @@ def record(
     metrics.on_commit(db, metrics.child(metrics.AUDIT_APPENDS, action).inc)
 
 
-def _decided(account_id: int, appended: Any) -> None:
+def _decided(account_id: int, appended: int | None) -> None:
     """PostgreSQL: StaleDataError (the write runs again) when what this transaction decided
     from (bridge.policy.DECIDED_FROM: the active policy version, the environments, the default
     role, read before this transaction held the account's row lock) is not what the account
@@ -186,7 +188,7 @@ def _decided(account_id: int, appended: Any) -> None:
     event goes with the rolled-back transaction). That statement runs after the head's read
     took the account's row lock (a statement before it), so it sees every change another
     transaction appended an event for."""
-    if appended.rowcount != 1:
+    if appended != 1:
         raise StaleDataError(f"account {account_id}'s policy or environments changed meanwhile")
 
 

@@ -46,6 +46,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.functions import FunctionElement
 
 import policies
+from bridge import driver
 from bridge.models import Account, Environment, PolicyVersion
 
 log = logging.getLogger(__name__)
@@ -298,7 +299,7 @@ _WITH_ACCOUNT = with_known(
 def read_with_account(db: Session, account_id: int) -> tuple[Row[Any] | None, Known]:
     """The account's row (its columns by name; None when there is no such account) and what
     policy_for reads of it (Known), in one round trip."""
-    rows = db.connection().execute(_WITH_ACCOUNT, {"account_id": account_id}).all()
+    rows = driver.rows(db.connection(), _WITH_ACCOUNT, {"account_id": account_id})
     if not rows:
         return None, Known(None, [])
     return rows[0], known_of(rows)

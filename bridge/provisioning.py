@@ -41,7 +41,18 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 import policies
-from bridge import access, accounts, audit, guards, metrics, profiles, sessions, tracing, values
+from bridge import (
+    access,
+    accounts,
+    audit,
+    driver,
+    guards,
+    metrics,
+    profiles,
+    sessions,
+    tracing,
+    values,
+)
 from bridge.access import access_of
 from bridge.errors import Conflict, InvalidInput, NotFound, PreconditionFailed
 from bridge.identifiers import identifier_problem
@@ -751,9 +762,8 @@ def account_in(db: Session, account_id: int) -> Account:
     (identity map, loader) cost more than the rest of a SCIM create's reads together. It is not
     added to the session (an Account has no relationships, and nothing here changes it: the
     audit chain's head moves through bridge.audit's own UPDATE)."""
-    return _account_of(
-        db, account_id, db.connection().execute(_ACCOUNT, {"account_id": account_id}).first()
-    )
+    rows = driver.rows(db.connection(), _ACCOUNT, {"account_id": account_id})
+    return _account_of(db, account_id, rows[0] if rows else None)
 
 
 def account_and_policy_in(
@@ -1114,7 +1124,7 @@ def _link_identity(
         params = {**row, "account_id": account.id, "entity_id": link.entity_id}
         # with a new user's queued rows; their access is queued after it
         written = values.write_queued(db, _LINK_NEW, params, keep=fresh)
-        if written is None or written.rowcount != 1:
+        if written != 1:
             raise InvalidInput(unknown)
         return
     idp_id = db.scalar(

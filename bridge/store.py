@@ -14,11 +14,10 @@ A request whose reads each stand alone (`scope(snapshot=False)`: SCIM's, a token
 resource, or both in one statement) reads without a transaction on PostgreSQL: each statement
 sees its own snapshot, and no BEGIN or ROLLBACK is sent (two round trips of every such request;
 a SCIM GET by id is left with one). Its Core reads before any session (a SCIM token's, a SAML
-login's account) go through `connection`: no ORM session is made for them; on PostgreSQL they
-are sent on a connection each thread keeps for them (_Kept: no checkout and return per request),
-and on SQLite on one of their own, given back at once, without a transaction too (a BEGIN and a
-ROLLBACK are two driver calls: SQLAlchemy's begin and rollback cost more CPU than that GET's
-statement). Not for a request that
+login's account) go through `connection`: no ORM session is made for them, and they are sent
+on a connection each thread keeps for them (_Kept: no checkout and return per request), on
+SQLite without a transaction too (a BEGIN and a ROLLBACK are two driver calls: SQLAlchemy's
+begin and rollback cost more CPU than that GET's statement). Not for a request that
 compares what two statements read (the audit chain against its head) or streams rows through a
 server-side cursor, which only lives in a transaction.
 
@@ -152,10 +151,13 @@ def make_engine(url: str) -> Engine:
         event.listen(engine, "checkout", _hung_up)
         event.listen(engine, "reset", _end_autocommit)
         return engine
+    pool: dict[str, Any] = {}
     if parsed.database and parsed.database != ":memory:":
         _private_file(Path(parsed.database))
+        # as PostgreSQL's: HELD_LIMIT threads keep one (_Kept), the overflow for the rest
+        pool = {"pool_size": 10, "max_overflow": 10}
     engine = create_engine(
-        url, connect_args={"timeout": 30}, query_cache_size=0, execution_options=cached
+        url, connect_args={"timeout": 30}, query_cache_size=0, execution_options=cached, **pool
     )
 
     @event.listens_for(engine, "connect")
@@ -360,12 +362,15 @@ def _gone(dbapi_conn: Any) -> bool:
 
 
 class _Held:
-    """A thread's connection for reads that stand alone (Store.connection on PostgreSQL), kept
-    checked out between its requests. Taking a connection from the pool and giving it back
-    (SQLAlchemy's Connection, the pool's checkout and reset, psycopg's rollback of nothing)
-    was a tenth of a SCIM GET's instructions, as much as its statement's execution in
-    SQLAlchemy. In autocommit it holds no transaction and no snapshot between statements, so
-    keeping it shows its thread nothing the pool's next connection would not. It is given
+    """A thread's connection for reads that stand alone (Store.connection), kept checked out
+    between its requests. Taking a connection from the pool and giving it back (SQLAlchemy's
+    Connection, the pool's checkout and reset, the driver's rollback of nothing) was a tenth of
+    a SCIM GET's instructions on PostgreSQL, as much as its statement's execution in
+    SQLAlchemy (on SQLite a GET by id 0.92x the instructions with it, bench/instructions.py). In
+    autocommit (PostgreSQL) or with no BEGIN (SQLite: each statement's own read transaction
+    ends as its rows are all read, as every caller reads them) it holds no transaction and no
+    snapshot between statements, so keeping it shows its thread nothing the pool's next
+    connection would not. It is given
     back to the pool (closed, when the pool has no room) when the thread ends, when its store
     is disposed, after an error while it was used, and replaced when its server hung up, after
     RECYCLE seconds (as the pool recycles its own) or in a forked process (left as it is: the
@@ -386,8 +391,9 @@ class _Held:
             return False
         if conn.closed or conn.invalidated or self.generation != self.keeper.generation:
             return False
-        dbapi_conn = conn.connection.dbapi_connection
-        return time.monotonic() - self.since < RECYCLE and not _gone(dbapi_conn)
+        if time.monotonic() - self.since >= RECYCLE:
+            return False
+        return not self.keeper.alone or not _gone(conn.connection.dbapi_connection)
 
     def release(self) -> None:
         conn, self.conn = self.conn, None
@@ -412,12 +418,14 @@ HELD_LIMIT = 10
 
 
 class _Kept:
-    """A store's kept connections (PostgreSQL): each thread's own (_Held), how many threads
+    """A store's kept connections (not for SQLite's :memory:, whose pool hands a thread one
+    connection for everything): each thread's own (_Held), how many threads
     keep one (at most HELD_LIMIT), and a generation that `dispose` bumps (every thread's is
     given back at its next use)."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, alone: bool) -> None:
         self.engine = engine
+        self.alone = alone  # PostgreSQL's autocommit (_autocommit); else SQLite's no BEGIN
         self.local = threading.local()
         self.generation = 0
         self.count = 0
@@ -436,7 +444,7 @@ class _Kept:
             self.count += 1
         try:
             conn = self.engine.connect()
-            _autocommit(conn)
+            _stand_alone_reads(conn, self.alone)
         except BaseException:
             self.give()
             raise
@@ -457,6 +465,15 @@ class _Kept:
     def dispose(self) -> None:
         self.generation += 1
         self.drop()
+
+
+def _stand_alone_reads(conn: Connection, autocommit: bool) -> None:
+    """`conn` sends each statement as a snapshot of its own: on PostgreSQL in autocommit, on
+    SQLite with no BEGIN (_SQLiteConnection; its driver's isolation_level is None)."""
+    if autocommit:
+        _autocommit(conn)
+    else:
+        setattr(conn, STANDALONE, True)
 
 
 def _autocommit(conn: Connection) -> None:
@@ -635,8 +652,8 @@ class Store:
         self._writes = 0
         self._appends: dict[tuple[str, tuple[str, ...]], _Append] = {}
         self._appended: _Appends | None = None
-        # PostgreSQL: each thread's connection for reads that stand alone
-        self._kept = _Kept(self.engine) if self._alone else None
+        # each thread's connection for reads that stand alone
+        self._kept = _Kept(self.engine, self._alone) if self._alone or self._wal else None
 
     @property
     def dialect(self) -> str:
@@ -681,9 +698,9 @@ class Store:
     def connection(self) -> Iterator[Connection]:
         """A connection for Core reads that need no ORM session. In a request whose reads stand
         alone (and has no session yet), one without a transaction (a session costs about as much
-        as the statement of a SCIM GET by id): on PostgreSQL the thread's kept connection, in
-        autocommit (_Kept); on SQLite one of its own with no BEGIN, given back to the pool when
-        the reads are done. Otherwise `read`'s session's connection."""
+        as the statement of a SCIM GET by id): the thread's kept connection (_Kept), on
+        PostgreSQL in autocommit, on SQLite with no BEGIN. Otherwise `read`'s session's
+        connection."""
         scope = self._scoped()
         if scope is None or scope.snapshot or scope.session is not None:
             with self.read() as db:
@@ -699,10 +716,7 @@ class Store:
                 raise
             return
         with self.engine.connect() as conn:  # one of its own, given back at once
-            if self._alone:
-                _autocommit(conn)
-            else:  # SQLite: no BEGIN (_SQLiteConnection), each statement a snapshot of its own
-                setattr(conn, STANDALONE, True)
+            _stand_alone_reads(conn, self._alone)
             yield conn
 
     def write(self, work: Callable[[Session], T]) -> T:

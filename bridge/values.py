@@ -16,7 +16,6 @@ from sqlalchemy import (
     Boolean,
     Column,
     Connection,
-    CursorResult,
     Executable,
     Insert,
     String,
@@ -27,6 +26,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
+from bridge import driver
 from bridge.errors import InvalidInput
 
 
@@ -105,7 +105,7 @@ def write_queued(
     params: Mapping[str, Any] | None = None,
     *,
     keep: bool = False,
-) -> CursorResult[Any] | None:
+) -> int | None:
     """Write the rows insert_rows queued in this transaction, what the session holds flushed
     first; then run `statement` (an INSERT, UPDATE or DELETE) with `params`, if given, and
     return its result. `keep`: rows inserted after this are still queued (a new user's link to
@@ -135,10 +135,15 @@ def write_queued(
             conn.exec_driver_sql(combined.sql, values)
             return None
         # its options too (an INSERT's rowcount is kept when it asks: preserve_rowcount)
-        return conn.exec_driver_sql(combined.sql, values, statement.get_execution_options())
+        return conn.exec_driver_sql(
+            combined.sql, values, statement.get_execution_options()
+        ).rowcount
     for what, rows in queued:
-        conn.execute(_insert(what) if isinstance(what, Table) else what, rows)
-    return None if statement is None else conn.execute(statement, params)
+        if isinstance(what, Table):
+            driver.execute(conn, _insert(what), rows)
+        else:
+            driver.execute(conn, what, [rows])
+    return None if statement is None else driver.execute(conn, statement, [params or {}])
 
 
 def forget_queued(db: Session, _previous: Any = None) -> None:

@@ -14,7 +14,7 @@ from itsdangerous import BadSignature, URLSafeSerializer
 from onelogin.saml2.auth import OneLogin_Saml2_Auth
 from sqlalchemy import Table, and_, bindparam, select
 
-from bridge import browser, idps, logins, provisioning, redirects, sessions, test_logins
+from bridge import browser, driver, idps, logins, provisioning, redirects, sessions, test_logins
 from bridge import sp_keys as keys
 from bridge.access import access_of
 from bridge.errors import InvalidInput, NotFound
@@ -104,7 +104,7 @@ def _account_and_pending(
     if in_response_to:
         statement, params = _ACCOUNT_STATE_PENDING, {**params, "request_id": in_response_to}
     with get_store().connection() as conn:
-        rows = conn.execute(statement, params).all()
+        rows = driver.rows(conn, statement, params)
     if not rows:
         raise SamlRejected("unknown_account", f"no account {slug!r}", status=404)
     first = rows[0]._mapping

@@ -75,7 +75,7 @@ def test_disk_full(sqlite_app, caplog):
         dbapi_conn.execute(f"PRAGMA max_page_count = {pages}")
 
     event.listen(store.engine, "connect", cap)
-    store.engine.dispose()
+    store.dispose()
     created, refused = 1, None
     with caplog.at_level(logging.ERROR, logger="bridge.web"):
         for n in range(300):
@@ -88,7 +88,7 @@ def test_disk_full(sqlite_app, caplog):
     _refused(refused)
     assert any("database or disk is full" in r.getMessage() for r in caplog.records)
     event.remove(store.engine, "connect", cap)
-    store.engine.dispose()
+    store.dispose()
     _check_intact(app, scim.account.id, created)
     assert _create(scim, "after@ex.com").status_code == 201
 
@@ -106,7 +106,7 @@ def test_read_only_file(sqlite_app, caplog):
         pytest.skip("needs root and chattr to make a file read-only for root")
     store = app.extensions["bridge.store"]
     assert _create(scim, "first@ex.com").status_code == 201
-    store.engine.dispose()  # the last connection closes: SQLite checkpoints and drops -wal/-shm
+    store.dispose()  # the last connection closes: SQLite checkpoints and drops -wal/-shm
     frozen = [path, path.parent]
     try:
         _immutable(frozen, True)
@@ -119,6 +119,6 @@ def test_read_only_file(sqlite_app, caplog):
         assert any("database unavailable" in r.getMessage() for r in caplog.records)
     finally:
         _immutable(frozen, False)
-    store.engine.dispose()
+    store.dispose()
     _check_intact(app, scim.account.id, 1)
     assert _create(scim, "after@ex.com").status_code == 201

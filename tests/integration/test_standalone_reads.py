@@ -38,9 +38,9 @@ from tests.integration.test_statement_counts import Logins
 @pytest.fixture
 def pg_store(store):
     """The store, on PostgreSQL only: what these tests check is the driver's autocommit (on
-    SQLite only Core reads go without a transaction) and each thread's kept connection."""
+    SQLite only Core reads go without a transaction) and a kept connection's server."""
     if store.dialect != "postgresql":
-        pytest.skip("PostgreSQL's: the driver's autocommit sessions, a thread's kept connection")
+        pytest.skip("PostgreSQL's: the driver's autocommit sessions, a server that hangs up")
     return store
 
 
@@ -200,10 +200,9 @@ def test_a_connection_the_driver_cannot_switch_back_is_discarded(pg_store, accou
 
 def test_core_reads_stand_alone_without_a_transaction(store, account):
     """`Store.connection` in a request whose reads stand alone: no session, no transaction (on
-    PostgreSQL the driver's autocommit, on SQLite no BEGIN), on a connection of its own: on
-    SQLite back in the pool as soon as the read is done, on PostgreSQL its thread's (the next
-    tests); in a request with one snapshot, the read session's own connection (its
-    transaction)."""
+    PostgreSQL the driver's autocommit, on SQLite no BEGIN), on a connection of its own, its
+    thread's (kept checked out: the next tests); in a request with one snapshot, the read
+    session's own connection (its transaction)."""
     pool = store.engine.pool
     postgresql = store.dialect == "postgresql"
     with states(store.engine) as seen, store.scope(snapshot=False):
@@ -212,10 +211,10 @@ def test_core_reads_stand_alone_without_a_transaction(store, account):
             if postgresql:  # as its transaction began (none: in autocommit)
                 assert conn.connection.dbapi_connection.autocommit is True
             assert pool.checkedout() == 1
-        assert pool.checkedout() == (1 if postgresql else 0)
+        assert pool.checkedout() == 1  # kept for this thread's next stand-alone read
         with store.read() as db:  # a session after it: another connection
             db.execute(select(Account.id)).all()
-            assert pool.checkedout() == (2 if postgresql else 1)
+            assert pool.checkedout() == 2
     # the session's read: on SQLite in a read transaction (test_a_read_after_a_write...)
     assert seen == ["SELECT IDLE", "SELECT IDLE" if postgresql else "SELECT INTRANS"]
     with states(store.engine) as seen, store.scope(), store.read() as db:
@@ -233,36 +232,53 @@ def _alone(store, account):
         return conn
 
 
-def test_a_thread_keeps_its_connection_for_reads_that_stand_alone(pg_store, account):
-    """On PostgreSQL each thread keeps one connection, checked out, for its stand-alone reads
-    (no checkout and return per request); another thread has its own, given back to the pool
-    when that thread ends."""
-    pool = pg_store.engine.pool
-    first = _alone(pg_store, account)
-    assert _alone(pg_store, account) is first and pool.checkedout() == 1
-    with states(pg_store.engine) as seen:
-        _alone(pg_store, account)
+def test_a_thread_keeps_its_connection_for_reads_that_stand_alone(store, account):
+    """Each thread keeps one connection, checked out, for its stand-alone reads (no checkout
+    and return per request); another thread has its own, given back to the pool when that
+    thread ends."""
+    pool = store.engine.pool
+    first = _alone(store, account)
+    assert _alone(store, account) is first and pool.checkedout() == 1
+    with states(store.engine) as seen:
+        _alone(store, account)
     assert seen == ["SELECT IDLE"]  # still no transaction
     theirs = []
-    thread = threading.Thread(target=lambda: theirs.append(_alone(pg_store, account)))
+    thread = threading.Thread(target=lambda: theirs.append(_alone(store, account)))
     thread.start()
     thread.join()
     gc.collect()
     assert theirs[0] is not first and theirs[0].closed
-    assert pool.checkedout() == 1 and _alone(pg_store, account) is first
+    assert pool.checkedout() == 1 and _alone(store, account) is first
 
 
-def test_past_the_limit_a_thread_takes_a_connection_per_read(pg_store, account, monkeypatch):
+def test_a_kept_sqlite_connection_sees_each_commit(store, account):
+    """SQLite: the kept connection's reads hold no snapshot between them (no BEGIN, and each
+    statement's cursor is done), so a write committed on another connection in between is seen
+    by the next read."""
+    kept = _alone(store, account)
+    store.write(
+        lambda db: db.execute(
+            update(Account).where(Account.id == account.id).values(name="Renamed meanwhile")
+        )
+    )
+    with store.scope(snapshot=False), store.connection() as conn:
+        assert conn is kept
+        assert conn.execute(select(Account.name).where(Account.id == account.id)).scalar_one() == (
+            "Renamed meanwhile"
+        )
+
+
+def test_past_the_limit_a_thread_takes_a_connection_per_read(store, account, monkeypatch):
     """At most HELD_LIMIT threads keep one (the pool's overflow stays for sessions and writes):
-    past it a thread's read takes one from the pool and gives it back, as on SQLite; once a
-    keeper gives its own back, the next thread to read keeps one again."""
+    past it a thread's read takes one from the pool and gives it back; once a keeper gives its
+    own back, the next thread to read keeps one again."""
     monkeypatch.setattr(store_module, "HELD_LIMIT", 1)
-    pool = pg_store.engine.pool
-    kept = _alone(pg_store, account)
+    pool = store.engine.pool
+    kept = _alone(store, account)
     seen = []
 
     def other_thread():
-        conn = _alone(pg_store, account)
+        conn = _alone(store, account)
         seen.append((conn.closed, pool.checkedout()))
 
     for _ in range(2):
@@ -270,8 +286,8 @@ def test_past_the_limit_a_thread_takes_a_connection_per_read(pg_store, account, 
         thread.start()
         thread.join()
     assert seen == [(True, 1), (True, 1)]  # given back at once: only the keeper's is out
-    with pytest.raises(DBAPIError), pg_store.scope(snapshot=False), pg_store.connection() as conn:
-        conn.execute(text("SELECT 1 / 0"))  # the keeper's, given back after an error
+    with pytest.raises(DBAPIError), store.scope(snapshot=False), store.connection() as conn:
+        conn.execute(text(REFUSED))  # the keeper's, given back after an error
     assert kept.closed and pool.checkedout() == 0
     keeper = threading.Thread(target=other_thread)
     keeper.start()
@@ -299,15 +315,18 @@ def _readable(conn):
     return bool(select_module.select([fileno], [], [], 0)[0])
 
 
-def test_a_kept_connection_is_given_back_after_an_error(pg_store, account):
+REFUSED = "SELECT * FROM no_such_table"  # an error on both databases
+
+
+def test_a_kept_connection_is_given_back_after_an_error(store, account):
     """A statement refused on it (or any error while it is used): it goes back to the pool (its
     reset clears whatever was left) and the next read takes another."""
-    kept = _alone(pg_store, account)
-    with pytest.raises(DBAPIError), pg_store.scope(snapshot=False), pg_store.connection() as conn:
+    kept = _alone(store, account)
+    with pytest.raises(DBAPIError), store.scope(snapshot=False), store.connection() as conn:
         assert conn is kept
-        conn.execute(text("SELECT 1 / 0"))
-    assert kept.closed and pg_store.engine.pool.checkedout() == 0
-    assert _alone(pg_store, account) is not kept
+        conn.execute(text(REFUSED))
+    assert kept.closed and store.engine.pool.checkedout() == 0
+    assert _alone(store, account) is not kept
 
 
 def test_a_forked_process_leaves_its_parents_kept_connection_alone(pg_store, account):
@@ -322,11 +341,11 @@ def test_a_forked_process_leaves_its_parents_kept_connection_alone(pg_store, acc
     assert _alone(pg_store, account) is kept  # still good: nothing was sent or closed on it
 
 
-def test_disposing_the_store_gives_the_kept_connections_back(pg_store, account):
-    kept = _alone(pg_store, account)
-    pg_store.dispose()
+def test_disposing_the_store_gives_the_kept_connections_back(store, account):
+    kept = _alone(store, account)
+    store.dispose()
     assert kept.closed
-    assert _alone(pg_store, account) is not kept  # a new pool's
+    assert _alone(store, account) is not kept  # a new pool's
 
 
 def test_the_engine_dispatches_no_statement_events(settings, store, account):

@@ -207,7 +207,7 @@ class Capture:
     """Every transaction boundary and statement the app's engine sends, per request."""
 
     def __init__(self, engine: Any) -> None:
-        from bridge.store import WRITE
+        from bridge.store import STANDALONE, WRITE
 
         self.on = False
         self.requests: list[list[tuple[Any, ...]]] = []
@@ -217,7 +217,14 @@ class Capture:
                 self.requests[-1].append(ev)
 
         sqlite = engine.dialect.name == "sqlite"
-        begun: dict[int, bool] = {}  # PostgreSQL: connections begun, no statement sent yet
+        begun: dict[int, bool] = {}  # connections begun, no statement sent yet
+
+        def alone(conn: Any) -> bool:
+            """Whether `conn` sends its statements without a transaction (bridge.store: on
+            PostgreSQL in autocommit, on SQLite with no BEGIN)."""
+            if sqlite:
+                return bool(getattr(conn, STANDALONE, False))
+            return bool(conn.connection.dbapi_connection.autocommit)
 
         def statement(conn: Any, _cur: Any, sql: str, params: Any, _ctx: Any, many: bool) -> None:
             if sql == "BEGIN":  # older code sent SQLite's through SQLAlchemy: see "begin"
@@ -225,15 +232,14 @@ class Capture:
             write = begun.pop(id(conn), None)
             if write is not None:  # psycopg sends BEGIN before the first statement, unless the
                 # connection is in autocommit (reads that stand alone: bridge.store)
-                add(("begin", write, conn.connection.dbapi_connection.autocommit))
+                add(("begin", write, alone(conn)))
+            elif alone(conn):  # a thread's kept connection, begun (in SQLAlchemy's view) before
+                add(("begin", False, True))
             add(("sql", sql, params, many))
 
         def begin(conn: Any) -> None:
-            write = bool(conn.get_execution_options().get(WRITE))
-            if sqlite:  # bridge.store sends SQLite's BEGIN as SQLAlchemy begins
-                add(("begin", write, False))
-            else:
-                begun[id(conn)] = write
+            # bridge.store sends SQLite's BEGIN as SQLAlchemy begins (none for reads alone)
+            begun[id(conn)] = bool(conn.get_execution_options().get(WRITE))
 
         def end(kind: str) -> Callable[[Any], None]:
             def ended(conn: Any) -> None:
@@ -256,6 +262,7 @@ class Capture:
         """Listen (SQLite's statements then go through SQLAlchemy: bridge.driver)."""
         from sqlalchemy import event
 
+        self.had_events = self.engine._has_events
         for name, fn in self.listeners:
             event.listen(self.engine, name, fn)
 
@@ -264,6 +271,10 @@ class Capture:
 
         for name, fn in self.listeners:
             event.remove(self.engine, name, fn)
+        # SQLAlchemy keeps an engine's "has listeners" flag once set, and then dispatches each
+        # step of every statement and transaction to the (now empty) listener lists: 0.5 ms
+        # of a SCIM create's CPU on SQLite. The app's engine had none (or what it had).
+        self.engine._has_events = self.had_events
 
     @contextmanager
     def request(self) -> Iterator[None]:
@@ -278,10 +289,10 @@ class Capture:
 def replay(dbapi: Any, sqlite: bool, events: list[tuple[Any, ...]]) -> None:
     for ev in events:
         if ev[0] == "begin":
-            if sqlite:
-                dbapi.execute("BEGIN IMMEDIATE" if ev[1] else "BEGIN")
-            else:  # psycopg: no BEGIN (and no end) for reads that stand alone
+            if not sqlite:  # psycopg: no BEGIN (and no end) for reads that stand alone
                 dbapi.autocommit = ev[2]
+            elif not ev[2]:  # SQLite: none for reads that stand alone
+                dbapi.execute("BEGIN IMMEDIATE" if ev[1] else "BEGIN")
         elif ev[0] == "sql":
             cur = dbapi.cursor()
             (cur.executemany if ev[3] else cur.execute)(ev[1], ev[2])
@@ -322,28 +333,43 @@ def snapshot(store: Any, url: str, tag: str) -> tuple[str, Callable[[], None]]:
 
 def replay_session(sessions: Any, events: list[tuple[Any, ...]]) -> None:
     """The same statements as SQL strings through SQLAlchemy sessions: no statement to build,
-    compile or look up, no ORM objects; a session per transaction, as bridge.store opens them."""
-    from bridge.store import WRITE
+    compile or look up, no ORM objects; a session per transaction, as bridge.store opens them
+    (on SQLite a connection with no BEGIN for reads that stand alone, as bridge.store's)."""
+    from sqlalchemy import Connection
 
-    db = None
+    from bridge.store import STANDALONE, WRITE
+
+    engine = sessions.kw["bind"]
+    sqlite = engine.dialect.name == "sqlite"
+    db: Any = None  # a session, or a connection
+
+    def done() -> None:
+        nonlocal db
+        if db is not None:
+            db.close()
+            db = None
+
     for ev in events:
         if ev[0] == "begin":
-            if db is not None:  # reads that stood alone: no end was sent
-                db.close()
+            done()  # reads that stood alone: no end was sent
+            if ev[2] and sqlite:
+                db = engine.connect()
+                setattr(db, STANDALONE, True)
+                continue
             db = sessions()
             alone = {"isolation_level": "AUTOCOMMIT"} if ev[2] else {}
             db.connection(execution_options={WRITE: True, **alone} if ev[1] else alone)
         elif ev[0] == "sql":
             assert db is not None
-            result = db.connection().exec_driver_sql(ev[1], list(ev[2]) if ev[3] else ev[2])
+            conn = db if isinstance(db, Connection) else db.connection()
+            result = conn.exec_driver_sql(ev[1], list(ev[2]) if ev[3] else ev[2])
             if result.returns_rows:
                 result.all()
         elif db is not None:
-            db.commit() if ev[0] == "commit" else db.rollback()
-            db.close()
-            db = None
-    if db is not None:  # reads that stood alone: no end was sent
-        db.close()
+            if not isinstance(db, Connection):
+                db.commit() if ev[0] == "commit" else db.rollback()
+            done()
+    done()
 
 
 class ServerCpu:

@@ -10,11 +10,11 @@ sqlite3 connection, with its values converted as SQLAlchemy converts them (each 
 result processors) and its errors raised as SQLAlchemy raises them (IntegrityError, ...), in
 whatever transaction the Connection is in (it begins as ever: bridge.store).
 
-SQLAlchemy runs it as before (same statement, same values) on any other database, and when
-the engine or connection has a listener for its events (a test or bench counting statements:
-the engine the app makes has none), or when its execution does more than send it: a Python
-default or onupdate to fill, RETURNING, parameters expanded at execution; and for a read
-whose columns cannot be a named tuple's fields.
+SQLAlchemy runs it as before (same statement, same values) on any other database, and while
+the engine or connection has a listener of its execution (tracing, a test or bench counting
+statements: the engine the app makes has none), or when its execution does more than send
+it: a Python default or onupdate to fill, RETURNING, parameters expanded at execution; and for
+a read whose columns cannot be a named tuple's fields.
 """
 
 from __future__ import annotations
@@ -89,10 +89,20 @@ def rows(
     ]
 
 
+# the events of a statement's execution: a listener of one must see it (SQLAlchemy sends it)
+_WATCHING = ("before_execute", "after_execute", "before_cursor_execute", "after_cursor_execute")
+
+
 def _direct(conn: Connection) -> bool:
     """Whether statements on `conn` may go straight to the driver: SQLite, with no listener
-    for its events (a listener must see them: SQLAlchemy sends them then)."""
-    return conn.dialect.name == "sqlite" and not (conn._has_events or conn.engine._has_events)
+    of their execution. (SQLAlchemy's own flag stays set once any listener was added, even
+    after it is removed: the listeners themselves are asked then.)"""
+    if conn.dialect.name != "sqlite":
+        return False
+    if not (conn._has_events or conn.engine._has_events):
+        return True
+    dispatch = conn.dispatch
+    return not any(getattr(dispatch, name) for name in _WATCHING)
 
 
 def _cursor(conn: Connection) -> Any:

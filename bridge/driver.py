@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import keyword
+import operator
 from collections import namedtuple
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -40,13 +41,7 @@ def execute(conn: Connection, statement: Executable, rows: Sequence[Mapping[str,
     if not direct:
         return conn.execute(statement, list(rows) if len(rows) > 1 else rows[0]).rowcount
     sql, params = direct
-    values = [
-        tuple(
-            row.get(key, default) if convert is None else convert(row.get(key, default))
-            for key, default, convert in params
-        )
-        for row in rows
-    ]
+    values = [params(row) for row in rows]
     cursor = _cursor(conn)
     try:
         if len(values) == 1:
@@ -69,10 +64,7 @@ def rows(
     if not direct:
         return list(conn.execute(statement, params))
     sql, binds, make, converts = direct
-    values = tuple(
-        params.get(key, default) if convert is None else convert(params.get(key, default))
-        for key, default, convert in binds
-    )
+    values = binds(params)
     cursor = _cursor(conn)
     try:
         cursor.execute(sql, values)
@@ -81,12 +73,15 @@ def rows(
         raise _wrapped(conn, sql, values, exc) from exc
     finally:
         cursor.close()
-    if not any(converts):
+    if not converts:
         return [make(row) for row in fetched]
-    return [
-        make([v if c is None else c(v) for v, c in zip(row, converts, strict=True)])
-        for row in fetched
-    ]
+    made = []
+    for row in fetched:
+        values = list(row)
+        for i, convert in converts:
+            values[i] = convert(values[i])
+        made.append(make(values))
+    return made
 
 
 # the events of a statement's execution: a listener of one must see it (SQLAlchemy sends it)
@@ -115,9 +110,32 @@ def _wrapped(conn: Connection, sql: str, values: Any, exc: Exception) -> Excepti
     return DBAPIError.instance(sql, values, exc, base, dialect=conn.dialect)
 
 
-def _binds(compiled: Any, keys: tuple[str, ...], dialect: Any) -> list[Any] | None:
-    """Each positional parameter's (key, value when not given, conversion); None when one
-    would need more than a value (a callable, or a required one not given)."""
+class _Params:
+    """A compiled statement's positional parameters from a row of values by key: each key's
+    value (or the parameter's own, when not given), converted where its type converts."""
+
+    def __init__(self, binds: list[tuple[str, Any, _Convert]]) -> None:
+        self.binds = binds
+        keys = [key for key, _default, _convert in binds]
+        self.get = operator.itemgetter(*keys) if len(keys) > 1 else None
+        self.converts = [(i, c) for i, (_k, _d, c) in enumerate(binds) if c is not None]
+
+    def __call__(self, row: Mapping[str, Any]) -> Sequence[Any]:
+        try:  # every key given (the usual): picked in one call
+            values = list(self.get(row)) if self.get is not None else self._each(row)
+        except KeyError:
+            values = self._each(row)
+        for i, convert in self.converts:
+            values[i] = convert(values[i])
+        return values
+
+    def _each(self, row: Mapping[str, Any]) -> list[Any]:
+        return [row.get(key, default) for key, default, _convert in self.binds]
+
+
+def _binds(compiled: Any, keys: tuple[str, ...], dialect: Any) -> _Params | None:
+    """The compiled statement's parameters (_Params); None when one would need more than a
+    value (a callable, or a required one not given)."""
     binds = []
     for name in compiled.positiontup:
         bind = compiled.binds[name]
@@ -125,7 +143,7 @@ def _binds(compiled: Any, keys: tuple[str, ...], dialect: Any) -> list[Any] | No
             return None
         convert = bind.type.dialect_impl(dialect).bind_processor(dialect)
         binds.append((bind.key, bind.value, convert))
-    return binds
+    return _Params(binds)
 
 
 def _plain(compiled: Any) -> bool:
@@ -142,7 +160,7 @@ def _plain(compiled: Any) -> bool:
 @functools.lru_cache(maxsize=MAX_SHAPES)
 def _write(
     statement: Executable, keys: tuple[str, ...], dialect: Any
-) -> tuple[str, list[Any]] | None:
+) -> tuple[str, _Params] | None:
     compiled = statement.compile(dialect=dialect, column_keys=list(keys))  # type: ignore[attr-defined]
     binds = _binds(compiled, keys, dialect) if _plain(compiled) else None
     return None if binds is None else (compiled.string, binds)
@@ -151,7 +169,7 @@ def _write(
 @functools.lru_cache(maxsize=MAX_SHAPES)
 def _read(
     statement: Select[*tuple[Any, ...]], keys: tuple[str, ...], dialect: Any
-) -> tuple[str, list[Any], Callable[[Any], Any], list[_Convert]] | None:
+) -> tuple[str, _Params, Callable[[Any], Any], list[tuple[int, Callable[[Any], Any]]]] | None:
     compiled = statement.compile(dialect=dialect)
     binds = _binds(compiled, keys, dialect) if _plain(compiled) else None
     columns = list(statement.selected_columns)
@@ -159,8 +177,11 @@ def _read(
     usable = all(n.isidentifier() and not keyword.iskeyword(n) and n[0] != "_" for n in names)
     if binds is None or not usable or len(set(names)) != len(names):
         return None
-    converts: list[_Convert] = [
+    processors = [
         column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns
+    ]
+    converts: list[tuple[int, Callable[[Any], Any]]] = [
+        (i, c) for i, c in enumerate(processors) if c is not None
     ]
     return compiled.string, binds, _row_type(tuple(names))._make, converts  # type: ignore[attr-defined]
 

@@ -3,7 +3,8 @@
 SQLAlchemy's execution of a statement (its compiled form looked up, an execution context, the
 parameters processed, a cursor result set up, a BEGIN if needed) costs SQLite several times
 what SQLite itself spends on the statement: a SCIM create on SQLite sent 8 statements, a tenth
-of its CPU in their execution alone (bench/instructions.py: the create 0.85x with this). Here a
+of its CPU in their execution alone (bench/instructions.py: a create 0.79x the instructions with
+this and bridge.store's kept read connection, a GET 0.91x, logins 0.90-0.95x). Here a
 statement is compiled once per shape (MAX_SHAPES kept: so a statement must be built once, at
 module level, as bridge.values' combined statements must), then sent on the connection's own
 sqlite3 connection, with its values converted as SQLAlchemy converts them (each type's bind and

@@ -370,11 +370,10 @@ class _Held:
     autocommit (PostgreSQL) or with no BEGIN (SQLite: each statement's own read transaction
     ends as its rows are all read, as every caller reads them) it holds no transaction and no
     snapshot between statements, so keeping it shows its thread nothing the pool's next
-    connection would not. It is given
-    back to the pool (closed, when the pool has no room) when the thread ends, when its store
-    is disposed, after an error while it was used, and replaced when its server hung up, after
-    RECYCLE seconds (as the pool recycles its own) or in a forked process (left as it is: the
-    parent's)."""
+    connection would not. It is given back to the pool (closed, when the pool has no room) when
+    the thread ends, when its store is disposed, after an error while it was used, and replaced
+    when its server hung up (PostgreSQL), after RECYCLE seconds (as the pool recycles its own)
+    or in a forked process (left as it is: the parent's)."""
 
     __slots__ = ("conn", "generation", "keeper", "pid", "since")
 
@@ -419,9 +418,9 @@ HELD_LIMIT = 10
 
 class _Kept:
     """A store's kept connections (not for SQLite's :memory:, whose pool hands a thread one
-    connection for everything): each thread's own (_Held), how many threads
-    keep one (at most HELD_LIMIT), and a generation that `dispose` bumps (every thread's is
-    given back at its next use)."""
+    connection for everything): each thread's own (_Held), how many threads keep one (at most
+    HELD_LIMIT), and a generation that `dispose` bumps (every thread's is given back at its
+    next use)."""
 
     def __init__(self, engine: Engine, alone: bool) -> None:
         self.engine = engine

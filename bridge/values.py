@@ -107,15 +107,17 @@ def write_queued(
     keep: bool = False,
 ) -> int | None:
     """Write the rows insert_rows queued in this transaction, what the session holds flushed
-    first; then run `statement` (an INSERT, UPDATE or DELETE) with `params`, if given, and
-    return its result. `keep`: rows inserted after this are still queued (a new user's link to
-    their IdP, which needs their row, is written before their access is decided).
+    first; then run `statement` (an INSERT, UPDATE or DELETE, built once) with `params`, if
+    given, and return its rowcount. `keep`: rows inserted after this are still queued (a new
+    user's link to their IdP, which needs their row, is written before their access is
+    decided).
 
     On PostgreSQL that is one statement: each queued table's rows are a data-modifying CTE of
     `statement` (or of the last table's INSERT), one round trip where a table each took one.
     PostgreSQL checks their foreign keys at the end of the whole statement, so a new user's
     e-mails may reference the user inserted beside them. Elsewhere one INSERT per table, then
-    `statement`: SQLite has no INSERT inside WITH (and its statements cost no round trip)."""
+    `statement`: SQLite has no INSERT inside WITH (and its statements cost no round trip; they
+    go straight to its driver, bridge.driver)."""
     queued: list[tuple[Any, Any]] = db.info.pop(QUEUED, None) or []
     if keep:
         db.info[QUEUED] = []

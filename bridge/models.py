@@ -164,8 +164,11 @@ def loaded(db: Session, obj: _T, **collections: list[Any]) -> _T:
     return obj
 
 
-def _account_fk() -> Mapped[int]:
-    return mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+def _account_fk(*, index: bool = True) -> Mapped[int]:
+    """The owning account. `index=False` where a key or index of the table starts with it
+    (it serves every lookup by account, the cascade's too): one index fewer to write per row
+    (migration 0015)."""
+    return mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=index)
 
 
 class Versioned:
@@ -235,7 +238,7 @@ class User(Versioned, Base):
         Index("ix_users_account_created", "account_id", "created", "id"),
     )
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
-    account_id: Mapped[int] = _account_fk()
+    account_id: Mapped[int] = _account_fk(index=False)  # its keys and indexes above lead with it
     user_name: Mapped[str] = mapped_column(String(256))
     user_name_key: Mapped[str] = mapped_column(String(256))
     external_id: Mapped[str | None] = mapped_column(String(256))
@@ -322,7 +325,7 @@ class Group(Versioned, Base):
         Index("ix_groups_account_created", "account_id", "created", "id"),
     )
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
-    account_id: Mapped[int] = _account_fk()
+    account_id: Mapped[int] = _account_fk(index=False)  # its keys and indexes above lead with it
     display_name: Mapped[str] = mapped_column(String(256))
     display_name_key: Mapped[str] = mapped_column(String(256))
     external_id: Mapped[str | None] = mapped_column(String(256))
@@ -616,7 +619,7 @@ class AuditEvent(Base):
     __tablename__ = "audit_events"
     __table_args__ = (UniqueConstraint("account_id", "seq"),)
     id: Mapped[int] = mapped_column(primary_key=True)
-    account_id: Mapped[int] = _account_fk()
+    account_id: Mapped[int] = _account_fk(index=False)  # (account_id, seq) leads with it
     seq: Mapped[int] = mapped_column(Integer)
     at: Mapped[datetime] = mapped_column()
     actor: Mapped[str] = mapped_column(String(200))

@@ -42,18 +42,7 @@ def execute(conn: Connection, statement: Executable, rows: Sequence[Mapping[str,
     if not direct:
         return conn.execute(statement, list(rows) if len(rows) > 1 else rows[0]).rowcount
     sql, params = direct
-    values = [params(row) for row in rows]
-    cursor = _cursor(conn)
-    try:
-        if len(values) == 1:
-            cursor.execute(sql, values[0])
-        else:
-            cursor.executemany(sql, values)
-        return int(cursor.rowcount)
-    except conn.dialect.loaded_dbapi.Error as exc:
-        raise _wrapped(conn, sql, values, exc) from exc
-    finally:
-        cursor.close()
+    return int(_send(conn, sql, [params(row) for row in rows], fetch=False))
 
 
 def rows(
@@ -65,15 +54,7 @@ def rows(
     if not direct:
         return list(conn.execute(statement, params))
     sql, binds, make, converts = direct
-    values = binds(params)
-    cursor = _cursor(conn)
-    try:
-        cursor.execute(sql, values)
-        fetched = cursor.fetchall()
-    except conn.dialect.loaded_dbapi.Error as exc:
-        raise _wrapped(conn, sql, values, exc) from exc
-    finally:
-        cursor.close()
+    fetched = _send(conn, sql, [binds(params)], fetch=True)
     if not converts:
         return [make(row) for row in fetched]
     made = []
@@ -101,14 +82,22 @@ def _direct(conn: Connection) -> bool:
     return not any(getattr(dispatch, name) for name in _WATCHING)
 
 
-def _cursor(conn: Connection) -> Any:
-    return conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-
-
-def _wrapped(conn: Connection, sql: str, values: Any, exc: Exception) -> Exception:
-    """The driver's error as SQLAlchemy raises it (sqlite3.IntegrityError: IntegrityError...)."""
-    base = conn.dialect.loaded_dbapi.Error
-    return DBAPIError.instance(sql, values, exc, base, dialect=conn.dialect)
+def _send(conn: Connection, sql: str, values: list[Sequence[Any]], *, fetch: bool) -> Any:
+    """`sql` once per sequence of `values` on `conn`'s own sqlite3 connection: the rows it read
+    (`fetch`) or its rowcount; the driver's error raised as SQLAlchemy raises it
+    (sqlite3.IntegrityError: IntegrityError, ...)."""
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        if len(values) == 1:
+            cursor.execute(sql, values[0])
+        else:
+            cursor.executemany(sql, values)
+        return cursor.fetchall() if fetch else cursor.rowcount
+    except conn.dialect.loaded_dbapi.Error as exc:
+        base = conn.dialect.loaded_dbapi.Error
+        raise DBAPIError.instance(sql, values, exc, base, dialect=conn.dialect) from exc
+    finally:
+        cursor.close()
 
 
 class _Params:

@@ -24,7 +24,6 @@ from sqlalchemy import (
     JSON,
     Boolean,
     Integer,
-    Row,
     Select,
     String,
     Table,
@@ -273,7 +272,7 @@ def with_known(statement: Select[*tuple[Any, ...]], account_id: Any) -> Select[*
     )
 
 
-def known_of(rows: Sequence[Row[Any]]) -> Known:
+def known_of(rows: Sequence[Any]) -> Known:
     """What with_known's rows (at least one; each carries it all) say of the account's version
     and environments (in id order)."""
     first = rows[0]
@@ -296,9 +295,9 @@ _WITH_ACCOUNT = with_known(
 )
 
 
-def read_with_account(db: Session, account_id: int) -> tuple[Row[Any] | None, Known]:
-    """The account's row (its columns by name; None when there is no such account) and what
-    policy_for reads of it (Known), in one round trip."""
+def read_with_account(db: Session, account_id: int) -> tuple[Any, Known]:
+    """The account's row (its columns by name, bridge.driver's; None when there is no such
+    account) and what policy_for reads of it (Known), in one round trip."""
     rows = driver.rows(db.connection(), _WITH_ACCOUNT, {"account_id": account_id})
     if not rows:
         return None, Known(None, [])

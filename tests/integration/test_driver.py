@@ -16,7 +16,7 @@ from sqlalchemy import Connection, event, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from bridge import accounts, driver, policy, provisioning
-from bridge.models import Account, Environment, utcnow
+from bridge.models import Environment, utcnow
 from saml import views as saml_views
 from tests.integration.test_scim_users import create
 
@@ -206,4 +206,3 @@ def test_postgresql_reads_through_sqlalchemy(store, account):
         rows = driver.rows(conn, provisioning._ACCOUNT, {"account_id": account.id})
     assert type(rows[0]).__module__.startswith("sqlalchemy")
     assert rows[0].slug == account.slug and isinstance(rows[0]._mapping["id"], int)
-    assert Account.__table__.c.slug.key == "slug"

@@ -17,6 +17,7 @@ import gc
 import json
 import mmap
 import os
+import socket
 import struct
 import sys
 import time
@@ -40,7 +41,7 @@ WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 class Worker(ASGIWorker):  # type: ignore[misc]
     """gunicorn's asyncio worker, serving the WSGI app through `WsgiOnAsgi`; with
     GUNICORN_ACCEPT_DEFER_MS, its open connections on the master's board (`_Board`) for its
-    loop's accepts (`_EventLoop`). Without it, no board: nothing is claimed or written."""
+    loop's accepts (`_Spreading`). Without it, no board: nothing is claimed or written."""
 
     _board: _Board | None = None  # made in the master by the first worker; shared by the forks
 
@@ -53,7 +54,8 @@ class Worker(ASGIWorker):  # type: ignore[misc]
         self._pending = 0  # accepted, not yet counted by gunicorn (its connection_made)
         self._deferring: float | None = None
         super().__init__(*args, **kwargs)  # runs in the master, before the fork
-        if ACCEPT_DEFER_LIMIT > 0:
+        self._defer_limit = accept_defer_limit(ACCEPT_DEFER_MS, max(1, int(self.cfg.threads)))
+        if self._defer_limit > 0:
             if Worker._board is None:
                 Worker._board = _Board()
             self._slot = Worker._board.claim()
@@ -77,7 +79,7 @@ class Worker(ASGIWorker):  # type: ignore[misc]
     def defer_accept(self) -> bool:
         """Whether to leave a waiting connection to another worker: one holds fewer open
         connections than this one (with those this one accepted and has not counted yet), and
-        this one has not left connections waiting for ACCEPT_DEFER_LIMIT already (a worker
+        this one has not left connections waiting for its limit already (a worker
         that hangs with few connections, until gunicorn's timeout kills it, delays each new
         connection by that much at most)."""
         least = None
@@ -89,7 +91,7 @@ class Worker(ASGIWorker):  # type: ignore[misc]
         now = time.monotonic()
         if self._deferring is None:
             self._deferring = now
-        if now - self._deferring >= ACCEPT_DEFER_LIMIT:
+        if now - self._deferring >= self._defer_limit:
             self._deferring = None
             return False
         return True
@@ -108,22 +110,21 @@ class Worker(ASGIWorker):  # type: ignore[misc]
             self._publish()
 
     def _setup_event_loop(self) -> None:
-        """uvloop's event loop (_UvLoop), or asyncio's (_EventLoop) when connections are spread
-        over the workers (GUNICORN_ACCEPT_DEFER_MS: it steers asyncio's accepts, which uvloop
-        does in C). The loop's side of a request (reading it, handing it to a thread, writing
+        """uvloop's event loop (_UvLoop; with GUNICORN_ACCEPT_DEFER_MS, accepting as _Spreading
+        says). The loop's side of a request (reading it, handing it to a thread, writing
         the answer) then runs in C, and hands over to the app's threads more cheaply: a SCIM GET
         by id cost a worker 0.95 ms of CPU against 1.07 on asyncio's loop (its loop's thread
         0.29 against 0.33, its app threads 0.66 against 0.74), 1,430 req/s against 1,142,
         better in each of 5 rounds (PostgreSQL, 2 workers, 4 keep-alive clients, both servers
         in the same rounds: bench/scim/cpu.py)."""
+        spreading = None
         if self._board is not None and self._slot is not None:
             self._board.publish(self._slot, self.pid, 0)  # this worker's, from now on
-            self.loop: asyncio.AbstractEventLoop = _EventLoop(int(self.cfg.backlog), self)
-        else:
-            self.loop = _UvLoop(int(self.cfg.backlog))
+            spreading = self
+        self.loop: asyncio.AbstractEventLoop = _UvLoop(int(self.cfg.backlog), spreading)
         asyncio.set_event_loop(self.loop)
-        kind = "asyncio" if isinstance(self.loop, _EventLoop) else "uvloop"
-        self.log.info("event loop: %s", kind)
+        how = "its own accepts" if spreading is None else "connections spread over the workers"
+        self.log.info("event loop: uvloop, %s", how)
 
     async def _shutdown(self) -> None:
         """Off the board first: a stopping worker accepts nothing, none should wait for it."""
@@ -202,7 +203,7 @@ class _Board:
     """How many connections each worker holds, in memory the master shares with the workers it
     forks (an anonymous shared mmap): a slot per worker (its pid and count), claimed by the
     master when it makes the worker, written by the worker only, read by every worker's loop
-    when a connection waits (_EventLoop). A slot whose worker died is claimed again by the
+    when a connection waits (_Spreading). A slot whose worker died is claimed again by the
     master for the worker that replaces it."""
 
     SLOTS = 64
@@ -216,7 +217,7 @@ class _Board:
             if pid == 0 or (pid > 0 and not _alive(pid)):
                 self.ENTRY.pack_into(self.memory, slot * self.ENTRY.size, -1, 0)
                 return slot
-        return None  # more workers than slots: this one accepts as asyncio does
+        return None  # more workers than slots: this one accepts as uvloop does
 
     def publish(self, slot: int, pid: int, count: int) -> None:
         self.ENTRY.pack_into(self.memory, slot * self.ENTRY.size, pid, count)
@@ -247,20 +248,29 @@ def _alive(pid: int) -> bool:
 
 
 ACCEPT_DEFER_STEP = 0.001  # seconds a loop leaves a waiting connection to a less busy worker
-# ... and at most, before it accepts the connection itself (GUNICORN_ACCEPT_DEFER_MS, e.g. 2; 0,
-# the default: asyncio's own accept, every waiting connection, whatever the others hold)
-# bounded: a worker that hangs holding few connections (gunicorn kills it after its timeout,
-# 30 s) must not hold new connections back for longer than this (the tests use 2,000)
+# ... and at most, before it accepts the connection itself (GUNICORN_ACCEPT_DEFER_MS; 0: uvloop's
+# own accept, every waiting connection, whatever the others hold); unset, ONE_THREAD_DEFER where
+# a worker runs its app in one thread (SQLite's default), else 0. Bounded: a worker that hangs
+# holding few connections (gunicorn kills it after its timeout, 30 s) must not hold new
+# connections back for longer than this (the tests use 2,000)
 MAX_ACCEPT_DEFER_MS = 10_000
+# two of the GIL's switch intervals (5 ms): a worker's loop waits for its running app thread's
+# (bench/scim --sqlite: 2 ms left one round of three split 3-1 where 10 split every round 2-2)
+ONE_THREAD_DEFER = 0.010
 
 
-def accept_defer_limit(raw: str | None) -> float:
-    """GUNICORN_ACCEPT_DEFER_MS in seconds: milliseconds from 0 (off, also when unset or empty)
-    to MAX_ACCEPT_DEFER_MS. Anything else stops the server before it starts, saying so: `inf`
-    would let a hung worker hold every new connection back, and a typo must not turn it off."""
+def accept_defer_limit(raw: str | None, threads: int) -> float:
+    """GUNICORN_ACCEPT_DEFER_MS in seconds: milliseconds from 0 (off) to MAX_ACCEPT_DEFER_MS;
+    unset or empty, ONE_THREAD_DEFER for workers that run their app in one thread (`threads`:
+    a worker holding two keep-alive connections serves them one after the other while another
+    worker may idle), 0 for more. Anything else stops the server before it starts, saying so:
+    `inf` would let a hung worker hold every new connection back, and a typo must not turn it
+    off."""
     text = (raw or "").strip()
+    if not text:
+        return ONE_THREAD_DEFER if threads == 1 else 0.0
     try:
-        ms = float(text or 0)
+        ms = float(text)
     except ValueError:
         ms = -1.0
     if not 0 <= ms <= MAX_ACCEPT_DEFER_MS:  # also NaN
@@ -271,7 +281,8 @@ def accept_defer_limit(raw: str | None) -> float:
     return ms / 1000
 
 
-ACCEPT_DEFER_LIMIT = accept_defer_limit(os.environ.get("GUNICORN_ACCEPT_DEFER_MS"))
+ACCEPT_DEFER_MS = os.environ.get("GUNICORN_ACCEPT_DEFER_MS")
+accept_defer_limit(ACCEPT_DEFER_MS, 1)  # a bad one stops gunicorn as it loads the worker class
 
 
 class _Backlog:
@@ -291,75 +302,103 @@ class _Backlog:
 
 
 class _UvLoop(_Backlog, uvloop.Loop):  # type: ignore[misc]
-    """uvloop's event loop, listening with gunicorn's backlog. Its accepts (libuv's, in C) spread
-    connections better than asyncio's without any help: 4 clients connecting at once to 2
-    workers landed 2-2 in 19 of 40 trials, 3-1 in 17, 4-0 in 4 (asyncio's: 4-0 in 12)."""
+    """uvloop's event loop, listening with gunicorn's backlog, and (GUNICORN_ACCEPT_DEFER_MS)
+    accepting a connection in the worker where fewer are open (`_Spreading`).
 
-    def __init__(self, backlog: int) -> None:
-        super().__init__()
-        self._listen_backlog = backlog
+    Every worker's loop watches the one socket gunicorn's master listens on, and a loop takes
+    every connection waiting there when it wakes (libuv's accept, in C): 4 clients connecting at
+    once to 2 workers landed 2-2 in 19 of 40 trials, 3-1 in 17, 4-0 in 4 (asyncio's loop: 4-0 in
+    12). A keep-alive connection (an IdP pushing SCIM, bench/scim's clients) stays where it
+    landed, and a worker runs its app in `threads` threads (1 on SQLite): 4 connections on one
+    worker queue behind each other while the other worker idles (SCIM creates, SQLite, one
+    round: 0.73x scim2-server split 4-0 against 1.17x split 2-2)."""
 
-
-class _EventLoop(_Backlog, asyncio.SelectorEventLoop):
-    """asyncio's event loop, listening with gunicorn's backlog, and (GUNICORN_ACCEPT_DEFER_MS)
-    accepting a connection in the worker where fewer are open.
-
-    Every worker's loop watches the one socket gunicorn's master listens on, and asyncio
-    accepts every connection waiting there when its loop wakes: 4 clients connecting at once to
-    2 workers landed 4-0 in 12 of 40 trials and 3-1 in 10, and a keep-alive connection (an IdP
-    pushing SCIM, bench/scim's clients) stays where it landed: GETs by id over 4 connections ran
-    at 471 req/s split 4-0 against 634 split 2-2 (PostgreSQL). Here a loop accepts one
-    connection at a time, and none while another worker holds fewer open connections (the
-    master's `_Board`): it leaves the socket alone for ACCEPT_DEFER_STEP, so the other worker's
-    loop takes it, for ACCEPT_DEFER_LIMIT at most (2 ms is enough for a loop that waits on its
-    socket to wake, well under 1 ms).
-
-    **Off unless GUNICORN_ACCEPT_DEFER_MS is set**: on this 2-core machine with one account,
-    spreading helped reads and hurt writes to that account. bench/scim (PostgreSQL, alternating
-    with it off): GET by id 1.45x / 1.54x the reference against 1.11x / 1.19x, filter hits up
-    to 1.8x; but SCIM creates 0.53x / 0.57x against 0.60x / 0.70x, and bench/saml's first
-    logins from 1 worker to 2 1.02-1.28x against 1.29-1.74x (8 runs): concurrent writes to one
-    account meet on its audit chain's row lock, and two workers' transactions wait on each other
-    where one worker's ran one after the other. With many accounts, or reads, turn it on. Only
-    then is this loop made (Worker._setup_event_loop): otherwise uvloop's (_UvLoop)."""
-
-    def __init__(self, backlog: int, worker: Worker) -> None:
+    def __init__(self, backlog: int, worker: Worker | None = None) -> None:
         super().__init__()
         self._listen_backlog = backlog
         self._worker = worker
 
-    def _accept_connection(self, protocol_factory: Any, sock: Any, *args: Any) -> None:
-        # asyncio's (3.11-3.13): sslcontext, server, backlog, handshake and shutdown timeouts
-        worker = self._worker
-        if len(args) != 5:  # another asyncio's: accepted as it accepts
-            super()._accept_connection(protocol_factory, sock, *args)  # type: ignore[misc]
+    async def create_server(self, protocol_factory: Any, *args: Any, **kwargs: Any) -> Any:
+        sock = kwargs.get("sock")
+        if self._worker is None or sock is None or args:  # uvloop's own accepts
+            return await super().create_server(protocol_factory, *args, **kwargs)
+        return _Spreading(self, self._worker, protocol_factory, sock, kwargs.get("ssl"))
+
+
+class _Spreading:
+    """A listening socket's server whose accepts the worker makes itself, one connection at a
+    time, and none while another worker holds fewer open connections (the master's `_Board`):
+    it leaves the socket alone for ACCEPT_DEFER_STEP, so the other worker's loop takes it, for
+    the worker's limit at most (ONE_THREAD_DEFER: a loop that waits on its socket wakes in well
+    under 1 ms, unless its worker's app thread holds the GIL). A connection it accepts is then
+    uvloop's, as one its own accept made (`connect_accepted_socket`: the same transport,
+    TCP_NODELAY set): only the accept is in Python, once a connection. What gunicorn's worker
+    asks of a server: `close`, `wait_closed`, `is_serving`."""
+
+    def __init__(
+        self, loop: _UvLoop, worker: Worker, factory: Any, sock: socket.socket, ssl: Any
+    ) -> None:
+        self._loop, self._worker, self._factory, self._ssl = loop, worker, factory, ssl
+        self._sock = sock
+        sock.setblocking(False)
+        sock.listen(loop._listen_backlog)
+        self._fd = sock.fileno()
+        self._serving = True
+        self._waiting = False  # the socket left alone for a while (call_later: _watch)
+        self._handing: set[asyncio.Task[None]] = set()  # accepted, being handed to uvloop
+        loop.add_reader(self._fd, self._ready)
+
+    def _ready(self) -> None:
+        if not self._serving:
             return
-        if worker.defer_accept():
-            fd = sock.fileno()
-            if self._remove_reader(fd):  # type: ignore[attr-defined]
-                self.call_later(ACCEPT_DEFER_STEP, self._watch, fd, protocol_factory, sock, args)
+        if self._worker.defer_accept():
+            self._leave(ACCEPT_DEFER_STEP)
             return
         try:
-            conn, addr = sock.accept()
-            conn.setblocking(False)
+            conn, _addr = self._sock.accept()
         except (BlockingIOError, InterruptedError, ConnectionAbortedError):
             return  # another worker took it
-        except OSError:  # out of descriptors and the like: asyncio's own handling
-            super()._accept_connection(protocol_factory, sock, *args)  # type: ignore[misc]
+        except OSError as exc:  # out of descriptors and the like: as asyncio, a second's rest
+            self._worker.log.error("could not accept a connection: %s", exc)
+            self._leave(1.0)
             return
-        worker.accepted()
-        sslcontext, server, _backlog, handshake, shutdown = args
-        self.create_task(
-            self._accept_connection2(  # type: ignore[attr-defined]
-                protocol_factory, conn, {"peername": addr}, sslcontext, server, handshake, shutdown
-            )
-        )
+        conn.setblocking(False)
+        self._worker.accepted()
+        task = self._loop.create_task(self._serve(conn))
+        self._handing.add(task)  # the loop keeps only a weak reference to a task
+        task.add_done_callback(self._handing.discard)
 
-    def _watch(self, fd: int, protocol_factory: Any, sock: Any, args: Any) -> None:
-        """Watch the listening socket again, if its server still serves (not while stopping)."""
-        server = args[1]
-        if server is not None and server.is_serving() and sock.fileno() == fd:
-            self._add_reader(fd, self._accept_connection, protocol_factory, sock, *args)  # type: ignore[attr-defined]
+    async def _serve(self, conn: socket.socket) -> None:
+        try:
+            await self._loop.connect_accepted_socket(self._factory, conn, ssl=self._ssl)
+        except Exception as exc:  # a TLS handshake that failed, a client gone: its own loss
+            self._worker.log.debug("connection dropped before it was served: %s", exc)
+            conn.close()
+
+    def _leave(self, seconds: float) -> None:
+        if not self._waiting:
+            self._waiting = True
+            self._loop.remove_reader(self._fd)
+            self._loop.call_later(seconds, self._watch)
+
+    def _watch(self) -> None:
+        """Watch the listening socket again, if this server still serves (not while stopping)."""
+        self._waiting = False
+        if self._serving:
+            self._loop.add_reader(self._fd, self._ready)
+
+    def is_serving(self) -> bool:
+        return self._serving
+
+    def close(self) -> None:
+        """Accept nothing more (the socket is the master's: it stays open)."""
+        if self._serving:
+            self._serving = False
+            if not self._waiting:
+                self._loop.remove_reader(self._fd)
+
+    async def wait_closed(self) -> None:
+        """Nothing to wait for: the connections it made are the worker's (gunicorn counts them)."""
 
 
 def _set_aside() -> int:

@@ -287,13 +287,15 @@ def _access_lines(server, request_ids):
 
 
 @pytest.mark.parametrize(
-    ("defer", "loop"), [("", "uvloop"), ("2", "asyncio")], ids=["uvloop", "asyncio"]
+    ("defer", "loop"),
+    [("0", "its own accepts"), ("2", "connections spread over the workers")],
+    ids=["uvloop", "spreading"],
 )
 def test_the_listening_socket_keeps_gunicorns_backlog(database_url, tmp_path, defer, loop):
     """The kernel's queue of connections not yet accepted is gunicorn's `backlog` (here 321), not
-    the 100 an event loop's server listens with by default (bridge.serving._Backlog): on uvloop's
-    loop, the default, and on asyncio's, which spreading connections (GUNICORN_ACCEPT_DEFER_MS)
-    runs; the worker's log says which it runs, and it serves."""
+    the 100 an event loop's server listens with by default (bridge.serving._Backlog): with
+    uvloop's own accepts, and with the worker's (bridge.serving._Spreading,
+    GUNICORN_ACCEPT_DEFER_MS); the worker's log says which, and it serves."""
     env = {"GUNICORN_CMD_ARGS": "--backlog 321", "GUNICORN_ACCEPT_DEFER_MS": defer}
     server = _with_ss(database_url, tmp_path, 1, env)
     try:
@@ -301,17 +303,38 @@ def test_the_listening_socket_keeps_gunicorns_backlog(database_url, tmp_path, de
             ["ss", "-ltnH", f"sport = :{server.port}"], capture_output=True, text=True, check=True
         ).stdout.split()
         assert out[0] == "LISTEN" and out[2] == "321", out  # State Recv-Q Send-Q(backlog) ...
-        assert f"event loop: {loop}" in server.log(), server.log()[-2000:]
+        assert f"event loop: uvloop, {loop}" in server.log(), server.log()[-2000:]
+        healthz_answers(server.port)
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize(
+    ("threads", "loop"),
+    [("1", "connections spread over the workers"), ("4", "its own accepts")],
+    ids=["one-thread", "four-threads"],
+)
+def test_workers_of_one_thread_spread_connections_unless_told_otherwise(
+    database_url, tmp_path, threads, loop
+):
+    """With GUNICORN_ACCEPT_DEFER_MS unset, workers that run their app in one thread (SQLite's
+    default) spread connections (a worker holding two serves them one after the other while
+    the other may idle); workers of more threads take what waits, as uvloop does."""
+    if not GUNICORN.exists():
+        pytest.skip("gunicorn is installed by `make test`; this interpreter has none")
+    server = Gunicorn(database_url, tmp_path, env={"GUNICORN_THREADS": threads}).start()
+    try:
+        assert f"event loop: uvloop, {loop}" in server.log(), server.log()[-2000:]
         healthz_answers(server.port)
     finally:
         server.stop()
 
 
 def test_keep_alive_connections_spread_evenly_over_the_workers(database_url, tmp_path):
-    """Four clients connecting at once to two workers hold two connections on each (asyncio
-    accepted every waiting connection in whichever worker woke first: 4-0 in 12 of 40 trials);
+    """Four clients connecting at once to two workers hold two connections on each (uvloop
+    took every waiting connection in whichever worker woke first: 4-0 in 4 of 40 trials);
     six, three on each. Each worker's count is on the master's board (bridge.serving._Board).
-    Turned on with GUNICORN_ACCEPT_DEFER_MS (off by default, see bridge.serving._EventLoop), and
+    Turned on with GUNICORN_ACCEPT_DEFER_MS (bridge.serving._Spreading), and
     that generously, so a loaded machine cannot make a trial miss."""
     server = _with_ss(database_url, tmp_path, 2, {"GUNICORN_ACCEPT_DEFER_MS": "2000"})
     try:

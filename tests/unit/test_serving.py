@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import socket
 from typing import Any
 
 import pytest
@@ -267,12 +269,86 @@ def test_the_board_of_open_connections():
 
 
 def test_the_accept_defer_setting_is_milliseconds_within_bounds():
-    """GUNICORN_ACCEPT_DEFER_MS: unset, empty or 0 is off; a number of milliseconds up to the
-    bound is seconds here; anything else is refused with the variable's name and what it takes
-    (`inf` would let a hung worker hold every new connection back; a typo must not turn it off)."""
-    assert serving.accept_defer_limit(None) == serving.accept_defer_limit("") == 0
-    assert serving.accept_defer_limit(" 2 ") == 0.002
-    assert serving.accept_defer_limit(str(serving.MAX_ACCEPT_DEFER_MS)) == 10
+    """GUNICORN_ACCEPT_DEFER_MS: unset or empty, 10 ms for workers that run their app in one
+    thread (SQLite's default) and off for more; 0 is off; a number of milliseconds up to the
+    bound is seconds here, whatever the threads; anything else is refused with the variable's
+    name and what it takes (`inf` would let a hung worker hold every new connection back; a
+    typo must not turn it off)."""
+    assert serving.accept_defer_limit(None, 1) == serving.accept_defer_limit(" ", 1) == 0.01
+    assert serving.accept_defer_limit(None, 4) == serving.accept_defer_limit("", 4) == 0
+    assert serving.accept_defer_limit("0", 1) == 0
+    assert serving.accept_defer_limit(" 2 ", 4) == 0.002
+    assert serving.accept_defer_limit(str(serving.MAX_ACCEPT_DEFER_MS), 1) == 10
     for bad in ("abc", "2ms", "inf", "nan", "-1", str(serving.MAX_ACCEPT_DEFER_MS + 1)):
         with pytest.raises(ValueError, match=r"GUNICORN_ACCEPT_DEFER_MS must be milliseconds"):
-            serving.accept_defer_limit(bad)
+            serving.accept_defer_limit(bad, 1)
+
+
+class _Deferring:
+    """A worker as _Spreading sees it: leaves the first `defer` connections' accepts to others."""
+
+    def __init__(self, defer: int) -> None:
+        self.defer, self.asked, self.taken = defer, 0, 0
+        self.log = logging.getLogger("test")
+
+    def defer_accept(self) -> bool:
+        self.asked += 1
+        return self.asked <= self.defer
+
+    def accepted(self) -> None:
+        self.taken += 1
+
+
+def test_a_spreading_server_accepts_after_leaving_the_socket_alone_and_stops_when_closed():
+    """bridge.serving._Spreading on uvloop's loop: asked to defer, it leaves the waiting
+    connection for ACCEPT_DEFER_STEP, then accepts it and hands it to uvloop (the protocol
+    answers over uvloop's transport, TCP_NODELAY set); closed, it accepts nothing more (the
+    connection waits in the socket's queue) and the socket stays open (it is gunicorn's)."""
+    worker = _Deferring(defer=2)
+    answers: list[bytes] = []
+
+    class Echo(asyncio.Protocol):
+        def connection_made(self, transport: Any) -> None:
+            sock = transport.get_extra_info("socket")
+            nodelay = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+            transport.write(b"nodelay %d" % nodelay)
+            transport.close()
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        listening = socket.socket()
+        listening.bind(("127.0.0.1", 0))
+        listening.listen(8)
+        port = listening.getsockname()[1]
+        server = await loop.create_server(Echo, sock=listening)
+        assert isinstance(server, serving._Spreading) and server.is_serving()
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        answers.append(await asyncio.wait_for(reader.read(100), 5))
+        writer.close()
+        assert (worker.asked, worker.taken) == (3, 1)
+        assert left == [serving.ACCEPT_DEFER_STEP] * 2  # asked again after leaving it alone
+        server.close()
+        await server.wait_closed()
+        assert not server.is_serving()
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)  # the kernel's queue
+        await asyncio.sleep(0.05)
+        assert (worker.asked, worker.taken) == (3, 1)  # never looked at
+        writer.close()
+        assert listening.fileno() != -1
+        listening.close()
+
+    loop = serving._UvLoop(16, worker)  # type: ignore[arg-type]
+    left: list[float] = []  # how long it left the socket alone, each time
+    call_later = loop.call_later
+
+    def leaving(delay: float, callback: Any, *args: Any) -> Any:
+        if getattr(callback, "__func__", None) is serving._Spreading._watch:
+            left.append(delay)
+        return call_later(delay, callback, *args)
+
+    loop.call_later = leaving
+    try:
+        loop.run_until_complete(scenario())
+    finally:
+        loop.close()
+    assert answers == [b"nodelay 1"]

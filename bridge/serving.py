@@ -39,9 +39,10 @@ WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
 class Worker(ASGIWorker):  # type: ignore[misc]
-    """gunicorn's asyncio worker, serving the WSGI app through `WsgiOnAsgi`; with
-    GUNICORN_ACCEPT_DEFER_MS, its open connections on the master's board (`_Board`) for its
-    loop's accepts (`_Spreading`). Without it, no board: nothing is claimed or written."""
+    """gunicorn's asyncio worker, serving the WSGI app through `WsgiOnAsgi`; when it spreads
+    connections (one app thread, or GUNICORN_ACCEPT_DEFER_MS: accept_defer_limit), its open
+    connections on the master's board (`_Board`) for its loop's accepts (`_Spreading`).
+    Otherwise no board: nothing is claimed or written."""
 
     _board: _Board | None = None  # made in the master by the first worker; shared by the forks
 

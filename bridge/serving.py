@@ -40,9 +40,9 @@ WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 class Worker(ASGIWorker):  # type: ignore[misc]
     """gunicorn's asyncio worker, serving the WSGI app through `WsgiOnAsgi`; when it spreads
-    connections (one app thread, or GUNICORN_ACCEPT_DEFER_MS: accept_defer_limit), its open
-    connections on the master's board (`_Board`) for its loop's accepts (`_Spreading`).
-    Otherwise no board: nothing is claimed or written."""
+    connections over the workers (unless GUNICORN_ACCEPT_DEFER_MS is 0), its open connections
+    on the master's board (`_Board`) for its loop's accepts (`_Spreading`). Otherwise no board:
+    nothing is claimed or written."""
 
     _board: _Board | None = None  # made in the master by the first worker; shared by the forks
 
@@ -55,8 +55,7 @@ class Worker(ASGIWorker):  # type: ignore[misc]
         self._pending = 0  # accepted, not yet counted by gunicorn (its connection_made)
         self._deferring: float | None = None
         super().__init__(*args, **kwargs)  # runs in the master, before the fork
-        self._defer_limit = accept_defer_limit(ACCEPT_DEFER_MS, max(1, int(self.cfg.threads)))
-        if self._defer_limit > 0:
+        if ACCEPT_DEFER_LIMIT > 0:
             if Worker._board is None:
                 Worker._board = _Board()
             self._slot = Worker._board.claim()
@@ -80,7 +79,7 @@ class Worker(ASGIWorker):  # type: ignore[misc]
     def defer_accept(self) -> bool:
         """Whether to leave a waiting connection to another worker: one holds fewer open
         connections than this one (with those this one accepted and has not counted yet), and
-        this one has not left connections waiting for its limit already (a worker
+        this one has not left connections waiting for ACCEPT_DEFER_LIMIT already (a worker
         that hangs with few connections, until gunicorn's timeout kills it, delays each new
         connection by that much at most)."""
         least = None
@@ -92,7 +91,7 @@ class Worker(ASGIWorker):  # type: ignore[misc]
         now = time.monotonic()
         if self._deferring is None:
             self._deferring = now
-        if now - self._deferring >= self._defer_limit:
+        if now - self._deferring >= ACCEPT_DEFER_LIMIT:
             self._deferring = None
             return False
         return True
@@ -111,13 +110,13 @@ class Worker(ASGIWorker):  # type: ignore[misc]
             self._publish()
 
     def _setup_event_loop(self) -> None:
-        """uvloop's event loop (_UvLoop; with GUNICORN_ACCEPT_DEFER_MS, accepting as _Spreading
-        says). The loop's side of a request (reading it, handing it to a thread, writing
-        the answer) then runs in C, and hands over to the app's threads more cheaply: a SCIM GET
-        by id cost a worker 0.95 ms of CPU against 1.07 on asyncio's loop (its loop's thread
-        0.29 against 0.33, its app threads 0.66 against 0.74), 1,430 req/s against 1,142,
-        better in each of 5 rounds (PostgreSQL, 2 workers, 4 keep-alive clients, both servers
-        in the same rounds: bench/scim/cpu.py)."""
+        """uvloop's event loop (_UvLoop; accepting as _Spreading says, unless
+        GUNICORN_ACCEPT_DEFER_MS is 0). The loop's side of a request (reading it, handing it to
+        a thread, writing the answer) then runs in C, and hands over to the app's threads more
+        cheaply: a SCIM GET by id cost a worker 0.95 ms of CPU against 1.07 on asyncio's loop
+        (its loop's thread 0.29 against 0.33, its app threads 0.66 against 0.74), 1,430 req/s
+        against 1,142, better in each of 5 rounds (PostgreSQL, 2 workers, 4 keep-alive clients,
+        both servers in the same rounds: bench/scim/cpu.py)."""
         spreading = None
         if self._board is not None and self._slot is not None:
             self._board.publish(self._slot, self.pid, 0)  # this worker's, from now on
@@ -250,26 +249,23 @@ def _alive(pid: int) -> bool:
 
 ACCEPT_DEFER_STEP = 0.001  # seconds a loop leaves a waiting connection to a less busy worker
 # ... and at most, before it accepts the connection itself (GUNICORN_ACCEPT_DEFER_MS; 0: uvloop's
-# own accept, every waiting connection, whatever the others hold); unset, ONE_THREAD_DEFER where
-# a worker runs its app in one thread (SQLite's default), else 0. Bounded: a worker that hangs
+# own accept, every waiting connection, whatever the others hold). Bounded: a worker that hangs
 # holding few connections (gunicorn kills it after its timeout, 30 s) must not hold new
 # connections back for longer than this (the tests use 2,000)
 MAX_ACCEPT_DEFER_MS = 10_000
 # two of the GIL's switch intervals (5 ms): a worker's loop waits for its running app thread's
 # (bench/scim --sqlite: 2 ms left one round of three split 3-1 where 10 split every round 2-2)
-ONE_THREAD_DEFER = 0.010
+DEFAULT_ACCEPT_DEFER = 0.010
 
 
-def accept_defer_limit(raw: str | None, threads: int) -> float:
+def accept_defer_limit(raw: str | None) -> float:
     """GUNICORN_ACCEPT_DEFER_MS in seconds: milliseconds from 0 (off) to MAX_ACCEPT_DEFER_MS;
-    unset or empty, ONE_THREAD_DEFER for workers that run their app in one thread (`threads`:
-    a worker holding two keep-alive connections serves them one after the other while another
-    worker may idle), 0 for more. Anything else stops the server before it starts, saying so:
-    `inf` would let a hung worker hold every new connection back, and a typo must not turn it
-    off."""
+    DEFAULT_ACCEPT_DEFER when unset or empty. Anything else stops the server before it starts,
+    saying so: `inf` would let a hung worker hold every new connection back, and a typo must
+    not turn it off."""
     text = (raw or "").strip()
     if not text:
-        return ONE_THREAD_DEFER if threads == 1 else 0.0
+        return DEFAULT_ACCEPT_DEFER
     try:
         ms = float(text)
     except ValueError:
@@ -282,8 +278,7 @@ def accept_defer_limit(raw: str | None, threads: int) -> float:
     return ms / 1000
 
 
-ACCEPT_DEFER_MS = os.environ.get("GUNICORN_ACCEPT_DEFER_MS")
-accept_defer_limit(ACCEPT_DEFER_MS, 1)  # a bad one stops gunicorn as it loads the worker class
+ACCEPT_DEFER_LIMIT = accept_defer_limit(os.environ.get("GUNICORN_ACCEPT_DEFER_MS"))
 
 
 class _Backlog:
@@ -303,16 +298,21 @@ class _Backlog:
 
 
 class _UvLoop(_Backlog, uvloop.Loop):  # type: ignore[misc]
-    """uvloop's event loop, listening with gunicorn's backlog, and (GUNICORN_ACCEPT_DEFER_MS)
-    accepting a connection in the worker where fewer are open (`_Spreading`).
+    """uvloop's event loop, listening with gunicorn's backlog, and accepting a connection in the
+    worker where fewer are open (`_Spreading`; uvloop's own accepts when GUNICORN_ACCEPT_DEFER_MS
+    is 0).
 
-    Every worker's loop watches the one socket gunicorn's master listens on, and a loop takes
-    every connection waiting there when it wakes (libuv's accept, in C): 4 clients connecting at
-    once to 2 workers landed 2-2 in 19 of 40 trials, 3-1 in 17, 4-0 in 4 (asyncio's loop: 4-0 in
-    12). A keep-alive connection (an IdP pushing SCIM, bench/scim's clients) stays where it
-    landed, and a worker runs its app in `threads` threads (1 on SQLite): 4 connections on one
-    worker queue behind each other while the other worker idles (SCIM creates, SQLite, one
-    round: 0.73x scim2-server split 4-0 against 1.17x split 2-2)."""
+    Every worker's loop watches the one socket gunicorn's master listens on, and uvloop takes
+    every connection waiting there when its loop wakes (libuv's accept, in C): 4 clients
+    connecting at once to 2 workers landed 2-2 in 19 of 40 trials, 3-1 in 17, 4-0 in 4. A
+    keep-alive connection (an IdP pushing SCIM, bench/scim's clients) stays where it landed, and
+    a worker's app runs on one core (one thread on SQLite; the GIL's on PostgreSQL): 4
+    connections on one worker queue behind each other while the other worker idles. Spread
+    (bench/scim, 4 keep-alive clients, every round 2-2): SQLite's SCIM creates 1.38x-1.49x
+    scim2-server in full runs (one round split 4-0: 0.73x); PostgreSQL's GETs by id 1.75x and
+    1.89x in quick runs against 1.46x and 1.44x unspread (split 3-1 and 4-0), its creates and
+    SAML first logins no slower. (On asyncio's loop, which this once needed, spreading cost a
+    SCIM GET some 11 % more CPU and one account's creates 10-20 %.)"""
 
     def __init__(self, backlog: int, worker: Worker | None = None) -> None:
         super().__init__()
@@ -330,7 +330,7 @@ class _Spreading:
     """A listening socket's server whose accepts the worker makes itself, one connection at a
     time, and none while another worker holds fewer open connections (the master's `_Board`):
     it leaves the socket alone for ACCEPT_DEFER_STEP, so the other worker's loop takes it, for
-    the worker's limit at most (ONE_THREAD_DEFER: a loop that waits on its socket wakes in well
+    ACCEPT_DEFER_LIMIT at most (DEFAULT_ACCEPT_DEFER: a loop that waits on its socket wakes in well
     under 1 ms, unless its worker's app thread holds the GIL). A connection it accepts is then
     uvloop's, as one its own accept made (`connect_accepted_socket`: the same transport,
     TCP_NODELAY set): only the accept is in Python, once a connection. What gunicorn's worker

@@ -432,9 +432,8 @@ def load(
 def split(server: Server) -> str:
     """How the clients' keep-alive connections to `server` sit on its workers, most first
     ("3-1": three on one worker, one on the other), read with `ss` while they are open. Each
-    worker keeps the connections it accepted (bridge.serving: spread where a worker runs one app
-    thread, or GUNICORN_ACCEPT_DEFER_MS says), so a round's req/s depends on this: '?' without
-    `ss`."""
+    worker keeps the connections it accepted (bridge.serving spreads them unless
+    GUNICORN_ACCEPT_DEFER_MS is 0), so a round's req/s depends on this: '?' without `ss`."""
     try:
         out = subprocess.run(
             ["ss", "-tnpH", "state", "established", f"( sport = :{server.port} )"],

@@ -309,22 +309,16 @@ def test_the_listening_socket_keeps_gunicorns_backlog(database_url, tmp_path, de
         server.stop()
 
 
-@pytest.mark.parametrize(
-    ("threads", "loop"),
-    [("1", "connections spread over the workers"), ("4", "its own accepts")],
-    ids=["one-thread", "four-threads"],
-)
-def test_workers_of_one_thread_spread_connections_unless_told_otherwise(
-    database_url, tmp_path, threads, loop
-):
-    """With GUNICORN_ACCEPT_DEFER_MS unset, workers that run their app in one thread (SQLite's
-    default) spread connections (a worker holding two serves them one after the other while
-    the other may idle); workers of more threads take what waits, as uvloop does."""
+def test_workers_spread_connections_unless_told_not_to(database_url, tmp_path):
+    """With GUNICORN_ACCEPT_DEFER_MS unset (or empty), the workers spread connections (a
+    worker's app runs on one core: two connections on one worker are served one after the
+    other while the other may idle)."""
     if not GUNICORN.exists():
         pytest.skip("gunicorn is installed by `make test`; this interpreter has none")
-    server = Gunicorn(database_url, tmp_path, env={"GUNICORN_THREADS": threads}).start()
+    server = Gunicorn(database_url, tmp_path, env={"GUNICORN_ACCEPT_DEFER_MS": ""}).start()
     try:
-        assert f"event loop: uvloop, {loop}" in server.log(), server.log()[-2000:]
+        log = server.log()
+        assert "event loop: uvloop, connections spread over the workers" in log, log[-2000:]
         healthz_answers(server.port)
     finally:
         server.stop()
@@ -334,7 +328,7 @@ def test_keep_alive_connections_spread_evenly_over_the_workers(database_url, tmp
     """Four clients connecting at once to two workers hold two connections on each (uvloop
     took every waiting connection in whichever worker woke first: 4-0 in 4 of 40 trials);
     six, three on each. Each worker's count is on the master's board (bridge.serving._Board).
-    Turned on with GUNICORN_ACCEPT_DEFER_MS (bridge.serving._Spreading), and
+    Here with GUNICORN_ACCEPT_DEFER_MS set (bridge.serving._Spreading; 10 ms by default), and
     that generously, so a loaded machine cannot make a trial miss."""
     server = _with_ss(database_url, tmp_path, 2, {"GUNICORN_ACCEPT_DEFER_MS": "2000"})
     try:

@@ -269,19 +269,17 @@ def test_the_board_of_open_connections():
 
 
 def test_the_accept_defer_setting_is_milliseconds_within_bounds():
-    """GUNICORN_ACCEPT_DEFER_MS: unset or empty, 10 ms for workers that run their app in one
-    thread (SQLite's default) and off for more; 0 is off; a number of milliseconds up to the
-    bound is seconds here, whatever the threads; anything else is refused with the variable's
-    name and what it takes (`inf` would let a hung worker hold every new connection back; a
-    typo must not turn it off)."""
-    assert serving.accept_defer_limit(None, 1) == serving.accept_defer_limit(" ", 1) == 0.01
-    assert serving.accept_defer_limit(None, 4) == serving.accept_defer_limit("", 4) == 0
-    assert serving.accept_defer_limit("0", 1) == 0
-    assert serving.accept_defer_limit(" 2 ", 4) == 0.002
-    assert serving.accept_defer_limit(str(serving.MAX_ACCEPT_DEFER_MS), 1) == 10
+    """GUNICORN_ACCEPT_DEFER_MS: unset or empty, 10 ms (DEFAULT_ACCEPT_DEFER); 0 is off; a
+    number of milliseconds up to the bound is seconds here; anything else is refused with the
+    variable's name and what it takes (`inf` would let a hung worker hold every new connection
+    back; a typo must not turn it off)."""
+    assert serving.accept_defer_limit(None) == serving.accept_defer_limit(" ") == 0.01
+    assert serving.accept_defer_limit("0") == 0
+    assert serving.accept_defer_limit(" 2 ") == 0.002
+    assert serving.accept_defer_limit(str(serving.MAX_ACCEPT_DEFER_MS)) == 10
     for bad in ("abc", "2ms", "inf", "nan", "-1", str(serving.MAX_ACCEPT_DEFER_MS + 1)):
         with pytest.raises(ValueError, match=r"GUNICORN_ACCEPT_DEFER_MS must be milliseconds"):
-            serving.accept_defer_limit(bad, 1)
+            serving.accept_defer_limit(bad)
 
 
 class _Deferring:

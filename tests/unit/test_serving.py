@@ -297,6 +297,22 @@ class _Deferring:
         self.taken += 1
 
 
+def _watched_loop(worker: _Deferring) -> tuple[Any, list[float]]:
+    """A spreading uvloop loop for `worker`, and how long its server left the listening socket
+    alone each time (its calls of _Spreading._watch)."""
+    loop = serving._UvLoop(16, worker)  # type: ignore[arg-type]
+    left: list[float] = []
+    call_later = loop.call_later
+
+    def leaving(delay: float, callback: Any, *args: Any) -> Any:
+        if getattr(callback, "__func__", None) is serving._Spreading._watch:
+            left.append(delay)
+        return call_later(delay, callback, *args)
+
+    loop.call_later = leaving
+    return loop, left
+
+
 def test_a_spreading_server_accepts_after_leaving_the_socket_alone_and_stops_when_closed():
     """bridge.serving._Spreading on uvloop's loop: asked to defer, it leaves the waiting
     connection for ACCEPT_DEFER_STEP, then accepts it and hands it to uvloop (the protocol
@@ -335,18 +351,52 @@ def test_a_spreading_server_accepts_after_leaving_the_socket_alone_and_stops_whe
         assert listening.fileno() != -1
         listening.close()
 
-    loop = serving._UvLoop(16, worker)  # type: ignore[arg-type]
-    left: list[float] = []  # how long it left the socket alone, each time
-    call_later = loop.call_later
-
-    def leaving(delay: float, callback: Any, *args: Any) -> Any:
-        if getattr(callback, "__func__", None) is serving._Spreading._watch:
-            left.append(delay)
-        return call_later(delay, callback, *args)
-
-    loop.call_later = leaving
+    loop, left = _watched_loop(worker)
     try:
         loop.run_until_complete(scenario())
     finally:
         loop.close()
     assert answers == [b"nodelay 1"]
+
+
+def test_a_spreading_server_that_cannot_accept_rests_a_second_and_says_why(caplog):
+    """Out of descriptors (EMFILE), an accept fails: _Spreading logs why, leaves the socket
+    alone for a second (as asyncio does) instead of spinning on it, and then accepts again."""
+    worker = _Deferring(defer=0)
+    failing = [OSError(24, "Too many open files")]
+
+    class Refusing:
+        """The listening socket, whose first accept fails as an exhausted process's does."""
+
+        def __init__(self, sock: socket.socket) -> None:
+            self.sock = sock
+
+        def accept(self) -> Any:
+            if failing:
+                raise failing.pop()
+            return self.sock.accept()
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        listening = socket.socket()
+        listening.bind(("127.0.0.1", 0))
+        listening.listen(8)
+        server = await loop.create_server(asyncio.Protocol, sock=listening)
+        server._sock = Refusing(listening)
+        _reader, writer = await asyncio.open_connection(*listening.getsockname())
+        for _ in range(100):
+            if worker.taken:
+                break
+            await asyncio.sleep(0.02)
+        writer.close()
+        server.close()
+        listening.close()
+
+    loop, left = _watched_loop(worker)
+    with caplog.at_level(logging.ERROR, logger="test"):
+        try:
+            loop.run_until_complete(scenario())
+        finally:
+            loop.close()
+    assert left == [1.0] and worker.taken == 1
+    assert "could not accept a connection: [Errno 24] Too many open files" in caplog.text

@@ -86,8 +86,8 @@ DB_UNAVAILABLE = Counter(
 )
 POOL_CHECKED_OUT = Gauge(
     "bridge_db_pool_connections_in_use",
-    "Database connections checked out of the pools of all live workers (on PostgreSQL each app "
-    "thread keeps one for its stand-alone reads).",
+    "Database connections checked out of the pools of all live workers (each app thread keeps "
+    "one for its stand-alone reads, on PostgreSQL and on a SQLite file).",
     multiprocess_mode="livesum",
 )
 POOL_CONNECTS = Counter(

@@ -28,6 +28,7 @@ from typing import Any
 from urllib.parse import unquote_to_bytes
 
 import uvloop
+from gunicorn.asgi.protocol import ASGIProtocol
 from gunicorn.config import Config
 from gunicorn.glogging import Logger
 from gunicorn.workers.gasgi import ASGIWorker
@@ -121,7 +122,9 @@ class Worker(ASGIWorker):  # type: ignore[misc]
         if self._board is not None and self._slot is not None:
             self._board.publish(self._slot, self.pid, 0)  # this worker's, from now on
             spreading = self
-        self.loop: asyncio.AbstractEventLoop = _UvLoop(int(self.cfg.backlog), spreading)
+        self.loop: asyncio.AbstractEventLoop = _UvLoop(
+            int(self.cfg.backlog), spreading, protocol=lambda: _Protocol(self)
+        )
         asyncio.set_event_loop(self.loop)
         how = "its own accepts" if spreading is None else "connections spread over the workers"
         self.log.info("event loop: uvloop, %s", how)
@@ -141,6 +144,25 @@ class Worker(ASGIWorker):  # type: ignore[misc]
         self.asgi = WsgiOnAsgi(wsgi, threads=threads, prefetch=limit)
         self.log.info("the app runs in %d thread%s", threads, "s" if threads > 1 else "")
         self.log.info("%d startup objects set aside from the cycle collector", _set_aside())
+
+
+class _Protocol(ASGIProtocol):  # type: ignore[misc]
+    """gunicorn's protocol for a connection, writing an access line for a request it refuses
+    itself, which gunicorn logs nowhere: its parser's (400 malformed, 414 a request line past
+    limit_request_line, 431 past limit_request_fields, 501 an unknown transfer coding) and a
+    WebSocket upgrade's (426, 400). A client refused so (a proxy's or an IdP's oversized
+    request, say) now shows in the log: its address, the status and the body's bytes; no
+    method, path or request id (the request was not read as one). gunicorn's 500 for an app
+    that answered nothing comes after the app ran, and gunicorn logs it as any request.
+    `_send_error_response` is gunicorn's own (pinned in pyproject.toml):
+    tests/integration/test_gunicorn.py fails if these lines stop being written."""
+
+    def _send_error_response(self, status: int, message: str, extra_headers: Any = ()) -> None:
+        super()._send_error_response(status, message, extra_headers)
+        if status != 500 and isinstance(self.log, AccessLog):
+            peer = self.transport.get_extra_info("peername") if self.transport else None
+            remote = peer[0] if isinstance(peer, tuple) else None
+            self.log.refused(status, extra_headers, len(message.encode()), remote)
 
 
 class AccessLog(Logger):  # type: ignore[misc]
@@ -165,18 +187,29 @@ class AccessLog(Logger):  # type: ignore[misc]
             access_line(resp.status, resp.headers, resp.sent, environ, request_time)
         )
 
+    def refused(self, status: int, headers: Any, sent: int, remote: str | None) -> None:
+        """The access line of a request gunicorn refused before the app saw it (_Protocol); in
+        our format only (an operator's --access-logformat needs the request gunicorn never
+        made)."""
+        if self.access_log_enabled and self.cfg.access_log_format == _GUNICORN_FORMAT:
+            self.access_log.info(access_line(status, headers, sent, {"REMOTE_ADDR": remote}))
+
 
 _GUNICORN_FORMAT = Config().access_log_format  # gunicorn's default: nobody asked for another
 
 
 def access_line(
-    status: Any, headers: Iterable[tuple[str, str]], sent: int | None, environ: Any, took: Any
+    status: Any,
+    headers: Iterable[tuple[str, str]],
+    sent: int | None,
+    environ: Any,
+    took: Any = None,
 ) -> str:
     """The access log's line for one request: when it ended (UTC), its request id (the
     X-Request-ID the app answered with; null if the answer has none), the client's address,
     method and path (decoded; the query is left out: it can carry a SAMLRequest, a code or a
     state), the status, the body's bytes sent and the milliseconds from its first byte read to
-    its last byte written."""
+    its last byte written (null when not measured: a request gunicorn refused)."""
     request_id = None
     for name, value in headers:
         if name.lower() == "x-request-id":
@@ -193,7 +226,9 @@ def access_line(
             "path": environ.get("PATH_INFO"),
             "status": status,
             "bytes": sent,
-            "ms": round(took.seconds * 1000 + took.microseconds / 1000, 3),
+            "ms": None
+            if took is None
+            else round(took.seconds * 1000 + took.microseconds / 1000, 3),
         },
         separators=(",", ":"),  # compact, as the format string's lines were: `"method":"POST"`
     )
@@ -314,12 +349,21 @@ class _UvLoop(_Backlog, uvloop.Loop):  # type: ignore[misc]
     SAML first logins no slower. (On asyncio's loop, which this once needed, spreading cost a
     SCIM GET some 11 % more CPU and one account's creates 10-20 %.)"""
 
-    def __init__(self, backlog: int, worker: Worker | None = None) -> None:
+    def __init__(
+        self,
+        backlog: int,
+        worker: Worker | None = None,
+        *,
+        protocol: Callable[[], asyncio.Protocol] | None = None,
+    ) -> None:
         super().__init__()
         self._listen_backlog = backlog
         self._worker = worker
+        self._protocol = protocol  # the worker's (_Protocol), in place of the one it is given
 
     async def create_server(self, protocol_factory: Any, *args: Any, **kwargs: Any) -> Any:
+        if self._protocol is not None:  # gunicorn's worker gives its ASGIProtocol: ours is one
+            protocol_factory = self._protocol
         sock = kwargs.get("sock")
         if self._worker is None or sock is None or args:  # uvloop's own accepts
             return await super().create_server(protocol_factory, *args, **kwargs)

@@ -271,6 +271,44 @@ def test_the_access_log_is_a_json_line_per_request_whatever_the_path(server_with
         assert "forged" not in raw or raw.startswith('{"time"'), raw
 
 
+def test_a_request_gunicorn_refuses_itself_has_an_access_line(server_with_log):
+    """A request gunicorn's parser refuses before the app sees it (a request line past
+    limit_request_line: 414; more header fields than limit_request_fields: 431; not HTTP: 400)
+    is one access line too (bridge.serving._Protocol), with the client's address, the status
+    and the body's bytes the client got; no method, path, request id or duration (there was no
+    request). gunicorn wrote none: such a client left no trace."""
+    server = server_with_log
+    refusals = {
+        414: b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+        431: b"GET / HTTP/1.1\r\n" + b"".join(b"X-%d: y\r\n" % i for i in range(120)) + b"\r\n",
+        400: b"NOT HTTP AT ALL\r\n\r\n",
+    }
+    bodies = {}
+    for status, raw in refusals.items():
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as conn:
+            conn.sendall(raw)
+            answer = b""
+            while chunk := conn.recv(65536):
+                answer += chunk
+        head, _, bodies[status] = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 %d " % status), answer[:200]
+    deadline = time.monotonic() + 10
+    while True:
+        lines = [
+            json.loads(raw)
+            for raw in server.log().splitlines()
+            if raw.startswith("{") and '"logger":"access"' in raw
+        ]
+        lines = [line for line in lines if line["request_id"] is None]  # not the app's /healthz
+        if len(lines) >= len(refusals) or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert sorted(line["status"] for line in lines) == sorted(refusals), lines
+    for line in lines:
+        assert line["remote"] == "127.0.0.1" and line["bytes"] == len(bodies[line["status"]])
+        assert line["method"] is line["path"] is line["request_id"] is line["ms"] is None, line
+
+
 def _access_lines(server, request_ids):
     """The access lines of these requests, once all are written (after each response)."""
     deadline = time.monotonic() + 10

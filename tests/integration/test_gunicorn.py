@@ -256,7 +256,8 @@ def test_the_access_log_is_a_json_line_per_request_whatever_the_path(server_with
     finally:
         conn.close()
     assert first.status == 404 and second.status == 200
-    lines = _access_lines(server, {"hostile-path", "plain-path"})
+    ids = {"hostile-path", "plain-path"}
+    lines = _access_lines(server, len(ids), lambda line: line["request_id"] in ids)
     parsed = {line["request_id"]: line for line in lines}
     assert len(lines) == 2 and set(parsed) == {"hostile-path", "plain-path"}, lines
     forged = '{"logger":"access","status":200,"forged":true}'
@@ -292,25 +293,16 @@ def test_a_request_gunicorn_refuses_itself_has_an_access_line(server_with_log):
                 answer += chunk
         head, _, bodies[status] = answer.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 %d " % status), answer[:200]
-    deadline = time.monotonic() + 10
-    while True:
-        lines = [
-            json.loads(raw)
-            for raw in server.log().splitlines()
-            if raw.startswith("{") and '"logger":"access"' in raw
-        ]
-        lines = [line for line in lines if line["request_id"] is None]  # not the app's /healthz
-        if len(lines) >= len(refusals) or time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
+    # not the app's lines (the /healthz the server was started with): those have a request id
+    lines = _access_lines(server, len(refusals), lambda line: line["request_id"] is None)
     assert sorted(line["status"] for line in lines) == sorted(refusals), lines
     for line in lines:
         assert line["remote"] == "127.0.0.1" and line["bytes"] == len(bodies[line["status"]])
         assert line["method"] is line["path"] is line["request_id"] is line["ms"] is None, line
 
 
-def _access_lines(server, request_ids):
-    """The access lines of these requests, once all are written (after each response)."""
+def _access_lines(server, count, keep):
+    """The access lines `keep` takes, once `count` of them are written (after each response)."""
     deadline = time.monotonic() + 10
     while True:
         lines = [
@@ -318,8 +310,8 @@ def _access_lines(server, request_ids):
             for raw in server.log().splitlines()
             if raw.startswith("{") and '"logger":"access"' in raw
         ]
-        lines = [line for line in lines if line["request_id"] in request_ids]
-        if len(lines) >= len(request_ids) or time.monotonic() > deadline:
+        lines = [line for line in lines if keep(line)]
+        if len(lines) >= count or time.monotonic() > deadline:
             return lines
         time.sleep(0.05)
 

@@ -316,23 +316,7 @@ def accept_defer_limit(raw: str | None) -> float:
 ACCEPT_DEFER_LIMIT = accept_defer_limit(os.environ.get("GUNICORN_ACCEPT_DEFER_MS"))
 
 
-class _Backlog:
-    """A loop whose servers listen with gunicorn's backlog.
-
-    gunicorn's master listens with its `backlog`; each worker's server then listens again on
-    that socket with the backlog it was given, and gunicorn gives none: the loop's default, 100
-    (asyncio's and uvloop's), was the kernel's queue of connections not yet accepted (`ss -ltn`
-    showed 100 whatever the setting). A burst of new connections past it (browsers posting the
-    IdP's form at nine in the morning) would have had SYNs dropped and retried a second later."""
-
-    _listen_backlog: int
-
-    async def create_server(self, *args: Any, **kwargs: Any) -> Any:
-        kwargs.setdefault("backlog", self._listen_backlog)
-        return await super().create_server(*args, **kwargs)  # type: ignore[misc]
-
-
-class _UvLoop(_Backlog, uvloop.Loop):  # type: ignore[misc]
+class _UvLoop(uvloop.Loop):
     """uvloop's event loop, listening with gunicorn's backlog, and accepting a connection in the
     worker where fewer are open (`_Spreading`; uvloop's own accepts when GUNICORN_ACCEPT_DEFER_MS
     is 0).
@@ -347,7 +331,14 @@ class _UvLoop(_Backlog, uvloop.Loop):  # type: ignore[misc]
     scim2-server in full runs (one round split 4-0: 0.73x); PostgreSQL's GETs by id 1.75x and
     1.89x in quick runs against 1.46x and 1.44x unspread (split 3-1 and 4-0), its creates and
     SAML first logins no slower. (On asyncio's loop, which this once needed, spreading cost a
-    SCIM GET some 11 % more CPU and one account's creates 10-20 %.)"""
+    SCIM GET some 11 % more CPU and one account's creates 10-20 %.)
+
+    It listens with gunicorn's backlog: gunicorn's master listens with its `backlog`; each
+    worker's server then listens again on that socket with the backlog it was given, and
+    gunicorn gives none: the loop's default, 100, was the kernel's queue of connections not yet
+    accepted (`ss -ltn` showed 100 whatever the setting). A burst of new connections past it
+    (browsers posting the IdP's form at nine in the morning) would have had SYNs dropped and
+    retried a second later."""
 
     def __init__(
         self,
@@ -366,6 +357,7 @@ class _UvLoop(_Backlog, uvloop.Loop):  # type: ignore[misc]
             protocol_factory = self._protocol
         sock = kwargs.get("sock")
         if self._worker is None or sock is None or args:  # uvloop's own accepts
+            kwargs.setdefault("backlog", self._listen_backlog)
             return await super().create_server(protocol_factory, *args, **kwargs)
         return _Spreading(self, self._worker, protocol_factory, sock, kwargs.get("ssl"))
 

@@ -323,7 +323,7 @@ def _access_lines(server, count, keep):
 )
 def test_the_listening_socket_keeps_gunicorns_backlog(database_url, tmp_path, defer, loop):
     """The kernel's queue of connections not yet accepted is gunicorn's `backlog` (here 321), not
-    the 100 an event loop's server listens with by default (bridge.serving._Backlog): with
+    the 100 an event loop's server listens with by default (bridge.serving._UvLoop): with
     uvloop's own accepts, and with the worker's (bridge.serving._Spreading,
     GUNICORN_ACCEPT_DEFER_MS); the worker's log says which, and it serves."""
     env = {"GUNICORN_CMD_ARGS": "--backlog 321", "GUNICORN_ACCEPT_DEFER_MS": defer}
